@@ -1,1 +1,11 @@
-//! domain
+//! The Snapstack domain: typed ids, the resources a user sees (projects, users,
+//! images, …), their states and legal transitions, and the one error type every
+//! layer above speaks. Nothing here does I/O.
+
+pub mod error;
+pub mod identity;
+pub mod ids;
+pub mod image;
+
+pub use error::{Error, ErrorKind, Result};
+pub use ids::{ImageId, ProjectId, RoleId, UserId};

@@ -1,0 +1,78 @@
+//! Issued tokens. Only a SHA-256 of each token is kept, so a copy of the
+//! database does not hand out working tokens; expiry and revocation are
+//! columns, so both survive a restart.
+
+use chrono::{DateTime, Utc};
+use domain::{ProjectId, Result, UserId};
+use sqlx::Row;
+
+use crate::{db_error, parse_id, parse_ts, ts, Store};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TokenRecord {
+    pub token_hash: String,
+    pub user_id: UserId,
+    pub project_id: Option<ProjectId>,
+    pub audit_id: String,
+    pub issued_at: DateTime<Utc>,
+    pub expires_at: DateTime<Utc>,
+    pub revoked: bool,
+}
+
+impl Store {
+    pub async fn insert_token(&self, t: &TokenRecord) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO tokens (token_hash, user_id, project_id, audit_id, issued_at, expires_at, revoked) \
+             VALUES (?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&t.token_hash)
+        .bind(t.user_id.to_string())
+        .bind(t.project_id.map(|p| p.to_string()))
+        .bind(&t.audit_id)
+        .bind(ts(t.issued_at))
+        .bind(ts(t.expires_at))
+        .bind(t.revoked as i64)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error("Cannot store a token"))?;
+        Ok(())
+    }
+
+    pub async fn token(&self, token_hash: &str) -> Result<Option<TokenRecord>> {
+        let row = sqlx::query("SELECT * FROM tokens WHERE token_hash = ?")
+            .bind(token_hash)
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error("Cannot read a token"))?;
+        let Some(row) = row else { return Ok(None) };
+        let project: Option<String> = row.get("project_id");
+        Ok(Some(TokenRecord {
+            token_hash: row.get("token_hash"),
+            user_id: parse_id(row.get::<&str, _>("user_id"))?,
+            project_id: project.as_deref().map(parse_id).transpose()?,
+            audit_id: row.get("audit_id"),
+            issued_at: parse_ts(row.get("issued_at"))?,
+            expires_at: parse_ts(row.get("expires_at"))?,
+            revoked: row.get::<i64, _>("revoked") != 0,
+        }))
+    }
+
+    pub async fn revoke_token(&self, token_hash: &str) -> Result<bool> {
+        let done = sqlx::query("UPDATE tokens SET revoked = 1 WHERE token_hash = ? AND revoked = 0")
+            .bind(token_hash)
+            .execute(&self.pool)
+            .await
+            .map_err(db_error("Cannot revoke a token"))?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    /// Forgets tokens that expired before `before`.
+    pub async fn purge_tokens(&self, before: DateTime<Utc>) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM tokens WHERE expires_at < ?")
+            .bind(ts(before))
+            .execute(&self.pool)
+            .await
+            .map_err(db_error("Cannot purge expired tokens"))?;
+        Ok(done.rows_affected())
+    }
+}

@@ -1,1 +1,54 @@
-//! storage
+//! Storage pools: where image (and later disk) data lives.
+//!
+//! [`Pool`] is the one set of operations every backend offers (DESIGN.md §3);
+//! the `file` pool keeps images as files under a directory, the in-memory
+//! [`fake::FakePool`] serves the unit tests of the layers above. Pools never
+//! touch the database: they take and return *locations*, opaque strings the
+//! caller stores (`file:///…/images/<id>`).
+//!
+//! [`qemu_img`] runs `qemu-img` under CPU and address-space limits.
+
+pub mod fake;
+pub mod file;
+pub mod qemu_img;
+
+use std::path::Path;
+use std::pin::Pin;
+
+use async_trait::async_trait;
+use domain::{ImageId, Result};
+use tokio::io::AsyncRead;
+
+/// A stream of image bytes and how many there are in all.
+pub struct ImageReader {
+    pub reader: Pin<Box<dyn AsyncRead + Send>>,
+    /// Size of the whole image in bytes (not of the range being read).
+    pub size: u64,
+}
+
+impl std::fmt::Debug for ImageReader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImageReader").field("size", &self.size).finish()
+    }
+}
+
+/// The operations Snapstack needs from a storage backend.
+#[async_trait]
+pub trait Pool: Send + Sync + std::fmt::Debug {
+    /// A short name for logs and errors (`file`, `rbd`, `fake`).
+    fn kind(&self) -> &'static str;
+
+    /// Takes the verified file at `staged` (on the same host) as the data of
+    /// image `id`, in `format` (`qcow2`, `raw`, …). The pool owns the data
+    /// afterwards and `staged` is gone. Returns the image's location.
+    async fn import_image(&self, id: ImageId, staged: &Path, format: &str) -> Result<String>;
+
+    /// Reads an image's data from byte `offset` on.
+    async fn open_image(&self, location: &str, offset: u64) -> Result<ImageReader>;
+
+    /// Removes an image's data. Removing what is already gone succeeds.
+    async fn delete_image(&self, location: &str) -> Result<()>;
+
+    /// Every image location the pool holds, to find orphans at start-up.
+    async fn image_locations(&self) -> Result<Vec<String>>;
+}

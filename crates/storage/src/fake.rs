@@ -1,0 +1,74 @@
+//! An in-memory pool for fast unit tests of the layers above the drivers.
+//! Same contract as the real pools: idempotent deletes, opaque locations.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use domain::{Error, ImageId, Result};
+
+use crate::{ImageReader, Pool};
+
+#[derive(Debug, Default)]
+pub struct FakePool {
+    images: Mutex<BTreeMap<String, Vec<u8>>>,
+}
+
+impl FakePool {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The bytes stored at `location`, if any.
+    pub fn data(&self, location: &str) -> Option<Vec<u8>> {
+        self.images.lock().ok()?.get(location).cloned()
+    }
+}
+
+#[async_trait]
+impl Pool for FakePool {
+    fn kind(&self) -> &'static str {
+        "fake"
+    }
+
+    async fn import_image(&self, id: ImageId, staged: &Path, _format: &str) -> Result<String> {
+        let data = tokio::fs::read(staged)
+            .await
+            .map_err(|e| Error::unavailable(format!("Cannot read {}: {e}", staged.display())))?;
+        let _ = tokio::fs::remove_file(staged).await;
+        let location = format!("fake://{id}");
+        self.images
+            .lock()
+            .map_err(|_| Error::internal("fake pool poisoned"))?
+            .insert(location.clone(), data);
+        Ok(location)
+    }
+
+    async fn open_image(&self, location: &str, offset: u64) -> Result<ImageReader> {
+        let data = self
+            .data(location)
+            .ok_or_else(|| Error::not_found("image data", location))?;
+        let size = data.len() as u64;
+        let tail = data.get(offset as usize..).unwrap_or_default().to_vec();
+        Ok(ImageReader { reader: Box::pin(std::io::Cursor::new(tail)), size })
+    }
+
+    async fn delete_image(&self, location: &str) -> Result<()> {
+        self.images
+            .lock()
+            .map_err(|_| Error::internal("fake pool poisoned"))?
+            .remove(location);
+        Ok(())
+    }
+
+    async fn image_locations(&self) -> Result<Vec<String>> {
+        Ok(self
+            .images
+            .lock()
+            .map_err(|_| Error::internal("fake pool poisoned"))?
+            .keys()
+            .cloned()
+            .collect())
+    }
+}

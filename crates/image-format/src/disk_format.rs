@@ -59,9 +59,11 @@ impl DiskFormat {
     /// The `-f` argument qemu-img needs to read this format (never let it probe).
     pub fn qemu_img_format(self) -> &'static str {
         match self {
-            DiskFormat::Raw | DiskFormat::Iso | DiskFormat::Ami | DiskFormat::Ari | DiskFormat::Aki => {
-                "raw"
-            }
+            DiskFormat::Raw
+            | DiskFormat::Iso
+            | DiskFormat::Ami
+            | DiskFormat::Ari
+            | DiskFormat::Aki => "raw",
             DiskFormat::Qcow2 => "qcow2",
             DiskFormat::Vmdk => "vmdk",
             DiskFormat::Vhd => "vpc",
@@ -144,12 +146,24 @@ mod tests {
 
     #[test]
     fn qemu_img_format_when_asked_names_qemu_drivers() {
-        let names: Vec<&str> = DiskFormat::ALL.iter().map(|f| qemu_img_format(*f)).collect();
+        let names: Vec<&str> = DiskFormat::ALL
+            .iter()
+            .map(|f| qemu_img_format(*f))
+            .collect();
 
         assert_eq!(
             names,
             [
-                "raw", "qcow2", "vmdk", "vpc", "vhdx", "vdi", "raw", "raw", "raw", "raw",
+                "raw",
+                "qcow2",
+                "vmdk",
+                "vpc",
+                "vhdx",
+                "vdi",
+                "raw",
+                "raw",
+                "raw",
+                "raw",
                 "parallels"
             ]
         );

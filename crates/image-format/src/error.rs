@@ -90,7 +90,7 @@ mod tests {
 
     #[test]
     fn io_error_when_displayed_does_not_repeat_its_source() {
-        let source = io::Error::new(io::ErrorKind::Other, "disk on fire");
+        let source = io::Error::other("disk on fire");
 
         let error = Error::io("could not read the image at offset 0", source);
 

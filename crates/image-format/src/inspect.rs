@@ -37,7 +37,9 @@ enum Parsed {
     Ploop(Ploop),
 }
 
-pub(crate) fn detect<R: Read + Seek + ?Sized>(source: &mut Source<'_, R>) -> Result<Inspection, Error> {
+pub(crate) fn detect<R: Read + Seek + ?Sized>(
+    source: &mut Source<'_, R>,
+) -> Result<Inspection, Error> {
     let signature = probe::identify(source)?;
     Ok(parse(source, signature)?.inspection())
 }
@@ -70,7 +72,9 @@ fn content_format(signature: Option<Signature>) -> Result<DiskFormat, Signature>
     match signature {
         None | Some(Signature::PartitionTable) => Ok(DiskFormat::Raw),
         Some(Signature::Qcow) => Ok(DiskFormat::Qcow2),
-        Some(Signature::VmdkSparse | Signature::VmdkCowd | Signature::VmdkText) => Ok(DiskFormat::Vmdk),
+        Some(Signature::VmdkSparse | Signature::VmdkCowd | Signature::VmdkText) => {
+            Ok(DiskFormat::Vmdk)
+        }
         Some(Signature::VhdHeader | Signature::VhdFooter) => Ok(DiskFormat::Vhd),
         Some(Signature::Vhdx) => Ok(DiskFormat::Vhdx),
         Some(Signature::Vdi) => Ok(DiskFormat::Vdi),
@@ -97,15 +101,22 @@ fn parse<R: Read + Seek + ?Sized>(
         Some(s @ (Signature::VmdkSparse | Signature::VmdkCowd | Signature::VmdkText)) => {
             Parsed::Vmdk(Vmdk::read(source, s)?)
         }
-        Some(s @ (Signature::VhdHeader | Signature::VhdFooter)) => Parsed::Vhd(Vhd::read(source, s)?),
+        Some(s @ (Signature::VhdHeader | Signature::VhdFooter)) => {
+            Parsed::Vhd(Vhd::read(source, s)?)
+        }
         Some(Signature::Vhdx) => Parsed::Vhdx(Vhdx::read(source)?),
         Some(Signature::Vdi) => Parsed::Vdi(Vdi::read(source)?),
         Some(Signature::Iso) => Parsed::Iso(Iso::read(source)?),
         Some(Signature::Ploop) => Parsed::Ploop(Ploop::read(source)?),
-        Some(unsupported @ (Signature::Qed | Signature::Luks | Signature::Bochs | Signature::Cloop)) => {
+        Some(
+            unsupported @ (Signature::Qed | Signature::Luks | Signature::Bochs | Signature::Cloop),
+        ) => {
             return Err(Error::new(
                 ErrorKind::UnsupportedFormat,
-                format!("the image is {}, which is never accepted", unsupported.describe()),
+                format!(
+                    "the image is {}, which is never accepted",
+                    unsupported.describe()
+                ),
             ))
         }
     })
@@ -117,7 +128,9 @@ impl Parsed {
             Parsed::Raw { .. } | Parsed::Iso(_) | Parsed::Ploop(_) => Ok(()),
             // Kernels and ramdisks are not disks; a boot signature in them
             // (every bzImage has one) is not a partition table.
-            Parsed::Partitioned { .. } if matches!(claimed, DiskFormat::Aki | DiskFormat::Ari) => Ok(()),
+            Parsed::Partitioned { .. } if matches!(claimed, DiskFormat::Aki | DiskFormat::Ari) => {
+                Ok(())
+            }
             Parsed::Partitioned { table, .. } => table.check(),
             Parsed::Qcow2(qcow2) => qcow2.check(),
             Parsed::Vmdk(vmdk) => vmdk.check(),

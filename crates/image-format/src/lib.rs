@@ -85,7 +85,10 @@ pub fn detect<R: Read + Seek + ?Sized>(reader: &mut R) -> Result<Inspection, Err
 
 /// Checks that the image in `reader` is what the uploader `claimed` and that it
 /// is safe to hand to qemu-img (see the crate documentation for the rules).
-pub fn verify<R: Read + Seek + ?Sized>(reader: &mut R, claimed: DiskFormat) -> Result<Inspection, Error> {
+pub fn verify<R: Read + Seek + ?Sized>(
+    reader: &mut R,
+    claimed: DiskFormat,
+) -> Result<Inspection, Error> {
     let mut source = Source::new(reader)?;
     let inspection = inspect::verify(&mut source, claimed)?;
     source.rewind()?;
@@ -103,5 +106,10 @@ pub fn verify_path(path: impl AsRef<Path>, claimed: DiskFormat) -> Result<Inspec
 }
 
 fn open(path: &Path) -> Result<File, Error> {
-    File::open(path).map_err(|e| Error::io(format!("could not open the image file {}", path.display()), e))
+    File::open(path).map_err(|e| {
+        Error::io(
+            format!("could not open the image file {}", path.display()),
+            e,
+        )
+    })
 }

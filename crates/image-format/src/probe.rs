@@ -130,7 +130,10 @@ fn signatures_in_head(head: &[u8]) -> Vec<Signature> {
     add(is_vmdk_text_descriptor(head), Signature::VmdkText);
     add(starts(b"conectix"), Signature::VhdHeader);
     add(starts(b"vhdxfile"), Signature::Vhdx);
-    add(fields.le_u32(0x40).ok() == Some(0xbeda_107f), Signature::Vdi);
+    add(
+        fields.le_u32(0x40).ok() == Some(0xbeda_107f),
+        Signature::Vdi,
+    );
     add(has_iso_descriptor(head), Signature::Iso);
     add(has_partition_table(head), Signature::PartitionTable);
     add(starts(b"LUKS\xba\xbe"), Signature::Luks);

@@ -36,7 +36,9 @@ impl<'r, R: Read + Seek + ?Sized> Source<'r, R> {
     pub(crate) fn read_up_to(&mut self, offset: u64, len: usize) -> Result<Vec<u8>, Error> {
         debug_assert!(len <= MAX_READ, "read of {len} bytes exceeds MAX_READ");
         let available = self.len.saturating_sub(offset);
-        let wanted = usize::try_from(available).map_or(len, |a| a.min(len)).min(MAX_READ);
+        let wanted = usize::try_from(available)
+            .map_or(len, |a| a.min(len))
+            .min(MAX_READ);
         let mut buf = vec![0u8; wanted];
         if wanted == 0 {
             return Ok(buf);

@@ -58,7 +58,9 @@ impl PartitionTable {
         let mut found_gpt = false;
         for (slot, entry) in self.entries.iter().enumerate() {
             if !matches!(entry.boot_flag, 0x00 | 0x80) {
-                return refuse(format!("MBR partition entry {slot} has an invalid boot flag"));
+                return refuse(format!(
+                    "MBR partition entry {slot} has an invalid boot flag"
+                ));
             }
             if entry.os_type != 0 {
                 used.push(slot);
@@ -100,7 +102,9 @@ mod tests {
     }
 
     fn protective_entry() -> [u8; 16] {
-        [0, 0, 2, 0, 0xee, 0xff, 0xff, 0xff, 1, 0, 0, 0, 0xff, 0xff, 0, 0]
+        [
+            0, 0, 2, 0, 0xee, 0xff, 0xff, 0xff, 1, 0, 0, 0, 0xff, 0xff, 0, 0,
+        ]
     }
 
     fn check(sector: Vec<u8>) -> Result<(), Error> {

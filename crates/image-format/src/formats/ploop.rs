@@ -33,9 +33,9 @@ impl Ploop {
         if header.starts_with(b"WithoutFreeSpace") {
             sectors &= 0xffff_ffff;
         }
-        let virtual_size = sectors
-            .checked_mul(512)
-            .ok_or_else(|| Error::malformed("ploop header sector count does not fit in 64 bits of bytes"))?;
+        let virtual_size = sectors.checked_mul(512).ok_or_else(|| {
+            Error::malformed("ploop header sector count does not fit in 64 bits of bytes")
+        })?;
         Ok(Self { virtual_size })
     }
 }

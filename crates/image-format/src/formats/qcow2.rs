@@ -54,10 +54,16 @@ impl Qcow2 {
         if version != 2 && version != 3 {
             return Err(Error::new(
                 ErrorKind::UnsupportedFormat,
-                format!("qcow image has version {version}; only qcow2 versions 2 and 3 are accepted"),
+                format!(
+                    "qcow image has version {version}; only qcow2 versions 2 and 3 are accepted"
+                ),
             ));
         }
-        let header_len = if version == 3 { V3_MIN_HEADER_LEN } else { V2_HEADER_LEN };
+        let header_len = if version == 3 {
+            V3_MIN_HEADER_LEN
+        } else {
+            V2_HEADER_LEN
+        };
         let header = source.read_exact_at(0, header_len as usize, "qcow2 header")?;
         let fields = Fields::new(&header, "qcow2 header");
 

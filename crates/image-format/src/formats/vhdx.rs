@@ -27,10 +27,30 @@ const REGION_SIGNATURE: u32 = 0x6967_6572; // "regi"
 const MAX_ENTRIES: usize = 2047;
 const ENTRY_LEN: usize = 32;
 
-const METADATA_REGION: [u8; 16] = guid(0x8B7C_A206, 0x4790, 0x4B9A, [0xB8, 0xFE, 0x57, 0x5F, 0x05, 0x0F, 0x88, 0x6E]);
-const VIRTUAL_DISK_SIZE: [u8; 16] = guid(0x2FA5_4224, 0xCD1B, 0x4876, [0xB2, 0x11, 0x5D, 0xBE, 0xD8, 0x3B, 0xF4, 0xB8]);
-const FILE_PARAMETERS: [u8; 16] = guid(0xCAA1_6737, 0xFA36, 0x4D43, [0xB3, 0xB6, 0x33, 0xF0, 0xAA, 0x44, 0xE7, 0x6B]);
-const PARENT_LOCATOR: [u8; 16] = guid(0xA8D3_5F2D, 0xB30B, 0x454D, [0xAB, 0xF7, 0xD3, 0xD8, 0x48, 0x34, 0xAB, 0x0C]);
+const METADATA_REGION: [u8; 16] = guid(
+    0x8B7C_A206,
+    0x4790,
+    0x4B9A,
+    [0xB8, 0xFE, 0x57, 0x5F, 0x05, 0x0F, 0x88, 0x6E],
+);
+const VIRTUAL_DISK_SIZE: [u8; 16] = guid(
+    0x2FA5_4224,
+    0xCD1B,
+    0x4876,
+    [0xB2, 0x11, 0x5D, 0xBE, 0xD8, 0x3B, 0xF4, 0xB8],
+);
+const FILE_PARAMETERS: [u8; 16] = guid(
+    0xCAA1_6737,
+    0xFA36,
+    0x4D43,
+    [0xB3, 0xB6, 0x33, 0xF0, 0xAA, 0x44, 0xE7, 0x6B],
+);
+const PARENT_LOCATOR: [u8; 16] = guid(
+    0xA8D3_5F2D,
+    0xB30B,
+    0x454D,
+    [0xAB, 0xF7, 0xD3, 0xD8, 0x48, 0x34, 0xAB, 0x0C],
+);
 const HAS_PARENT: u32 = 1 << 1;
 
 /// A Microsoft GUID in its on-disk byte order (first three fields little-endian).
@@ -39,7 +59,8 @@ const fn guid(a: u32, b: u16, c: u16, d: [u8; 8]) -> [u8; 16] {
     let b = b.to_le_bytes();
     let c = c.to_le_bytes();
     [
-        a[0], a[1], a[2], a[3], b[0], b[1], c[0], c[1], d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7],
+        a[0], a[1], a[2], a[3], b[0], b[1], c[0], c[1], d[0], d[1], d[2], d[3], d[4], d[5], d[6],
+        d[7],
     ]
 }
 
@@ -111,7 +132,11 @@ fn find_metadata_region<R: Read + Seek + ?Sized>(source: &mut Source<'_, R>) -> 
             "vhdx region table lists {count} regions; at most {MAX_ENTRIES} are allowed"
         )));
     }
-    let entries = source.read_exact_at(REGION_TABLE_OFFSET + 16, count * ENTRY_LEN, "vhdx region table")?;
+    let entries = source.read_exact_at(
+        REGION_TABLE_OFFSET + 16,
+        count * ENTRY_LEN,
+        "vhdx region table",
+    )?;
     let fields = Fields::new(&entries, "vhdx region table");
     for at in (0..count).map(|i| i * ENTRY_LEN) {
         if fields.slice(at, 16)? == METADATA_REGION {
@@ -170,7 +195,8 @@ mod tests {
         image[table + 16..table + 32].copy_from_slice(&METADATA_REGION);
         image[table + 32..table + 40].copy_from_slice(&(METADATA_AT as u64).to_le_bytes());
         image[METADATA_AT..METADATA_AT + 8].copy_from_slice(b"metadata");
-        image[METADATA_AT + 10..METADATA_AT + 12].copy_from_slice(&(items.len() as u16).to_le_bytes());
+        image[METADATA_AT + 10..METADATA_AT + 12]
+            .copy_from_slice(&(items.len() as u16).to_le_bytes());
         for (i, (id, offset, value)) in items.iter().enumerate() {
             let entry = METADATA_AT + 32 + i * 32;
             image[entry..entry + 16].copy_from_slice(id);

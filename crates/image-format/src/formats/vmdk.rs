@@ -118,9 +118,9 @@ impl Vmdk {
         match self {
             Vmdk::Cowd => refuse("a VMware 3 (COWD) sparse file"),
             Vmdk::Text => refuse("a bare descriptor file whose extents are other files"),
-            Vmdk::BareExtent { .. } => {
-                refuse("a sparse extent without an embedded descriptor (one piece of a multi-file image)")
-            }
+            Vmdk::BareExtent { .. } => refuse(
+                "a sparse extent without an embedded descriptor (one piece of a multi-file image)",
+            ),
             Vmdk::Hosted(hosted) => {
                 vmdk_descriptor::check(&hosted.descriptor)?;
                 match &hosted.footer_region {
@@ -157,7 +157,8 @@ fn read_sparse<R: Read + Seek + ?Sized>(source: &mut Source<'_, R>) -> Result<Vm
         .descriptor_sectors
         .saturating_mul(SECTOR)
         .min(DESCRIPTOR_MAX_LEN) as usize;
-    let mut descriptor = source.read_exact_at(SECTOR, descriptor_len, "vmdk embedded descriptor")?;
+    let mut descriptor =
+        source.read_exact_at(SECTOR, descriptor_len, "vmdk embedded descriptor")?;
     if let Some(nul) = descriptor.iter().position(|&b| b == 0) {
         descriptor.truncate(nul);
     }
@@ -165,7 +166,9 @@ fn read_sparse<R: Read + Seek + ?Sized>(source: &mut Source<'_, R>) -> Result<Vm
         let offset = source
             .len()
             .checked_sub(FOOTER_REGION_LEN as u64)
-            .ok_or_else(|| Error::truncated("the image is too short for the vmdk footer its header announces"))?;
+            .ok_or_else(|| {
+                Error::truncated("the image is too short for the vmdk footer its header announces")
+            })?;
         Some(source.read_exact_at(offset, FOOTER_REGION_LEN, "vmdk footer")?)
     } else {
         None
@@ -189,7 +192,9 @@ fn check_footer(header: &SparseHeader, region: &[u8]) -> Result<(), Error> {
         || footer.descriptor_sector != header.descriptor_sector
         || footer.descriptor_sectors != header.descriptor_sectors;
     if disagrees {
-        return Err(Error::malformed("vmdk footer does not match the image's header"));
+        return Err(Error::malformed(
+            "vmdk footer does not match the image's header",
+        ));
     }
     if footer.gd_offset == GD_AT_END {
         return Err(Error::malformed("vmdk footer announces yet another footer"));
@@ -245,7 +250,10 @@ mod tests {
 
     fn read(bytes: Vec<u8>) -> Result<Vmdk, Error> {
         let mut cursor = Cursor::new(bytes);
-        Vmdk::read(&mut Source::new(&mut cursor).unwrap(), Signature::VmdkSparse)
+        Vmdk::read(
+            &mut Source::new(&mut cursor).unwrap(),
+            Signature::VmdkSparse,
+        )
     }
 
     #[test]

@@ -58,7 +58,9 @@ pub(crate) fn check(descriptor: &[u8]) -> Result<(), Error> {
     for line in text.split('\n').map(str::trim) {
         match classify(line)? {
             Line::Ignored => {}
-            Line::Field { key } if key == "parentfilenamehint" => {
+            Line::Field {
+                key: "parentfilenamehint",
+            } => {
                 return Err(Error::new(
                     ErrorKind::BackingFile,
                     "vmdk descriptor names a parent disk (parentFileNameHint); uploaded images may not",
@@ -117,7 +119,13 @@ fn create_type(text: &str) -> Option<&str> {
 fn printable(text: &str) -> String {
     text.chars()
         .take(80)
-        .map(|c| if c.is_ascii_graphic() || c == ' ' { c } else { '?' })
+        .map(|c| {
+            if c.is_ascii_graphic() || c == ' ' {
+                c
+            } else {
+                '?'
+            }
+        })
         .collect()
 }
 

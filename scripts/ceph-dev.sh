@@ -87,7 +87,7 @@ auth service required = none
 auth client required = none
 auth supported = none
 run dir = $DIR/run
-admin socket = $DIR/run/\$name.\$pid.asok
+admin socket = $DIR/run/\$name.\$pid.\$cctid.asok
 pid file = $DIR/run/\$name.pid
 log to stderr = false
 err to stderr = true
@@ -123,7 +123,9 @@ admin socket = $DIR/run/\$name.asok
 osd crush update on start = true
 
 [client]
-log file = /dev/null
+# librbd logs its errors (e.g. "cannot unprotect: at least 1 child") here, not on stderr.
+log file = $DIR/log/client.log
+err to stderr = false
 EOF
 }
 

@@ -5,7 +5,12 @@
 //! Everything here is `unsafe` and unchecked; use the `rbd` crate for a safe API. Both
 //! libraries are linked dynamically (`-lrbd -lrados`).
 
-#![allow(non_camel_case_types, non_snake_case, non_upper_case_globals, dead_code)]
+#![allow(
+    non_camel_case_types,
+    non_snake_case,
+    non_upper_case_globals,
+    dead_code
+)]
 #![allow(clippy::all)]
 
 include!(concat!(env!("OUT_DIR"), "/bindings.rs"));

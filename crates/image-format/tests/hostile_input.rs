@@ -109,7 +109,7 @@ fn truncation_lengths(full: usize) -> Vec<usize> {
     let mut lengths: Vec<usize> = (0..=1024).collect();
     lengths.extend((1024..0x10000).step_by(509));
     lengths.extend((0x10000..full).step_by(65_521));
-    lengths.extend(full.saturating_sub(2048)..full);
+    lengths.extend(full.saturating_sub(2048)..=full);
     lengths.retain(|&n| n <= full);
     lengths
 }

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{rewrite_vmdk_descriptor, Scratch};
+use common::{patch, rewrite_vmdk_descriptor, Scratch};
 use image_format::{detect_path, verify_path, DiskFormat, ErrorKind, Inspection};
 
 #[test]
@@ -107,6 +107,52 @@ fn embedded_parent_file_name_hint_when_verified_is_refused_as_backing_file() {
     let error = verify_path(&image, DiskFormat::Vmdk).unwrap_err();
 
     assert_eq!(error.kind(), ErrorKind::BackingFile);
+}
+
+#[test]
+fn parent_file_name_hint_hidden_in_a_comment_when_verified_is_refused_as_backing_file() {
+    // qemu-img 7.2 reports "backing file: base.raw" for this image.
+    let scratch = Scratch::new();
+    let image = scratch.qemu_img_create("s.vmdk", "vmdk", &[], Some("1M"));
+    rewrite_vmdk_descriptor(&image, |text| {
+        text.replace("# Extent description", "# parentFileNameHint=\"base.raw\"")
+    });
+
+    let error = verify_path(&image, DiskFormat::Vmdk).unwrap_err();
+
+    assert_eq!(error.kind(), ErrorKind::BackingFile);
+}
+
+#[test]
+fn capacity_zero_header_wrapping_a_flat_descriptor_when_verified_is_refused() {
+    // qemu-img 7.2 opens such a file as a descriptor and reads base.raw as its extent.
+    let scratch = Scratch::new();
+    let image = scratch.qemu_img_create("s.vmdk", "vmdk", &[], Some("1M"));
+    patch(&image, 12, &0u64.to_le_bytes());
+    rewrite_vmdk_descriptor(&image, |_| {
+        "version=1\nCID=1\nparentCID=ffffffff\ncreateType=\"monolithicFlat\"\nRW 2048 FLAT \"base.raw\" 0\n".to_owned()
+    });
+
+    let error = verify_path(&image, DiskFormat::Vmdk).unwrap_err();
+
+    assert_eq!(error.kind(), ErrorKind::VmdkSubformat);
+}
+
+#[test]
+fn second_create_type_differing_in_case_when_verified_is_refused() {
+    // oslo.utils reads the first (case-insensitively), qemu the case-sensitive one.
+    let scratch = Scratch::new();
+    let image = scratch.qemu_img_create("s.vmdk", "vmdk", &[], Some("1M"));
+    rewrite_vmdk_descriptor(&image, |text| {
+        text.replace(
+            "createType=\"monolithicSparse\"",
+            "CREATETYPE=\"monolithicSparse\"\ncreateType=\"monolithicFlat\"",
+        )
+    });
+
+    let error = verify_path(&image, DiskFormat::Vmdk).unwrap_err();
+
+    assert_eq!(error.kind(), ErrorKind::VmdkDescriptor);
 }
 
 #[test]

@@ -11,12 +11,19 @@
 //! ```
 //!
 //! oslo.utils' rules, followed here: the descriptor must start at sector 1
-//! (qemu hard-codes that too) and is read up to 1 MiB - 1; a grain directory
-//! "at the end" means a footer + end-of-stream marker in the last 1536 bytes
-//! that must agree with the header. Accepted shapes:
+//! (qemu hard-codes that too) and its declared sectors must be present; a
+//! grain directory "at the end" means a footer + end-of-stream marker in the
+//! last 1536 bytes that must agree with the header.
+//!
+//! Where qemu reads more than oslo does, so do we: qemu searches the text from
+//! sector 1 up to its first NUL (at most 1 MiB - 1), whatever the declared
+//! size, so the descriptor checked here is that same text. And a header with
+//! capacity 0 makes qemu open the embedded descriptor as a descriptor *file*
+//! (whose extents are other files): refused.
 //!
 //! ```text
 //!   KDMV + embedded descriptor      -> checked by `vmdk_descriptor`
+//!   KDMV, capacity 0 + descriptor   -> refused (qemu follows its extents)
 //!   KDMV without a descriptor       -> refused (an extent of a multi-file image)
 //!   COWD (VMware 3 / ESX sparse)     -> refused
 //!   plain-text descriptor file      -> refused (its extents are other files)
@@ -46,6 +53,8 @@ pub(crate) enum Vmdk {
     Hosted(HostedSparse),
     /// A `KDMV` file without a descriptor.
     BareExtent { virtual_size: u64 },
+    /// A `KDMV` file of capacity 0 whose descriptor qemu treats as a descriptor file.
+    WrappedDescriptor,
     /// A `COWD` file.
     Cowd,
     /// A plain-text descriptor file.
@@ -103,7 +112,7 @@ impl Vmdk {
         match self {
             Vmdk::Hosted(hosted) => Some(hosted.virtual_size),
             Vmdk::BareExtent { virtual_size } => Some(*virtual_size),
-            Vmdk::Cowd | Vmdk::Text => None,
+            Vmdk::WrappedDescriptor | Vmdk::Cowd | Vmdk::Text => None,
         }
     }
 
@@ -118,6 +127,9 @@ impl Vmdk {
         match self {
             Vmdk::Cowd => refuse("a VMware 3 (COWD) sparse file"),
             Vmdk::Text => refuse("a bare descriptor file whose extents are other files"),
+            Vmdk::WrappedDescriptor => {
+                refuse("a descriptor file wrapped in a sparse header of capacity 0")
+            }
             Vmdk::BareExtent { .. } => refuse(
                 "a sparse extent without an embedded descriptor (one piece of a multi-file image)",
             ),
@@ -153,15 +165,10 @@ fn read_sparse<R: Read + Seek + ?Sized>(source: &mut Source<'_, R>) -> Result<Vm
             header.descriptor_sector
         )));
     }
-    let descriptor_len = header
-        .descriptor_sectors
-        .saturating_mul(SECTOR)
-        .min(DESCRIPTOR_MAX_LEN) as usize;
-    let mut descriptor =
-        source.read_exact_at(SECTOR, descriptor_len, "vmdk embedded descriptor")?;
-    if let Some(nul) = descriptor.iter().position(|&b| b == 0) {
-        descriptor.truncate(nul);
+    if header.capacity == 0 {
+        return Ok(Vmdk::WrappedDescriptor);
     }
+    let descriptor = read_descriptor(source, &header)?;
     let footer_region = if header.gd_offset == GD_AT_END {
         let offset = source
             .len()
@@ -179,6 +186,24 @@ fn read_sparse<R: Read + Seek + ?Sized>(source: &mut Source<'_, R>) -> Result<Vm
         descriptor,
         footer_region,
     }))
+}
+
+/// The embedded descriptor as qemu sees it: from sector 1 to the first NUL,
+/// at most 1 MiB - 1 bytes. The declared sectors must all be present.
+fn read_descriptor<R: Read + Seek + ?Sized>(
+    source: &mut Source<'_, R>,
+    header: &SparseHeader,
+) -> Result<Vec<u8>, Error> {
+    let declared_len = header
+        .descriptor_sectors
+        .saturating_mul(SECTOR)
+        .min(DESCRIPTOR_MAX_LEN) as usize;
+    source.read_exact_at(SECTOR, declared_len, "vmdk embedded descriptor")?;
+    let mut text = source.read_up_to(SECTOR, DESCRIPTOR_MAX_LEN as usize)?;
+    if let Some(nul) = text.iter().position(|&b| b == 0) {
+        text.truncate(nul);
+    }
+    Ok(text)
 }
 
 /// oslo's footer rules: the footer repeats the header's identity and
@@ -293,6 +318,33 @@ mod tests {
         let error = read(image).unwrap_err();
 
         assert_eq!(error.kind(), ErrorKind::Truncated);
+    }
+
+    #[test]
+    fn capacity_zero_with_descriptor_when_checked_is_subformat() {
+        let mut image = sparse_header(0);
+        image[12..20].copy_from_slice(&0u64.to_le_bytes());
+        image.extend(DESCRIPTOR.as_bytes());
+        image.resize(4096, 0);
+
+        let error = read(image).unwrap().check().unwrap_err();
+
+        assert_eq!(error.kind(), ErrorKind::VmdkSubformat);
+    }
+
+    #[test]
+    fn descriptor_text_running_past_its_declared_size_when_checked_is_seen_whole() {
+        let mut image = sparse_header(0);
+        image[36..44].copy_from_slice(&1u64.to_le_bytes());
+        let mut text = DESCRIPTOR.as_bytes().to_vec();
+        text.resize(512, b'#');
+        image.extend(text);
+        image.extend(b"\nparentFileNameHint=\"/etc/passwd\"\n");
+        image.resize(4096, 0);
+
+        let error = read(image).unwrap().check().unwrap_err();
+
+        assert_eq!(error.kind(), ErrorKind::BackingFile);
     }
 
     #[test]

@@ -11,9 +11,14 @@
 //! ```
 //!
 //! Then: `createType` must be `monolithicSparse` or `streamOptimized`; no
-//! extent line may contain '/'; there must be at least one extent; and (beyond
-//! oslo) no `parentFileNameHint` header field, which qemu follows as a backing
-//! file.
+//! extent line may contain '/'; there must be at least one extent.
+//!
+//! Beyond oslo, closing gaps between its parser and qemu's (which looks for
+//! keys with a case-sensitive substring search over the whole text, comments
+//! included):
+//! - `parentFileNameHint` anywhere in the text is refused: qemu takes the
+//!   first occurrence as a backing file name;
+//! - `createType` must appear exactly once, so both parsers read the same one.
 
 use crate::error::{Error, ErrorKind};
 
@@ -22,9 +27,9 @@ const EXTENT_ACCESS: [&str; 3] = ["rw", "rdonly", "noaccess"];
 /// oslo ignores a `createType` value this long or longer.
 const MAX_CREATE_TYPE_LEN: usize = 64;
 
-enum Line<'a> {
+enum Line {
     Ignored,
-    Field { key: &'a str },
+    Field,
     Extent,
 }
 
@@ -37,6 +42,18 @@ pub(crate) fn check(descriptor: &[u8]) -> Result<(), Error> {
         ));
     }
     let text = String::from_utf8_lossy(descriptor).to_ascii_lowercase();
+    if text.contains("parentfilenamehint") {
+        return Err(Error::new(
+            ErrorKind::BackingFile,
+            "vmdk descriptor names a parent disk (parentFileNameHint); uploaded images may not",
+        ));
+    }
+    if text.matches("createtype").count() > 1 {
+        return Err(Error::new(
+            ErrorKind::VmdkDescriptor,
+            "vmdk descriptor sets createType more than once",
+        ));
+    }
 
     match create_type(&text) {
         Some(kind) if ACCEPTED_CREATE_TYPES.contains(&kind) => {}
@@ -57,16 +74,7 @@ pub(crate) fn check(descriptor: &[u8]) -> Result<(), Error> {
     let mut extents = Vec::new();
     for line in text.split('\n').map(str::trim) {
         match classify(line)? {
-            Line::Ignored => {}
-            Line::Field {
-                key: "parentfilenamehint",
-            } => {
-                return Err(Error::new(
-                    ErrorKind::BackingFile,
-                    "vmdk descriptor names a parent disk (parentFileNameHint); uploaded images may not",
-                ));
-            }
-            Line::Field { .. } => {}
+            Line::Ignored | Line::Field => {}
             Line::Extent => extents.push(line),
         }
     }
@@ -85,13 +93,13 @@ pub(crate) fn check(descriptor: &[u8]) -> Result<(), Error> {
     Ok(())
 }
 
-fn classify(line: &str) -> Result<Line<'_>, Error> {
+fn classify(line: &str) -> Result<Line, Error> {
     if line.is_empty() || line.starts_with('#') || line.starts_with("ddb") {
         return Ok(Line::Ignored);
     }
     if let Some((key, _)) = line.split_once('=') {
         if !key.contains(' ') {
-            return Ok(Line::Field { key });
+            return Ok(Line::Field);
         }
     }
     let first_word = line.split(' ').next().unwrap_or_default();
@@ -205,6 +213,30 @@ mod tests {
         let error = check(&text).unwrap_err();
 
         assert_eq!(error.kind(), ErrorKind::BackingFile);
+    }
+
+    #[test]
+    fn parent_file_name_hint_in_a_comment_when_checked_is_backing_file() {
+        let text = descriptor(
+            "monolithicSparse",
+            "# parentFileNameHint=\"/etc/shadow\"\nRW 8 SPARSE \"s.vmdk\"",
+        );
+
+        let error = check(&text).unwrap_err();
+
+        assert_eq!(error.kind(), ErrorKind::BackingFile);
+    }
+
+    #[test]
+    fn second_create_type_when_checked_is_descriptor_error() {
+        let text = descriptor(
+            "monolithicSparse",
+            "createType=\"monolithicFlat\"\nRW 8 FLAT \"victim\" 0",
+        );
+
+        let error = check(&text).unwrap_err();
+
+        assert_eq!(error.kind(), ErrorKind::VmdkDescriptor);
     }
 
     #[test]

@@ -17,7 +17,7 @@
 //! | raw, ami | no recognised format (an MBR/GPT disk counts as raw) | the MBR/GPT partition-table check when there is an MBR |
 //! | aki, ari | no recognised format (an MBR signature is ignored) | - |
 //! | qcow2 | qcow2 v2 or v3 | no backing file, no external data file (bit or header extension), no unknown incompatible feature bit |
-//! | vmdk | `KDMV` hosted sparse extent with an embedded descriptor | `createType` monolithicSparse or streamOptimized, every descriptor line understood, no extent naming a path ('/'), at least one extent, no `parentFileNameHint`, a valid footer when the grain directory is at the end |
+//! | vmdk | `KDMV` hosted sparse extent, capacity > 0, with an embedded descriptor | `createType` (set once) monolithicSparse or streamOptimized, every descriptor line understood, no extent naming a path ('/'), at least one extent, no `parentFileNameHint` anywhere in the text, a valid footer when the grain directory is at the end |
 //! | vhd | `conectix` at offset 0 (dynamic) or in the last 512 bytes (fixed) | not a differencing disk |
 //! | vhdx | `vhdxfile` with a readable region and metadata table | not a differencing disk |
 //! | vdi | `0xbeda107f` at 0x40 | not an undo/differencing image, no link or parent UUID |
@@ -37,6 +37,14 @@
 //!   [`ErrorKind::VmdkSubformat`].
 //! - qcow2 extended L2 entries (incompatible bit 4) are accepted; oslo.utils
 //!   refuses bit 4 too.
+//! - Where oslo's vmdk descriptor parser and qemu's disagree, the stricter
+//!   reading wins: qemu 7.2 follows a `parentFileNameHint` found in a comment
+//!   as a backing file, reads the case-sensitive `createType` when oslo reads
+//!   the first case-insensitive one, and opens a capacity-0 `KDMV` file's
+//!   descriptor as a descriptor file whose extents are sibling files. All
+//!   three are refused here (oslo.utils accepts them).
+//! - A fixed vhd (footer only in the last sector) is vhd content, so it is
+//!   refused when declared raw.
 //!
 //! The reader is left at offset 0 when inspection succeeds; after an error its
 //! position is unspecified.

@@ -1,1 +1,66 @@
-//! cloud
+//! Snapstack's use-cases: identity and images (later servers, volumes,
+//! snapshots, restore points), on top of the store and the driver traits.
+//!
+//! [`Cloud`] is usable without the HTTP API: the API crate only parses
+//! requests, calls a method here and converts the result. `Cloud` knows the
+//! storage pool only through [`storage::Pool`].
+
+pub mod identity;
+pub mod images;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use domain::Result;
+use storage::qemu_img::Limits;
+use storage::Pool;
+use store::Store;
+
+/// Settings of the cloud layer.
+#[derive(Debug, Clone)]
+pub struct CloudConfig {
+    /// How long a token lives.
+    pub token_ttl: Duration,
+    /// Largest image upload accepted, in bytes (Glance's `image_size_cap`).
+    pub image_size_cap: u64,
+    /// Where uploads are written and inspected before the pool takes them;
+    /// on the same filesystem as a `file` pool so that import is a rename.
+    pub staging_dir: PathBuf,
+    /// Limits for `qemu-img info` on uploaded data.
+    pub qemu_img_limits: Limits,
+}
+
+/// The cloud: every use-case hangs off this.
+#[derive(Debug, Clone)]
+pub struct Cloud {
+    store: Store,
+    pool: Arc<dyn Pool>,
+    config: Arc<CloudConfig>,
+}
+
+impl Cloud {
+    pub async fn new(store: Store, pool: Arc<dyn Pool>, config: CloudConfig) -> Result<Cloud> {
+        tokio::fs::create_dir_all(&config.staging_dir).await.map_err(|e| {
+            domain::Error::unavailable(format!(
+                "Cannot create the staging directory {}: {e}",
+                config.staging_dir.display()
+            ))
+        })?;
+        Ok(Cloud { store, pool, config: Arc::new(config) })
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn config(&self) -> &CloudConfig {
+        &self.config
+    }
+
+    /// Finishes or undoes whatever a previous run left half-way; run once at
+    /// start-up before serving. Returns a line per thing it repaired.
+    pub async fn reconcile(&self) -> Result<Vec<String>> {
+        images::reconcile(self).await
+    }
+}

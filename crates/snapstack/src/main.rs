@@ -1,1 +1,126 @@
-fn main() {}
+//! `snapstack`: the one binary. `serve` runs the API and the services on
+//! this host with embedded defaults (one data directory: SQLite database,
+//! `file` pool, logs, `clouds.yaml`); `db migrate` prepares a database.
+
+mod clouds_yaml;
+mod config;
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use cloud::Cloud;
+use storage::file::FilePool;
+use store::Store;
+
+use config::ServeArgs;
+
+#[derive(Parser, Debug)]
+#[command(name = "snapstack", version, about = "A small cloud built around VM snapshots")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Run the API and services on this host.
+    Serve(ServeArgs),
+    /// Database maintenance.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum DbCommand {
+    /// Create or upgrade the database schema, then exit.
+    Migrate {
+        /// Database URL (default: the SQLite file in the data directory).
+        #[arg(long, env = "SNAPSTACK_DATABASE_URL")]
+        database_url: Option<String>,
+        #[arg(long, env = "SNAPSTACK_DATA_DIR", default_value = "var")]
+        data_dir: std::path::PathBuf,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Serve(args) => serve(args).await,
+            Command::Db { command: DbCommand::Migrate { database_url, data_dir } } => {
+                std::fs::create_dir_all(&data_dir)?;
+                let url = database_url.unwrap_or_else(|| config::sqlite_url(&data_dir));
+                Store::open(&url).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+                println!("database {url} is up to date");
+                Ok(())
+            }
+        }
+    })
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let paths = args.prepare_dirs()?;
+    config::init_logging(&paths.log_file)?;
+    let store = Store::open(&args.database_url(&paths)).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let pool = FilePool::open(&paths.pool_dir).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let cloud = Cloud::new(store, Arc::new(pool), args.cloud_config(&paths)).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+
+    for line in cloud.reconcile().await.map_err(|e| anyhow::anyhow!("{e}"))? {
+        tracing::warn!("reconciled: {line}");
+    }
+    let (password, generated) = match &args.admin_password {
+        Some(p) => (Some(p.clone()), false),
+        None => (None, false),
+    };
+    let needs_admin = cloud.store().user_by_name(&args.admin_user).await.map_err(|e| anyhow::anyhow!("{e}"))?.is_none();
+    let (password, generated) = match (password, needs_admin) {
+        (Some(p), _) => (Some(p), generated),
+        (None, true) => (Some(cloud::identity::generate_password()), true),
+        (None, false) => (None, false),
+    };
+    if let Some(pw) = &password {
+        cloud
+            .bootstrap(&args.admin_user, &args.admin_project, pw, !generated)
+            .await
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    }
+    let public_url = args.public_url();
+    if let Some(pw) = &password {
+        let written = clouds_yaml::write(&paths.data_dir, &public_url, &args.admin_user, &args.admin_project, pw)?;
+        for line in written {
+            eprintln!("{line}");
+        }
+    }
+    if generated {
+        eprintln!(
+            "Admin user '{}' created with password (shown once): {}",
+            args.admin_user,
+            password.as_deref().unwrap_or_default()
+        );
+    }
+
+    let listener = tokio::net::TcpListener::bind(&args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let app = api::router(api::AppState::new(cloud, &public_url));
+    tracing::info!(listen = %args.listen, url = %public_url, data_dir = %paths.data_dir.display(), "snapstack serving");
+    eprintln!("Snapstack is serving at {public_url} (data in {})", paths.data_dir.display());
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    tracing::info!("snapstack stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {},
+        _ = term.recv() => {},
+    }
+}

@@ -1,0 +1,74 @@
+//! The one place where errors become HTTP responses.
+//!
+//! | kind | status |
+//! |---|---|
+//! | InvalidInput | 400 |
+//! | Unauthenticated | 401 (with `WWW-Authenticate`) |
+//! | Forbidden | 403 |
+//! | NotFound | 404 |
+//! | Conflict | 409 |
+//! | Gone | 410 |
+//! | TooLarge | 413 |
+//! | UnsupportedMediaType | 415 |
+//! | RangeNotSatisfiable | 416 |
+//! | Unavailable | 503 |
+//! | Internal | 500 |
+//!
+//! The body is Keystone's `{"error": {"code", "title", "message"}}`, which
+//! keystoneclient and openstacksdk both read.
+
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use domain::{Error, ErrorKind};
+use http::{HeaderValue, StatusCode};
+use serde_json::json;
+
+/// An error on its way out.
+#[derive(Debug)]
+pub struct ApiError(pub Error);
+
+pub type ApiResult<T> = Result<T, ApiError>;
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> Self {
+        ApiError(e)
+    }
+}
+
+pub(crate) fn status_of(kind: ErrorKind) -> StatusCode {
+    match kind {
+        ErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
+        ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
+        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
+        ErrorKind::NotFound => StatusCode::NOT_FOUND,
+        ErrorKind::Conflict => StatusCode::CONFLICT,
+        ErrorKind::Gone => StatusCode::GONE,
+        ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+        ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ErrorKind::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
+        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = status_of(self.0.kind());
+        if status.is_server_error() {
+            tracing::error!(error = %self.0, "request failed");
+        }
+        let title = status.canonical_reason().unwrap_or("Error");
+        let body = json!({"error": {"code": status.as_u16(), "title": title, "message": self.0.message()}});
+        let mut response = (status, Json(body)).into_response();
+        if status == StatusCode::UNAUTHORIZED {
+            response
+                .headers_mut()
+                .insert("www-authenticate", HeaderValue::from_static("Keystone uri=\"/identity\""));
+        }
+        response
+    }
+}
+
+pub(crate) async fn not_found_route(uri: http::Uri) -> ApiError {
+    ApiError(Error::new(ErrorKind::NotFound, format!("No API at {}.", uri.path())))
+}

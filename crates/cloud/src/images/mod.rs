@@ -1,0 +1,227 @@
+//! The image service (Glance v2 semantics).
+//!
+//! Who may do what:
+//! - see an image: its owner project, an admin, anyone for `public` and
+//!   `community` images, member projects for `shared` ones; anyone else gets
+//!   404 (never 403, so ids of other projects' images do not leak);
+//! - change or delete it: its owner with the `member` role, or an admin;
+//!   readers get 403;
+//! - make it `public`, deactivate or reactivate it: admins only.
+//!
+//! Uploads and downloads are streamed ([`upload`], [`download`]); metadata
+//! changes are JSON patches ([`patch`]).
+
+mod download;
+mod members;
+pub mod patch;
+mod request;
+mod upload;
+
+use std::collections::BTreeSet;
+
+use chrono::Utc;
+use domain::identity::{Caller, Role};
+use domain::image::{Image, ImageStatus, Visibility};
+use domain::{Error, ImageId, Result};
+use store::{ImageFilter, ImagePage};
+
+pub use download::Download;
+pub use request::NewImage;
+
+use crate::Cloud;
+
+/// Largest page `GET /v2/images` returns (Glance's `api_limit_max`).
+pub const MAX_PAGE: u32 = 1000;
+/// Page size when the request names none (Glance's `limit_param_default`).
+pub const DEFAULT_PAGE: u32 = 25;
+
+/// Whether `caller` may see `img` at all.
+fn can_view(caller: &Caller, img: &Image, is_member: bool) -> bool {
+    caller.can_see_project(img.owner)
+        || matches!(img.visibility, Visibility::Public | Visibility::Community)
+        || (img.visibility == Visibility::Shared && is_member)
+}
+
+impl Cloud {
+    /// An image the caller can see, or 404.
+    pub async fn image(&self, caller: &Caller, id: &str) -> Result<Image> {
+        let id: ImageId = id.parse()?;
+        let img = self.store.image(id).await?;
+        if img.status == ImageStatus::Deleted {
+            return Err(Error::not_found("image", id));
+        }
+        let is_member = match (caller.project_id, img.visibility) {
+            (Some(me), Visibility::Shared) => {
+                self.store.members(id).await?.iter().any(|m| m.member == me)
+            }
+            _ => false,
+        };
+        if !can_view(caller, &img, is_member) {
+            return Err(Error::not_found("image", id));
+        }
+        Ok(img)
+    }
+
+    /// An image the caller may change: visible (else 404) and owned with the
+    /// member role, or admin (else 403).
+    async fn image_for_change(&self, caller: &Caller, id: &str, action: &str) -> Result<Image> {
+        let img = self.image(caller, id).await?;
+        caller.require(Role::Member, action)?;
+        if !caller.is_admin() && caller.project_id != Some(img.owner) {
+            return Err(Error::forbidden(format!(
+                "You are not authorized to {action}: image {} belongs to another project.",
+                img.id
+            )));
+        }
+        Ok(img)
+    }
+
+    pub async fn create_image(&self, caller: &Caller, new: NewImage) -> Result<Image> {
+        caller.require(Role::Member, "create images")?;
+        let owner = caller.project()?;
+        let id = new.id.unwrap_or_default();
+        let mut img = Image::new_queued(id, owner, Utc::now());
+        img.name = new.name;
+        if let Some(v) = new.visibility {
+            check_visibility_allowed(caller, v)?;
+            img.visibility = v;
+        }
+        img.protected = new.protected;
+        img.os_hidden = new.os_hidden;
+        img.disk_format = new.disk_format;
+        img.container_format = new.container_format;
+        img.min_disk = new.min_disk;
+        img.min_ram = new.min_ram;
+        img.tags = new.tags;
+        img.properties = new.properties;
+        img.validate()?;
+        if self.store.image(id).await.is_ok() {
+            return Err(Error::conflict(format!("An image with id {id} already exists.")));
+        }
+        self.store.insert_image(&img).await?;
+        Ok(img)
+    }
+
+    /// One page of the images the caller can see.
+    pub async fn list_images(&self, caller: &Caller, mut filter: ImageFilter) -> Result<ImagePage> {
+        caller.require(Role::Reader, "list images")?;
+        filter.viewer = if caller.is_admin() { None } else { Some(caller.project()?) };
+        if filter.limit == 0 || filter.limit > MAX_PAGE {
+            filter.limit = filter.limit.clamp(1, MAX_PAGE);
+        }
+        if let Some(marker) = filter.marker {
+            self.image(caller, &marker.to_string()).await.map_err(|_| {
+                Error::invalid(format!("Marker {marker} does not name an image you can see."))
+            })?;
+        }
+        self.store.list_images(&filter).await
+    }
+
+    /// Applies a JSON patch to an image's metadata.
+    pub async fn update_image(&self, caller: &Caller, id: &str, ops: Vec<patch::PatchOp>) -> Result<Image> {
+        let before = self.image_for_change(caller, id, "modify images").await?;
+        let mut img = before.clone();
+        for op in &ops {
+            patch::apply(&mut img, op, caller)?;
+        }
+        if img.visibility != before.visibility {
+            check_visibility_allowed(caller, img.visibility)?;
+        }
+        img.validate()?;
+        img.updated_at = Utc::now();
+        self.store.update_image(&img, before.status).await?;
+        Ok(img)
+    }
+
+    /// Deletes an image and its data. Protected images are refused (403).
+    pub async fn delete_image(&self, caller: &Caller, id: &str) -> Result<()> {
+        let img = self.image_for_change(caller, id, "delete images").await?;
+        if img.protected {
+            return Err(Error::forbidden(format!(
+                "Image {} is protected and cannot be deleted; unset its protected flag first.",
+                img.id
+            )));
+        }
+        let mut deleted = img.clone();
+        deleted.status = img.status.transition(ImageStatus::Deleted)?;
+        deleted.updated_at = Utc::now();
+        // Mark it deleted first: if the data removal then fails or the
+        // process dies, start-up reconciliation removes the orphaned data.
+        self.store.update_image(&deleted, img.status).await?;
+        if let Some(location) = &img.location {
+            if let Err(e) = self.pool.delete_image(location).await {
+                tracing::warn!(image = %img.id, error = %e, "image data left for reconciliation");
+            }
+        }
+        Ok(())
+    }
+
+    /// `deactivate` / `reactivate` (admins only).
+    pub async fn set_image_active(&self, caller: &Caller, id: &str, active: bool) -> Result<()> {
+        let action = if active { "reactivate images" } else { "deactivate images" };
+        let img = self.image_for_change(caller, id, action).await?;
+        caller.require(Role::Admin, action)?;
+        let target = if active { ImageStatus::Active } else { ImageStatus::Deactivated };
+        if img.status == target {
+            return Ok(());
+        }
+        let mut changed = img.clone();
+        changed.status = img.status.transition(target).map_err(|_| {
+            Error::conflict(format!("Image {} is {}; it cannot be {action}d.", img.id, img.status))
+        })?;
+        changed.updated_at = Utc::now();
+        self.store.update_image(&changed, img.status).await
+    }
+
+    /// Adds or removes one tag.
+    pub async fn set_image_tag(&self, caller: &Caller, id: &str, tag: &str, present: bool) -> Result<()> {
+        let img = self.image_for_change(caller, id, "modify images").await?;
+        let mut changed = img.clone();
+        if present {
+            changed.tags.insert(tag.to_string());
+        } else if !changed.tags.remove(tag) {
+            return Err(Error::not_found("tag", tag));
+        }
+        changed.validate()?;
+        changed.updated_at = Utc::now();
+        self.store.update_image(&changed, img.status).await
+    }
+}
+
+fn check_visibility_allowed(caller: &Caller, v: Visibility) -> Result<()> {
+    if v == Visibility::Public && !caller.is_admin() {
+        return Err(Error::forbidden("Only an admin may make an image public."));
+    }
+    Ok(())
+}
+
+/// Start-up repair: uploads cut short go back to `queued`, staging files
+/// are removed, and pool data no image record points to is deleted.
+pub(crate) async fn reconcile(cloud: &Cloud) -> Result<Vec<String>> {
+    let mut repaired = Vec::new();
+    for mut img in cloud.store.images_in_status(ImageStatus::Saving).await? {
+        img.status = ImageStatus::Queued;
+        img.updated_at = Utc::now();
+        cloud.store.update_image(&img, ImageStatus::Saving).await?;
+        repaired.push(format!("image {}: upload interrupted, back to queued", img.id));
+    }
+    if let Ok(mut dir) = tokio::fs::read_dir(&cloud.config.staging_dir).await {
+        while let Ok(Some(entry)) = dir.next_entry().await {
+            let _ = tokio::fs::remove_file(entry.path()).await;
+            repaired.push(format!("staging file {} removed", entry.path().display()));
+        }
+    }
+    let mut referenced = BTreeSet::new();
+    for status in [ImageStatus::Active, ImageStatus::Deactivated] {
+        for img in cloud.store.images_in_status(status).await? {
+            referenced.extend(img.location);
+        }
+    }
+    for location in cloud.pool.image_locations().await? {
+        if !referenced.contains(&location) {
+            cloud.pool.delete_image(&location).await?;
+            repaired.push(format!("orphaned image data {location} removed"));
+        }
+    }
+    Ok(repaired)
+}

@@ -1,0 +1,118 @@
+//! `snapstack serve` settings: flags, each with an environment variable,
+//! and the layout of the data directory.
+//!
+//! ```text
+//! <data-dir>/snapstack.db     SQLite database
+//! <data-dir>/pool/images/     the file pool's images
+//! <data-dir>/staging/         uploads being inspected
+//! <data-dir>/logs/snapstack.log
+//! <data-dir>/clouds.yaml      for `openstack --os-cloud snapstack`
+//! ```
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::Args;
+use cloud::CloudConfig;
+use storage::qemu_img::Limits;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::EnvFilter;
+
+#[derive(Args, Debug)]
+pub struct ServeArgs {
+    /// Where Snapstack keeps everything (database, pool, logs).
+    #[arg(long, env = "SNAPSTACK_DATA_DIR", default_value = "var")]
+    pub data_dir: PathBuf,
+    /// Address to listen on (one port for every service).
+    #[arg(long, env = "SNAPSTACK_LISTEN", default_value = "127.0.0.1:8774")]
+    pub listen: String,
+    /// Base URL clients reach the API at (default: http://<listen>).
+    #[arg(long, env = "SNAPSTACK_PUBLIC_URL")]
+    pub public_url: Option<String>,
+    /// Database URL (default: sqlite://<data-dir>/snapstack.db).
+    #[arg(long, env = "SNAPSTACK_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Name of the bootstrap admin user.
+    #[arg(long, env = "SNAPSTACK_ADMIN_USER", default_value = "admin")]
+    pub admin_user: String,
+    /// Name of the bootstrap admin project.
+    #[arg(long, env = "SNAPSTACK_ADMIN_PROJECT", default_value = "admin")]
+    pub admin_project: String,
+    /// Admin password; generated and printed once on first start if unset.
+    #[arg(long, env = "SNAPSTACK_ADMIN_PASSWORD", hide_env_values = true)]
+    pub admin_password: Option<String>,
+    /// Token lifetime in seconds.
+    #[arg(long, env = "SNAPSTACK_TOKEN_TTL", default_value_t = 3600)]
+    pub token_ttl: u64,
+    /// Largest image upload accepted, in bytes (default 1 TiB).
+    #[arg(long, env = "SNAPSTACK_IMAGE_SIZE_CAP", default_value_t = 1 << 40)]
+    pub image_size_cap: u64,
+}
+
+/// Where things live under the data directory.
+#[derive(Debug, Clone)]
+pub struct Paths {
+    pub data_dir: PathBuf,
+    pub pool_dir: PathBuf,
+    pub staging_dir: PathBuf,
+    pub log_file: PathBuf,
+}
+
+pub fn sqlite_url(data_dir: &Path) -> String {
+    format!("sqlite://{}", data_dir.join("snapstack.db").display())
+}
+
+impl ServeArgs {
+    pub fn prepare_dirs(&self) -> anyhow::Result<Paths> {
+        std::fs::create_dir_all(&self.data_dir)
+            .with_context(|| format!("cannot create the data directory {}", self.data_dir.display()))?;
+        let data_dir = self.data_dir.canonicalize()?;
+        let paths = Paths {
+            pool_dir: data_dir.join("pool"),
+            staging_dir: data_dir.join("staging"),
+            log_file: data_dir.join("logs").join("snapstack.log"),
+            data_dir,
+        };
+        if let Some(logs) = paths.log_file.parent() {
+            std::fs::create_dir_all(logs)?;
+        }
+        Ok(paths)
+    }
+
+    pub fn database_url(&self, paths: &Paths) -> String {
+        self.database_url.clone().unwrap_or_else(|| sqlite_url(&paths.data_dir))
+    }
+
+    pub fn public_url(&self) -> String {
+        self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen))
+    }
+
+    pub fn cloud_config(&self, paths: &Paths) -> CloudConfig {
+        CloudConfig {
+            token_ttl: Duration::from_secs(self.token_ttl),
+            image_size_cap: self.image_size_cap,
+            staging_dir: paths.staging_dir.clone(),
+            qemu_img_limits: Limits::default(),
+        }
+    }
+}
+
+/// Logs go to stderr and to the log file; `RUST_LOG` picks the level.
+pub fn init_logging(log_file: &Path) -> anyhow::Result<()> {
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(log_file)
+        .with_context(|| format!("cannot open the log file {}", log_file.display()))?;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    tracing_subscriber::registry()
+        .with(filter)
+        .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+        .with(tracing_subscriber::fmt::layer().with_ansi(false).with_writer(Mutex::new(file)))
+        .try_init()
+        .context("cannot set up logging")?;
+    Ok(())
+}

@@ -129,12 +129,15 @@ err to stderr = false
 EOF
 }
 
-# Exit 0 when the OSD is up and rbd can list the `images` pool.
+# Exit 0 when `ceph -s` says HEALTH_OK or HEALTH_WARN with the OSD up, and rbd can list
+# every pool.
 usable() {
     [[ -f $CONF ]] || return 1
-    local n
-    n=$(ceph_cli osd stat -f json 2>/dev/null | python3 -c 'import json,sys; print(json.load(sys.stdin)["num_up_osds"])' 2>/dev/null) || return 1
-    [[ $n -ge 1 ]] || return 1
+    ceph_cli -s -f json 2>/dev/null | python3 -c '
+import json, sys
+s = json.load(sys.stdin)
+ok = s["health"]["status"] in ("HEALTH_OK", "HEALTH_WARN") and s["osdmap"]["num_up_osds"] >= 1
+sys.exit(0 if ok else 1)' 2>/dev/null || return 1
     local pool
     for pool in "${POOLS[@]}"; do
         timeout 15 rbd -c "$CONF" ls "$pool" >/dev/null 2>&1 || return 1
@@ -169,8 +172,9 @@ cmd_start() {
     deadline=$(( $(date +%s) + TIMEOUT ))
     if running; then
         wait_until "$deadline" "the running cluster to become usable" usable
-        log "already running ($DIR)"
-        echo "ceph-dev: ready in 0.0 s (already running)"
+        t1=$(date +%s.%N)
+        printf 'ceph-dev: ready in %.1f s (already running; CEPH_CONF=%s)\n' \
+            "$(awk -v a="$t0" -v b="$t1" 'BEGIN{print b-a}')" "$CONF"
         return
     fi
     if [[ -e $DIR ]]; then

@@ -179,24 +179,27 @@ impl IoCtx {
         const OP: &str = "rbd_list2";
         let target = || self.pool_name().to_string();
         let mut names = grow_until_fits(32, OP, target, |capacity| {
-            let mut specs: Vec<sys::rbd_image_spec_t> = Vec::with_capacity(capacity);
+            let empty = sys::rbd_image_spec_t {
+                id: ptr::null_mut(),
+                name: ptr::null_mut(),
+            };
+            let mut specs = vec![empty; capacity];
             let mut count = capacity;
-            // SAFETY: `specs` has room for `count` entries; librbd writes at most `count`
-            // and on success sets `count` to how many it wrote.
+            // SAFETY: `specs` holds `count` writable entries; librbd writes at most `count`,
+            // sets `count` to how many it wrote, or to how many it needs on -ERANGE.
             let ret = unsafe { sys::rbd_list2(self.raw(), specs.as_mut_ptr(), &mut count) };
             if ret == -libc::ERANGE {
                 return Ok(Attempt::Grow(count));
             }
             check(ret, OP, target)?;
-            // SAFETY: librbd initialised the first `count` entries (count <= capacity).
-            unsafe { specs.set_len(count.min(capacity)) };
-            let names = specs
+            let count = count.min(capacity);
+            let names = specs[..count]
                 .iter()
-                // SAFETY: each `name` is a NUL-terminated string owned by the entry.
+                // SAFETY: librbd filled each `name` with a NUL-terminated string.
                 .map(|spec| unsafe { string_from_c(spec.name) })
                 .collect::<Vec<_>>();
             // SAFETY: frees the strings of exactly the entries librbd filled in, once.
-            unsafe { sys::rbd_image_spec_list_cleanup(specs.as_mut_ptr(), specs.len()) };
+            unsafe { sys::rbd_image_spec_list_cleanup(specs.as_mut_ptr(), count) };
             Ok(Attempt::Done(names))
         })?;
         names.sort();
@@ -206,9 +209,13 @@ impl IoCtx {
 
 /// An open image (`rbd_image_t`). Closed on drop (or with [`Image::close`] to see errors).
 ///
-/// `Send` but not `Sync`: librbd serialises one handle's requests internally, but this
-/// crate changes per-handle state (the snapshot it reads, while listing children), so one
-/// thread at a time.
+/// `Send` but not `Sync`: librbd serialises one handle's requests internally, but image
+/// handles are not meant to be driven from two threads at once, so one thread at a time:
+///
+/// ```compile_fail
+/// fn shared_between_threads<T: Sync>() {}
+/// shared_between_threads::<rbd::Image>();
+/// ```
 pub struct Image {
     handle: sys::rbd_image_t,
     name: String,

@@ -64,3 +64,13 @@ pub use error::{Error, ErrorKind, Result};
 pub use image::{CreateOptions, Features, Image, ImageInfo};
 pub use layering::{CloneSource, LinkedImage, ParentInfo, Progress};
 pub use snapshot::SnapInfo;
+
+// The thread-safety promises above, checked at compile time.
+const _: fn() = || {
+    fn send_sync<T: Send + Sync>() {}
+    fn send<T: Send>() {}
+    send_sync::<Cluster>();
+    send_sync::<IoCtx>();
+    send_sync::<Error>();
+    send::<Image>();
+};

@@ -41,6 +41,22 @@ fn connect_when_no_monitor_answers_then_timed_out() {
 }
 
 #[test]
+fn connect_when_conf_file_missing_then_not_found() {
+    // Arrange
+    let conf = std::path::Path::new("/nonexistent/ceph.conf");
+
+    // Act
+    let err = Cluster::connect(conf, "admin", None).unwrap_err();
+
+    // Assert
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert_eq!(
+        (err.op(), err.target()),
+        ("rados_conf_read_file", "/nonexistent/ceph.conf")
+    );
+}
+
+#[test]
 fn io_ctx_when_pool_missing_then_not_found() {
     // Arrange
     let cluster = cluster();
@@ -201,4 +217,25 @@ fn write_when_opened_at_snapshot_then_read_only() {
 
     // Assert
     assert_eq!(err.kind(), ErrorKind::ReadOnly);
+}
+
+#[test]
+fn list_images_when_more_than_initial_buffer_then_all_listed() {
+    // Arrange: 40 images; the first rbd_list2 call has room for 32 and gets -ERANGE.
+    let cluster = cluster();
+    let volumes = pool(&cluster, "volumes");
+    let guards: Vec<ImageGuard> = (0..40)
+        .map(|_| ImageGuard::create(&volumes, "many", MIB))
+        .collect();
+
+    // Act
+    let listed = volumes.list_images().unwrap();
+
+    // Assert
+    let missing: Vec<_> = guards
+        .iter()
+        .filter(|g| !listed.contains(&g.name))
+        .map(|g| &g.name)
+        .collect();
+    assert!(missing.is_empty(), "not listed: {missing:?}");
 }

@@ -196,3 +196,24 @@ fn write_to_clone_when_parent_shared_then_parent_snapshot_unchanged() {
         .unwrap();
     assert_eq!(read(&at_snap, 0, 4096), data);
 }
+
+#[test]
+fn list_children_when_more_than_initial_buffer_then_all_listed() {
+    // Arrange: 12 clones; the first rbd_list_children3 call has room for 8 and gets -ERANGE.
+    let cluster = cluster();
+    let (images, vms) = (pool(&cluster, "images"), pool(&cluster, "vms"));
+    let (parent_guard, parent) = protected_parent(&images, MIB, b"x");
+    let clones: Vec<ImageGuard> = (0..12)
+        .map(|_| clone_into(&vms, &images, &parent_guard))
+        .collect();
+
+    // Act
+    let children = parent.list_children("snap").unwrap();
+
+    // Assert
+    let mut listed: Vec<_> = children.into_iter().map(|c| c.image).collect();
+    let mut expected: Vec<_> = clones.iter().map(|g| g.name.clone()).collect();
+    listed.sort();
+    expected.sort();
+    assert_eq!(listed, expected);
+}

@@ -1,6 +1,8 @@
 //! Identity v3 (Keystone shapes): tokens, users, projects, roles, role
 //! assignments and the one `default` domain.
 
+use std::collections::HashMap;
+
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -468,16 +470,33 @@ async fn list_assignments(
     Query(f): Query<AssignmentFilter>,
 ) -> ApiResult<Json<Value>> {
     let assignments = s.cloud.assignments(&caller, f.user.as_deref(), f.project.as_deref()).await?;
-    let names = f.include_names.is_some_and(|v| v.is_empty() || v == "true" || v == "1");
+    let names = f.include_names.is_some_and(|v| v.is_empty() || v.eq_ignore_ascii_case("true") || v == "1");
+    let (mut user_names, mut project_names) = (HashMap::new(), HashMap::new());
+    if names {
+        for (u, p, _) in &assignments {
+            if !user_names.contains_key(u) {
+                user_names.insert(*u, s.cloud.user(&caller, &u.to_string()).await?.name);
+            }
+            if !project_names.contains_key(p) {
+                project_names.insert(*p, s.cloud.project(&caller, &p.to_string()).await?.name);
+            }
+        }
+    }
     let items = assignments
         .iter()
         .map(|(u, p, r)| {
             let mut role = json!({"id": r.id.to_string()});
+            let mut user = json!({"id": u.to_string()});
+            let mut project = json!({"id": p.to_string()});
             if names {
                 role["name"] = json!(r.role.name());
+                user["name"] = json!(user_names.get(u));
+                user["domain"] = domain_ref();
+                project["name"] = json!(project_names.get(p));
+                project["domain"] = domain_ref();
             }
             json!({
-                "role": role, "user": {"id": u.to_string()}, "scope": {"project": {"id": p.to_string()}},
+                "role": role, "user": user, "scope": {"project": project},
                 "links": {"assignment": s.url(&format!("/identity/v3/projects/{p}/users/{u}/roles/{}", r.id))},
             })
         })

@@ -83,12 +83,15 @@ impl Cloud {
         inspect(staged_path, format).await?;
         let qemu_format = image_format::qemu_img_format(format);
         let info = storage::qemu_img::info(staged_path, qemu_format, self.config.qemu_img_limits).await?;
+        // Raw data is as large as it is (Glance's inspector says so too);
+        // qemu-img would round it up to whole 512-byte sectors.
+        let virtual_size = if qemu_format == "raw" { staged.size } else { info.virtual_size };
 
         let location = self.pool.import_image(img.id, staged_path, qemu_format).await?;
         let mut active = img.clone();
         active.status = ImageStatus::Active;
         active.size = Some(staged.size);
-        active.virtual_size = Some(info.virtual_size);
+        active.virtual_size = Some(virtual_size);
         active.checksum = Some(staged.md5);
         active.os_hash_algo = Some("sha512".into());
         active.os_hash_value = Some(staged.sha512);

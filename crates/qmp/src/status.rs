@@ -33,6 +33,38 @@ pub enum RunState {
     Other,
 }
 
+impl RunState {
+    /// QEMU's name for the state (`"postmigrate"`, `"io-error"`, …); `"other"` for
+    /// states this crate does not know.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Debug => "debug",
+            Self::Inmigrate => "inmigrate",
+            Self::InternalError => "internal-error",
+            Self::IoError => "io-error",
+            Self::Paused => "paused",
+            Self::Postmigrate => "postmigrate",
+            Self::Prelaunch => "prelaunch",
+            Self::FinishMigrate => "finish-migrate",
+            Self::RestoreVm => "restore-vm",
+            Self::Running => "running",
+            Self::SaveVm => "save-vm",
+            Self::Shutdown => "shutdown",
+            Self::Suspended => "suspended",
+            Self::Watchdog => "watchdog",
+            Self::GuestPanicked => "guest-panicked",
+            Self::Colo => "colo",
+            Self::Other => "other",
+        }
+    }
+}
+
+impl std::fmt::Display for RunState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// The reply of `query-status`.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 pub struct StatusInfo {
@@ -70,5 +102,17 @@ mod tests {
         let info: StatusInfo = serde_json::from_value(reply).unwrap();
 
         assert_eq!(info.status, RunState::Postmigrate);
+    }
+
+    #[test]
+    fn as_str_when_deserialized_from_name_then_gives_the_name_back() {
+        let names = ["io-error", "finish-migrate", "guest-panicked", "restore-vm"];
+
+        let back: Vec<&str> = names
+            .iter()
+            .map(|name| serde_json::from_value::<RunState>(json!(name)).unwrap().as_str())
+            .collect();
+
+        assert_eq!(back, names);
     }
 }

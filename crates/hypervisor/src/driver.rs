@@ -1,0 +1,68 @@
+//! The driver trait the layers above use to run VMs, whatever runs them.
+//!
+//! Every operation names a VM by its [`VmSpec::name`]. Operations are idempotent where a
+//! retry must be harmless (a saga step re-run after a crash): starting a running VM,
+//! pausing a paused one, shutting down or destroying a stopped one all succeed without
+//! doing anything. Operations that need a live VM fail with
+//! [`ErrorKind::NotRunning`](crate::ErrorKind::NotRunning) on a shut-off one and
+//! [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) on an unknown one.
+
+use std::path::Path;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+use crate::spec::VmSpec;
+use crate::status::VmStatus;
+
+/// Runs VMs. Implementations: [`QemuHypervisor`](crate::QemuHypervisor) and
+/// [`FakeHypervisor`](crate::FakeHypervisor).
+#[async_trait]
+pub trait Hypervisor: Send + Sync {
+    /// Boots the VM. A VM that is already live is left alone.
+    async fn start(&self, spec: &VmSpec) -> Result<()>;
+
+    /// Starts the VM from a memory state written by [`Hypervisor::save_memory`] with
+    /// the same spec (disks unchanged since), and lets it run. A VM that is already live
+    /// is left alone. The state file is kept.
+    async fn start_incoming(&self, spec: &VmSpec, state_file: &Path) -> Result<()>;
+
+    /// What the VM is doing now. Never fails for an unknown name: [`VmStatus::Missing`].
+    async fn status(&self, name: &str) -> Result<VmStatus>;
+
+    /// Asks the guest to power off (ACPI), waits up to `timeout`, then kills it.
+    async fn shutdown(&self, name: &str, timeout: Duration) -> Result<()>;
+
+    /// Soft reboot: asks the guest to power off (ACPI), waits up to `timeout` for it,
+    /// then resets and runs it (a power cycle that keeps the VM's processes and
+    /// sockets). A guest that ignores the request is reset anyway.
+    async fn reboot(&self, name: &str, timeout: Duration) -> Result<()>;
+
+    /// Hard reboot: resets the VM at once, like its reset button.
+    async fn reset(&self, name: &str) -> Result<()>;
+
+    /// Kills the VM at once. Succeeds on a VM that is not running.
+    async fn destroy(&self, name: &str) -> Result<()>;
+
+    /// Destroys the VM and forgets it (its console log too): afterwards it is
+    /// [`VmStatus::Missing`]. Succeeds on an unknown VM.
+    async fn undefine(&self, name: &str) -> Result<()>;
+
+    /// Stops the vCPUs.
+    async fn pause(&self, name: &str) -> Result<()>;
+
+    /// Runs the vCPUs again.
+    async fn resume(&self, name: &str) -> Result<()>;
+
+    /// Pauses the VM, writes its memory and device state to `state_file`, and stops it
+    /// (as `virsh managedsave`): the VM ends `Shutoff { Saved }`. Succeeds without doing
+    /// anything if the VM was already saved to this file.
+    async fn save_memory(&self, name: &str, state_file: &Path) -> Result<()>;
+
+    /// The serial console output, all of it or its last `max_lines` lines.
+    async fn console_log(&self, name: &str, max_lines: Option<usize>) -> Result<String>;
+
+    /// The names of every VM this hypervisor knows, live or shut off, sorted.
+    async fn list(&self) -> Result<Vec<String>>;
+}

@@ -1,0 +1,381 @@
+//! An in-memory [`Hypervisor`] for the unit tests of the layers above.
+//!
+//! It follows the same state diagram and idempotency rules as the QEMU driver, with no
+//! process and no file: memory states "saved" by [`Hypervisor::save_memory`] are
+//! remembered by path, and [`Hypervisor::start_incoming`] only accepts those. Tests can
+//! make the next call of an operation fail ([`FakeHypervisor::fail_next`]) and make
+//! things happen behind the caller's back ([`FakeHypervisor::crash`],
+//! [`FakeHypervisor::guest_power_off`]).
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::driver::Hypervisor;
+use crate::error::{Error, ErrorKind, Result};
+use crate::spec::{validate_name, VmSpec};
+use crate::status::{ShutoffReason, VmStatus};
+
+/// The operations of [`Hypervisor`] that can be made to fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Operation {
+    Start,
+    StartIncoming,
+    Shutdown,
+    Reboot,
+    Reset,
+    Destroy,
+    Undefine,
+    Pause,
+    Resume,
+    SaveMemory,
+}
+
+/// In-memory hypervisor. See the module header.
+#[derive(Debug, Default)]
+pub struct FakeHypervisor {
+    state: Mutex<FakeState>,
+}
+
+#[derive(Debug, Default)]
+struct FakeState {
+    vms: BTreeMap<String, FakeVm>,
+    /// Memory states written by `save_memory`: path → VM name.
+    saved: HashMap<PathBuf, String>,
+    /// Injected failures, consumed by the next call of each operation.
+    failures: HashMap<Operation, ErrorKind>,
+}
+
+#[derive(Debug)]
+struct FakeVm {
+    spec: VmSpec,
+    status: VmStatus,
+    console: String,
+}
+
+impl FakeHypervisor {
+    /// A hypervisor with no VM.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Makes the next call of `operation` fail with an error of `kind`, changing nothing.
+    pub fn fail_next(&self, operation: Operation, kind: ErrorKind) {
+        self.lock().failures.insert(operation, kind);
+    }
+
+    /// Simulates QEMU dying: a live VM becomes `Shutoff { Crashed }`.
+    pub fn crash(&self, name: &str, detail: &str) {
+        if let Some(vm) = self.lock().live_vm(name) {
+            let detail = detail.to_string();
+            vm.status = shutoff(ShutoffReason::Crashed { detail });
+        }
+    }
+
+    /// Simulates the guest powering itself off: a live VM becomes `Shutoff { Shutdown }`.
+    pub fn guest_power_off(&self, name: &str) {
+        if let Some(vm) = self.lock().live_vm(name) {
+            vm.status = shutoff(ShutoffReason::Shutdown);
+        }
+    }
+
+    /// The spec the VM was last started with.
+    pub fn spec(&self, name: &str) -> Option<VmSpec> {
+        self.lock().vms.get(name).map(|vm| vm.spec.clone())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, FakeState> {
+        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Locks the state after consuming an injected failure of `operation`, if any.
+    fn begin(&self, operation: Operation) -> Result<MutexGuard<'_, FakeState>> {
+        let mut state = self.lock();
+        match state.failures.remove(&operation) {
+            Some(kind) => Err(Error::new(kind, format!("injected failure of {operation:?}"))),
+            None => Ok(state),
+        }
+    }
+
+    fn boot(state: &mut FakeState, spec: &VmSpec, how: &str) {
+        let vm = state.vms.entry(spec.name.clone()).or_insert_with(|| FakeVm {
+            spec: spec.clone(),
+            status: VmStatus::Missing,
+            console: String::new(),
+        });
+        if is_live(&vm.status) {
+            return;
+        }
+        vm.spec = spec.clone();
+        vm.status = VmStatus::Running;
+        vm.console.push_str(&format!("[fake] {} {how}\n", spec.name));
+    }
+}
+
+impl FakeState {
+    fn live_vm(&mut self, name: &str) -> Option<&mut FakeVm> {
+        self.vms.get_mut(name).filter(|vm| is_live(&vm.status))
+    }
+
+    /// The VM, which must exist and be live.
+    fn running_vm(&mut self, name: &str) -> Result<&mut FakeVm> {
+        let vm = self
+            .vms
+            .get_mut(name)
+            .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("no VM named {name}")))?;
+        if is_live(&vm.status) {
+            Ok(vm)
+        } else {
+            Err(Error::new(ErrorKind::NotRunning, format!("VM {name} is shut off")))
+        }
+    }
+
+    /// Shuts a live VM off for `reason`; a stopped or unknown one is left alone.
+    fn stop(&mut self, name: &str, reason: ShutoffReason) {
+        if let Some(vm) = self.live_vm(name) {
+            vm.status = shutoff(reason);
+        }
+    }
+}
+
+fn is_live(status: &VmStatus) -> bool {
+    matches!(status, VmStatus::Running | VmStatus::Paused { .. })
+}
+
+fn shutoff(reason: ShutoffReason) -> VmStatus {
+    VmStatus::Shutoff { reason }
+}
+
+#[async_trait]
+impl Hypervisor for FakeHypervisor {
+    async fn start(&self, spec: &VmSpec) -> Result<()> {
+        spec.validate()?;
+        let mut state = self.begin(Operation::Start)?;
+        Self::boot(&mut state, spec, "booted");
+        Ok(())
+    }
+
+    async fn start_incoming(&self, spec: &VmSpec, state_file: &Path) -> Result<()> {
+        spec.validate()?;
+        let mut state = self.begin(Operation::StartIncoming)?;
+        if !state.saved.contains_key(state_file) {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!("no memory state at {}", state_file.display()),
+            ));
+        }
+        Self::boot(&mut state, spec, "restored");
+        Ok(())
+    }
+
+    async fn status(&self, name: &str) -> Result<VmStatus> {
+        validate_name(name)?;
+        let state = self.lock();
+        Ok(state
+            .vms
+            .get(name)
+            .map_or(VmStatus::Missing, |vm| vm.status.clone()))
+    }
+
+    async fn shutdown(&self, name: &str, _timeout: Duration) -> Result<()> {
+        let mut state = self.begin(Operation::Shutdown)?;
+        state.stop(name, ShutoffReason::Shutdown);
+        Ok(())
+    }
+
+    async fn reboot(&self, name: &str, _timeout: Duration) -> Result<()> {
+        let mut state = self.begin(Operation::Reboot)?;
+        let vm = state.running_vm(name)?;
+        vm.console.push_str(&format!("[fake] {name} rebooted\n"));
+        Ok(())
+    }
+
+    async fn reset(&self, name: &str) -> Result<()> {
+        let mut state = self.begin(Operation::Reset)?;
+        let vm = state.running_vm(name)?;
+        vm.console.push_str(&format!("[fake] {name} reset\n"));
+        Ok(())
+    }
+
+    async fn destroy(&self, name: &str) -> Result<()> {
+        let mut state = self.begin(Operation::Destroy)?;
+        state.stop(name, ShutoffReason::Destroyed);
+        Ok(())
+    }
+
+    async fn undefine(&self, name: &str) -> Result<()> {
+        let mut state = self.begin(Operation::Undefine)?;
+        state.vms.remove(name);
+        Ok(())
+    }
+
+    async fn pause(&self, name: &str) -> Result<()> {
+        let mut state = self.begin(Operation::Pause)?;
+        let vm = state.running_vm(name)?;
+        vm.status = VmStatus::Paused {
+            reason: "paused".to_string(),
+        };
+        Ok(())
+    }
+
+    async fn resume(&self, name: &str) -> Result<()> {
+        let mut state = self.begin(Operation::Resume)?;
+        state.running_vm(name)?.status = VmStatus::Running;
+        Ok(())
+    }
+
+    async fn save_memory(&self, name: &str, state_file: &Path) -> Result<()> {
+        let mut state = self.begin(Operation::SaveMemory)?;
+        let saved = ShutoffReason::Saved {
+            state_file: state_file.to_path_buf(),
+        };
+        if let Some(vm) = state.vms.get(name) {
+            if vm.status == shutoff(saved.clone()) {
+                return Ok(());
+            }
+        }
+        state.running_vm(name)?;
+        state.stop(name, saved);
+        state.saved.insert(state_file.to_path_buf(), name.to_string());
+        Ok(())
+    }
+
+    async fn console_log(&self, name: &str, max_lines: Option<usize>) -> Result<String> {
+        let state = self.lock();
+        let vm = state
+            .vms
+            .get(name)
+            .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("no VM named {name}")))?;
+        Ok(crate::console::last_lines(&vm.console, max_lines).to_string())
+    }
+
+    async fn list(&self) -> Result<Vec<String>> {
+        Ok(self.lock().vms.keys().cloned().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(name: &str) -> VmSpec {
+        VmSpec {
+            name: name.to_string(),
+            memory_mib: 64,
+            vcpus: 1,
+            disks: Vec::new(),
+            kernel: None,
+            initrd: None,
+            cmdline: None,
+        }
+    }
+
+    const TIMEOUT: Duration = Duration::from_secs(1);
+
+    #[tokio::test]
+    async fn start_when_already_running_then_ok_and_still_running() {
+        let fake = FakeHypervisor::new();
+        fake.start(&spec("vm1")).await.unwrap();
+
+        fake.start(&spec("vm1")).await.unwrap();
+
+        assert_eq!(fake.status("vm1").await.unwrap(), VmStatus::Running);
+        assert_eq!(fake.console_log("vm1", None).await.unwrap(), "[fake] vm1 booted\n");
+    }
+
+    #[tokio::test]
+    async fn save_memory_then_start_incoming_when_running_then_saved_then_running() {
+        let fake = FakeHypervisor::new();
+        fake.start(&spec("vm1")).await.unwrap();
+        let file = Path::new("/states/vm1.mem");
+
+        fake.save_memory("vm1", file).await.unwrap();
+        let saved = fake.status("vm1").await.unwrap();
+        fake.save_memory("vm1", file).await.unwrap();
+        fake.start_incoming(&spec("vm1"), file).await.unwrap();
+
+        let state_file = file.to_path_buf();
+        assert_eq!(saved, shutoff(ShutoffReason::Saved { state_file }));
+        assert_eq!(fake.status("vm1").await.unwrap(), VmStatus::Running);
+    }
+
+    #[tokio::test]
+    async fn start_incoming_when_state_never_saved_then_invalid_argument() {
+        let fake = FakeHypervisor::new();
+
+        let error = fake
+            .start_incoming(&spec("vm1"), Path::new("/nowhere"))
+            .await
+            .unwrap_err();
+
+        assert_eq!(error.kind(), ErrorKind::InvalidArgument);
+        assert_eq!(fake.status("vm1").await.unwrap(), VmStatus::Missing);
+    }
+
+    #[tokio::test]
+    async fn destroy_when_called_twice_then_ok_and_destroyed() {
+        let fake = FakeHypervisor::new();
+        fake.start(&spec("vm1")).await.unwrap();
+
+        fake.destroy("vm1").await.unwrap();
+        fake.destroy("vm1").await.unwrap();
+
+        let destroyed = shutoff(ShutoffReason::Destroyed);
+        assert_eq!(fake.status("vm1").await.unwrap(), destroyed);
+    }
+
+    #[tokio::test]
+    async fn pause_when_shut_off_then_not_running() {
+        let fake = FakeHypervisor::new();
+        fake.start(&spec("vm1")).await.unwrap();
+        fake.shutdown("vm1", TIMEOUT).await.unwrap();
+
+        let error = fake.pause("vm1").await.unwrap_err();
+
+        assert_eq!(error.kind(), ErrorKind::NotRunning);
+    }
+
+    #[tokio::test]
+    async fn fail_next_when_injected_then_one_call_fails_and_state_unchanged() {
+        let fake = FakeHypervisor::new();
+        fake.start(&spec("vm1")).await.unwrap();
+        fake.fail_next(Operation::Pause, ErrorKind::Monitor);
+
+        let first = fake.pause("vm1").await.unwrap_err();
+        let status_after_failure = fake.status("vm1").await.unwrap();
+        fake.pause("vm1").await.unwrap();
+
+        assert_eq!(first.kind(), ErrorKind::Monitor);
+        assert_eq!(status_after_failure, VmStatus::Running);
+    }
+
+    #[tokio::test]
+    async fn crash_when_running_then_shutoff_crashed_and_restartable() {
+        let fake = FakeHypervisor::new();
+        fake.start(&spec("vm1")).await.unwrap();
+
+        fake.crash("vm1", "killed by signal 9");
+        let crashed = fake.status("vm1").await.unwrap();
+        fake.start(&spec("vm1")).await.unwrap();
+
+        let detail = "killed by signal 9".to_string();
+        assert_eq!(crashed, shutoff(ShutoffReason::Crashed { detail }));
+        assert_eq!(fake.status("vm1").await.unwrap(), VmStatus::Running);
+    }
+
+    #[tokio::test]
+    async fn undefine_when_defined_then_missing_and_unlisted() {
+        let fake = FakeHypervisor::new();
+        fake.start(&spec("vm1")).await.unwrap();
+        fake.start(&spec("vm2")).await.unwrap();
+
+        fake.undefine("vm1").await.unwrap();
+
+        assert_eq!(fake.status("vm1").await.unwrap(), VmStatus::Missing);
+        assert_eq!(fake.list().await.unwrap(), ["vm2"]);
+    }
+}

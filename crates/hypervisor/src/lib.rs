@@ -1,0 +1,33 @@
+//! Running VMs: the [`Hypervisor`] driver trait, its QEMU implementation
+//! ([`QemuHypervisor`]) and an in-memory fake ([`FakeHypervisor`]) for the unit tests
+//! of the layers above.
+//!
+//! This crate knows nothing of the database or the API: a VM is a [`VmSpec`] (name,
+//! memory, vCPUs, disks, optional direct kernel boot) and a [`VmStatus`].
+//!
+//! The QEMU driver keeps each VM in a run directory that outlives the service:
+//!
+//! ```text
+//! <run_dir>/<name>/
+//!   spec.json     the VmSpec it was last started with; its presence defines the VM
+//!   qmp.sock      QMP monitor socket
+//!   qemu.pid      written by QEMU (-pidfile)
+//!   console.log   serial console (appended across boots)
+//!   qemu.log      QEMU's stdout/stderr, each start preceded by a header line
+//!   shutoff.json  why the VM stopped, written before we stop it on purpose
+//! ```
+
+mod console;
+mod driver;
+mod error;
+mod fake;
+mod qemu;
+mod spec;
+mod status;
+
+pub use driver::Hypervisor;
+pub use error::{Error, ErrorKind, Result};
+pub use fake::{FakeHypervisor, Operation};
+pub use qemu::{Accel, QemuConfig, QemuHypervisor, CONSOLE_LOG_LIMIT, STORAGE_NODE_SUFFIX};
+pub use spec::{validate_name, DiskFormat, DiskSource, DiskSpec, VmSpec};
+pub use status::{ShutoffReason, VmStatus};

@@ -63,6 +63,11 @@ impl ConnectOptions {
     }
 
     /// Any other Ceph option, applied after the configuration file (`rados_conf_set`).
+    ///
+    /// E.g. `.set("rados_osd_op_timeout", "30")`: by default an I/O to a full or unreachable
+    /// OSD waits forever; with a timeout it fails with
+    /// [`ErrorKind::TimedOut`](crate::ErrorKind::TimedOut) (beware: a long flatten's object
+    /// copies are bounded by it too).
     pub fn set(mut self, option: impl Into<String>, value: impl Into<String>) -> Self {
         self.settings.push((option.into(), value.into()));
         self

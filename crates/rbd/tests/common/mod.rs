@@ -24,11 +24,13 @@ pub fn cluster() -> Cluster {
         });
     let options = ConnectOptions::new(&conf).mount_timeout(Duration::from_secs(10));
     Cluster::connect_with(&options).unwrap_or_else(|err| {
+        let cause = std::error::Error::source(&err)
+            .map(ToString::to_string)
+            .unwrap_or_default();
         panic!(
-            "cannot reach the Ceph cluster of CEPH_CONF={}: {err} ({:?}). \
+            "cannot reach the Ceph cluster of CEPH_CONF={}: {err} ({cause}). \
              Is it running? `scripts/ceph-dev.sh status`",
             conf.display(),
-            std::error::Error::source(&err),
         )
     })
 }

@@ -282,8 +282,11 @@ async fn upload(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// `Range: bytes=first-last` with either end left out (`a-`, `-n`).
+type ByteRange = (Option<u64>, Option<u64>);
+
 /// Reads `Range: bytes=a-b` (one range; `a-`, `-n` too).
-fn parse_range(headers: &HeaderMap) -> Result<Option<(Option<u64>, Option<u64>)>, Error> {
+fn parse_range(headers: &HeaderMap) -> Result<Option<ByteRange>, Error> {
     let Some(value) = headers.get(http::header::RANGE) else { return Ok(None) };
     let bad = || Error::new(ErrorKind::RangeNotSatisfiable, "The Range header is malformed or asks for several ranges.");
     let spec = value.to_str().map_err(|_| bad())?.strip_prefix("bytes=").ok_or_else(bad)?;

@@ -100,6 +100,34 @@ fn token_issue_when_user_unknown_then_401() {
         "message: {}",
         r.message()
     );
+    let wrong_password =
+        server.issue_token(password_auth("admin", "not-the-password", Some("admin")));
+    assert_eq!(
+        r.message(),
+        wrong_password.message(),
+        "an unknown user must look like a wrong password"
+    );
+}
+
+#[test]
+fn token_validate_when_subject_revoked_then_404() {
+    let server = Server::start();
+    let admin = server.admin();
+    let alice = server.user_with_role("alice", "member");
+    let revoke = alice
+        .request("DELETE", "/identity/v3/auth/tokens")
+        .set("X-Subject-Token", &alice.token);
+    reply(revoke.call()).expect_status(204);
+
+    let r = reply(
+        admin
+            .request("GET", "/identity/v3/auth/tokens")
+            .set("X-Subject-Token", &alice.token)
+            .call(),
+    );
+
+    assert_eq!(r.status, 404);
+    assert!(r.message().contains("revoked"), "message: {}", r.message());
 }
 
 #[test]

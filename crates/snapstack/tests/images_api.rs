@@ -490,7 +490,7 @@ fn list_when_filtered_by_name_status_or_tag_then_only_matches() {
         .expect_status(200);
     let by_tag = alice.get("/image/v2/images?tag=gold").expect_status(200);
 
-    assert_eq!(ids(&by_name.body), [tagged.clone()]);
+    assert_eq!(ids(&by_name.body), vec![tagged.clone()]);
     assert_eq!(ids(&by_status.body), [uploaded]);
     assert_eq!(ids(&by_tag.body), [tagged]);
 }
@@ -637,7 +637,7 @@ fn delete_when_active_image_then_404_afterwards_and_file_gone() {
     let r = alice.delete(&format!("/image/v2/images/{id}"));
 
     assert_eq!(r.status, 204);
-    assert_eq!(before, [id.clone()]);
+    assert_eq!(before, vec![id.clone()]);
     assert_eq!(alice.get(&format!("/image/v2/images/{id}")).status, 404);
     assert_eq!(server.pool_files(), Vec::<String>::new());
 }

@@ -59,7 +59,11 @@ impl Error {
     }
 
     /// An I/O failure on `path` while doing `what`.
-    pub(crate) fn io(what: impl fmt::Display, path: &std::path::Path, source: std::io::Error) -> Self {
+    pub(crate) fn io(
+        what: impl fmt::Display,
+        path: &std::path::Path,
+        source: std::io::Error,
+    ) -> Self {
         Self::new(ErrorKind::Io, format!("{what} {}", path.display())).with_source(source)
     }
 

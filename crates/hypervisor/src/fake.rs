@@ -89,30 +89,39 @@ impl FakeHypervisor {
     }
 
     fn lock(&self) -> MutexGuard<'_, FakeState> {
-        self.state.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Locks the state after consuming an injected failure of `operation`, if any.
     fn begin(&self, operation: Operation) -> Result<MutexGuard<'_, FakeState>> {
         let mut state = self.lock();
         match state.failures.remove(&operation) {
-            Some(kind) => Err(Error::new(kind, format!("injected failure of {operation:?}"))),
+            Some(kind) => Err(Error::new(
+                kind,
+                format!("injected failure of {operation:?}"),
+            )),
             None => Ok(state),
         }
     }
 
     fn boot(state: &mut FakeState, spec: &VmSpec, how: &str) {
-        let vm = state.vms.entry(spec.name.clone()).or_insert_with(|| FakeVm {
-            spec: spec.clone(),
-            status: VmStatus::Missing,
-            console: String::new(),
-        });
+        let vm = state
+            .vms
+            .entry(spec.name.clone())
+            .or_insert_with(|| FakeVm {
+                spec: spec.clone(),
+                status: VmStatus::Missing,
+                console: String::new(),
+            });
         if is_live(&vm.status) {
             return;
         }
         vm.spec = spec.clone();
         vm.status = VmStatus::Running;
-        vm.console.push_str(&format!("[fake] {} {how}\n", spec.name));
+        vm.console
+            .push_str(&format!("[fake] {} {how}\n", spec.name));
     }
 }
 
@@ -130,7 +139,10 @@ impl FakeState {
         if is_live(&vm.status) {
             Ok(vm)
         } else {
-            Err(Error::new(ErrorKind::NotRunning, format!("VM {name} is shut off")))
+            Err(Error::new(
+                ErrorKind::NotRunning,
+                format!("VM {name} is shut off"),
+            ))
         }
     }
 
@@ -240,7 +252,9 @@ impl Hypervisor for FakeHypervisor {
         }
         state.running_vm(name)?;
         state.stop(name, saved);
-        state.saved.insert(state_file.to_path_buf(), name.to_string());
+        state
+            .saved
+            .insert(state_file.to_path_buf(), name.to_string());
         Ok(())
     }
 
@@ -284,7 +298,10 @@ mod tests {
         fake.start(&spec("vm1")).await.unwrap();
 
         assert_eq!(fake.status("vm1").await.unwrap(), VmStatus::Running);
-        assert_eq!(fake.console_log("vm1", None).await.unwrap(), "[fake] vm1 booted\n");
+        assert_eq!(
+            fake.console_log("vm1", None).await.unwrap(),
+            "[fake] vm1 booted\n"
+        );
     }
 
     #[tokio::test]

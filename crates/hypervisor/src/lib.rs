@@ -16,6 +16,12 @@
 //!   qemu.log      QEMU's stdout/stderr, each start preceded by a header line
 //!   shutoff.json  why the VM stopped, written before we stop it on purpose
 //! ```
+//!
+//! Tests: `cargo test -p hypervisor` runs the unit tests and, one at a time, short
+//! tests on real QEMU (TCG, a blank disk on which SeaBIOS prints to the console).
+//! Graceful power-off, soft reboot and a live guest's save/restore need the project's
+//! test guest: `scripts/build-guest.sh`, then
+//! `cargo test -p hypervisor --test guest -- --ignored`.
 
 mod console;
 mod driver;

@@ -117,7 +117,9 @@ impl DiskSpec {
         }
         match &self.source {
             DiskSource::File(path) => utf8_path(path).map(drop),
-            DiskSource::Rbd { conf, .. } => conf.as_deref().map_or(Ok(()), |c| utf8_path(c).map(drop)),
+            DiskSource::Rbd { conf, .. } => {
+                conf.as_deref().map_or(Ok(()), |c| utf8_path(c).map(drop))
+            }
         }
     }
 }

@@ -110,7 +110,11 @@ mod tests {
 
         let back: Vec<&str> = names
             .iter()
-            .map(|name| serde_json::from_value::<RunState>(json!(name)).unwrap().as_str())
+            .map(|name| {
+                serde_json::from_value::<RunState>(json!(name))
+                    .unwrap()
+                    .as_str()
+            })
             .collect();
 
         assert_eq!(back, names);

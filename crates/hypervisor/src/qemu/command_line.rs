@@ -25,7 +25,12 @@ pub const STORAGE_NODE_SUFFIX: &str = "-storage";
 
 /// The arguments (without the binary) that start `spec` in `dir`; with `incoming`, QEMU
 /// waits paused for `migrate-incoming` (`-incoming defer -S`).
-pub(crate) fn build(config: &QemuConfig, dir: &RunDir, spec: &VmSpec, incoming: bool) -> Result<Vec<String>> {
+pub(crate) fn build(
+    config: &QemuConfig,
+    dir: &RunDir,
+    spec: &VmSpec,
+    incoming: bool,
+) -> Result<Vec<String>> {
     let socket = utf8_path(&dir.qmp_socket())?.to_string();
     let console = utf8_path(&dir.console_log())?.to_string();
     let pid_file = utf8_path(&dir.pid_file())?.to_string();
@@ -39,11 +44,19 @@ pub(crate) fn build(config: &QemuConfig, dir: &RunDir, spec: &VmSpec, incoming: 
         Accel::Tcg => push(&["-accel", "tcg"]),
         Accel::Kvm => push(&["-accel", "kvm", "-cpu", "host"]),
     }
-    push(&["-m", &spec.memory_mib.to_string(), "-smp", &spec.vcpus.to_string()]);
+    push(&[
+        "-m",
+        &spec.memory_mib.to_string(),
+        "-smp",
+        &spec.vcpus.to_string(),
+    ]);
     push(&["-msg", "timestamp=on", "-no-shutdown"]);
     push(&[
         "-chardev",
-        &format!("socket,id=qmp,path={},server=on,wait=off", escape_opt(&socket)),
+        &format!(
+            "socket,id=qmp,path={},server=on,wait=off",
+            escape_opt(&socket)
+        ),
         "-mon",
         "chardev=qmp,mode=control",
     ]);

@@ -1,8 +1,8 @@
 //! Memory state to and from a file, by migration through `exec:` (QEMU 7.2 has no
 //! `file:` URI).
 //!
-//! Save (as `virsh managedsave`): raise `max-bandwidth` (the default, 32 MiB/s, would
-//! make saving slow), `stop` the VM so that one pass copies a consistent state,
+//! Save (as `virsh managedsave`): raise `max-bandwidth` (QEMU 7.2 defaults to 128 MiB/s)
+//! so that saving is not throttled, `stop` the VM so one pass copies a consistent state,
 //! `migrate exec:cat > '<file>.part' && mv '<file>.part' '<file>'`, poll `query-migrate`
 //! until `completed`, then the caller quits QEMU. QEMU reports `completed` before it has
 //! necessarily closed the pipe, so `cat` may still be writing when QEMU is gone: the
@@ -23,7 +23,7 @@ use tokio::time::Instant;
 use crate::error::{Error, ErrorKind, Result};
 use crate::spec::utf8_path;
 
-/// Bandwidth limit while saving: 1 TiB/s, i.e. none (QEMU's default is 32 MiB/s).
+/// Bandwidth limit while saving: 1 TiB/s, i.e. none (QEMU 7.2 defaults to 128 MiB/s).
 const MAX_BANDWIDTH: u64 = 1 << 40;
 /// How often to ask QEMU how far the migration is.
 const POLL_INTERVAL: Duration = Duration::from_millis(50);
@@ -76,7 +76,10 @@ pub(crate) async fn save(qmp: &Client, state_file: &Path, timeout: Duration) -> 
                 let why = info["error-desc"].as_str().unwrap_or("no reason given");
                 return Err(Error::new(
                     ErrorKind::Migration,
-                    format!("saving the memory state to {} failed: {why}", state_file.display()),
+                    format!(
+                        "saving the memory state to {} failed: {why}",
+                        state_file.display()
+                    ),
                 ));
             }
             _ => {}
@@ -99,7 +102,10 @@ pub(crate) async fn wait_written(state_file: &Path, timeout: Duration) -> Result
         if Instant::now() >= deadline {
             return Err(Error::new(
                 ErrorKind::Migration,
-                format!("the memory state {} was never completed", state_file.display()),
+                format!(
+                    "the memory state {} was never completed",
+                    state_file.display()
+                ),
             ));
         }
         tokio::time::sleep(POLL_INTERVAL).await;
@@ -167,7 +173,11 @@ mod tests {
     async fn save_uri_when_run_by_sh_then_writes_file_through_partial() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("odd 'name'.mem");
-        let command = save_uri(&file).unwrap().strip_prefix("exec:").unwrap().to_string();
+        let command = save_uri(&file)
+            .unwrap()
+            .strip_prefix("exec:")
+            .unwrap()
+            .to_string();
 
         let mut child = tokio::process::Command::new("/bin/sh")
             .args(["-c", &command])
@@ -175,7 +185,9 @@ mod tests {
             .spawn()
             .unwrap();
         let mut stdin = child.stdin.take().unwrap();
-        tokio::io::AsyncWriteExt::write_all(&mut stdin, b"memory").await.unwrap();
+        tokio::io::AsyncWriteExt::write_all(&mut stdin, b"memory")
+            .await
+            .unwrap();
         drop(stdin);
         let status = child.wait().await.unwrap();
 

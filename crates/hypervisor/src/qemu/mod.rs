@@ -259,10 +259,13 @@ impl QemuHypervisor {
 
     /// Runs one monitor command, within the monitor timeout.
     async fn execute(&self, vm: &Vm, qmp: &Client, command: &str) -> Result<Value> {
-        tokio::time::timeout(self.config.monitor_timeout, qmp.execute(command, Value::Null))
-            .await
-            .map_err(|_| self.unresponsive(vm, command))?
-            .map_err(|e| Error::monitor(format!("{command} on VM {} failed", vm.name), e))
+        tokio::time::timeout(
+            self.config.monitor_timeout,
+            qmp.execute(command, Value::Null),
+        )
+        .await
+        .map_err(|_| self.unresponsive(vm, command))?
+        .map_err(|e| Error::monitor(format!("{command} on VM {} failed", vm.name), e))
     }
 
     fn unresponsive(&self, vm: &Vm, command: &str) -> Error {
@@ -327,21 +330,25 @@ impl QemuHypervisor {
             )
             .with_source(e)
         })?;
-        let pid = child.id().and_then(|id| i32::try_from(id).ok()).unwrap_or(0);
+        let Some(pid) = child.id().and_then(|id| i32::try_from(id).ok()) else {
+            let _ = child.start_kill();
+            return Err(Error::new(
+                ErrorKind::StartFailed,
+                format!("QEMU of VM {} has no pid", vm.name),
+            ));
+        };
         vm.child_record().spawned = Some(pid);
         tracing::info!(vm = %vm.name, pid, incoming, "QEMU started");
         let connected = self.wait_for_monitor(vm, &mut child).await;
-        reap_in_background(child, pid, Arc::clone(&vm.child));
-        match connected {
-            Ok(client) => {
-                *vm.monitor.lock().await = Some(client.clone());
-                Ok(client)
-            }
-            Err(error) => {
-                let _ = process::signal(pid, libc::SIGKILL);
-                Err(error)
-            }
+        if connected.is_err() {
+            // Through the child handle: a no-op if it was already reaped, so a reused
+            // pid is never hit.
+            let _ = child.start_kill();
         }
+        reap_in_background(child, pid, Arc::clone(&vm.child));
+        let client = connected?;
+        *vm.monitor.lock().await = Some(client.clone());
+        Ok(client)
     }
 
     /// Opens `qemu.log` for QEMU's output, after a header with the command line.
@@ -371,7 +378,10 @@ impl QemuHypervisor {
                 let messages = self.qemu_messages(vm).await;
                 return Err(Error::new(
                     ErrorKind::StartFailed,
-                    format!("QEMU of VM {} exited at start ({status}): {messages}", vm.name),
+                    format!(
+                        "QEMU of VM {} exited at start ({status}): {messages}",
+                        vm.name
+                    ),
                 ));
             }
             let remaining = deadline.saturating_duration_since(Instant::now());
@@ -453,10 +463,28 @@ impl QemuHypervisor {
                 self.qemu_messages(vm).await
             );
             match self.live_pid(vm).await {
-                Some(pid) => self.kill(vm, pid, ShutoffReason::Crashed { detail: detail.clone() }).await?,
-                None => vm.dir.write_shutoff(&ShutoffReason::Crashed { detail: detail.clone() }).await?,
+                Some(pid) => {
+                    self.kill(
+                        vm,
+                        pid,
+                        ShutoffReason::Crashed {
+                            detail: detail.clone(),
+                        },
+                    )
+                    .await?
+                }
+                None => {
+                    vm.dir
+                        .write_shutoff(&ShutoffReason::Crashed {
+                            detail: detail.clone(),
+                        })
+                        .await?
+                }
             }
-            return Err(Error::new(ErrorKind::Migration, format!("VM {}: {detail}", vm.name)).with_source(error));
+            return Err(
+                Error::new(ErrorKind::Migration, format!("VM {}: {detail}", vm.name))
+                    .with_source(error),
+            );
         }
         self.execute(vm, qmp, "cont").await?;
         Ok(())

@@ -21,7 +21,11 @@ use tokio::time::Instant;
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
 /// Spawns `binary args…` detached from this process (see the module header).
-pub(crate) fn spawn_detached(binary: &Path, args: &[String], log: std::fs::File) -> io::Result<Child> {
+pub(crate) fn spawn_detached(
+    binary: &Path,
+    args: &[String],
+    log: std::fs::File,
+) -> io::Result<Child> {
     let mut command = Command::new(binary);
     command
         .args(args)
@@ -60,8 +64,15 @@ pub(crate) async fn is_qemu_of(pid: i32, pid_file: &Path) -> bool {
     false
 }
 
-/// Sends `signal` to `pid`.
+/// Sends `signal` to `pid`, which must be a single process (never 0 or negative, which
+/// kill(2) would apply to whole process groups).
 pub(crate) fn signal(pid: i32, signal: libc::c_int) -> io::Result<()> {
+    if pid <= 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("refusing to signal pid {pid}"),
+        ));
+    }
     // SAFETY: kill(2) takes two integers and touches no memory of ours.
     let result = unsafe { libc::kill(pid, signal) };
     if result == 0 {
@@ -88,6 +99,15 @@ pub(crate) async fn wait_gone(pid: i32, pid_file: &Path, timeout: Duration) -> b
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn signal_when_pid_is_zero_then_refused() {
+        let pid = 0;
+
+        let result = signal(pid, 0);
+
+        assert_eq!(result.unwrap_err().kind(), io::ErrorKind::InvalidInput);
+    }
 
     #[tokio::test]
     async fn is_qemu_of_when_pid_is_this_test_then_false() {

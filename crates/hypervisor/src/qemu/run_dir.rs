@@ -117,7 +117,11 @@ async fn remove_if_exists(path: &Path) -> Result<()> {
 /// half a file.
 async fn write_json(path: &Path, value: &impl Serialize) -> Result<()> {
     let mut text = serde_json::to_vec_pretty(value).map_err(|e| {
-        Error::new(crate::ErrorKind::Io, format!("cannot encode {}", path.display())).with_source(e)
+        Error::new(
+            crate::ErrorKind::Io,
+            format!("cannot encode {}", path.display()),
+        )
+        .with_source(e)
     })?;
     text.push(b'\n');
     let temporary = path.with_extension("json.tmp");
@@ -136,7 +140,11 @@ async fn read_json<T: DeserializeOwned>(path: &Path) -> Result<Option<T>> {
         Err(e) => return Err(Error::io("cannot read", path, e)),
     };
     serde_json::from_slice(&text).map(Some).map_err(|e| {
-        Error::new(crate::ErrorKind::Io, format!("cannot decode {}", path.display())).with_source(e)
+        Error::new(
+            crate::ErrorKind::Io,
+            format!("cannot decode {}", path.display()),
+        )
+        .with_source(e)
     })
 }
 

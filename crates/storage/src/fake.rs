@@ -8,11 +8,13 @@ use std::sync::Mutex;
 use async_trait::async_trait;
 use domain::{Error, ImageId, Result};
 
-use crate::{ImageReader, Pool};
+use crate::{DiskSource, ImageReader, Pool};
 
 #[derive(Debug, Default)]
 pub struct FakePool {
     images: Mutex<BTreeMap<String, Vec<u8>>>,
+    /// Disk location → the image location it was made from.
+    disks: Mutex<BTreeMap<String, String>>,
 }
 
 impl FakePool {
@@ -70,5 +72,30 @@ impl Pool for FakePool {
             .keys()
             .cloned()
             .collect())
+    }
+
+    async fn create_disk(&self, name: &str, image_location: &str, _format: &str, _size: u64) -> Result<String> {
+        if self.data(image_location).is_none() {
+            return Err(Error::not_found("image data", image_location));
+        }
+        let location = format!("fake-disk://{name}");
+        self.disks
+            .lock()
+            .map_err(|_| Error::internal("fake pool poisoned"))?
+            .insert(location.clone(), image_location.to_string());
+        Ok(location)
+    }
+
+    fn disk_source(&self, location: &str) -> Result<DiskSource> {
+        Ok(DiskSource::File { path: location.into(), format: "qcow2".into() })
+    }
+
+    async fn delete_disk(&self, location: &str) -> Result<()> {
+        self.disks.lock().map_err(|_| Error::internal("fake pool poisoned"))?.remove(location);
+        Ok(())
+    }
+
+    async fn disk_locations(&self) -> Result<Vec<String>> {
+        Ok(self.disks.lock().map_err(|_| Error::internal("fake pool poisoned"))?.keys().cloned().collect())
     }
 }

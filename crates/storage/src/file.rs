@@ -1,6 +1,8 @@
 //! The `file` pool: images are files under `<root>/images/`, named by image
 //! id. Importing a staged upload is a rename (O(1)); the file is never
-//! written again, so later layers can use it as a backing file.
+//! written again, so disks and later layers can use it as a backing file.
+//! Disks are qcow2 overlays under `<root>/disks/<name>.qcow2` whose backing
+//! file is an image: creating one is O(1) whatever the image's size.
 
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
@@ -9,7 +11,7 @@ use async_trait::async_trait;
 use domain::{Error, ImageId, Result};
 use tokio::io::AsyncSeekExt;
 
-use crate::{ImageReader, Pool};
+use crate::{qemu_img, DiskSource, ImageReader, Pool};
 
 const SCHEME: &str = "file://";
 
@@ -22,10 +24,12 @@ impl FilePool {
     /// Opens (creating its directories) the pool under `root`.
     pub async fn open(root: impl Into<PathBuf>) -> Result<FilePool> {
         let root = root.into();
-        let images = root.join("images");
-        tokio::fs::create_dir_all(&images).await.map_err(|e| {
-            Error::unavailable(format!("Cannot create the file pool at {}: {e}", images.display()))
-        })?;
+        for dir in ["images", "disks"] {
+            let dir = root.join(dir);
+            tokio::fs::create_dir_all(&dir).await.map_err(|e| {
+                Error::unavailable(format!("Cannot create the file pool at {}: {e}", dir.display()))
+            })?;
+        }
         Ok(FilePool { root })
     }
 
@@ -37,19 +41,64 @@ impl FilePool {
         self.root.join("images").join(id.to_string())
     }
 
-    /// The path behind a location, refusing anything outside the pool.
+    fn disk_path(&self, name: &str) -> Result<PathBuf> {
+        if !is_safe_name(name) {
+            return Err(Error::invalid(format!("'{name}' is not a valid disk name.")));
+        }
+        Ok(self.root.join("disks").join(format!("{name}.qcow2")))
+    }
+
+    /// The path behind an image location, refusing anything outside the pool.
     pub fn path_of(&self, location: &str) -> Result<PathBuf> {
+        self.path_in(location, "images", |n| n.parse::<ImageId>().is_ok())
+    }
+
+    /// The path behind a disk location, refusing anything outside the pool.
+    pub fn disk_path_of(&self, location: &str) -> Result<PathBuf> {
+        self.path_in(location, "disks", |n| n.strip_suffix(".qcow2").is_some_and(is_safe_name))
+    }
+
+    fn path_in(&self, location: &str, dir: &str, valid_name: impl Fn(&str) -> bool) -> Result<PathBuf> {
         let path = location
             .strip_prefix(SCHEME)
             .map(PathBuf::from)
             .ok_or_else(|| Error::internal(format!("'{location}' is not a file pool location.")))?;
-        let images = self.root.join("images");
-        let inside = path.parent() == Some(images.as_path())
-            && path.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.parse::<ImageId>().is_ok());
+        let parent = self.root.join(dir);
+        let inside = path.parent() == Some(parent.as_path())
+            && path.file_name().and_then(|n| n.to_str()).is_some_and(valid_name);
         if !inside {
-            return Err(Error::internal(format!("'{location}' is outside the file pool.")));
+            return Err(Error::internal(format!("'{location}' is outside the file pool's {dir}.")));
         }
         Ok(path)
+    }
+
+    async fn list(&self, dir: &str) -> Result<Vec<String>> {
+        let dir = self.root.join(dir);
+        let mut entries = tokio::fs::read_dir(&dir)
+            .await
+            .map_err(io_error(format!("Cannot list {}", dir.display())))?;
+        let mut found = Vec::new();
+        while let Some(entry) = entries
+            .next_entry()
+            .await
+            .map_err(io_error(format!("Cannot list {}", dir.display())))?
+        {
+            found.push(format!("{SCHEME}{}", entry.path().display()));
+        }
+        Ok(found)
+    }
+}
+
+/// Disk names are ids: letters, digits, `-` and `_` only.
+fn is_safe_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 128 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+}
+
+async fn remove_if_present(path: &Path) -> Result<()> {
+    match tokio::fs::remove_file(path).await {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+        Err(e) => Err(Error::unavailable(format!("Cannot delete {}: {e}", path.display()))),
     }
 }
 
@@ -100,28 +149,36 @@ impl Pool for FilePool {
     }
 
     async fn delete_image(&self, location: &str) -> Result<()> {
-        let path = self.path_of(location)?;
-        match tokio::fs::remove_file(&path).await {
-            Ok(()) => Ok(()),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-            Err(e) => Err(Error::unavailable(format!("Cannot delete {}: {e}", path.display()))),
-        }
+        remove_if_present(&self.path_of(location)?).await
     }
 
     async fn image_locations(&self) -> Result<Vec<String>> {
-        let images = self.root.join("images");
-        let mut dir = tokio::fs::read_dir(&images)
+        self.list("images").await
+    }
+
+    async fn create_disk(&self, name: &str, image_location: &str, image_format: &str, size: u64) -> Result<String> {
+        let path = self.disk_path(name)?;
+        let backing = self.path_of(image_location)?;
+        let image_size = qemu_img::info_of_own(&backing, image_format).await?.virtual_size;
+        let partial = path.with_extension("qcow2.part");
+        qemu_img::create_overlay(&partial, &backing, image_format, size.max(image_size)).await?;
+        tokio::fs::rename(&partial, &path)
             .await
-            .map_err(io_error(format!("Cannot list {}", images.display())))?;
-        let mut found = Vec::new();
-        while let Some(entry) = dir
-            .next_entry()
-            .await
-            .map_err(io_error(format!("Cannot list {}", images.display())))?
-        {
-            found.push(format!("{SCHEME}{}", entry.path().display()));
-        }
-        Ok(found)
+            .map_err(io_error(format!("Cannot create disk {name}")))?;
+        Ok(format!("{SCHEME}{}", path.display()))
+    }
+
+    fn disk_source(&self, location: &str) -> Result<DiskSource> {
+        Ok(DiskSource::File { path: self.disk_path_of(location)?, format: "qcow2".into() })
+    }
+
+    async fn delete_disk(&self, location: &str) -> Result<()> {
+        remove_if_present(&self.disk_path_of(location)?).await
+    }
+
+    async fn disk_locations(&self) -> Result<Vec<String>> {
+        let all = self.list("disks").await?;
+        Ok(all.into_iter().filter(|l| l.ends_with(".qcow2")).collect())
     }
 }
 
@@ -160,6 +217,35 @@ mod tests {
         pool.delete_image(&location).await.unwrap();
 
         assert!(pool.image_locations().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn disk_when_created_from_image_then_overlay_reads_image_data() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = FilePool::open(dir.path().join("pool")).await.unwrap();
+        let staged = dir.path().join("upload");
+        tokio::fs::write(&staged, vec![7u8; 1 << 20]).await.unwrap();
+        let image = pool.import_image(ImageId::new(), &staged, "raw").await.unwrap();
+
+        let disk = pool.create_disk("server-1", &image, "raw", 4 << 20).await.unwrap();
+
+        let DiskSource::File { path, .. } = pool.disk_source(&disk).unwrap() else { panic!("not a file") };
+        let info = qemu_img::info_of_own(&path, "qcow2").await.unwrap();
+        assert_eq!(info.virtual_size, 4 << 20);
+        assert_eq!(info.backing_filename.as_deref(), pool.path_of(&image).unwrap().to_str());
+        assert_eq!(pool.disk_locations().await.unwrap(), vec![disk.clone()]);
+        pool.delete_disk(&disk).await.unwrap();
+        assert!(pool.disk_locations().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn disk_when_name_has_path_characters_then_invalid() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = FilePool::open(dir.path().join("pool")).await.unwrap();
+
+        let err = pool.create_disk("../evil", "file:///x", "raw", 1).await.unwrap_err();
+
+        assert_eq!(err.kind(), domain::ErrorKind::InvalidInput);
     }
 
     #[tokio::test]

@@ -12,7 +12,7 @@ pub mod fake;
 pub mod file;
 pub mod qemu_img;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 
 use async_trait::async_trait;
@@ -30,6 +30,15 @@ impl std::fmt::Debug for ImageReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("ImageReader").field("size", &self.size).finish()
     }
+}
+
+/// How a hypervisor opens a disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DiskSource {
+    /// A local file in `format` (`qcow2` or `raw`).
+    File { path: PathBuf, format: String },
+    /// An RBD image, opened through librbd with `conf` as `client.<user>`.
+    Rbd { pool: String, image: String, conf: PathBuf, user: String },
 }
 
 /// The operations Snapstack needs from a storage backend.
@@ -51,4 +60,19 @@ pub trait Pool: Send + Sync + std::fmt::Debug {
 
     /// Every image location the pool holds, to find orphans at start-up.
     async fn image_locations(&self) -> Result<Vec<String>>;
+
+    /// Creates the disk `name` (a server's root disk, say) as an O(1)
+    /// copy-on-write child of the image at `image_location`, whose data is in
+    /// `image_format` (qemu-img's name), at least `size` bytes big (never
+    /// smaller than the image). Returns the disk's location.
+    async fn create_disk(&self, name: &str, image_location: &str, image_format: &str, size: u64) -> Result<String>;
+
+    /// How a hypervisor opens the disk at `location`.
+    fn disk_source(&self, location: &str) -> Result<DiskSource>;
+
+    /// Removes a disk. Removing what is already gone succeeds.
+    async fn delete_disk(&self, location: &str) -> Result<()>;
+
+    /// Every disk location the pool holds, to find orphans at start-up.
+    async fn disk_locations(&self) -> Result<Vec<String>>;
 }

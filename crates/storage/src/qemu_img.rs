@@ -66,6 +66,40 @@ pub async fn info(path: &Path, format: &str, limits: Limits) -> Result<ImageInfo
     Ok(info)
 }
 
+/// Runs `qemu-img` with `args` on Snapstack's own files (no limits: these
+/// files were inspected on the way in or written by Snapstack).
+pub async fn run(args: &[&str]) -> Result<String> {
+    let output = Command::new("qemu-img")
+        .args(args)
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| Error::unavailable(format!("Cannot run qemu-img (is qemu-utils installed?): {e}")))?;
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(Error::internal(format!("qemu-img {} failed: {}", args.first().unwrap_or(&""), stderr.trim())));
+    }
+    Ok(String::from_utf8_lossy(&output.stdout).into_owned())
+}
+
+/// `qemu-img info` of one of Snapstack's own files (no backing-file check).
+pub async fn info_of_own(path: &Path, format: &str) -> Result<ImageInfo> {
+    let path = path.to_str().ok_or_else(|| Error::internal("A pool path is not UTF-8."))?;
+    let out = run(&["info", "--force-share", "--output=json", "-f", format, path]).await?;
+    serde_json::from_str(&out).map_err(|e| Error::internal(format!("qemu-img printed unexpected JSON: {e}")))
+}
+
+/// Creates a qcow2 overlay at `path` over `backing` (in `backing_format`),
+/// `size` bytes big. The backing path is written by Snapstack, absolute.
+pub async fn create_overlay(path: &Path, backing: &Path, backing_format: &str, size: u64) -> Result<()> {
+    let (Some(path), Some(backing)) = (path.to_str(), backing.to_str()) else {
+        return Err(Error::internal("A pool path is not UTF-8."));
+    };
+    let size = size.to_string();
+    run(&["create", "-q", "-f", "qcow2", "-b", backing, "-F", backing_format, path, &size]).await?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

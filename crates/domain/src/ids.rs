@@ -82,6 +82,10 @@ typed_id!(
     /// A Glance image.
     ImageId, "image", false
 );
+typed_id!(
+    /// A Nova server.
+    ServerId, "server", false
+);
 
 #[cfg(test)]
 mod tests {

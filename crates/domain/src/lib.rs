@@ -6,6 +6,7 @@ pub mod error;
 pub mod identity;
 pub mod ids;
 pub mod image;
+pub mod server;
 
 pub use error::{Error, ErrorKind, Result};
-pub use ids::{ImageId, ProjectId, RoleId, UserId};
+pub use ids::{ImageId, ProjectId, RoleId, ServerId, UserId};

@@ -8,6 +8,7 @@
 
 mod identity;
 mod images;
+mod servers;
 mod tokens;
 
 use std::str::FromStr;

@@ -5,6 +5,7 @@
 //! requests, calls a method here and converts the result. `Cloud` knows the
 //! storage pool only through [`storage::Pool`].
 
+pub mod compute;
 pub mod identity;
 pub mod images;
 
@@ -13,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use domain::Result;
+use hypervisor::Hypervisor;
 use storage::qemu_img::Limits;
 use storage::Pool;
 use store::Store;
@@ -29,25 +31,40 @@ pub struct CloudConfig {
     pub staging_dir: PathBuf,
     /// Limits for `qemu-img info` on uploaded data.
     pub qemu_img_limits: Limits,
+    /// Where suspended servers' memory states are kept.
+    pub state_dir: PathBuf,
+    /// How long a guest gets to power off cleanly before it is killed.
+    pub shutdown_timeout: Duration,
 }
 
 /// The cloud: every use-case hangs off this.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Cloud {
     store: Store,
     pool: Arc<dyn Pool>,
+    hypervisor: Arc<dyn Hypervisor>,
     config: Arc<CloudConfig>,
 }
 
+impl std::fmt::Debug for Cloud {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Cloud").field("pool", &self.pool).field("config", &self.config).finish_non_exhaustive()
+    }
+}
+
 impl Cloud {
-    pub async fn new(store: Store, pool: Arc<dyn Pool>, config: CloudConfig) -> Result<Cloud> {
-        tokio::fs::create_dir_all(&config.staging_dir).await.map_err(|e| {
-            domain::Error::unavailable(format!(
-                "Cannot create the staging directory {}: {e}",
-                config.staging_dir.display()
-            ))
-        })?;
-        Ok(Cloud { store, pool, config: Arc::new(config) })
+    pub async fn new(
+        store: Store,
+        pool: Arc<dyn Pool>,
+        hypervisor: Arc<dyn Hypervisor>,
+        config: CloudConfig,
+    ) -> Result<Cloud> {
+        for dir in [&config.staging_dir, &config.state_dir] {
+            tokio::fs::create_dir_all(dir).await.map_err(|e| {
+                domain::Error::unavailable(format!("Cannot create the directory {}: {e}", dir.display()))
+            })?;
+        }
+        Ok(Cloud { store, pool, hypervisor, config: Arc::new(config) })
     }
 
     pub fn store(&self) -> &Store {
@@ -61,6 +78,8 @@ impl Cloud {
     /// Finishes or undoes whatever a previous run left half-way; run once at
     /// start-up before serving. Returns a line per thing it repaired.
     pub async fn reconcile(&self) -> Result<Vec<String>> {
-        images::reconcile(self).await
+        let mut repaired = compute::reconcile(self).await?;
+        repaired.extend(images::reconcile(self).await?);
+        Ok(repaired)
     }
 }

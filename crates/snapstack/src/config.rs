@@ -5,6 +5,8 @@
 //! <data-dir>/snapstack.db     SQLite database
 //! <data-dir>/pool/images/     the file pool's images
 //! <data-dir>/staging/         uploads being inspected
+//! <data-dir>/instances/<id>/  each server's QEMU: QMP socket, pid, console log
+//! <data-dir>/state/           memory states of suspended servers
 //! <data-dir>/logs/snapstack.log
 //! <data-dir>/clouds.yaml      for `openstack --os-cloud snapstack`
 //! ```
@@ -16,6 +18,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Args;
 use cloud::CloudConfig;
+use hypervisor::{Accel, QemuConfig, QemuHypervisor};
 use storage::qemu_img::Limits;
 use tracing_subscriber::layer::SubscriberExt;
 use tracing_subscriber::util::SubscriberInitExt;
@@ -50,6 +53,15 @@ pub struct ServeArgs {
     /// Largest image upload accepted, in bytes (default 1 TiB).
     #[arg(long, env = "SNAPSTACK_IMAGE_SIZE_CAP", default_value_t = 1 << 40)]
     pub image_size_cap: u64,
+    /// QEMU accelerator: `tcg` (default; KVM hangs guests on some hosts) or `kvm`.
+    #[arg(long, env = "SNAPSTACK_ACCEL", default_value = "tcg", value_parser = ["tcg", "kvm"])]
+    pub accel: String,
+    /// Seconds a guest gets to power off cleanly before it is killed.
+    #[arg(long, env = "SNAPSTACK_SHUTDOWN_TIMEOUT", default_value_t = 60)]
+    pub shutdown_timeout: u64,
+    /// Seconds between checks that servers' QEMU processes are still alive.
+    #[arg(long, env = "SNAPSTACK_POWER_SYNC_INTERVAL", default_value_t = 3)]
+    pub power_sync_interval: u64,
 }
 
 /// Where things live under the data directory.
@@ -58,6 +70,8 @@ pub struct Paths {
     pub data_dir: PathBuf,
     pub pool_dir: PathBuf,
     pub staging_dir: PathBuf,
+    pub instances_dir: PathBuf,
+    pub state_dir: PathBuf,
     pub log_file: PathBuf,
 }
 
@@ -73,6 +87,8 @@ impl ServeArgs {
         let paths = Paths {
             pool_dir: data_dir.join("pool"),
             staging_dir: data_dir.join("staging"),
+            instances_dir: data_dir.join("instances"),
+            state_dir: data_dir.join("state"),
             log_file: data_dir.join("logs").join("snapstack.log"),
             data_dir,
         };
@@ -96,7 +112,15 @@ impl ServeArgs {
             image_size_cap: self.image_size_cap,
             staging_dir: paths.staging_dir.clone(),
             qemu_img_limits: Limits::default(),
+            state_dir: paths.state_dir.clone(),
+            shutdown_timeout: Duration::from_secs(self.shutdown_timeout),
         }
+    }
+
+    pub fn hypervisor(&self, paths: &Paths) -> QemuHypervisor {
+        let mut config = QemuConfig::new(&paths.instances_dir);
+        config.accel = if self.accel == "kvm" { Accel::Kvm } else { Accel::Tcg };
+        QemuHypervisor::new(config)
     }
 }
 

@@ -67,7 +67,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     config::init_logging(&paths.log_file)?;
     let store = Store::open(&args.database_url(&paths)).await.map_err(|e| anyhow::anyhow!("{e}"))?;
     let pool = FilePool::open(&paths.pool_dir).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-    let cloud = Cloud::new(store, Arc::new(pool), args.cloud_config(&paths)).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    std::fs::create_dir_all(&paths.instances_dir)?;
+    let hypervisor = Arc::new(args.hypervisor(&paths));
+    let cloud = Cloud::new(store, Arc::new(pool), hypervisor, args.cloud_config(&paths))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
 
     for line in cloud.reconcile().await.map_err(|e| anyhow::anyhow!("{e}"))? {
         tracing::warn!("reconciled: {line}");
@@ -103,6 +107,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
 
+    spawn_power_sync(cloud.clone(), std::time::Duration::from_secs(args.power_sync_interval.max(1)));
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -112,6 +117,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
     tracing::info!("snapstack stopped");
     Ok(())
+}
+
+/// Notices servers whose QEMU died or whose guest powered off.
+fn spawn_power_sync(cloud: Cloud, every: std::time::Duration) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            if let Err(e) = cloud.sync_power_states().await {
+                tracing::warn!(error = %e, "power state sync failed");
+            }
+        }
+    });
 }
 
 async fn shutdown_signal() {

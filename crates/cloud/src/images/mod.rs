@@ -149,7 +149,11 @@ impl Cloud {
         // process dies, start-up reconciliation removes the orphaned data.
         self.store.update_image(&deleted, img.status).await?;
         if let Some(location) = &img.location {
-            if let Err(e) = self.pool.delete_image(location).await {
+            // Servers booted from it still read it through their disks: the
+            // data goes when the last of them does.
+            if self.image_data_users(img.id).await? > 0 {
+                tracing::info!(image = %img.id, "image deleted; its data stays while servers use it");
+            } else if let Err(e) = self.pool.delete_image(location).await {
                 tracing::warn!(image = %img.id, error = %e, "image data left for reconciliation");
             }
         }
@@ -215,6 +219,11 @@ pub(crate) async fn reconcile(cloud: &Cloud) -> Result<Vec<String>> {
     for status in [ImageStatus::Active, ImageStatus::Deactivated] {
         for img in cloud.store.images_in_status(status).await? {
             referenced.extend(img.location);
+        }
+    }
+    for server in cloud.store.servers(None).await? {
+        if let Some(image) = server.image_id {
+            referenced.extend(cloud.store.image(image).await.ok().and_then(|i| i.location));
         }
     }
     for location in cloud.pool.image_locations().await? {

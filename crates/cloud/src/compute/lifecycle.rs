@@ -1,0 +1,284 @@
+//! The background half of every server operation.
+//!
+//! ```text
+//!  spawn:   create_disk (O(1) overlay/clone) ─▶ record root_disk ─▶ start QEMU ─▶ active
+//!  action:  [task claimed by the request] ─▶ hypervisor call ─▶ final CAS clears the task
+//!  delete:  destroy QEMU ─▶ undefine ─▶ delete disk, memory state ─▶ deleted
+//!           ─▶ release the image's data if the image was deleted meanwhile
+//! ```
+//! A failure leaves the server in the state the hypervisor shows, with a
+//! `fault` saying what went wrong; the task is always cleared.
+
+use std::path::PathBuf;
+
+use chrono::Utc;
+use domain::image::ImageStatus;
+use domain::server::{Fault, PowerState, Server, ServerAction, VmState};
+use domain::{Error, ErrorKind, Result};
+use hypervisor::{DiskFormat, DiskSpec, VmSpec};
+use storage::DiskSource;
+
+use super::hypervisor_error;
+use crate::Cloud;
+
+const ROOT_DISK_ID: &str = "root";
+
+impl Cloud {
+    pub(crate) fn state_file(&self, server: &Server) -> PathBuf {
+        self.config.state_dir.join(format!("{}.state", server.id))
+    }
+
+    /// What QEMU is started with for `server`.
+    pub(crate) fn vm_spec(&self, server: &Server) -> Result<VmSpec> {
+        let location = server
+            .root_disk
+            .as_deref()
+            .ok_or_else(|| Error::internal(format!("Server {} has no root disk.", server.id)))?;
+        let (source, format) = match self.pool.disk_source(location)? {
+            DiskSource::File { path, format } => (
+                hypervisor::DiskSource::File(path),
+                if format == "raw" { DiskFormat::Raw } else { DiskFormat::Qcow2 },
+            ),
+            DiskSource::Rbd { pool, image, conf, user } => (
+                hypervisor::DiskSource::Rbd { pool, image, snapshot: None, conf: Some(conf), user: Some(user) },
+                DiskFormat::Raw,
+            ),
+        };
+        Ok(VmSpec {
+            name: server.id.to_string(),
+            memory_mib: u32::try_from(server.flavor.ram).unwrap_or(u32::MAX),
+            vcpus: server.flavor.vcpus,
+            disks: vec![DiskSpec { id: ROOT_DISK_ID.into(), source, format, read_only: false }],
+            kernel: None,
+            initrd: None,
+            cmdline: None,
+        })
+    }
+
+    /// Builds a new server: its disk, then QEMU.
+    pub(crate) async fn spawn_server(&self, server: Server) {
+        let expected = (server.vm_state, server.task_state);
+        let result = self.build(server.clone()).await;
+        let mut done = match self.store.server(server.id).await {
+            Ok(s) => s,
+            Err(e) => return tracing::error!(server = %server.id, error = %e, "server vanished while building"),
+        };
+        match result {
+            Ok(()) => {
+                done.vm_state = VmState::Active;
+                done.power_state = PowerState::Running;
+                done.launched_at = Some(Utc::now());
+                done.progress = 100;
+                tracing::info!(server = %server.id, "server active");
+            }
+            Err(e) => {
+                tracing::warn!(server = %server.id, error = %e, "server build failed");
+                done.vm_state = VmState::Error;
+                done.fault = Some(fault(&e));
+            }
+        }
+        done.task_state = None;
+        done.updated_at = Utc::now();
+        if let Err(e) = self.store.update_server(&done, expected).await {
+            tracing::error!(server = %server.id, error = %e, "could not record the end of the build");
+        }
+    }
+
+    async fn build(&self, mut server: Server) -> Result<()> {
+        let image_id = server.image_id.ok_or_else(|| Error::internal("A server without an image cannot be built."))?;
+        let image = self.store.image(image_id).await?;
+        let location = image
+            .location
+            .clone()
+            .filter(|_| image.status == ImageStatus::Active)
+            .ok_or_else(|| Error::conflict(format!("Image {image_id} is no longer active.")))?;
+        let claimed = image.disk_format.clone().unwrap_or_else(|| "raw".into());
+        let format = claimed
+            .parse::<image_format::DiskFormat>()
+            .map(image_format::qemu_img_format)
+            .unwrap_or("raw");
+        let size = server.flavor.disk * super::GIB;
+        let disk = self.pool.create_disk(&server.id.to_string(), &location, format, size).await?;
+        let expected = (server.vm_state, server.task_state);
+        server.root_disk = Some(disk);
+        server.progress = 50;
+        server.updated_at = Utc::now();
+        self.store.update_server(&server, expected).await?;
+        let spec = self.vm_spec(&server)?;
+        self.hypervisor.start(&spec).await.map_err(hypervisor_error)
+    }
+
+    /// Runs a claimed action and clears its task.
+    pub(crate) async fn run_action(&self, server: Server, action: ServerAction) {
+        let expected = (server.vm_state, server.task_state);
+        if action == ServerAction::Delete {
+            return self.finish_delete(server).await;
+        }
+        let result = self.perform(&server, action).await;
+        let mut done = server.clone();
+        match result {
+            Ok((vm_state, power_state)) => {
+                done.vm_state = vm_state;
+                done.power_state = power_state;
+                tracing::info!(server = %server.id, action = action.name(), "server action done");
+            }
+            Err(e) => {
+                tracing::warn!(server = %server.id, action = action.name(), error = %e, "server action failed");
+                let (vm_state, power_state) = self.observed_state(&server).await;
+                done.vm_state = vm_state;
+                done.power_state = power_state;
+                done.fault = Some(fault(&e));
+            }
+        }
+        done.task_state = None;
+        done.updated_at = Utc::now();
+        if let Err(e) = self.store.update_server(&done, expected).await {
+            tracing::error!(server = %server.id, error = %e, "could not record the end of an action");
+        }
+    }
+
+    /// The hypervisor half of an action; returns the new (vm, power) states.
+    async fn perform(&self, server: &Server, action: ServerAction) -> Result<(VmState, PowerState)> {
+        let name = server.id.to_string();
+        let hv = &self.hypervisor;
+        let timeout = self.config.shutdown_timeout;
+        match action {
+            ServerAction::Stop => {
+                hv.shutdown(&name, timeout).await.map_err(hypervisor_error)?;
+                Ok((VmState::Stopped, PowerState::Shutdown))
+            }
+            ServerAction::Start => {
+                hv.start(&self.vm_spec(server)?).await.map_err(hypervisor_error)?;
+                Ok((VmState::Active, PowerState::Running))
+            }
+            ServerAction::Pause => {
+                hv.pause(&name).await.map_err(hypervisor_error)?;
+                Ok((VmState::Paused, PowerState::Paused))
+            }
+            ServerAction::Unpause => {
+                hv.resume(&name).await.map_err(hypervisor_error)?;
+                Ok((VmState::Active, PowerState::Running))
+            }
+            ServerAction::Suspend => {
+                hv.save_memory(&name, &self.state_file(server)).await.map_err(hypervisor_error)?;
+                Ok((VmState::Suspended, PowerState::Suspended))
+            }
+            ServerAction::Resume => {
+                let state = self.state_file(server);
+                hv.start_incoming(&self.vm_spec(server)?, &state).await.map_err(hypervisor_error)?;
+                remove_file_if_present(&state).await;
+                Ok((VmState::Active, PowerState::Running))
+            }
+            ServerAction::RebootSoft => {
+                hv.reboot(&name, timeout).await.map_err(hypervisor_error)?;
+                Ok((VmState::Active, PowerState::Running))
+            }
+            ServerAction::RebootHard => {
+                hv.destroy(&name).await.map_err(hypervisor_error)?;
+                remove_file_if_present(&self.state_file(server)).await;
+                hv.start(&self.vm_spec(server)?).await.map_err(hypervisor_error)?;
+                Ok((VmState::Active, PowerState::Running))
+            }
+            other => Err(Error::internal(format!("Action {} is not run by perform().", other.name()))),
+        }
+    }
+
+    /// Removes everything a server has, then its record.
+    pub(crate) async fn finish_delete(&self, server: Server) {
+        let expected = (server.vm_state, server.task_state);
+        match self.tear_down(&server).await {
+            Ok(()) => {
+                let mut gone = server.clone();
+                gone.vm_state = VmState::Deleted;
+                gone.task_state = None;
+                gone.power_state = PowerState::NoState;
+                gone.updated_at = Utc::now();
+                if let Err(e) = self.store.update_server(&gone, expected).await {
+                    tracing::error!(server = %server.id, error = %e, "could not record the delete");
+                    return;
+                }
+                tracing::info!(server = %server.id, "server deleted");
+                self.release_image_data(&server).await;
+            }
+            Err(e) => {
+                tracing::warn!(server = %server.id, error = %e, "server delete failed");
+                let mut failed = server.clone();
+                failed.vm_state = VmState::Error;
+                failed.task_state = None;
+                failed.fault = Some(fault(&e));
+                failed.updated_at = Utc::now();
+                let _ = self.store.update_server(&failed, expected).await;
+            }
+        }
+    }
+
+    async fn tear_down(&self, server: &Server) -> Result<()> {
+        let name = server.id.to_string();
+        match self.hypervisor.undefine(&name).await {
+            Ok(()) => {}
+            Err(e) if e.kind() == hypervisor::ErrorKind::NotFound => {}
+            Err(e) => return Err(hypervisor_error(e)),
+        }
+        if let Some(disk) = &server.root_disk {
+            self.pool.delete_disk(disk).await?;
+        }
+        remove_file_if_present(&self.state_file(server)).await;
+        Ok(())
+    }
+
+    /// After a server goes: if its image was deleted while the server still
+    /// used its data, the data can go now that nothing else uses it.
+    async fn release_image_data(&self, server: &Server) {
+        let Some(image_id) = server.image_id else { return };
+        let Ok(image) = self.store.image(image_id).await else { return };
+        let (ImageStatus::Deleted, Some(location)) = (image.status, &image.location) else { return };
+        match self.image_data_users(image_id).await {
+            Ok(0) => {
+                if let Err(e) = self.pool.delete_image(location).await {
+                    tracing::warn!(image = %image_id, error = %e, "image data left for reconciliation");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!(image = %image_id, error = %e, "could not count the image's users"),
+        }
+    }
+
+    /// How many live servers still use image `image_id`'s data.
+    pub(crate) async fn image_data_users(&self, image_id: domain::ImageId) -> Result<usize> {
+        Ok(self.store.servers(None).await?.iter().filter(|s| s.image_id == Some(image_id) && s.root_disk.is_some()).count())
+    }
+
+    /// What the hypervisor shows, as (vm_state, power_state).
+    pub(crate) async fn observed_state(&self, server: &Server) -> (VmState, PowerState) {
+        use hypervisor::{ShutoffReason, VmStatus};
+        let state_saved = tokio::fs::try_exists(self.state_file(server)).await.unwrap_or(false);
+        match self.hypervisor.status(&server.id.to_string()).await {
+            Ok(VmStatus::Running) => (VmState::Active, PowerState::Running),
+            Ok(VmStatus::Paused { .. }) => (VmState::Paused, PowerState::Paused),
+            Ok(VmStatus::Shutoff { reason: ShutoffReason::Saved { .. } }) => (VmState::Suspended, PowerState::Suspended),
+            Ok(_) if state_saved => (VmState::Suspended, PowerState::Suspended),
+            Ok(VmStatus::Shutoff { reason: ShutoffReason::Crashed { .. } }) => (VmState::Stopped, PowerState::Crashed),
+            Ok(_) => (VmState::Stopped, PowerState::Shutdown),
+            Err(_) => (server.vm_state, server.power_state),
+        }
+    }
+}
+
+pub(crate) fn fault(e: &Error) -> Fault {
+    let code = match e.kind() {
+        ErrorKind::InvalidInput => 400,
+        ErrorKind::Conflict => 409,
+        ErrorKind::NotFound => 404,
+        ErrorKind::Unavailable => 503,
+        _ => 500,
+    };
+    Fault { code, message: e.message().to_string(), created: Utc::now() }
+}
+
+async fn remove_file_if_present(path: &std::path::Path) {
+    if let Err(e) = tokio::fs::remove_file(path).await {
+        if e.kind() != std::io::ErrorKind::NotFound {
+            tracing::warn!(path = %path.display(), error = %e, "could not remove a file");
+        }
+    }
+}

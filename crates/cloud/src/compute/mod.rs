@@ -1,0 +1,163 @@
+//! Compute (Nova semantics): flavors and servers on the hypervisor.
+//!
+//! Requests only check and claim: a server is created `building/spawning`,
+//! an action claims its `task_state` by compare-and-swap (so a second one gets
+//! 409), and the work runs in a background task ([`lifecycle`]) that ends in
+//! a final compare-and-swap clearing the task. A restart in between is
+//! settled by [`reconcile`] from what the hypervisor observes; QEMU dying on
+//! its own is noticed by [`Cloud::sync_power_states`].
+
+mod flavors;
+mod lifecycle;
+mod sync;
+
+use std::collections::BTreeMap;
+
+use chrono::Utc;
+use domain::identity::{Caller, Role};
+use domain::image::ImageStatus;
+use domain::server::{PowerState, Server, ServerAction, TaskState, VmState};
+use domain::{Error, ErrorKind, Result, ServerId};
+
+pub(crate) use sync::reconcile;
+
+use crate::Cloud;
+
+const GIB: u64 = 1 << 30;
+
+/// What `POST /servers` asks for.
+#[derive(Debug, Clone, Default)]
+pub struct NewServer {
+    pub name: String,
+    pub image_ref: String,
+    pub flavor_ref: String,
+    pub metadata: BTreeMap<String, String>,
+}
+
+impl Cloud {
+    /// A live server the caller can see, or 404.
+    pub async fn server(&self, caller: &Caller, id: &str) -> Result<Server> {
+        let sid: ServerId = id.parse()?;
+        let server = self.store.server(sid).await?;
+        if server.vm_state == VmState::Deleted || !caller.can_see_project(server.project_id) {
+            return Err(Error::not_found("server", id));
+        }
+        Ok(server)
+    }
+
+    /// Servers of the caller's project (all projects for an admin asking so).
+    pub async fn servers(&self, caller: &Caller, all_projects: bool) -> Result<Vec<Server>> {
+        caller.require(Role::Reader, "list servers")?;
+        let project = if all_projects && caller.is_admin() { None } else { Some(caller.project()?) };
+        self.store.servers(project).await
+    }
+
+    /// Checks the request, records the server `building` and starts it in
+    /// the background.
+    pub async fn create_server(&self, caller: &Caller, new: NewServer) -> Result<Server> {
+        caller.require(Role::Member, "create servers")?;
+        let project = caller.project()?;
+        domain::identity::validate_name("server", &new.name)?;
+        if new.name.trim().is_empty() {
+            return Err(Error::invalid("A server needs a name."));
+        }
+        let image = self.image(caller, &new.image_ref).await.map_err(|e| match e.kind() {
+            ErrorKind::NotFound => Error::invalid(format!("Image {} could not be found.", new.image_ref)),
+            _ => e,
+        })?;
+        if image.status != ImageStatus::Active {
+            return Err(Error::invalid(format!("Image {} is not active (it is {}).", image.id, image.status)));
+        }
+        let flavor = self.store.flavor(&new.flavor_ref).await.map_err(|e| match e.kind() {
+            ErrorKind::NotFound => Error::invalid(format!("Flavor {} could not be found.", new.flavor_ref)),
+            _ => e,
+        })?;
+        let image_size = image.virtual_size.unwrap_or(0);
+        if flavor.disk > 0 && flavor.disk * GIB < image_size {
+            return Err(Error::invalid(format!(
+                "Flavor's disk is too small for requested image: the flavor has {} GiB, the image needs {image_size} bytes.",
+                flavor.disk
+            )));
+        }
+        if flavor.disk > 0 && image.min_disk > flavor.disk {
+            return Err(Error::invalid(format!("Flavor's disk is smaller than the image's min_disk of {} GiB.", image.min_disk)));
+        }
+        if image.min_ram > flavor.ram {
+            return Err(Error::invalid(format!("Flavor's memory is smaller than the image's min_ram of {} MiB.", image.min_ram)));
+        }
+        let now = Utc::now();
+        let server = Server {
+            id: ServerId::new(),
+            name: new.name,
+            project_id: project,
+            user_id: caller.user_id,
+            image_id: Some(image.id),
+            flavor,
+            vm_state: VmState::Building,
+            task_state: Some(TaskState::Spawning),
+            power_state: PowerState::NoState,
+            progress: 0,
+            fault: None,
+            metadata: new.metadata,
+            root_disk: None,
+            created_at: now,
+            updated_at: now,
+            launched_at: None,
+        };
+        self.store.insert_server(&server).await?;
+        let cloud = self.clone();
+        let spawned = server.clone();
+        tokio::spawn(async move { cloud.spawn_server(spawned).await });
+        Ok(server)
+    }
+
+    /// Claims `action`'s task on a server and runs it in the background.
+    pub async fn server_action(&self, caller: &Caller, id: &str, action: ServerAction) -> Result<Server> {
+        let server = self.server(caller, id).await?;
+        caller.require(Role::Member, &format!("{} servers", action.name()))?;
+        server.check_action(action)?;
+        let mut claimed = server.clone();
+        claimed.task_state = Some(action.task());
+        claimed.updated_at = Utc::now();
+        self.store.update_server(&claimed, (server.vm_state, None)).await?;
+        let cloud = self.clone();
+        let running = claimed.clone();
+        tokio::spawn(async move { cloud.run_action(running, action).await });
+        Ok(claimed)
+    }
+
+    /// The last `lines` lines of the server's serial console.
+    pub async fn console_output(&self, caller: &Caller, id: &str, lines: Option<usize>) -> Result<String> {
+        let server = self.server(caller, id).await?;
+        caller.require(Role::Reader, "read server consoles")?;
+        match self.hypervisor.console_log(&server.id.to_string(), lines).await {
+            Ok(text) => Ok(text),
+            Err(e) if e.kind() == hypervisor::ErrorKind::NotFound => Ok(String::new()),
+            Err(e) => Err(hypervisor_error(e)),
+        }
+    }
+
+    /// Replaces (or merges into) a server's metadata, or renames it.
+    pub async fn update_server(&self, caller: &Caller, id: &str, name: Option<String>) -> Result<Server> {
+        let server = self.server(caller, id).await?;
+        caller.require(Role::Member, "update servers")?;
+        let mut changed = server.clone();
+        if let Some(name) = name {
+            domain::identity::validate_name("server", &name)?;
+            changed.name = name;
+        }
+        changed.updated_at = Utc::now();
+        self.store.update_server(&changed, (server.vm_state, server.task_state)).await?;
+        Ok(changed)
+    }
+}
+
+/// Hypervisor failures, as the cloud reports them.
+pub(crate) fn hypervisor_error(e: hypervisor::Error) -> Error {
+    match e.kind() {
+        hypervisor::ErrorKind::NotFound => Error::new(ErrorKind::NotFound, e.to_string()),
+        hypervisor::ErrorKind::InvalidArgument => Error::invalid(e.to_string()),
+        hypervisor::ErrorKind::NotRunning => Error::conflict(e.to_string()),
+        _ => Error::internal(e.to_string()),
+    }
+}

@@ -7,6 +7,7 @@
 //! `x-openstack-request-id`.
 
 mod auth;
+mod compute;
 mod error;
 mod identity;
 mod images;
@@ -43,6 +44,7 @@ pub fn router(state: AppState) -> Router {
         .merge(versions::routes())
         .nest("/identity/v3", identity::routes())
         .nest("/image/v2", images::routes())
+        .nest("/compute/v2.1", compute::routes())
         .fallback(error::not_found_route)
         .layer(axum::middleware::from_fn(request_id::request_id))
         .with_state(state)

@@ -1,0 +1,271 @@
+//! `/servers` and `/servers/{id}/action`.
+
+use std::collections::BTreeMap;
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cloud::compute::NewServer;
+use domain::server::ServerAction;
+use domain::Error;
+use http::HeaderValue;
+use serde::Deserialize;
+use serde_json::{json, Map, Value};
+
+use super::{views, Microversion, NovaResult};
+use crate::auth::Auth;
+use crate::json::JsonBody;
+use crate::AppState;
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/servers", get(list).post(create))
+        .route("/servers/detail", get(list_detail))
+        .route("/servers/{id}", get(show).put(update).delete(delete))
+        .route("/servers/{id}/action", post(action))
+}
+
+/// Keys Nova's schema allows in `server` (those we do not act on are
+/// accepted and ignored, as a cloud without that feature would).
+const SERVER_FIELDS: &[&str] = &[
+    "name", "imageRef", "flavorRef", "networks", "metadata", "availability_zone", "key_name",
+    "security_groups", "user_data", "config_drive", "adminPass", "block_device_mapping_v2",
+    "block_device_mapping", "min_count", "max_count", "return_reservation_id", "description", "tags",
+    "OS-DCF:diskConfig", "accessIPv4", "accessIPv6", "personality", "hostname",
+    "trusted_image_certificates", "host", "hypervisor_hostname",
+];
+
+fn string_map(v: Option<&Value>, what: &str) -> Result<BTreeMap<String, String>, Error> {
+    let Some(v) = v else { return Ok(BTreeMap::new()) };
+    let obj = v.as_object().ok_or_else(|| Error::invalid(format!("'{what}' must be an object of strings.")))?;
+    obj.iter()
+        .map(|(k, v)| match v {
+            Value::String(s) if k.len() <= 255 && s.len() <= 255 => Ok((k.clone(), s.clone())),
+            _ => Err(Error::invalid(format!("'{what}' values must be strings of at most 255 characters."))),
+        })
+        .collect()
+}
+
+/// Snapstack has no virtual networks; the one network it lists, `none`
+/// (see [`super::networks`]), stands for "no NIC" so that
+/// `openstack server create --network none` works at any microversion.
+fn is_no_network(entry: &Value) -> bool {
+    entry.get("uuid").and_then(Value::as_str) == Some(super::networks::NO_NETWORK_ID)
+        && entry.as_object().is_some_and(|o| o.keys().all(|k| k == "uuid" || k == "tag"))
+}
+
+/// The one block device mapping an image boot may carry: the image itself
+/// as the local root disk (python-openstackclient always sends it).
+fn is_image_root(bdm: &Value, image_ref: Option<&str>) -> bool {
+    let field = |k: &str| bdm.get(k).and_then(Value::as_str);
+    field("source_type") == Some("image")
+        && field("destination_type").unwrap_or("local") == "local"
+        && field("uuid") == image_ref
+        && bdm.get("boot_index").and_then(|b| b.as_i64().or_else(|| b.as_str()?.parse().ok())) == Some(0)
+}
+
+fn parse_create(body: &Value, v: Microversion) -> Result<NewServer, Error> {
+    let top = body.as_object().ok_or_else(|| Error::invalid("The request body must be a JSON object."))?;
+    if let Some(extra) = top.keys().find(|k| !["server", "os:scheduler_hints", "OS-SCH-HNT:scheduler_hints"].contains(&k.as_str())) {
+        return Err(Error::invalid(format!("Additional properties are not allowed ('{extra}' was unexpected).")));
+    }
+    let obj: &Map<String, Value> =
+        top.get("server").and_then(Value::as_object).ok_or_else(|| Error::invalid("'server' is a required property."))?;
+    if let Some(extra) = obj.keys().find(|k| !SERVER_FIELDS.contains(&k.as_str())) {
+        return Err(Error::invalid(format!("Additional properties are not allowed ('{extra}' was unexpected).")));
+    }
+    let text = |key: &str| -> Result<String, Error> {
+        match obj.get(key) {
+            Some(Value::String(s)) => Ok(s.clone()),
+            Some(_) => Err(Error::invalid(format!("'{key}' must be a string."))),
+            None => Err(Error::invalid(format!("'{key}' is a required property."))),
+        }
+    };
+    match obj.get("networks") {
+        None if v.at_least(37) => return Err(Error::invalid("'networks' is a required property (microversion 2.37 and later).")),
+        None => {}
+        Some(Value::String(n)) if n == "none" || n == "auto" => {}
+        Some(Value::Array(list)) if list.iter().all(is_no_network) => {}
+        Some(_) => {
+            return Err(Error::invalid(
+                "Snapstack servers have no virtual networks: use \"networks\": \"none\" (--network none).",
+            ))
+        }
+    }
+    if obj.contains_key("block_device_mapping") {
+        return Err(Error::invalid("Booting from volumes is not available yet."));
+    }
+    if let Some(bdms) = obj.get("block_device_mapping_v2") {
+        let image_ref = obj.get("imageRef").and_then(Value::as_str);
+        let list = bdms.as_array().ok_or_else(|| Error::invalid("'block_device_mapping_v2' must be a list."))?;
+        if !list.iter().all(|bdm| is_image_root(bdm, image_ref)) {
+            return Err(Error::invalid("Booting from volumes is not available yet."));
+        }
+    }
+    for count in ["min_count", "max_count"] {
+        if obj.get(count).and_then(Value::as_u64).is_some_and(|n| n != 1) {
+            return Err(Error::invalid(format!("'{count}' other than 1 is not supported.")));
+        }
+    }
+    Ok(NewServer {
+        name: text("name")?,
+        image_ref: text("imageRef")?,
+        flavor_ref: text("flavorRef")?,
+        metadata: string_map(obj.get("metadata"), "metadata")?,
+    })
+}
+
+async fn create(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    v: Microversion,
+    JsonBody(body): JsonBody<Value>,
+) -> NovaResult<Response> {
+    let server = s.cloud.create_server(&caller, parse_create(&body, v)?).await?;
+    let id = server.id.to_string();
+    let mut out = views::server_summary(&s, &server);
+    out["OS-DCF:diskConfig"] = json!("MANUAL");
+    out["security_groups"] = json!([{"name": "default"}]);
+    let mut response = (StatusCode::ACCEPTED, Json(json!({"server": out}))).into_response();
+    if let Ok(loc) = HeaderValue::from_str(&s.url(&format!("/compute/v2.1/servers/{id}"))) {
+        response.headers_mut().insert(http::header::LOCATION, loc);
+    }
+    Ok(response)
+}
+
+#[derive(Deserialize, Default)]
+struct ListQuery {
+    all_tenants: Option<String>,
+    name: Option<String>,
+    status: Option<String>,
+    limit: Option<String>,
+    marker: Option<String>,
+}
+
+async fn filtered(s: &AppState, caller: &domain::identity::Caller, q: &ListQuery) -> Result<Vec<domain::server::Server>, Error> {
+    let all = q.all_tenants.as_deref().is_some_and(|v| !matches!(v, "0" | "false" | "False"));
+    let mut servers = s.cloud.servers(caller, all).await?;
+    if let Some(name) = &q.name {
+        servers.retain(|srv| srv.name.contains(name.as_str()));
+    }
+    if let Some(status) = &q.status {
+        servers.retain(|srv| srv.status().eq_ignore_ascii_case(status));
+    }
+    if let Some(marker) = &q.marker {
+        let pos = servers
+            .iter()
+            .position(|srv| srv.id.to_string() == *marker)
+            .ok_or_else(|| Error::invalid(format!("marker [{marker}] not found")))?;
+        servers.drain(..=pos);
+    }
+    if let Some(limit) = &q.limit {
+        let n: usize = limit.parse().map_err(|_| Error::invalid(format!("limit '{limit}' is not a non-negative integer.")))?;
+        servers.truncate(n);
+    }
+    Ok(servers)
+}
+
+async fn list(State(s): State<AppState>, Auth(caller): Auth, Query(q): Query<ListQuery>) -> NovaResult<Json<Value>> {
+    let servers = filtered(&s, &caller, &q).await?;
+    Ok(Json(json!({"servers": servers.iter().map(|srv| views::server_summary(&s, srv)).collect::<Vec<_>>()})))
+}
+
+async fn list_detail(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    v: Microversion,
+    Query(q): Query<ListQuery>,
+) -> NovaResult<Json<Value>> {
+    let servers = filtered(&s, &caller, &q).await?;
+    Ok(Json(json!({"servers": servers.iter().map(|srv| views::server(&s, srv, &caller, v)).collect::<Vec<_>>()})))
+}
+
+async fn show(State(s): State<AppState>, Auth(caller): Auth, v: Microversion, Path(id): Path<String>) -> NovaResult<Json<Value>> {
+    let server = s.cloud.server(&caller, &id).await?;
+    Ok(Json(json!({"server": views::server(&s, &server, &caller, v)})))
+}
+
+async fn update(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    v: Microversion,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<Value>,
+) -> NovaResult<Json<Value>> {
+    let obj = body.get("server").and_then(Value::as_object).ok_or_else(|| Error::invalid("'server' is a required property."))?;
+    if let Some(extra) = obj.keys().find(|k| !["name", "description", "accessIPv4", "accessIPv6", "OS-DCF:diskConfig", "hostname"].contains(&k.as_str())) {
+        return Err(Error::invalid(format!("Additional properties are not allowed ('{extra}' was unexpected).")).into());
+    }
+    let name = match obj.get("name") {
+        None => None,
+        Some(Value::String(n)) => Some(n.clone()),
+        Some(_) => return Err(Error::invalid("'name' must be a string.").into()),
+    };
+    let server = s.cloud.update_server(&caller, &id, name).await?;
+    Ok(Json(json!({"server": views::server(&s, &server, &caller, v)})))
+}
+
+async fn delete(State(s): State<AppState>, Auth(caller): Auth, Path(id): Path<String>) -> NovaResult<StatusCode> {
+    s.cloud.server_action(&caller, &id, ServerAction::Delete).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+fn parse_action(body: &Value) -> Result<(String, Value), Error> {
+    let obj = body.as_object().ok_or_else(|| Error::invalid("The action body must be a JSON object."))?;
+    if obj.len() != 1 {
+        return Err(Error::invalid("The action body must name exactly one action."));
+    }
+    let (name, args) = obj.iter().next().ok_or_else(|| Error::invalid("No action given."))?;
+    Ok((name.clone(), args.clone()))
+}
+
+async fn action(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<Value>,
+) -> NovaResult<Response> {
+    let (name, args) = parse_action(&body)?;
+    let simple = match name.as_str() {
+        "os-stop" => Some(ServerAction::Stop),
+        "os-start" => Some(ServerAction::Start),
+        "pause" => Some(ServerAction::Pause),
+        "unpause" => Some(ServerAction::Unpause),
+        "suspend" => Some(ServerAction::Suspend),
+        "resume" => Some(ServerAction::Resume),
+        _ => None,
+    };
+    if let Some(act) = simple {
+        s.cloud.server_action(&caller, &id, act).await?;
+        return Ok(StatusCode::ACCEPTED.into_response());
+    }
+    match name.as_str() {
+        "reboot" => {
+            let kind = args.get("type").and_then(Value::as_str).unwrap_or("");
+            let act = match kind.to_ascii_uppercase().as_str() {
+                "SOFT" => ServerAction::RebootSoft,
+                "HARD" => ServerAction::RebootHard,
+                _ => return Err(Error::invalid(format!("Reboot type '{kind}' is not SOFT or HARD.")).into()),
+            };
+            s.cloud.server_action(&caller, &id, act).await?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
+        "os-getConsoleOutput" => {
+            let length = match args.get("length") {
+                None | Some(Value::Null) => None,
+                Some(Value::Number(n)) => n.as_i64().filter(|n| *n >= -1),
+                Some(Value::String(t)) => t.parse::<i64>().ok().filter(|n| *n >= -1),
+                Some(_) => None,
+            };
+            if args.get("length").is_some_and(|l| !l.is_null()) && length.is_none() {
+                return Err(Error::invalid("'length' must be an integer of -1 or more.").into());
+            }
+            let lines = length.filter(|n| *n >= 0).map(|n| n as usize);
+            let output = s.cloud.console_output(&caller, &id, lines).await?;
+            Ok(Json(json!({"output": output})).into_response())
+        }
+        other => Err(Error::invalid(format!("Action '{other}' is not supported.")).into()),
+    }
+}

@@ -90,7 +90,7 @@ impl FilePool {
 }
 
 /// Disk names are ids: letters, digits, `-` and `_` only.
-fn is_safe_name(name: &str) -> bool {
+pub(crate) fn is_safe_name(name: &str) -> bool {
     !name.is_empty() && name.len() <= 128 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 

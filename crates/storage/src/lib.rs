@@ -1,7 +1,8 @@
 //! Storage pools: where image (and later disk) data lives.
 //!
 //! [`Pool`] is the one set of operations every backend offers (DESIGN.md §3);
-//! the `file` pool keeps images as files under a directory, the in-memory
+//! the `file` pool keeps images as files under a directory, the [`rbd`] pool
+//! keeps them in Ceph RBD (raw, cloned for disks), the in-memory
 //! [`fake::FakePool`] serves the unit tests of the layers above. Pools never
 //! touch the database: they take and return *locations*, opaque strings the
 //! caller stores (`file:///…/images/<id>`).
@@ -11,6 +12,7 @@
 pub mod fake;
 pub mod file;
 pub mod qemu_img;
+pub mod rbd;
 
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -47,6 +49,14 @@ pub trait Pool: Send + Sync + std::fmt::Debug {
     /// A short name for logs and errors (`file`, `rbd`, `fake`).
     fn kind(&self) -> &'static str;
 
+    /// The format the pool keeps an upload in `uploaded` format (qemu-img's
+    /// name) as. When it differs, the caller converts the upload to it before
+    /// [`import_image`](Pool::import_image): the `rbd` pool keeps raw data
+    /// only, so that disks are O(1) clones QEMU's rbd driver can open.
+    fn stored_format<'a>(&self, uploaded: &'a str) -> &'a str {
+        uploaded
+    }
+
     /// Takes the verified file at `staged` (on the same host) as the data of
     /// image `id`, in `format` (`qcow2`, `raw`, …). The pool owns the data
     /// afterwards and `staged` is gone. Returns the image's location.
@@ -54,6 +64,15 @@ pub trait Pool: Send + Sync + std::fmt::Debug {
 
     /// Reads an image's data from byte `offset` on.
     async fn open_image(&self, location: &str, offset: u64) -> Result<ImageReader>;
+
+    /// Whether the image data at `location` could be deleted now: `Conflict`
+    /// while disks still depend on it in a way the pool cannot undo (RBD
+    /// clones of its snapshot), `Unavailable` if the backend cannot tell.
+    /// Callers ask before they mark an image deleted, so a refusal leaves
+    /// everything as it was. Data already gone is deletable.
+    async fn check_deletable(&self, _location: &str) -> Result<()> {
+        Ok(())
+    }
 
     /// Removes an image's data. Removing what is already gone succeeds.
     async fn delete_image(&self, location: &str) -> Result<()>;

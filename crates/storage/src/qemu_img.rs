@@ -89,6 +89,31 @@ pub async fn info_of_own(path: &Path, format: &str) -> Result<ImageInfo> {
     serde_json::from_str(&out).map_err(|e| Error::internal(format!("qemu-img printed unexpected JSON: {e}")))
 }
 
+/// Converts `src` (an inspected upload in `src_format`) to a new file `dst`
+/// in `dst_format`, sparse where the data is zero (`qemu-img convert`).
+/// Used when a pool keeps another format than the one uploaded.
+pub async fn convert(src: &Path, src_format: &str, dst: &Path, dst_format: &str) -> Result<()> {
+    let (Some(src), Some(dst)) = (src.to_str(), dst.to_str()) else {
+        return Err(Error::internal("A staging path is not UTF-8."));
+    };
+    let output = Command::new("qemu-img")
+        .args(["convert", "-q", "-f", src_format, "-O", dst_format, src, dst])
+        .kill_on_drop(true)
+        .output()
+        .await
+        .map_err(|e| Error::unavailable(format!("Cannot run qemu-img (is qemu-utils installed?): {e}")))?;
+    if output.status.success() {
+        return Ok(());
+    }
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let message = format!("qemu-img cannot convert the image from {src_format} to {dst_format}: {}", stderr.trim());
+    Err(if stderr.contains("No space left") {
+        Error::unavailable(message)
+    } else {
+        Error::invalid(message)
+    })
+}
+
 /// Creates a qcow2 overlay at `path` over `backing` (in `backing_format`),
 /// `size` bytes big. The backing path is written by Snapstack, absolute.
 pub async fn create_overlay(path: &Path, backing: &Path, backing_format: &str, size: u64) -> Result<()> {

@@ -11,6 +11,7 @@
 //! Uploads and downloads are streamed ([`upload`], [`download`]); metadata
 //! changes are JSON patches ([`patch`]).
 
+mod convert;
 mod download;
 mod members;
 pub mod patch;
@@ -142,6 +143,11 @@ impl Cloud {
                 img.id
             )));
         }
+        if let Some(location) = &img.location {
+            // A pool that cannot let the data go (RBD clones of it) says so
+            // now, before anything changes.
+            self.pool.check_deletable(location).await?;
+        }
         let mut deleted = img.clone();
         deleted.status = img.status.transition(ImageStatus::Deleted)?;
         deleted.updated_at = Utc::now();
@@ -228,8 +234,14 @@ pub(crate) async fn reconcile(cloud: &Cloud) -> Result<Vec<String>> {
     }
     for location in cloud.pool.image_locations().await? {
         if !referenced.contains(&location) {
-            cloud.pool.delete_image(&location).await?;
-            repaired.push(format!("orphaned image data {location} removed"));
+            match cloud.pool.delete_image(&location).await {
+                Ok(()) => repaired.push(format!("orphaned image data {location} removed")),
+                // Still cloned (RBD): it goes once its clones do.
+                Err(e) if e.kind() == domain::ErrorKind::Conflict => {
+                    repaired.push(format!("orphaned image data {location} kept: {e}"))
+                }
+                Err(e) => return Err(e),
+            }
         }
     }
     Ok(repaired)

@@ -5,6 +5,8 @@
 //!     inspect the bytes (format inspector: content matches disk_format, no
 //!     backing file, no data file, no VMDK extent paths)                    ──▶
 //!     qemu-img info -f FORMAT under prlimit (virtual size)                 ──▶
+//!     [convert to the pool's format if it keeps another: raw on rbd, see
+//!      `convert`]                                                         ──▶
 //!     pool.import (rename on the file pool)  ──CAS──▶ active
 //!  any failure: staging file removed, saving ──CAS──▶ queued, error returned
 //! ```
@@ -65,6 +67,7 @@ impl Cloud {
             Ok(()) => Ok(()),
             Err(e) => {
                 let _ = tokio::fs::remove_file(&staged_path).await;
+                let _ = tokio::fs::remove_file(super::convert::converted_path(&staged_path)).await;
                 self.abandon_upload(&saving).await;
                 Err(e)
             }
@@ -87,7 +90,6 @@ impl Cloud {
         // qemu-img would round it up to whole 512-byte sectors.
         let virtual_size = if qemu_format == "raw" { staged.size } else { info.virtual_size };
 
-        let location = self.pool.import_image(img.id, staged_path, qemu_format).await?;
         let mut active = img.clone();
         active.status = ImageStatus::Active;
         active.size = Some(staged.size);
@@ -95,6 +97,17 @@ impl Cloud {
         active.checksum = Some(staged.md5);
         active.os_hash_algo = Some("sha512".into());
         active.os_hash_value = Some(staged.sha512);
+        let stored_format = self.pool.stored_format(qemu_format);
+        let import_path = if stored_format == qemu_format {
+            staged_path.to_path_buf()
+        } else {
+            let cap = self.config.image_size_cap;
+            let converted = super::convert::convert(staged_path, qemu_format, stored_format, virtual_size, cap).await?;
+            super::convert::describe(&mut active, &converted, stored_format);
+            let _ = tokio::fs::remove_file(staged_path).await;
+            converted.path
+        };
+        let location = self.pool.import_image(img.id, &import_path, stored_format).await?;
         active.location = Some(location.clone());
         active.updated_at = Utc::now();
         if let Err(e) = self.store.update_image(&active, ImageStatus::Saving).await {

@@ -7,7 +7,7 @@
 //! [`ErrorKind::NotRunning`](crate::ErrorKind::NotRunning) on a shut-off one and
 //! [`ErrorKind::NotFound`](crate::ErrorKind::NotFound) on an unknown one.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -65,4 +65,13 @@ pub trait Hypervisor: Send + Sync {
 
     /// The names of every VM this hypervisor knows, live or shut off, sorted.
     async fn list(&self) -> Result<Vec<String>>;
+
+    /// Live external snapshot of disk `disk_id` of a live VM, without a
+    /// pause: QEMU creates a qcow2 at `overlay` whose backing file is the
+    /// disk's current top (by absolute path), and writes go there from now
+    /// on; the old top is never written again.
+    async fn snapshot_disk(&self, name: &str, disk_id: &str, overlay: &Path) -> Result<()>;
+
+    /// The file disk `disk_id` of a live VM currently writes to.
+    async fn active_disk_file(&self, name: &str, disk_id: &str) -> Result<PathBuf>;
 }

@@ -33,6 +33,7 @@ pub enum Operation {
     Pause,
     Resume,
     SaveMemory,
+    SnapshotDisk,
 }
 
 /// In-memory hypervisor. See the module header.
@@ -269,6 +270,28 @@ impl Hypervisor for FakeHypervisor {
 
     async fn list(&self) -> Result<Vec<String>> {
         Ok(self.lock().vms.keys().cloned().collect())
+    }
+
+    async fn snapshot_disk(&self, name: &str, disk_id: &str, overlay: &Path) -> Result<()> {
+        let mut state = self.begin(Operation::SnapshotDisk)?;
+        let vm = state.running_vm(name)?;
+        let disk = vm
+            .spec
+            .disks
+            .iter_mut()
+            .find(|d| d.id == disk_id)
+            .ok_or_else(|| Error::new(ErrorKind::InvalidArgument, format!("VM {name} has no disk {disk_id}")))?;
+        disk.source = crate::DiskSource::File(overlay.to_path_buf());
+        Ok(())
+    }
+
+    async fn active_disk_file(&self, name: &str, disk_id: &str) -> Result<PathBuf> {
+        let mut state = self.lock();
+        let vm = state.running_vm(name)?;
+        match vm.spec.disks.iter().find(|d| d.id == disk_id).map(|d| &d.source) {
+            Some(crate::DiskSource::File(path)) => Ok(path.clone()),
+            _ => Err(Error::new(ErrorKind::InvalidArgument, format!("VM {name} has no file disk {disk_id}"))),
+        }
     }
 }
 

@@ -33,6 +33,7 @@
 //! Operations that change a VM hold its operation lock, one at a time; `status` does not
 //! wait for it, and `destroy` ignores it so that it can always interrupt a stuck one.
 
+mod block;
 mod command_line;
 mod migration;
 mod process;
@@ -728,6 +729,21 @@ impl Hypervisor for QemuHypervisor {
             .await
             .map_err(|e| Error::io("cannot read", &path, e))?;
         Ok(console::last_lines(&text, max_lines).to_string())
+    }
+
+    async fn snapshot_disk(&self, name: &str, disk_id: &str, overlay: &Path) -> Result<()> {
+        let vm = self.vm(name)?;
+        let _op = vm.op.lock().await;
+        let live = self.live(&vm).await?;
+        let timeout = self.config.monitor_timeout;
+        block::snapshot_sync(&live.qmp, name, disk_id, overlay, timeout).await
+    }
+
+    async fn active_disk_file(&self, name: &str, disk_id: &str) -> Result<PathBuf> {
+        let vm = self.vm(name)?;
+        let live = self.live(&vm).await?;
+        let timeout = self.config.monitor_timeout;
+        Ok(block::top_of(&live.qmp, name, disk_id, timeout).await?.file)
     }
 
     async fn list(&self) -> Result<Vec<String>> {

@@ -5,6 +5,7 @@
 //! file is an image: creating one is O(1) whatever the image's size.
 
 use std::io::SeekFrom;
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
@@ -48,9 +49,12 @@ impl FilePool {
         Ok(self.root.join("disks").join(format!("{name}.qcow2")))
     }
 
-    /// The path behind an image location, refusing anything outside the pool.
+    /// The path behind an image location, refusing anything outside the
+    /// pool: an upload under `images/`, or a layer under `disks/` (an image
+    /// made from a server's disk).
     pub fn path_of(&self, location: &str) -> Result<PathBuf> {
         self.path_in(location, "images", |n| n.parse::<ImageId>().is_ok())
+            .or_else(|_| self.disk_path_of(location))
     }
 
     /// The path behind a disk location, refusing anything outside the pool.
@@ -180,6 +184,111 @@ impl Pool for FilePool {
         let all = self.list("disks").await?;
         Ok(all.into_iter().filter(|l| l.ends_with(".qcow2")).collect())
     }
+
+    /// Mark and sweep: every file a root needs, following qcow2 backing
+    /// files, is kept; every other file under `images/` and `disks/` goes.
+    async fn collect_garbage(&self, roots: &BTreeSet<String>) -> Result<Vec<String>> {
+        let mut needed = BTreeSet::new();
+        for root in roots {
+            let Ok(mut path) = self.path_of(root) else { continue };
+            // Chains are short; the cap guards against a cycle or a corrupt header.
+            for _ in 0..MAX_CHAIN_DEPTH {
+                if !needed.insert(path.clone()) {
+                    break;
+                }
+                match backing_of(&path).await? {
+                    Some(parent) if self.is_inside(&parent) => path = parent,
+                    _ => break,
+                }
+            }
+        }
+        let mut removed = Vec::new();
+        for location in self.list("images").await?.into_iter().chain(self.list("disks").await?) {
+            let Ok(path) = self.path_of(&location) else { continue };
+            if !needed.contains(&path) {
+                remove_if_present(&path).await?;
+                removed.push(location);
+            }
+        }
+        Ok(removed)
+    }
+
+    fn new_overlay(&self, disk: &str, name: &str) -> Result<Option<(String, PathBuf)>> {
+        self.disk_path_of(disk)?;
+        let path = self.disk_path(name)?;
+        Ok(Some((format!("{SCHEME}{}", path.display()), path)))
+    }
+
+    async fn create_overlay(&self, disk: &str, target: &str) -> Result<()> {
+        let backing = self.disk_path_of(disk)?;
+        let path = self.disk_path_of(target)?;
+        let size = qemu_img::info_of_own(&backing, "qcow2").await?.virtual_size;
+        let partial = path.with_extension("qcow2.part");
+        qemu_img::create_overlay(&partial, &backing, "qcow2", size).await?;
+        tokio::fs::rename(&partial, &path)
+            .await
+            .map_err(io_error(format!("Cannot create the overlay {}", path.display())))
+    }
+
+    async fn overlay_is_valid(&self, location: &str) -> Result<bool> {
+        let path = self.disk_path_of(location)?;
+        if !tokio::fs::try_exists(&path).await.unwrap_or(false) {
+            return Ok(false);
+        }
+        let Some(path) = path.to_str() else { return Ok(false) };
+        Ok(qemu_img::run(&["check", "-q", "-f", "qcow2", "-U", path]).await.is_ok())
+    }
+
+    async fn export_image(&self, location: &str, format: &str, dest: &Path) -> Result<bool> {
+        let path = self.path_of(location)?;
+        if backing_of(&path).await?.is_none() {
+            return Ok(false);
+        }
+        let (Some(src), Some(out)) = (path.to_str(), dest.to_str()) else {
+            return Err(Error::internal("A pool path is not UTF-8."));
+        };
+        qemu_img::run(&["convert", "-q", "-U", "-f", "qcow2", "-O", format, src, out]).await?;
+        Ok(true)
+    }
+}
+
+/// How deep a backing chain may be followed.
+const MAX_CHAIN_DEPTH: usize = 64;
+
+impl FilePool {
+    fn is_inside(&self, path: &Path) -> bool {
+        let loc = format!("{SCHEME}{}", path.display());
+        self.path_of(&loc).is_ok()
+    }
+}
+
+/// The backing file named in a qcow2 header (offset 8: u64 offset of the
+/// name, offset 16: u32 its length), or `None` for any other file. Only
+/// Snapstack's own layers are read here; uploads never carry one.
+async fn backing_of(path: &Path) -> Result<Option<PathBuf>> {
+    use tokio::io::AsyncReadExt;
+    let mut file = match tokio::fs::File::open(path).await {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(Error::unavailable(format!("Cannot open {}: {e}", path.display()))),
+    };
+    let mut header = [0u8; 20];
+    if file.read_exact(&mut header).await.is_err() || &header[..4] != b"QFI\xfb" {
+        return Ok(None);
+    }
+    let offset = u64::from_be_bytes(header[8..16].try_into().unwrap_or_default());
+    let len = u32::from_be_bytes(header[16..20].try_into().unwrap_or_default()) as usize;
+    if offset == 0 || len == 0 || len > 4096 {
+        return Ok(None);
+    }
+    let mut name = vec![0u8; len];
+    file.seek(SeekFrom::Start(offset))
+        .await
+        .map_err(io_error(format!("Cannot read {}", path.display())))?;
+    file.read_exact(&mut name)
+        .await
+        .map_err(io_error(format!("Cannot read {}", path.display())))?;
+    Ok(String::from_utf8(name).ok().map(PathBuf::from))
 }
 
 #[cfg(test)]
@@ -236,6 +345,26 @@ mod tests {
         assert_eq!(pool.disk_locations().await.unwrap(), vec![disk.clone()]);
         pool.delete_disk(&disk).await.unwrap();
         assert!(pool.disk_locations().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn garbage_when_layer_backs_a_root_then_chain_kept_and_rest_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = FilePool::open(dir.path().join("pool")).await.unwrap();
+        let staged = dir.path().join("upload");
+        tokio::fs::write(&staged, vec![1u8; 1 << 20]).await.unwrap();
+        let base = pool.import_image(ImageId::new(), &staged, "raw").await.unwrap();
+        let disk = pool.create_disk("vm-a", &base, "raw", 0).await.unwrap();
+        let (top, _) = pool.new_overlay(&disk, "vm-a-2").unwrap().unwrap();
+        pool.create_overlay(&disk, &top).await.unwrap();
+        let other = pool.create_disk("vm-b", &base, "raw", 0).await.unwrap();
+
+        let removed = pool.collect_garbage(&BTreeSet::from([top.clone()])).await.unwrap();
+
+        assert_eq!(removed, vec![other]);
+        assert!(pool.overlay_is_valid(&top).await.unwrap());
+        assert_eq!(pool.disk_locations().await.unwrap().len(), 2);
+        assert_eq!(pool.image_locations().await.unwrap(), vec![base]);
     }
 
     #[tokio::test]

@@ -14,6 +14,7 @@ pub mod file;
 pub mod qemu_img;
 pub mod rbd;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 
@@ -94,4 +95,57 @@ pub trait Pool: Send + Sync + std::fmt::Debug {
 
     /// Every disk location the pool holds, to find orphans at start-up.
     async fn disk_locations(&self) -> Result<Vec<String>>;
+
+    /// Removes every image and disk the pool holds that `roots` (the
+    /// locations the database refers to) do not need, and returns what went.
+    /// The default deletes what is not a root, disks first, and keeps what
+    /// the pool refuses to delete (data still cloned); pools whose data
+    /// stands on other data (the file pool's backing chains) override it.
+    async fn collect_garbage(&self, roots: &BTreeSet<String>) -> Result<Vec<String>> {
+        let mut removed = Vec::new();
+        for disk in self.disk_locations().await? {
+            if !roots.contains(&disk) {
+                self.delete_disk(&disk).await?;
+                removed.push(disk);
+            }
+        }
+        for image in self.image_locations().await? {
+            if !roots.contains(&image) {
+                match self.delete_image(&image).await {
+                    Ok(()) => removed.push(image),
+                    Err(e) if e.kind() == domain::ErrorKind::Conflict => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        Ok(removed)
+    }
+
+    /// For a snapshot of the disk at `disk`: the location and file path of
+    /// a new writable top named `name`, to be created as a qcow2 overlay of
+    /// the disk (by the hypervisor for a live disk, else by
+    /// [`create_overlay`](Pool::create_overlay)). `None` for pools that
+    /// snapshot natively.
+    fn new_overlay(&self, _disk: &str, _name: &str) -> Result<Option<(String, PathBuf)>> {
+        Ok(None)
+    }
+
+    /// Creates the overlay at `target` (from [`new_overlay`](Pool::new_overlay))
+    /// over the disk at `disk`, for a disk no hypervisor has open.
+    async fn create_overlay(&self, disk: &str, _target: &str) -> Result<()> {
+        Err(domain::Error::internal(format!("The {} pool cannot layer disk {disk}.", self.kind())))
+    }
+
+    /// Whether `location` is a valid, complete overlay (for crash recovery).
+    async fn overlay_is_valid(&self, _location: &str) -> Result<bool> {
+        Ok(false)
+    }
+
+    /// For a download: writes the full content of the image at `location`
+    /// as `format` into `dest` and returns true when the data stands on other
+    /// data (a layer of a backing chain); false when `open_image` can
+    /// stream it as stored.
+    async fn export_image(&self, _location: &str, _format: &str, _dest: &Path) -> Result<bool> {
+        Ok(false)
+    }
 }

@@ -8,6 +8,7 @@
 
 mod identity;
 mod images;
+mod sagas;
 mod servers;
 mod tokens;
 
@@ -19,6 +20,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::SqlitePool;
 
 pub use images::{ImageFilter, ImageMember, ImagePage, MemberStatus, SortDir};
+pub use sagas::SagaRecord;
 pub use tokens::TokenRecord;
 
 /// The database behind Snapstack.

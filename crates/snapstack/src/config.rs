@@ -62,6 +62,8 @@ pub struct ServeArgs {
     /// Seconds between checks that servers' QEMU processes are still alive.
     #[arg(long, env = "SNAPSTACK_POWER_SYNC_INTERVAL", default_value_t = 3)]
     pub power_sync_interval: u64,
+    #[command(flatten)]
+    pub storage: crate::storage_config::StorageArgs,
 }
 
 /// Where things live under the data directory.

@@ -4,13 +4,13 @@
 
 mod clouds_yaml;
 mod config;
+mod storage_config;
 
 use std::sync::Arc;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use cloud::Cloud;
-use storage::file::FilePool;
 use store::Store;
 
 use config::ServeArgs;
@@ -66,10 +66,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let paths = args.prepare_dirs()?;
     config::init_logging(&paths.log_file)?;
     let store = Store::open(&args.database_url(&paths)).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-    let pool = FilePool::open(&paths.pool_dir).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+    let pool = storage_config::open_pool(args.storage.storage_config.as_deref(), &paths.pool_dir).await?;
     std::fs::create_dir_all(&paths.instances_dir)?;
     let hypervisor = Arc::new(args.hypervisor(&paths));
-    let cloud = Cloud::new(store, Arc::new(pool), hypervisor, args.cloud_config(&paths))
+    let cloud = Cloud::new(store, pool, hypervisor, args.cloud_config(&paths))
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
 

@@ -285,12 +285,16 @@ fn refuse_if_cloned(image: &::rbd::Image, snap: &str) -> Result<()> {
         .iter()
         .map(|c| format!("{}/{}", c.pool, c.image))
         .collect();
-    Err(in_use(&image.snap_spec_of(snap), &names.join(", ")))
+    let clones = match names.len() {
+        1 => format!("a clone of it ({})", names[0]),
+        n => format!("{n} clones of it ({})", names.join(", ")),
+    };
+    Err(in_use(&image.snap_spec_of(snap), &clones))
 }
 
 fn in_use(spec: &str, clones: &str) -> Error {
     Error::conflict(format!(
-        "The data at {spec} is in use: {clones} cloned from it. Delete the servers (or volumes) using it first."
+        "{spec} is in use by {clones}; delete the servers (or volumes) using it first."
     ))
 }
 
@@ -315,7 +319,7 @@ fn remove_with_snapshots(io: &IoCtx, name: &str) -> Result<()> {
                 .unprotect_snap(&snap.name)
                 .map_err(|e| match e.kind() {
                     ::rbd::ErrorKind::Busy => {
-                        in_use(&image.snap_spec_of(&snap.name), "a new clone was")
+                        in_use(&image.snap_spec_of(&snap.name), "a clone made just now")
                     }
                     _ => ceph_error(e),
                 })?;

@@ -16,13 +16,20 @@ pub struct Auth(pub Caller);
 impl FromRequestParts<AppState> for Auth {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, Self::Rejection> {
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> Result<Self, Self::Rejection> {
         let token = parts
             .headers
             .get("x-auth-token")
             .and_then(|v| v.to_str().ok())
             .filter(|t| !t.is_empty())
-            .ok_or_else(|| Error::unauthenticated("The request you have made requires authentication: no X-Auth-Token."))?;
+            .ok_or_else(|| {
+                Error::unauthenticated(
+                    "The request you have made requires authentication: no X-Auth-Token.",
+                )
+            })?;
         let info = state.cloud.validate(token).await?;
         Ok(Auth(info.caller))
     }

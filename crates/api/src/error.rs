@@ -61,14 +61,18 @@ impl IntoResponse for ApiError {
         let body = json!({"error": {"code": status.as_u16(), "title": title, "message": self.0.message()}});
         let mut response = (status, Json(body)).into_response();
         if status == StatusCode::UNAUTHORIZED {
-            response
-                .headers_mut()
-                .insert("www-authenticate", HeaderValue::from_static("Keystone uri=\"/identity\""));
+            response.headers_mut().insert(
+                "www-authenticate",
+                HeaderValue::from_static("Keystone uri=\"/identity\""),
+            );
         }
         response
     }
 }
 
 pub(crate) async fn not_found_route(uri: http::Uri) -> ApiError {
-    ApiError(Error::new(ErrorKind::NotFound, format!("No API at {}.", uri.path())))
+    ApiError(Error::new(
+        ErrorKind::NotFound,
+        format!("No API at {}.", uri.path()),
+    ))
 }

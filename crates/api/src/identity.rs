@@ -21,18 +21,38 @@ use crate::AppState;
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
-        .route("/auth/tokens", get(check_token).head(check_token).post(issue_token).delete(revoke_token))
+        .route(
+            "/auth/tokens",
+            get(check_token)
+                .head(check_token)
+                .post(issue_token)
+                .delete(revoke_token),
+        )
         .route("/auth/projects", get(auth_projects))
         .route("/auth/catalog", get(auth_catalog))
         .route("/users", get(list_users).post(create_user))
-        .route("/users/{id}", get(show_user).patch(update_user).delete(delete_user))
+        .route(
+            "/users/{id}",
+            get(show_user).patch(update_user).delete(delete_user),
+        )
         .route("/users/{id}/projects", get(user_projects))
         .route("/projects", get(list_projects).post(create_project))
-        .route("/projects/{id}", get(show_project).patch(update_project).delete(delete_project))
-        .route("/projects/{p}/users/{u}/roles", get(list_user_project_roles))
+        .route(
+            "/projects/{id}",
+            get(show_project)
+                .patch(update_project)
+                .delete(delete_project),
+        )
+        .route(
+            "/projects/{p}/users/{u}/roles",
+            get(list_user_project_roles),
+        )
         .route(
             "/projects/{p}/users/{u}/roles/{r}",
-            put(assign_role).delete(unassign_role).head(check_role).get(check_role),
+            put(assign_role)
+                .delete(unassign_role)
+                .head(check_role)
+                .get(check_role),
         )
         .route("/roles", get(list_roles))
         .route("/roles/{id}", get(show_role))
@@ -132,7 +152,11 @@ fn token_view(s: &AppState, info: &TokenInfo, with_catalog: bool) -> Value {
     if let (Some(pid), Some(pname)) = (c.project_id, &c.project_name) {
         token["project"] = json!({"id": pid.to_string(), "name": pname, "domain": domain_ref()});
         token["is_domain"] = json!(false);
-        token["roles"] = json!(info.roles.iter().map(|r| json!({"id": r.id.to_string(), "name": r.role.name()})).collect::<Vec<_>>());
+        token["roles"] = json!(info
+            .roles
+            .iter()
+            .map(|r| json!({"id": r.id.to_string(), "name": r.role.name()}))
+            .collect::<Vec<_>>());
         if with_catalog {
             token["catalog"] = catalog(s, Some(&pid.to_string()));
         }
@@ -140,7 +164,13 @@ fn token_view(s: &AppState, info: &TokenInfo, with_catalog: bool) -> Value {
     json!({"token": token})
 }
 
-fn token_response(status: StatusCode, s: &AppState, info: &TokenInfo, subject: &str, with_catalog: bool) -> Response {
+fn token_response(
+    status: StatusCode,
+    s: &AppState,
+    info: &TokenInfo,
+    subject: &str,
+    with_catalog: bool,
+) -> Response {
     let mut response = (status, Json(token_view(s, info, with_catalog))).into_response();
     if let Ok(v) = http::HeaderValue::from_str(subject) {
         response.headers_mut().insert("x-subject-token", v);
@@ -158,9 +188,15 @@ fn parse_password_auth(body: &Value) -> Result<PasswordAuth, Error> {
     let identity = body
         .pointer("/auth/identity")
         .ok_or_else(|| Error::invalid("Expecting to find identity in auth."))?;
-    let methods = identity.get("methods").and_then(Value::as_array).cloned().unwrap_or_default();
+    let methods = identity
+        .get("methods")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     if !methods.iter().any(|m| m == "password") {
-        return Err(Error::unauthenticated("Only the password authentication method is supported."));
+        return Err(Error::unauthenticated(
+            "Only the password authentication method is supported.",
+        ));
     }
     let user = identity
         .pointer("/password/user")
@@ -170,7 +206,8 @@ fn parse_password_auth(body: &Value) -> Result<PasswordAuth, Error> {
         (None, Some(name)) => UserRef::Name(name.into()),
         _ => return Err(Error::invalid("Expecting to find a user id or name.")),
     };
-    let password = str_at(user, &["password"]).ok_or_else(|| Error::invalid("Expecting to find a password."))?;
+    let password = str_at(user, &["password"])
+        .ok_or_else(|| Error::invalid("Expecting to find a password."))?;
     let scope = match body.pointer("/auth/scope") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s == "unscoped" => None,
@@ -181,11 +218,19 @@ fn parse_password_auth(body: &Value) -> Result<PasswordAuth, Error> {
             match (str_at(project, &["id"]), str_at(project, &["name"])) {
                 (Some(id), _) => Some(ProjectRef::Id(id.into())),
                 (None, Some(name)) => Some(ProjectRef::Name(name.into())),
-                _ => return Err(Error::invalid("Expecting to find a project id or name in scope.")),
+                _ => {
+                    return Err(Error::invalid(
+                        "Expecting to find a project id or name in scope.",
+                    ))
+                }
             }
         }
     };
-    Ok(PasswordAuth { user: user_ref, password: password.into(), scope })
+    Ok(PasswordAuth {
+        user: user_ref,
+        password: password.into(),
+        scope,
+    })
 }
 
 #[derive(Deserialize)]
@@ -201,7 +246,13 @@ async fn issue_token(
     let auth = parse_password_auth(&body)?;
     let info = s.cloud.authenticate(auth).await?;
     let token = info.token.clone().unwrap_or_default();
-    Ok(token_response(StatusCode::CREATED, &s, &info, &token, q.nocatalog.is_none()))
+    Ok(token_response(
+        StatusCode::CREATED,
+        &s,
+        &info,
+        &token,
+        q.nocatalog.is_none(),
+    ))
 }
 
 fn subject(headers: &HeaderMap) -> Result<String, Error> {
@@ -220,23 +271,43 @@ async fn check_token(
 ) -> ApiResult<Response> {
     let subject = subject(&headers)?;
     let info = s.cloud.check_token(&caller, &subject).await?;
-    Ok(token_response(StatusCode::OK, &s, &info, &subject, q.nocatalog.is_none()))
+    Ok(token_response(
+        StatusCode::OK,
+        &s,
+        &info,
+        &subject,
+        q.nocatalog.is_none(),
+    ))
 }
 
-async fn revoke_token(State(s): State<AppState>, Auth(caller): Auth, headers: HeaderMap) -> ApiResult<StatusCode> {
+async fn revoke_token(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    headers: HeaderMap,
+) -> ApiResult<StatusCode> {
     let subject = subject(&headers)?;
     s.cloud.revoke(&caller, &subject).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 async fn auth_projects(State(s): State<AppState>, Auth(caller): Auth) -> ApiResult<Json<Value>> {
-    let projects = s.cloud.user_projects(&caller, &caller.user_id.to_string()).await?;
-    Ok(list_view(&s, "projects", "/identity/v3/auth/projects", projects.iter().map(|p| project_view(&s, p)).collect()))
+    let projects = s
+        .cloud
+        .user_projects(&caller, &caller.user_id.to_string())
+        .await?;
+    Ok(list_view(
+        &s,
+        "projects",
+        "/identity/v3/auth/projects",
+        projects.iter().map(|p| project_view(&s, p)).collect(),
+    ))
 }
 
 async fn auth_catalog(State(s): State<AppState>, Auth(caller): Auth) -> ApiResult<Json<Value>> {
     let project = caller.project()?.to_string();
-    Ok(Json(json!({"catalog": catalog(&s, Some(&project)), "links": {"self": s.url("/identity/v3/auth/catalog")}})))
+    Ok(Json(
+        json!({"catalog": catalog(&s, Some(&project)), "links": {"self": s.url("/identity/v3/auth/catalog")}}),
+    ))
 }
 
 // ---- users -------------------------------------------------------------
@@ -271,7 +342,9 @@ fn opt_bool(obj: &Map<String, Value>, key: &str) -> Result<Option<bool>, Error> 
 
 fn check_domain(obj: &Map<String, Value>) -> Result<(), Error> {
     match opt_string(obj, "domain_id")? {
-        Some(d) if d != DEFAULT_DOMAIN_ID => Err(Error::invalid(format!("Domain {d} does not exist; only 'default' does."))),
+        Some(d) if d != DEFAULT_DOMAIN_ID => Err(Error::invalid(format!(
+            "Domain {d} does not exist; only 'default' does."
+        ))),
         _ => Ok(()),
     }
 }
@@ -284,7 +357,10 @@ async fn create_user(
     let obj = object_of(&body, "user")?;
     check_domain(&obj)?;
     let default_project_id = opt_string(&obj, "default_project_id")?
-        .map(|p| p.parse().map_err(|_| Error::invalid(format!("'{p}' is not a project id."))))
+        .map(|p| {
+            p.parse()
+                .map_err(|_| Error::invalid(format!("'{p}' is not a project id.")))
+        })
         .transpose()?;
     let new = NewUser {
         name: opt_string(&obj, "name")?.ok_or_else(|| Error::invalid("A user needs a name."))?,
@@ -295,15 +371,31 @@ async fn create_user(
         default_project_id,
     };
     let user = s.cloud.create_user(&caller, new).await?;
-    Ok((StatusCode::CREATED, Json(json!({"user": user_view(&s, &user)}))))
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"user": user_view(&s, &user)})),
+    ))
 }
 
-async fn list_users(State(s): State<AppState>, Auth(caller): Auth, Query(f): Query<NameFilter>) -> ApiResult<Json<Value>> {
+async fn list_users(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Query(f): Query<NameFilter>,
+) -> ApiResult<Json<Value>> {
     let users = s.cloud.users(&caller, f.name.as_deref()).await?;
-    Ok(list_view(&s, "users", "/identity/v3/users", users.iter().map(|u| user_view(&s, u)).collect()))
+    Ok(list_view(
+        &s,
+        "users",
+        "/identity/v3/users",
+        users.iter().map(|u| user_view(&s, u)).collect(),
+    ))
 }
 
-async fn show_user(State(s): State<AppState>, Auth(caller): Auth, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+async fn show_user(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     let user = s.cloud.user(&caller, &id).await?;
     Ok(Json(json!({"user": user_view(&s, &user)})))
 }
@@ -330,22 +422,41 @@ async fn update_user(
     }
     if obj.contains_key("default_project_id") {
         user.default_project_id = opt_string(&obj, "default_project_id")?
-            .map(|p| p.parse().map_err(|_| Error::invalid(format!("'{p}' is not a project id."))))
+            .map(|p| {
+                p.parse()
+                    .map_err(|_| Error::invalid(format!("'{p}' is not a project id.")))
+            })
             .transpose()?;
     }
-    let user = s.cloud.update_user(&caller, user, opt_string(&obj, "password")?).await?;
+    let user = s
+        .cloud
+        .update_user(&caller, user, opt_string(&obj, "password")?)
+        .await?;
     Ok(Json(json!({"user": user_view(&s, &user)})))
 }
 
-async fn delete_user(State(s): State<AppState>, Auth(caller): Auth, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn delete_user(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     s.cloud.delete_user(&caller, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn user_projects(State(s): State<AppState>, Auth(caller): Auth, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+async fn user_projects(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     let projects = s.cloud.user_projects(&caller, &id).await?;
     let path = format!("/identity/v3/users/{id}/projects");
-    Ok(list_view(&s, "projects", &path, projects.iter().map(|p| project_view(&s, p)).collect()))
+    Ok(list_view(
+        &s,
+        "projects",
+        &path,
+        projects.iter().map(|p| project_view(&s, p)).collect(),
+    ))
 }
 
 // ---- projects ----------------------------------------------------------
@@ -364,15 +475,31 @@ async fn create_project(
         enabled: opt_bool(&obj, "enabled")?.unwrap_or(true),
     };
     let project = s.cloud.create_project(&caller, project).await?;
-    Ok((StatusCode::CREATED, Json(json!({"project": project_view(&s, &project)}))))
+    Ok((
+        StatusCode::CREATED,
+        Json(json!({"project": project_view(&s, &project)})),
+    ))
 }
 
-async fn list_projects(State(s): State<AppState>, Auth(caller): Auth, Query(f): Query<NameFilter>) -> ApiResult<Json<Value>> {
+async fn list_projects(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Query(f): Query<NameFilter>,
+) -> ApiResult<Json<Value>> {
     let projects = s.cloud.projects(&caller, f.name.as_deref()).await?;
-    Ok(list_view(&s, "projects", "/identity/v3/projects", projects.iter().map(|p| project_view(&s, p)).collect()))
+    Ok(list_view(
+        &s,
+        "projects",
+        "/identity/v3/projects",
+        projects.iter().map(|p| project_view(&s, p)).collect(),
+    ))
 }
 
-async fn show_project(State(s): State<AppState>, Auth(caller): Auth, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+async fn show_project(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     let project = s.cloud.project(&caller, &id).await?;
     Ok(Json(json!({"project": project_view(&s, &project)})))
 }
@@ -398,19 +525,36 @@ async fn update_project(
     Ok(Json(json!({"project": project_view(&s, &project)})))
 }
 
-async fn delete_project(State(s): State<AppState>, Auth(caller): Auth, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn delete_project(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     s.cloud.delete_project(&caller, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 // ---- roles and assignments ---------------------------------------------
 
-async fn list_roles(State(s): State<AppState>, Auth(caller): Auth, Query(f): Query<NameFilter>) -> ApiResult<Json<Value>> {
+async fn list_roles(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Query(f): Query<NameFilter>,
+) -> ApiResult<Json<Value>> {
     let roles = s.cloud.roles(&caller, f.name.as_deref()).await?;
-    Ok(list_view(&s, "roles", "/identity/v3/roles", roles.iter().map(|r| role_view(&s, r)).collect()))
+    Ok(list_view(
+        &s,
+        "roles",
+        "/identity/v3/roles",
+        roles.iter().map(|r| role_view(&s, r)).collect(),
+    ))
 }
 
-async fn show_role(State(s): State<AppState>, Auth(caller): Auth, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+async fn show_role(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     let role = s.cloud.role(&caller, &id).await?;
     Ok(Json(json!({"role": role_view(&s, &role)})))
 }
@@ -451,8 +595,16 @@ async fn list_user_project_roles(
     Path((p, u)): Path<(String, String)>,
 ) -> ApiResult<Json<Value>> {
     let assignments = s.cloud.assignments(&caller, Some(&u), Some(&p)).await?;
-    let roles = assignments.iter().map(|(_, _, r)| role_view(&s, r)).collect();
-    Ok(list_view(&s, "roles", &format!("/identity/v3/projects/{p}/users/{u}/roles"), roles))
+    let roles = assignments
+        .iter()
+        .map(|(_, _, r)| role_view(&s, r))
+        .collect();
+    Ok(list_view(
+        &s,
+        "roles",
+        &format!("/identity/v3/projects/{p}/users/{u}/roles"),
+        roles,
+    ))
 }
 
 #[derive(Deserialize)]
@@ -469,8 +621,13 @@ async fn list_assignments(
     Auth(caller): Auth,
     Query(f): Query<AssignmentFilter>,
 ) -> ApiResult<Json<Value>> {
-    let assignments = s.cloud.assignments(&caller, f.user.as_deref(), f.project.as_deref()).await?;
-    let names = f.include_names.is_some_and(|v| v.is_empty() || v.eq_ignore_ascii_case("true") || v == "1");
+    let assignments = s
+        .cloud
+        .assignments(&caller, f.user.as_deref(), f.project.as_deref())
+        .await?;
+    let names = f
+        .include_names
+        .is_some_and(|v| v.is_empty() || v.eq_ignore_ascii_case("true") || v == "1");
     let (mut user_names, mut project_names) = (HashMap::new(), HashMap::new());
     if names {
         for (u, p, _) in &assignments {
@@ -501,16 +658,36 @@ async fn list_assignments(
             })
         })
         .collect();
-    Ok(list_view(&s, "role_assignments", "/identity/v3/role_assignments", items))
+    Ok(list_view(
+        &s,
+        "role_assignments",
+        "/identity/v3/role_assignments",
+        items,
+    ))
 }
 
-async fn list_domains(State(s): State<AppState>, Auth(_caller): Auth, Query(f): Query<NameFilter>) -> Json<Value> {
-    let matches = f.name.as_deref().is_none_or(|n| n == DEFAULT_DOMAIN_NAME || n == DEFAULT_DOMAIN_ID);
-    let items = if matches { vec![domain_view(&s)] } else { vec![] };
+async fn list_domains(
+    State(s): State<AppState>,
+    Auth(_caller): Auth,
+    Query(f): Query<NameFilter>,
+) -> Json<Value> {
+    let matches = f
+        .name
+        .as_deref()
+        .is_none_or(|n| n == DEFAULT_DOMAIN_NAME || n == DEFAULT_DOMAIN_ID);
+    let items = if matches {
+        vec![domain_view(&s)]
+    } else {
+        vec![]
+    };
     list_view(&s, "domains", "/identity/v3/domains", items)
 }
 
-async fn show_domain(State(s): State<AppState>, Auth(_caller): Auth, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+async fn show_domain(
+    State(s): State<AppState>,
+    Auth(_caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     if id == DEFAULT_DOMAIN_ID || id == DEFAULT_DOMAIN_NAME {
         Ok(Json(json!({"domain": domain_view(&s)})))
     } else {

@@ -22,12 +22,16 @@ use crate::error::{ApiError, ApiResult};
 use crate::json::{parse, JsonBody};
 use crate::AppState;
 
-const PATCH_TYPES: &str = "application/openstack-images-v2.0-json-patch, application/openstack-images-v2.1-json-patch";
+const PATCH_TYPES: &str =
+    "application/openstack-images-v2.0-json-patch, application/openstack-images-v2.1-json-patch";
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/images", get(list_images).post(create_image))
-        .route("/images/{id}", get(show_image).patch(update_image).delete(delete_image))
+        .route(
+            "/images/{id}",
+            get(show_image).patch(update_image).delete(delete_image),
+        )
         .route(
             "/images/{id}/file",
             put(upload).layer(DefaultBodyLimit::disable()).get(download),
@@ -36,7 +40,10 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/images/{id}/actions/reactivate", post(reactivate))
         .route("/images/{id}/tags/{tag}", put(add_tag).delete(remove_tag))
         .route("/images/{id}/members", get(list_members).post(add_member))
-        .route("/images/{id}/members/{member}", get(show_member).put(update_member).delete(remove_member))
+        .route(
+            "/images/{id}/members/{member}",
+            get(show_member).put(update_member).delete(remove_member),
+        )
         .route("/schemas/image", get(image_schema))
         .route("/schemas/images", get(images_schema))
 }
@@ -101,7 +108,10 @@ async fn create_image(
     let Value::Object(obj) = body else {
         return Err(Error::invalid("The request body must be a JSON object.").into());
     };
-    let img = s.cloud.create_image(&caller, NewImage::from_json(obj)?).await?;
+    let img = s
+        .cloud
+        .create_image(&caller, NewImage::from_json(obj)?)
+        .await?;
     let mut response = (StatusCode::CREATED, Json(image_view(&img, &caller))).into_response();
     if let Ok(v) = HeaderValue::from_str(&s.url(&format!("/image/v2/images/{}", img.id))) {
         response.headers_mut().insert(http::header::LOCATION, v);
@@ -112,29 +122,40 @@ async fn create_image(
 fn parse_filter(query: &str) -> Result<(ImageFilter, Vec<(String, String)>), Error> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_str(query)
         .map_err(|e| Error::invalid(format!("Cannot read the query string: {e}")))?;
-    let mut f = ImageFilter { limit: DEFAULT_PAGE, ..Default::default() };
+    let mut f = ImageFilter {
+        limit: DEFAULT_PAGE,
+        ..Default::default()
+    };
     let mut kept = Vec::new();
     for (key, value) in pairs {
         match key.as_str() {
             "limit" => {
-                f.limit = value
-                    .parse::<u32>()
-                    .map_err(|_| Error::invalid(format!("limit '{value}' is not a non-negative integer.")))?;
+                f.limit = value.parse::<u32>().map_err(|_| {
+                    Error::invalid(format!("limit '{value}' is not a non-negative integer."))
+                })?;
                 continue;
             }
             "marker" => {
-                f.marker = Some(value.parse().map_err(|_| Error::invalid(format!("marker '{value}' is not an image id.")))?);
+                f.marker = Some(value.parse().map_err(|_| {
+                    Error::invalid(format!("marker '{value}' is not an image id."))
+                })?);
                 continue;
             }
             "name" => f.name = Some(value.clone()),
             "status" => {
-                f.status = Some(
-                    ImageStatus::parse(&value).ok_or_else(|| Error::invalid(format!("Invalid status filter '{value}'.")))?,
-                )
+                f.status =
+                    Some(ImageStatus::parse(&value).ok_or_else(|| {
+                        Error::invalid(format!("Invalid status filter '{value}'."))
+                    })?)
             }
             "visibility" if value == "all" => {}
             "visibility" => f.visibility = Some(Visibility::parse(&value)?),
-            "owner" => f.owner = Some(value.parse().map_err(|_| Error::invalid(format!("owner '{value}' is not a project id.")))?),
+            "owner" => {
+                f.owner =
+                    Some(value.parse().map_err(|_| {
+                        Error::invalid(format!("owner '{value}' is not a project id."))
+                    })?)
+            }
             "tag" => f.tags.push(value.clone()),
             "disk_format" => f.disk_format = Some(value.clone()),
             "container_format" => f.container_format = Some(value.clone()),
@@ -148,7 +169,11 @@ fn parse_filter(query: &str) -> Result<(ImageFilter, Vec<(String, String)>), Err
                 f.sort_dir = parse_sort_dir(dir)?;
             }
             "member_status" => {}
-            other => return Err(Error::invalid(format!("Unknown image list filter '{other}'."))),
+            other => {
+                return Err(Error::invalid(format!(
+                    "Unknown image list filter '{other}'."
+                )))
+            }
         }
         kept.push((key, value));
     }
@@ -167,7 +192,9 @@ fn parse_sort_dir(v: &str) -> Result<SortDir, Error> {
     match v {
         "desc" => Ok(SortDir::Desc),
         "asc" => Ok(SortDir::Asc),
-        other => Err(Error::invalid(format!("Invalid sort direction '{other}': use asc or desc."))),
+        other => Err(Error::invalid(format!(
+            "Invalid sort direction '{other}': use asc or desc."
+        ))),
     }
 }
 
@@ -175,11 +202,17 @@ fn check_sort_key(k: &str) -> Result<(), Error> {
     if k == "created_at" {
         Ok(())
     } else {
-        Err(Error::invalid(format!("Sorting by '{k}' is not supported; images sort by created_at.")))
+        Err(Error::invalid(format!(
+            "Sorting by '{k}' is not supported; images sort by created_at."
+        )))
     }
 }
 
-async fn list_images(State(s): State<AppState>, Auth(caller): Auth, RawQuery(q): RawQuery) -> ApiResult<Json<Value>> {
+async fn list_images(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    RawQuery(q): RawQuery,
+) -> ApiResult<Json<Value>> {
     let (filter, kept) = parse_filter(q.as_deref().unwrap_or(""))?;
     let limit = filter.limit;
     let page = s.cloud.list_images(&caller, filter).await?;
@@ -195,7 +228,11 @@ async fn list_images(State(s): State<AppState>, Auth(caller): Auth, RawQuery(q):
     Ok(Json(body))
 }
 
-async fn show_image(State(s): State<AppState>, Auth(caller): Auth, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+async fn show_image(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     let img = s.cloud.image(&caller, &id).await?;
     Ok(Json(image_view(&img, &caller)))
 }
@@ -207,15 +244,22 @@ async fn update_image(
     headers: HeaderMap,
     body: bytes::Bytes,
 ) -> ApiResult<Response> {
-    let content_type = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let content_type = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     let media = content_type.split(';').next().unwrap_or("").trim();
-    if media != "application/openstack-images-v2.1-json-patch" && media != "application/openstack-images-v2.0-json-patch" {
+    if media != "application/openstack-images-v2.1-json-patch"
+        && media != "application/openstack-images-v2.0-json-patch"
+    {
         let err = ApiError(Error::new(
             ErrorKind::UnsupportedMediaType,
             format!("Content type '{media}' is not supported for PATCH; use {PATCH_TYPES}."),
         ));
         let mut response = err.into_response();
-        response.headers_mut().insert("accept-patch", HeaderValue::from_static(PATCH_TYPES));
+        response
+            .headers_mut()
+            .insert("accept-patch", HeaderValue::from_static(PATCH_TYPES));
         return Ok(response);
     }
     let ops = patch::parse_document(parse(&body)?)?;
@@ -223,17 +267,29 @@ async fn update_image(
     Ok(Json(image_view(&img, &caller)).into_response())
 }
 
-async fn delete_image(State(s): State<AppState>, Auth(caller): Auth, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn delete_image(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     s.cloud.delete_image(&caller, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn deactivate(State(s): State<AppState>, Auth(caller): Auth, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn deactivate(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     s.cloud.set_image_active(&caller, &id, false).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn reactivate(State(s): State<AppState>, Auth(caller): Auth, Path(id): Path<String>) -> ApiResult<StatusCode> {
+async fn reactivate(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
     s.cloud.set_image_active(&caller, &id, true).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -265,7 +321,10 @@ async fn upload(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<StatusCode> {
-    let content_type = headers.get(http::header::CONTENT_TYPE).and_then(|v| v.to_str().ok()).unwrap_or("");
+    let content_type = headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
     if !content_type.starts_with("application/octet-stream") {
         return Err(Error::new(
             ErrorKind::UnsupportedMediaType,
@@ -287,9 +346,20 @@ type ByteRange = (Option<u64>, Option<u64>);
 
 /// Reads `Range: bytes=a-b` (one range; `a-`, `-n` too).
 fn parse_range(headers: &HeaderMap) -> Result<Option<ByteRange>, Error> {
-    let Some(value) = headers.get(http::header::RANGE) else { return Ok(None) };
-    let bad = || Error::new(ErrorKind::RangeNotSatisfiable, "The Range header is malformed or asks for several ranges.");
-    let spec = value.to_str().map_err(|_| bad())?.strip_prefix("bytes=").ok_or_else(bad)?;
+    let Some(value) = headers.get(http::header::RANGE) else {
+        return Ok(None);
+    };
+    let bad = || {
+        Error::new(
+            ErrorKind::RangeNotSatisfiable,
+            "The Range header is malformed or asks for several ranges.",
+        )
+    };
+    let spec = value
+        .to_str()
+        .map_err(|_| bad())?
+        .strip_prefix("bytes=")
+        .ok_or_else(bad)?;
     let (first, last) = spec.split_once('-').ok_or_else(bad)?;
     let num = |s: &str| -> Result<Option<u64>, Error> {
         if s.trim().is_empty() {
@@ -312,20 +382,32 @@ async fn download(
     headers: HeaderMap,
 ) -> ApiResult<Response> {
     let range = parse_range(&headers)?;
-    let (reader, offset, length, total, checksum) = match s.cloud.download_image(&caller, &id, range).await? {
-        Download::NoData => return Ok(StatusCode::NO_CONTENT.into_response()),
-        Download::Data { reader, offset, length, total, checksum } => (reader, offset, length, total, checksum),
-    };
+    let (reader, offset, length, total, checksum) =
+        match s.cloud.download_image(&caller, &id, range).await? {
+            Download::NoData => return Ok(StatusCode::NO_CONTENT.into_response()),
+            Download::Data {
+                reader,
+                offset,
+                length,
+                total,
+                checksum,
+            } => (reader, offset, length, total, checksum),
+        };
     let stream = ReaderStream::with_capacity(reader.reader.take(length), 1 << 20);
     let mut response = Response::new(Body::from_stream(stream));
     let h = response.headers_mut();
-    h.insert(http::header::CONTENT_TYPE, HeaderValue::from_static("application/octet-stream"));
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
     h.insert(http::header::CONTENT_LENGTH, HeaderValue::from(length));
     if range.is_some() {
         *response.status_mut() = StatusCode::PARTIAL_CONTENT;
         let end = offset + length.saturating_sub(1);
         if let Ok(v) = HeaderValue::from_str(&format!("bytes {offset}-{end}/{total}")) {
-            response.headers_mut().insert(http::header::CONTENT_RANGE, v);
+            response
+                .headers_mut()
+                .insert(http::header::CONTENT_RANGE, v);
         }
     } else if let Some(Ok(v)) = checksum.map(|c| HeaderValue::from_str(&c)) {
         response.headers_mut().insert("content-md5", v);
@@ -335,9 +417,15 @@ async fn download(
 
 // ---- members -----------------------------------------------------------
 
-async fn list_members(State(s): State<AppState>, Auth(caller): Auth, Path(id): Path<String>) -> ApiResult<Json<Value>> {
+async fn list_members(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Value>> {
     let members = s.cloud.image_members(&caller, &id).await?;
-    Ok(Json(json!({"members": members.iter().map(member_view).collect::<Vec<_>>(), "schema": "/v2/schemas/members"})))
+    Ok(Json(
+        json!({"members": members.iter().map(member_view).collect::<Vec<_>>(), "schema": "/v2/schemas/members"}),
+    ))
 }
 
 async fn add_member(
@@ -373,7 +461,10 @@ async fn update_member(
         .get("status")
         .and_then(Value::as_str)
         .ok_or_else(|| Error::invalid("Expecting 'status' in the request body."))?;
-    let m = s.cloud.set_image_member_status(&caller, &id, &member, status).await?;
+    let m = s
+        .cloud
+        .set_image_member_status(&caller, &id, &member, status)
+        .await?;
     Ok(Json(member_view(&m)))
 }
 

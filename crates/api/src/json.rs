@@ -27,6 +27,10 @@ pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.is_empty() {
         return Err(Error::invalid("The request body is empty; JSON was expected.").into());
     }
-    serde_json::from_slice(bytes)
-        .map_err(|e| Error::invalid(format!("The request body is not valid JSON for this request: {e}")).into())
+    serde_json::from_slice(bytes).map_err(|e| {
+        Error::invalid(format!(
+            "The request body is not valid JSON for this request: {e}"
+        ))
+        .into()
+    })
 }

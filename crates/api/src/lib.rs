@@ -30,7 +30,10 @@ pub struct AppState {
 
 impl AppState {
     pub fn new(cloud: Cloud, public_url: &str) -> Self {
-        AppState { cloud, public_url: public_url.trim_end_matches('/').into() }
+        AppState {
+            cloud,
+            public_url: public_url.trim_end_matches('/').into(),
+        }
     }
 
     pub(crate) fn url(&self, path: &str) -> String {

@@ -9,7 +9,8 @@ use tracing::Instrument;
 
 pub(crate) async fn request_id(req: Request, next: Next) -> Response {
     let id = format!("req-{}", uuid::Uuid::new_v4());
-    let span = tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path());
+    let span =
+        tracing::info_span!("request", id = %id, method = %req.method(), path = %req.uri().path());
     let started = std::time::Instant::now();
     async move {
         let mut response = next.run(req).await;
@@ -21,7 +22,9 @@ pub(crate) async fn request_id(req: Request, next: Next) -> Response {
             tracing::info!(status, millis, "request done");
         }
         if let Ok(value) = HeaderValue::from_str(&id) {
-            response.headers_mut().insert("x-openstack-request-id", value);
+            response
+                .headers_mut()
+                .insert("x-openstack-request-id", value);
         }
         response
     }

@@ -63,11 +63,13 @@ async fn identity_v3(State(s): State<AppState>) -> Json<Value> {
 }
 
 async fn image_root(State(s): State<AppState>) -> Json<Value> {
-    let versions: Vec<Value> = ["v2.16", "v2.15", "v2.9", "v2.7", "v2.6", "v2.5", "v2.4", "v2.3", "v2.2", "v2.1", "v2.0"]
-        .iter()
-        .enumerate()
-        .map(|(i, id)| image_version(&s, id, if i == 0 { "CURRENT" } else { "SUPPORTED" }))
-        .collect();
+    let versions: Vec<Value> = [
+        "v2.16", "v2.15", "v2.9", "v2.7", "v2.6", "v2.5", "v2.4", "v2.3", "v2.2", "v2.1", "v2.0",
+    ]
+    .iter()
+    .enumerate()
+    .map(|(i, id)| image_version(&s, id, if i == 0 { "CURRENT" } else { "SUPPORTED" }))
+    .collect();
     Json(json!({"versions": versions}))
 }
 

@@ -102,7 +102,9 @@ async fn verify_password(password: String, hash: String) -> Result<bool> {
     tokio::task::spawn_blocking(move || {
         let parsed = PasswordHash::new(&hash)
             .map_err(|e| Error::internal(format!("Corrupt password hash: {e}")))?;
-        Ok(Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok())
+        Ok(Argon2::default()
+            .verify_password(password.as_bytes(), &parsed)
+            .is_ok())
     })
     .await
     .map_err(|e| Error::internal(format!("Password check task failed: {e}")))?
@@ -139,7 +141,9 @@ impl Cloud {
         let (user, created) = match self.store.user_by_name(user_name).await? {
             Some((u, _)) => {
                 if reset_password {
-                    self.store.set_password_hash(u.id, &hash_password(password.into()).await?).await?;
+                    self.store
+                        .set_password_hash(u.id, &hash_password(password.into()).await?)
+                        .await?;
                 }
                 (u, false)
             }
@@ -152,11 +156,15 @@ impl Cloud {
                     enabled: true,
                     default_project_id: Some(project.id),
                 };
-                self.store.insert_user(&u, &hash_password(password.into()).await?).await?;
+                self.store
+                    .insert_user(&u, &hash_password(password.into()).await?)
+                    .await?;
                 (u, true)
             }
         };
-        self.store.assign_role(user.id, project.id, admin_role.id).await?;
+        self.store
+            .assign_role(user.id, project.id, admin_role.id)
+            .await?;
         Ok(Bootstrap { created })
     }
 
@@ -164,7 +172,9 @@ impl Cloud {
         match user {
             UserRef::Name(name) => self.store.user_by_name(name).await,
             UserRef::Id(id) => {
-                let Ok(id) = id.parse::<UserId>() else { return Ok(None) };
+                let Ok(id) = id.parse::<UserId>() else {
+                    return Ok(None);
+                };
                 match self.store.user(id).await {
                     Ok(u) => Ok(Some((u, self.store.password_hash(id).await?))),
                     Err(e) if e.kind() == domain::ErrorKind::NotFound => Ok(None),
@@ -178,7 +188,9 @@ impl Cloud {
         match project {
             ProjectRef::Name(name) => self.store.project_by_name(name).await,
             ProjectRef::Id(id) => {
-                let Ok(id) = id.parse::<ProjectId>() else { return Ok(None) };
+                let Ok(id) = id.parse::<ProjectId>() else {
+                    return Ok(None);
+                };
                 match self.store.project(id).await {
                     Ok(p) => Ok(Some(p)),
                     Err(e) if e.kind() == domain::ErrorKind::NotFound => Ok(None),
@@ -243,7 +255,10 @@ impl Cloud {
             }
         };
         let all_roles = self.store.roles().await?;
-        let role_records = all_roles.into_iter().filter(|r| roles.contains(&r.role)).collect();
+        let role_records = all_roles
+            .into_iter()
+            .filter(|r| roles.contains(&r.role))
+            .collect();
         Ok(TokenInfo {
             token: None,
             caller: Caller {
@@ -276,12 +291,16 @@ impl Cloud {
         let info = match self.token_info(&record).await {
             Ok(info) => info,
             Err(e) if e.kind() == domain::ErrorKind::NotFound => {
-                return Err(Error::unauthenticated("The token's user or project no longer exists."))
+                return Err(Error::unauthenticated(
+                    "The token's user or project no longer exists.",
+                ))
             }
             Err(e) => return Err(e),
         };
         if info.caller.project_id.is_some() && info.caller.roles.is_empty() {
-            return Err(Error::unauthenticated("The token's user no longer has a role on its project."));
+            return Err(Error::unauthenticated(
+                "The token's user no longer has a role on its project.",
+            ));
         }
         Ok(info)
     }
@@ -290,7 +309,10 @@ impl Cloud {
     pub async fn check_token(&self, caller: &Caller, subject: &str) -> Result<TokenInfo> {
         let info = self.validate(subject).await.map_err(|e| {
             if e.kind() == domain::ErrorKind::Unauthenticated {
-                Error::new(domain::ErrorKind::NotFound, format!("Could not find token: {}", e.message()))
+                Error::new(
+                    domain::ErrorKind::NotFound,
+                    format!("Could not find token: {}", e.message()),
+                )
             } else {
                 e
             }
@@ -322,8 +344,12 @@ impl Cloud {
 
     pub async fn projects(&self, caller: &Caller, name: Option<&str>) -> Result<Vec<Project>> {
         let all = self.store.projects().await?;
-        let visible = all.into_iter().filter(|p| caller.is_admin() || caller.project_id == Some(p.id));
-        Ok(visible.filter(|p| name.is_none_or(|n| p.name == n)).collect())
+        let visible = all
+            .into_iter()
+            .filter(|p| caller.is_admin() || caller.project_id == Some(p.id));
+        Ok(visible
+            .filter(|p| name.is_none_or(|n| p.name == n))
+            .collect())
     }
 
     pub async fn project(&self, caller: &Caller, id: &str) -> Result<Project> {
@@ -353,9 +379,10 @@ impl Cloud {
             return Err(Error::invalid("A user needs a name."));
         }
         if let Some(p) = new.default_project_id {
-            self.store.project(p).await.map_err(|_| {
-                Error::invalid(format!("The default project {p} does not exist."))
-            })?;
+            self.store
+                .project(p)
+                .await
+                .map_err(|_| Error::invalid(format!("The default project {p} does not exist.")))?;
         }
         let user = User {
             id: UserId::new(),
@@ -365,14 +392,20 @@ impl Cloud {
             enabled: new.enabled,
             default_project_id: new.default_project_id,
         };
-        self.store.insert_user(&user, &hash_password(new.password).await?).await?;
+        self.store
+            .insert_user(&user, &hash_password(new.password).await?)
+            .await?;
         Ok(user)
     }
 
     pub async fn users(&self, caller: &Caller, name: Option<&str>) -> Result<Vec<User>> {
         let all = self.store.users().await?;
-        let visible = all.into_iter().filter(|u| caller.is_admin() || u.id == caller.user_id);
-        Ok(visible.filter(|u| name.is_none_or(|n| u.name == n)).collect())
+        let visible = all
+            .into_iter()
+            .filter(|u| caller.is_admin() || u.id == caller.user_id);
+        Ok(visible
+            .filter(|u| name.is_none_or(|n| u.name == n))
+            .collect())
     }
 
     pub async fn user(&self, caller: &Caller, id: &str) -> Result<User> {
@@ -384,12 +417,19 @@ impl Cloud {
     }
 
     /// Updates a user; `password` (if any) is set too.
-    pub async fn update_user(&self, caller: &Caller, user: User, password: Option<String>) -> Result<User> {
+    pub async fn update_user(
+        &self,
+        caller: &Caller,
+        user: User,
+        password: Option<String>,
+    ) -> Result<User> {
         caller.require(Role::Admin, "update users")?;
         validate_name("user", &user.name)?;
         self.store.update_user(&user).await?;
         if let Some(pw) = password {
-            self.store.set_password_hash(user.id, &hash_password(pw).await?).await?;
+            self.store
+                .set_password_hash(user.id, &hash_password(pw).await?)
+                .await?;
         }
         Ok(user)
     }
@@ -402,8 +442,13 @@ impl Cloud {
     /// The projects a user has a role on (`GET /v3/users/{id}/projects`).
     pub async fn user_projects(&self, caller: &Caller, id: &str) -> Result<Vec<Project>> {
         let user = self.user(caller, id).await?;
-        let mut ids: Vec<ProjectId> =
-            self.store.assignments(Some(user.id), None).await?.into_iter().map(|(_, p, _)| p).collect();
+        let mut ids: Vec<ProjectId> = self
+            .store
+            .assignments(Some(user.id), None)
+            .await?
+            .into_iter()
+            .map(|(_, p, _)| p)
+            .collect();
         ids.dedup();
         let mut out = Vec::new();
         for pid in ids {
@@ -414,7 +459,10 @@ impl Cloud {
 
     pub async fn roles(&self, _caller: &Caller, name: Option<&str>) -> Result<Vec<RoleRecord>> {
         let roles = self.store.roles().await?;
-        Ok(roles.into_iter().filter(|r| name.is_none_or(|n| r.role.name() == n)).collect())
+        Ok(roles
+            .into_iter()
+            .filter(|r| name.is_none_or(|n| r.role.name() == n))
+            .collect())
     }
 
     pub async fn role(&self, caller: &Caller, id: &str) -> Result<RoleRecord> {
@@ -427,7 +475,12 @@ impl Cloud {
     }
 
     /// Checks that user, project and role all exist; returns their ids.
-    async fn assignment_ids(&self, user: &str, project: &str, role: &str) -> Result<(UserId, ProjectId, RoleId)> {
+    async fn assignment_ids(
+        &self,
+        user: &str,
+        project: &str,
+        role: &str,
+    ) -> Result<(UserId, ProjectId, RoleId)> {
         let uid: UserId = user.parse()?;
         let pid: ProjectId = project.parse()?;
         let rid: RoleId = role.parse()?;
@@ -439,26 +492,52 @@ impl Cloud {
         Ok((uid, pid, rid))
     }
 
-    pub async fn assign_role(&self, caller: &Caller, user: &str, project: &str, role: &str) -> Result<()> {
+    pub async fn assign_role(
+        &self,
+        caller: &Caller,
+        user: &str,
+        project: &str,
+        role: &str,
+    ) -> Result<()> {
         caller.require(Role::Admin, "assign roles")?;
         let (u, p, r) = self.assignment_ids(user, project, role).await?;
         self.store.assign_role(u, p, r).await
     }
 
-    pub async fn unassign_role(&self, caller: &Caller, user: &str, project: &str, role: &str) -> Result<()> {
+    pub async fn unassign_role(
+        &self,
+        caller: &Caller,
+        user: &str,
+        project: &str,
+        role: &str,
+    ) -> Result<()> {
         caller.require(Role::Admin, "remove role assignments")?;
         let (u, p, r) = self.assignment_ids(user, project, role).await?;
         if !self.store.unassign_role(u, p, r).await? {
-            return Err(Error::not_found("role assignment", format!("{role} of user {user} on project {project}")));
+            return Err(Error::not_found(
+                "role assignment",
+                format!("{role} of user {user} on project {project}"),
+            ));
         }
         Ok(())
     }
 
     /// Whether `user` holds `role` on `project` directly.
-    pub async fn has_assignment(&self, caller: &Caller, user: &str, project: &str, role: &str) -> Result<bool> {
+    pub async fn has_assignment(
+        &self,
+        caller: &Caller,
+        user: &str,
+        project: &str,
+        role: &str,
+    ) -> Result<bool> {
         caller.require(Role::Reader, "read role assignments")?;
         let (u, p, r) = self.assignment_ids(user, project, role).await?;
-        Ok(self.store.assignments(Some(u), Some(p)).await?.iter().any(|(_, _, rr)| rr.id == r))
+        Ok(self
+            .store
+            .assignments(Some(u), Some(p))
+            .await?
+            .iter()
+            .any(|(_, _, rr)| rr.id == r))
     }
 
     pub async fn assignments(
@@ -470,7 +549,9 @@ impl Cloud {
         let user: Option<UserId> = user.map(str::parse).transpose()?;
         let project: Option<ProjectId> = project.map(str::parse).transpose()?;
         if !caller.is_admin() && user != Some(caller.user_id) {
-            return Err(Error::forbidden("Only an admin may list other users' role assignments."));
+            return Err(Error::forbidden(
+                "Only an admin may list other users' role assignments.",
+            ));
         }
         self.store.assignments(user, project).await
     }

@@ -44,11 +44,17 @@ pub struct Cloud {
     pool: Arc<dyn Pool>,
     hypervisor: Arc<dyn Hypervisor>,
     config: Arc<CloudConfig>,
+    /// Held (shared) by every operation that creates pool data before the
+    /// database refers to it; garbage collection takes it exclusively.
+    gc_lock: Arc<tokio::sync::RwLock<()>>,
 }
 
 impl std::fmt::Debug for Cloud {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Cloud").field("pool", &self.pool).field("config", &self.config).finish_non_exhaustive()
+        f.debug_struct("Cloud")
+            .field("pool", &self.pool)
+            .field("config", &self.config)
+            .finish_non_exhaustive()
     }
 }
 
@@ -61,10 +67,19 @@ impl Cloud {
     ) -> Result<Cloud> {
         for dir in [&config.staging_dir, &config.state_dir] {
             tokio::fs::create_dir_all(dir).await.map_err(|e| {
-                domain::Error::unavailable(format!("Cannot create the directory {}: {e}", dir.display()))
+                domain::Error::unavailable(format!(
+                    "Cannot create the directory {}: {e}",
+                    dir.display()
+                ))
             })?;
         }
-        Ok(Cloud { store, pool, hypervisor, config: Arc::new(config) })
+        Ok(Cloud {
+            store,
+            pool,
+            hypervisor,
+            config: Arc::new(config),
+            gc_lock: Arc::default(),
+        })
     }
 
     pub fn store(&self) -> &Store {
@@ -80,6 +95,43 @@ impl Cloud {
     pub async fn reconcile(&self) -> Result<Vec<String>> {
         let mut repaired = compute::reconcile(self).await?;
         repaired.extend(images::reconcile(self).await?);
+        let removed = self.collect_garbage().await?;
+        repaired.extend(
+            removed
+                .into_iter()
+                .map(|l| format!("pool data {l} no record needs removed")),
+        );
         Ok(repaired)
+    }
+
+    /// Removes pool data no record needs: the roots are live servers' disks
+    /// and the data of images that are active or deactivated; the pool
+    /// keeps whatever those stand on (backing layers, cloned snapshots).
+    pub async fn collect_garbage(&self) -> Result<Vec<String>> {
+        let _exclusive = self.gc_lock.write().await;
+        let mut roots = std::collections::BTreeSet::new();
+        for server in self.store.servers(None).await? {
+            roots.extend(server.root_disk);
+        }
+        for status in [
+            domain::image::ImageStatus::Active,
+            domain::image::ImageStatus::Deactivated,
+        ] {
+            for image in self.store.images_in_status(status).await? {
+                roots.extend(image.location);
+            }
+        }
+        let removed = self.pool.collect_garbage(&roots).await?;
+        for location in &removed {
+            tracing::info!(%location, "pool data released");
+        }
+        Ok(removed)
+    }
+
+    /// Runs garbage collection, logging rather than returning a failure.
+    pub(crate) async fn collect_garbage_quietly(&self) {
+        if let Err(e) = self.collect_garbage().await {
+            tracing::warn!(error = %e, "garbage collection failed; it runs again at the next start");
+        }
     }
 }

@@ -70,7 +70,10 @@ impl Error {
     }
 
     pub fn not_found(what: &str, id: impl fmt::Display) -> Self {
-        Self::new(ErrorKind::NotFound, format!("{what} {id} could not be found."))
+        Self::new(
+            ErrorKind::NotFound,
+            format!("{what} {id} could not be found."),
+        )
     }
 
     pub fn conflict(message: impl Into<String>) -> Self {

@@ -24,19 +24,50 @@ pub const DISK_FORMATS: &[&str] = &[
     "ami", "ari", "aki", "vhd", "vhdx", "vmdk", "raw", "qcow2", "vdi", "iso", "ploop",
 ];
 /// Glance's `container_format` values.
-pub const CONTAINER_FORMATS: &[&str] = &["ami", "ari", "aki", "bare", "ovf", "ova", "docker", "compressed"];
+pub const CONTAINER_FORMATS: &[&str] = &[
+    "ami",
+    "ari",
+    "aki",
+    "bare",
+    "ovf",
+    "ova",
+    "docker",
+    "compressed",
+];
 
 /// Fields a user may never set directly (Glance answers 403 for these).
 pub const READ_ONLY_FIELDS: &[&str] = &[
-    "id", "status", "checksum", "os_hash_algo", "os_hash_value", "size", "virtual_size",
-    "created_at", "updated_at", "self", "file", "schema", "direct_url", "locations",
-    "deleted", "deleted_at", "stores",
+    "id",
+    "status",
+    "checksum",
+    "os_hash_algo",
+    "os_hash_value",
+    "size",
+    "virtual_size",
+    "created_at",
+    "updated_at",
+    "self",
+    "file",
+    "schema",
+    "direct_url",
+    "locations",
+    "deleted",
+    "deleted_at",
+    "stores",
 ];
 
 /// Fields that are columns, not free-form properties.
 pub const BASE_FIELDS: &[&str] = &[
-    "name", "visibility", "protected", "os_hidden", "disk_format", "container_format",
-    "min_disk", "min_ram", "tags", "owner",
+    "name",
+    "visibility",
+    "protected",
+    "os_hidden",
+    "disk_format",
+    "container_format",
+    "min_disk",
+    "min_ram",
+    "tags",
+    "owner",
 ];
 
 pub const MAX_PROPERTY_VALUE_LEN: usize = 65535;
@@ -250,7 +281,9 @@ impl Image {
 /// Checks one free-form property (`key=value`).
 pub fn validate_property(key: &str, value: &str) -> Result<()> {
     if key.is_empty() || key.chars().count() > 255 {
-        return Err(Error::invalid("Property names must be 1 to 255 characters long."));
+        return Err(Error::invalid(
+            "Property names must be 1 to 255 characters long.",
+        ));
     }
     if READ_ONLY_FIELDS.contains(&key) {
         return Err(Error::forbidden(format!("Attribute '{key}' is read-only.")));
@@ -287,7 +320,9 @@ mod tests {
 
     #[test]
     fn active_image_when_upload_starts_then_conflict() {
-        let err = ImageStatus::Active.transition(ImageStatus::Saving).unwrap_err();
+        let err = ImageStatus::Active
+            .transition(ImageStatus::Saving)
+            .unwrap_err();
 
         assert_eq!(err.kind(), ErrorKind::Conflict);
     }
@@ -327,6 +362,9 @@ mod tests {
     fn queued_image_without_formats_when_upload_then_invalid() {
         let img = image();
 
-        assert_eq!(img.ready_for_upload().unwrap_err().kind(), ErrorKind::InvalidInput);
+        assert_eq!(
+            img.ready_for_upload().unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
     }
 }

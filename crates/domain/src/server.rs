@@ -46,8 +46,16 @@ impl Flavor {
         if self.name.trim().is_empty() {
             return Err(Error::invalid("A flavor needs a name."));
         }
-        if self.id.is_empty() || self.id.len() > 255 || !self.id.chars().all(|c| c.is_ascii_alphanumeric() || "-_. ".contains(c)) {
-            return Err(Error::invalid("Flavor ids are 1 to 255 letters, digits, '-', '_', '.' or spaces."));
+        if self.id.is_empty()
+            || self.id.len() > 255
+            || !self
+                .id
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_. ".contains(c))
+        {
+            return Err(Error::invalid(
+                "Flavor ids are 1 to 255 letters, digits, '-', '_', '.' or spaces.",
+            ));
         }
         if self.vcpus == 0 || self.vcpus > 64 {
             return Err(Error::invalid("A flavor needs between 1 and 64 vcpus."));
@@ -245,14 +253,17 @@ impl Server {
     /// Nova's API `status`, from vm_state and task_state.
     pub fn status(&self) -> &'static str {
         match (self.vm_state, self.task_state) {
-            (_, Some(TaskState::Deleting)) if self.vm_state != VmState::Deleted => match self.vm_state {
-                VmState::Error => "ERROR",
-                _ => status_of(self.vm_state),
-            },
-            (VmState::Active, Some(TaskState::Rebooting)) => "REBOOT",
-            (VmState::Active | VmState::Stopped | VmState::Paused | VmState::Suspended, Some(TaskState::RebootingHard)) => {
-                "HARD_REBOOT"
+            (_, Some(TaskState::Deleting)) if self.vm_state != VmState::Deleted => {
+                match self.vm_state {
+                    VmState::Error => "ERROR",
+                    _ => status_of(self.vm_state),
+                }
             }
+            (VmState::Active, Some(TaskState::Rebooting)) => "REBOOT",
+            (
+                VmState::Active | VmState::Stopped | VmState::Paused | VmState::Suspended,
+                Some(TaskState::RebootingHard),
+            ) => "HARD_REBOOT",
             (_, Some(TaskState::Rebuilding)) => "REBUILD",
             (state, _) => status_of(state),
         }
@@ -331,7 +342,9 @@ mod tests {
 
     #[test]
     fn active_server_when_started_then_conflict() {
-        let err = server(VmState::Active, None).check_action(ServerAction::Start).unwrap_err();
+        let err = server(VmState::Active, None)
+            .check_action(ServerAction::Start)
+            .unwrap_err();
 
         assert_eq!(err.kind(), ErrorKind::Conflict);
     }
@@ -347,12 +360,17 @@ mod tests {
 
     #[test]
     fn stopped_server_when_started_then_allowed() {
-        assert!(server(VmState::Stopped, None).check_action(ServerAction::Start).is_ok());
+        assert!(server(VmState::Stopped, None)
+            .check_action(ServerAction::Start)
+            .is_ok());
     }
 
     #[test]
     fn active_server_when_rebooting_hard_then_status_hard_reboot() {
-        assert_eq!(server(VmState::Active, Some(TaskState::RebootingHard)).status(), "HARD_REBOOT");
+        assert_eq!(
+            server(VmState::Active, Some(TaskState::RebootingHard)).status(),
+            "HARD_REBOOT"
+        );
     }
 
     #[test]

@@ -280,7 +280,12 @@ impl Hypervisor for FakeHypervisor {
             .disks
             .iter_mut()
             .find(|d| d.id == disk_id)
-            .ok_or_else(|| Error::new(ErrorKind::InvalidArgument, format!("VM {name} has no disk {disk_id}")))?;
+            .ok_or_else(|| {
+                Error::new(
+                    ErrorKind::InvalidArgument,
+                    format!("VM {name} has no disk {disk_id}"),
+                )
+            })?;
         disk.source = crate::DiskSource::File(overlay.to_path_buf());
         Ok(())
     }
@@ -288,9 +293,18 @@ impl Hypervisor for FakeHypervisor {
     async fn active_disk_file(&self, name: &str, disk_id: &str) -> Result<PathBuf> {
         let mut state = self.lock();
         let vm = state.running_vm(name)?;
-        match vm.spec.disks.iter().find(|d| d.id == disk_id).map(|d| &d.source) {
+        match vm
+            .spec
+            .disks
+            .iter()
+            .find(|d| d.id == disk_id)
+            .map(|d| &d.source)
+        {
             Some(crate::DiskSource::File(path)) => Ok(path.clone()),
-            _ => Err(Error::new(ErrorKind::InvalidArgument, format!("VM {name} has no file disk {disk_id}"))),
+            _ => Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!("VM {name} has no file disk {disk_id}"),
+            )),
         }
     }
 }

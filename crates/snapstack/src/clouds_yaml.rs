@@ -31,7 +31,12 @@ fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
-    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(path)?;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)?;
     f.write_all(text.as_bytes())
 }
 
@@ -40,7 +45,13 @@ fn user_config_path() -> Option<PathBuf> {
 }
 
 /// Writes the files; returns lines to tell the user.
-pub fn write(data_dir: &Path, url: &str, user: &str, project: &str, password: &str) -> anyhow::Result<Vec<String>> {
+pub fn write(
+    data_dir: &Path,
+    url: &str,
+    user: &str,
+    project: &str,
+    password: &str,
+) -> anyhow::Result<Vec<String>> {
     let text = content(url, user, project, password);
     let ours = data_dir.join("clouds.yaml");
     write_private(&ours, &text)?;
@@ -50,7 +61,10 @@ pub fn write(data_dir: &Path, url: &str, user: &str, project: &str, password: &s
             let existing = std::fs::read_to_string(&path).ok();
             if existing.as_deref().is_none_or(|t| t.starts_with(MARKER)) {
                 write_private(&path, &text)?;
-                lines.push(format!("Wrote {} (use: openstack --os-cloud snapstack …)", path.display()));
+                lines.push(format!(
+                    "Wrote {} (use: openstack --os-cloud snapstack …)",
+                    path.display()
+                ));
             } else {
                 lines.push(format!(
                     "{} exists and is not Snapstack's; use: export OS_CLIENT_CONFIG_FILE={}",
@@ -59,7 +73,10 @@ pub fn write(data_dir: &Path, url: &str, user: &str, project: &str, password: &s
                 ));
             }
         }
-        None => lines.push(format!("use: export OS_CLIENT_CONFIG_FILE={}", ours.display())),
+        None => lines.push(format!(
+            "use: export OS_CLIENT_CONFIG_FILE={}",
+            ours.display()
+        )),
     }
     Ok(lines)
 }

@@ -83,8 +83,12 @@ pub fn sqlite_url(data_dir: &Path) -> String {
 
 impl ServeArgs {
     pub fn prepare_dirs(&self) -> anyhow::Result<Paths> {
-        std::fs::create_dir_all(&self.data_dir)
-            .with_context(|| format!("cannot create the data directory {}", self.data_dir.display()))?;
+        std::fs::create_dir_all(&self.data_dir).with_context(|| {
+            format!(
+                "cannot create the data directory {}",
+                self.data_dir.display()
+            )
+        })?;
         let data_dir = self.data_dir.canonicalize()?;
         let paths = Paths {
             pool_dir: data_dir.join("pool"),
@@ -101,11 +105,15 @@ impl ServeArgs {
     }
 
     pub fn database_url(&self, paths: &Paths) -> String {
-        self.database_url.clone().unwrap_or_else(|| sqlite_url(&paths.data_dir))
+        self.database_url
+            .clone()
+            .unwrap_or_else(|| sqlite_url(&paths.data_dir))
     }
 
     pub fn public_url(&self) -> String {
-        self.public_url.clone().unwrap_or_else(|| format!("http://{}", self.listen))
+        self.public_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.listen))
     }
 
     pub fn cloud_config(&self, paths: &Paths) -> CloudConfig {
@@ -121,7 +129,11 @@ impl ServeArgs {
 
     pub fn hypervisor(&self, paths: &Paths) -> QemuHypervisor {
         let mut config = QemuConfig::new(&paths.instances_dir);
-        config.accel = if self.accel == "kvm" { Accel::Kvm } else { Accel::Tcg };
+        config.accel = if self.accel == "kvm" {
+            Accel::Kvm
+        } else {
+            Accel::Tcg
+        };
         QemuHypervisor::new(config)
     }
 }
@@ -133,11 +145,16 @@ pub fn init_logging(log_file: &Path) -> anyhow::Result<()> {
         .append(true)
         .open(log_file)
         .with_context(|| format!("cannot open the log file {}", log_file.display()))?;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn"));
     tracing_subscriber::registry()
         .with(filter)
         .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
-        .with(tracing_subscriber::fmt::layer().with_ansi(false).with_writer(Mutex::new(file)))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(false)
+                .with_writer(Mutex::new(file)),
+        )
         .try_init()
         .context("cannot set up logging")?;
     Ok(())

@@ -16,7 +16,11 @@ use store::Store;
 use config::ServeArgs;
 
 #[derive(Parser, Debug)]
-#[command(name = "snapstack", version, about = "A small cloud built around VM snapshots")]
+#[command(
+    name = "snapstack",
+    version,
+    about = "A small cloud built around VM snapshots"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -47,14 +51,24 @@ enum DbCommand {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
     runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(args).await,
-            Command::Db { command: DbCommand::Migrate { database_url, data_dir } } => {
+            Command::Db {
+                command:
+                    DbCommand::Migrate {
+                        database_url,
+                        data_dir,
+                    },
+            } => {
                 std::fs::create_dir_all(&data_dir)?;
                 let url = database_url.unwrap_or_else(|| config::sqlite_url(&data_dir));
-                Store::open(&url).await.map_err(|e| anyhow::anyhow!("{e}"))?;
+                Store::open(&url)
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
                 println!("database {url} is up to date");
                 Ok(())
             }
@@ -65,22 +79,34 @@ fn main() -> anyhow::Result<()> {
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let paths = args.prepare_dirs()?;
     config::init_logging(&paths.log_file)?;
-    let store = Store::open(&args.database_url(&paths)).await.map_err(|e| anyhow::anyhow!("{e}"))?;
-    let pool = storage_config::open_pool(args.storage.storage_config.as_deref(), &paths.pool_dir).await?;
+    let store = Store::open(&args.database_url(&paths))
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let pool =
+        storage_config::open_pool(args.storage.storage_config.as_deref(), &paths.pool_dir).await?;
     std::fs::create_dir_all(&paths.instances_dir)?;
     let hypervisor = Arc::new(args.hypervisor(&paths));
     let cloud = Cloud::new(store, pool, hypervisor, args.cloud_config(&paths))
         .await
         .map_err(|e| anyhow::anyhow!("{e}"))?;
 
-    for line in cloud.reconcile().await.map_err(|e| anyhow::anyhow!("{e}"))? {
+    for line in cloud
+        .reconcile()
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+    {
         tracing::warn!("reconciled: {line}");
     }
     let (password, generated) = match &args.admin_password {
         Some(p) => (Some(p.clone()), false),
         None => (None, false),
     };
-    let needs_admin = cloud.store().user_by_name(&args.admin_user).await.map_err(|e| anyhow::anyhow!("{e}"))?.is_none();
+    let needs_admin = cloud
+        .store()
+        .user_by_name(&args.admin_user)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .is_none();
     let (password, generated) = match (password, needs_admin) {
         (Some(p), _) => (Some(p), generated),
         (None, true) => (Some(cloud::identity::generate_password()), true),
@@ -94,7 +120,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     let public_url = args.public_url();
     if let Some(pw) = &password {
-        let written = clouds_yaml::write(&paths.data_dir, &public_url, &args.admin_user, &args.admin_project, pw)?;
+        let written = clouds_yaml::write(
+            &paths.data_dir,
+            &public_url,
+            &args.admin_user,
+            &args.admin_project,
+            pw,
+        )?;
         for line in written {
             eprintln!("{line}");
         }
@@ -107,14 +139,22 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         );
     }
 
-    spawn_power_sync(cloud.clone(), std::time::Duration::from_secs(args.power_sync_interval.max(1)));
+    spawn_power_sync(
+        cloud.clone(),
+        std::time::Duration::from_secs(args.power_sync_interval.max(1)),
+    );
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
     let app = api::router(api::AppState::new(cloud, &public_url));
     tracing::info!(listen = %args.listen, url = %public_url, data_dir = %paths.data_dir.display(), "snapstack serving");
-    eprintln!("Snapstack is serving at {public_url} (data in {})", paths.data_dir.display());
-    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    eprintln!(
+        "Snapstack is serving at {public_url} (data in {})",
+        paths.data_dir.display()
+    );
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
     tracing::info!("snapstack stopped");
     Ok(())
 }

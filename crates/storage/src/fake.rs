@@ -53,7 +53,10 @@ impl Pool for FakePool {
             .ok_or_else(|| Error::not_found("image data", location))?;
         let size = data.len() as u64;
         let tail = data.get(offset as usize..).unwrap_or_default().to_vec();
-        Ok(ImageReader { reader: Box::pin(std::io::Cursor::new(tail)), size })
+        Ok(ImageReader {
+            reader: Box::pin(std::io::Cursor::new(tail)),
+            size,
+        })
     }
 
     async fn delete_image(&self, location: &str) -> Result<()> {
@@ -74,7 +77,13 @@ impl Pool for FakePool {
             .collect())
     }
 
-    async fn create_disk(&self, name: &str, image_location: &str, _format: &str, _size: u64) -> Result<String> {
+    async fn create_disk(
+        &self,
+        name: &str,
+        image_location: &str,
+        _format: &str,
+        _size: u64,
+    ) -> Result<String> {
         if self.data(image_location).is_none() {
             return Err(Error::not_found("image data", image_location));
         }
@@ -87,15 +96,27 @@ impl Pool for FakePool {
     }
 
     fn disk_source(&self, location: &str) -> Result<DiskSource> {
-        Ok(DiskSource::File { path: location.into(), format: "qcow2".into() })
+        Ok(DiskSource::File {
+            path: location.into(),
+            format: "qcow2".into(),
+        })
     }
 
     async fn delete_disk(&self, location: &str) -> Result<()> {
-        self.disks.lock().map_err(|_| Error::internal("fake pool poisoned"))?.remove(location);
+        self.disks
+            .lock()
+            .map_err(|_| Error::internal("fake pool poisoned"))?
+            .remove(location);
         Ok(())
     }
 
     async fn disk_locations(&self) -> Result<Vec<String>> {
-        Ok(self.disks.lock().map_err(|_| Error::internal("fake pool poisoned"))?.keys().cloned().collect())
+        Ok(self
+            .disks
+            .lock()
+            .map_err(|_| Error::internal("fake pool poisoned"))?
+            .keys()
+            .cloned()
+            .collect())
     }
 }

@@ -4,8 +4,8 @@
 //! Disks are qcow2 overlays under `<root>/disks/<name>.qcow2` whose backing
 //! file is an image: creating one is O(1) whatever the image's size.
 
-use std::io::SeekFrom;
 use std::collections::BTreeSet;
+use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
 
 use async_trait::async_trait;
@@ -28,7 +28,10 @@ impl FilePool {
         for dir in ["images", "disks"] {
             let dir = root.join(dir);
             tokio::fs::create_dir_all(&dir).await.map_err(|e| {
-                Error::unavailable(format!("Cannot create the file pool at {}: {e}", dir.display()))
+                Error::unavailable(format!(
+                    "Cannot create the file pool at {}: {e}",
+                    dir.display()
+                ))
             })?;
         }
         Ok(FilePool { root })
@@ -44,7 +47,9 @@ impl FilePool {
 
     fn disk_path(&self, name: &str) -> Result<PathBuf> {
         if !is_safe_name(name) {
-            return Err(Error::invalid(format!("'{name}' is not a valid disk name.")));
+            return Err(Error::invalid(format!(
+                "'{name}' is not a valid disk name."
+            )));
         }
         Ok(self.root.join("disks").join(format!("{name}.qcow2")))
     }
@@ -59,19 +64,31 @@ impl FilePool {
 
     /// The path behind a disk location, refusing anything outside the pool.
     pub fn disk_path_of(&self, location: &str) -> Result<PathBuf> {
-        self.path_in(location, "disks", |n| n.strip_suffix(".qcow2").is_some_and(is_safe_name))
+        self.path_in(location, "disks", |n| {
+            n.strip_suffix(".qcow2").is_some_and(is_safe_name)
+        })
     }
 
-    fn path_in(&self, location: &str, dir: &str, valid_name: impl Fn(&str) -> bool) -> Result<PathBuf> {
+    fn path_in(
+        &self,
+        location: &str,
+        dir: &str,
+        valid_name: impl Fn(&str) -> bool,
+    ) -> Result<PathBuf> {
         let path = location
             .strip_prefix(SCHEME)
             .map(PathBuf::from)
             .ok_or_else(|| Error::internal(format!("'{location}' is not a file pool location.")))?;
         let parent = self.root.join(dir);
         let inside = path.parent() == Some(parent.as_path())
-            && path.file_name().and_then(|n| n.to_str()).is_some_and(valid_name);
+            && path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .is_some_and(valid_name);
         if !inside {
-            return Err(Error::internal(format!("'{location}' is outside the file pool's {dir}.")));
+            return Err(Error::internal(format!(
+                "'{location}' is outside the file pool's {dir}."
+            )));
         }
         Ok(path)
     }
@@ -95,20 +112,29 @@ impl FilePool {
 
 /// Disk names are ids: letters, digits, `-` and `_` only.
 pub(crate) fn is_safe_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 128 && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+    !name.is_empty()
+        && name.len() <= 128
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
 }
 
 async fn remove_if_present(path: &Path) -> Result<()> {
     match tokio::fs::remove_file(path).await {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::unavailable(format!("Cannot delete {}: {e}", path.display()))),
+        Err(e) => Err(Error::unavailable(format!(
+            "Cannot delete {}: {e}",
+            path.display()
+        ))),
     }
 }
 
 fn io_error(what: String) -> impl FnOnce(std::io::Error) -> Error {
     move |e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::new(domain::ErrorKind::NotFound, format!("{what}: not found.")),
+        std::io::ErrorKind::NotFound => {
+            Error::new(domain::ErrorKind::NotFound, format!("{what}: not found."))
+        }
         _ => Error::unavailable(format!("{what}: {e}")),
     }
 }
@@ -123,7 +149,9 @@ impl Pool for FilePool {
         let dest = self.image_path(id);
         tokio::fs::rename(staged, &dest)
             .await
-            .map_err(io_error(format!("Cannot move the upload of image {id} into the pool")))?;
+            .map_err(io_error(format!(
+                "Cannot move the upload of image {id} into the pool"
+            )))?;
         // The layer is immutable from now on.
         let mut perms = tokio::fs::metadata(&dest)
             .await
@@ -149,7 +177,10 @@ impl Pool for FilePool {
         file.seek(SeekFrom::Start(offset))
             .await
             .map_err(io_error(format!("Cannot seek in {}", path.display())))?;
-        Ok(ImageReader { reader: Box::pin(file), size })
+        Ok(ImageReader {
+            reader: Box::pin(file),
+            size,
+        })
     }
 
     async fn delete_image(&self, location: &str) -> Result<()> {
@@ -160,10 +191,18 @@ impl Pool for FilePool {
         self.list("images").await
     }
 
-    async fn create_disk(&self, name: &str, image_location: &str, image_format: &str, size: u64) -> Result<String> {
+    async fn create_disk(
+        &self,
+        name: &str,
+        image_location: &str,
+        image_format: &str,
+        size: u64,
+    ) -> Result<String> {
         let path = self.disk_path(name)?;
         let backing = self.path_of(image_location)?;
-        let image_size = qemu_img::info_of_own(&backing, image_format).await?.virtual_size;
+        let image_size = qemu_img::info_of_own(&backing, image_format)
+            .await?
+            .virtual_size;
         let partial = path.with_extension("qcow2.part");
         qemu_img::create_overlay(&partial, &backing, image_format, size.max(image_size)).await?;
         tokio::fs::rename(&partial, &path)
@@ -173,7 +212,10 @@ impl Pool for FilePool {
     }
 
     fn disk_source(&self, location: &str) -> Result<DiskSource> {
-        Ok(DiskSource::File { path: self.disk_path_of(location)?, format: "qcow2".into() })
+        Ok(DiskSource::File {
+            path: self.disk_path_of(location)?,
+            format: "qcow2".into(),
+        })
     }
 
     async fn delete_disk(&self, location: &str) -> Result<()> {
@@ -190,7 +232,9 @@ impl Pool for FilePool {
     async fn collect_garbage(&self, roots: &BTreeSet<String>) -> Result<Vec<String>> {
         let mut needed = BTreeSet::new();
         for root in roots {
-            let Ok(mut path) = self.path_of(root) else { continue };
+            let Ok(mut path) = self.path_of(root) else {
+                continue;
+            };
             // Chains are short; the cap guards against a cycle or a corrupt header.
             for _ in 0..MAX_CHAIN_DEPTH {
                 if !needed.insert(path.clone()) {
@@ -203,8 +247,15 @@ impl Pool for FilePool {
             }
         }
         let mut removed = Vec::new();
-        for location in self.list("images").await?.into_iter().chain(self.list("disks").await?) {
-            let Ok(path) = self.path_of(&location) else { continue };
+        for location in self
+            .list("images")
+            .await?
+            .into_iter()
+            .chain(self.list("disks").await?)
+        {
+            let Ok(path) = self.path_of(&location) else {
+                continue;
+            };
             if !needed.contains(&path) {
                 remove_if_present(&path).await?;
                 removed.push(location);
@@ -227,7 +278,10 @@ impl Pool for FilePool {
         qemu_img::create_overlay(&partial, &backing, "qcow2", size).await?;
         tokio::fs::rename(&partial, &path)
             .await
-            .map_err(io_error(format!("Cannot create the overlay {}", path.display())))
+            .map_err(io_error(format!(
+                "Cannot create the overlay {}",
+                path.display()
+            )))
     }
 
     async fn overlay_is_valid(&self, location: &str) -> Result<bool> {
@@ -235,8 +289,12 @@ impl Pool for FilePool {
         if !tokio::fs::try_exists(&path).await.unwrap_or(false) {
             return Ok(false);
         }
-        let Some(path) = path.to_str() else { return Ok(false) };
-        Ok(qemu_img::run(&["check", "-q", "-f", "qcow2", "-U", path]).await.is_ok())
+        let Some(path) = path.to_str() else {
+            return Ok(false);
+        };
+        Ok(qemu_img::run(&["check", "-q", "-f", "qcow2", "-U", path])
+            .await
+            .is_ok())
     }
 
     async fn export_image(&self, location: &str, format: &str, dest: &Path) -> Result<bool> {
@@ -270,7 +328,12 @@ async fn backing_of(path: &Path) -> Result<Option<PathBuf>> {
     let mut file = match tokio::fs::File::open(path).await {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-        Err(e) => return Err(Error::unavailable(format!("Cannot open {}: {e}", path.display()))),
+        Err(e) => {
+            return Err(Error::unavailable(format!(
+                "Cannot open {}: {e}",
+                path.display()
+            )))
+        }
     };
     let mut header = [0u8; 20];
     if file.read_exact(&mut header).await.is_err() || &header[..4] != b"QFI\xfb" {
@@ -303,7 +366,10 @@ mod tests {
         let pool = FilePool::open(dir.path().join("pool")).await.unwrap();
         let staged = dir.path().join("upload");
         tokio::fs::write(&staged, b"0123456789").await.unwrap();
-        let location = pool.import_image(ImageId::new(), &staged, "raw").await.unwrap();
+        let location = pool
+            .import_image(ImageId::new(), &staged, "raw")
+            .await
+            .unwrap();
 
         let mut reader = pool.open_image(&location, 6).await.unwrap();
         let mut tail = Vec::new();
@@ -320,7 +386,10 @@ mod tests {
         let pool = FilePool::open(dir.path().join("pool")).await.unwrap();
         let staged = dir.path().join("upload");
         tokio::fs::write(&staged, b"x").await.unwrap();
-        let location = pool.import_image(ImageId::new(), &staged, "raw").await.unwrap();
+        let location = pool
+            .import_image(ImageId::new(), &staged, "raw")
+            .await
+            .unwrap();
 
         pool.delete_image(&location).await.unwrap();
         pool.delete_image(&location).await.unwrap();
@@ -334,14 +403,25 @@ mod tests {
         let pool = FilePool::open(dir.path().join("pool")).await.unwrap();
         let staged = dir.path().join("upload");
         tokio::fs::write(&staged, vec![7u8; 1 << 20]).await.unwrap();
-        let image = pool.import_image(ImageId::new(), &staged, "raw").await.unwrap();
+        let image = pool
+            .import_image(ImageId::new(), &staged, "raw")
+            .await
+            .unwrap();
 
-        let disk = pool.create_disk("server-1", &image, "raw", 4 << 20).await.unwrap();
+        let disk = pool
+            .create_disk("server-1", &image, "raw", 4 << 20)
+            .await
+            .unwrap();
 
-        let DiskSource::File { path, .. } = pool.disk_source(&disk).unwrap() else { panic!("not a file") };
+        let DiskSource::File { path, .. } = pool.disk_source(&disk).unwrap() else {
+            panic!("not a file")
+        };
         let info = qemu_img::info_of_own(&path, "qcow2").await.unwrap();
         assert_eq!(info.virtual_size, 4 << 20);
-        assert_eq!(info.backing_filename.as_deref(), pool.path_of(&image).unwrap().to_str());
+        assert_eq!(
+            info.backing_filename.as_deref(),
+            pool.path_of(&image).unwrap().to_str()
+        );
         assert_eq!(pool.disk_locations().await.unwrap(), vec![disk.clone()]);
         pool.delete_disk(&disk).await.unwrap();
         assert!(pool.disk_locations().await.unwrap().is_empty());
@@ -353,13 +433,19 @@ mod tests {
         let pool = FilePool::open(dir.path().join("pool")).await.unwrap();
         let staged = dir.path().join("upload");
         tokio::fs::write(&staged, vec![1u8; 1 << 20]).await.unwrap();
-        let base = pool.import_image(ImageId::new(), &staged, "raw").await.unwrap();
+        let base = pool
+            .import_image(ImageId::new(), &staged, "raw")
+            .await
+            .unwrap();
         let disk = pool.create_disk("vm-a", &base, "raw", 0).await.unwrap();
         let (top, _) = pool.new_overlay(&disk, "vm-a-2").unwrap().unwrap();
         pool.create_overlay(&disk, &top).await.unwrap();
         let other = pool.create_disk("vm-b", &base, "raw", 0).await.unwrap();
 
-        let removed = pool.collect_garbage(&BTreeSet::from([top.clone()])).await.unwrap();
+        let removed = pool
+            .collect_garbage(&BTreeSet::from([top.clone()]))
+            .await
+            .unwrap();
 
         assert_eq!(removed, vec![other]);
         assert!(pool.overlay_is_valid(&top).await.unwrap());
@@ -372,7 +458,10 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pool = FilePool::open(dir.path().join("pool")).await.unwrap();
 
-        let err = pool.create_disk("../evil", "file:///x", "raw", 1).await.unwrap_err();
+        let err = pool
+            .create_disk("../evil", "file:///x", "raw", 1)
+            .await
+            .unwrap_err();
 
         assert_eq!(err.kind(), domain::ErrorKind::InvalidInput);
     }

@@ -31,7 +31,9 @@ pub struct ImageReader {
 
 impl std::fmt::Debug for ImageReader {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ImageReader").field("size", &self.size).finish()
+        f.debug_struct("ImageReader")
+            .field("size", &self.size)
+            .finish()
     }
 }
 
@@ -41,7 +43,12 @@ pub enum DiskSource {
     /// A local file in `format` (`qcow2` or `raw`).
     File { path: PathBuf, format: String },
     /// An RBD image, opened through librbd with `conf` as `client.<user>`.
-    Rbd { pool: String, image: String, conf: PathBuf, user: String },
+    Rbd {
+        pool: String,
+        image: String,
+        conf: PathBuf,
+        user: String,
+    },
 }
 
 /// The operations Snapstack needs from a storage backend.
@@ -85,7 +92,13 @@ pub trait Pool: Send + Sync + std::fmt::Debug {
     /// copy-on-write child of the image at `image_location`, whose data is in
     /// `image_format` (qemu-img's name), at least `size` bytes big (never
     /// smaller than the image). Returns the disk's location.
-    async fn create_disk(&self, name: &str, image_location: &str, image_format: &str, size: u64) -> Result<String>;
+    async fn create_disk(
+        &self,
+        name: &str,
+        image_location: &str,
+        image_format: &str,
+        size: u64,
+    ) -> Result<String>;
 
     /// How a hypervisor opens the disk at `location`.
     fn disk_source(&self, location: &str) -> Result<DiskSource>;
@@ -133,7 +146,10 @@ pub trait Pool: Send + Sync + std::fmt::Debug {
     /// Creates the overlay at `target` (from [`new_overlay`](Pool::new_overlay))
     /// over the disk at `disk`, for a disk no hypervisor has open.
     async fn create_overlay(&self, disk: &str, _target: &str) -> Result<()> {
-        Err(domain::Error::internal(format!("The {} pool cannot layer disk {disk}.", self.kind())))
+        Err(domain::Error::internal(format!(
+            "The {} pool cannot layer disk {disk}.",
+            self.kind()
+        )))
     }
 
     /// Whether `location` is a valid, complete overlay (for crash recovery).

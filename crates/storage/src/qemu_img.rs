@@ -21,7 +21,11 @@ pub struct Limits {
 impl Default for Limits {
     fn default() -> Self {
         // OpenStack uses 30 s of CPU and 1 GiB of address space.
-        Limits { cpu_seconds: 30, address_space_bytes: 1 << 30, wall_clock: Duration::from_secs(60) }
+        Limits {
+            cpu_seconds: 30,
+            address_space_bytes: 1 << 30,
+            wall_clock: Duration::from_secs(60),
+        }
     }
 }
 
@@ -50,7 +54,11 @@ pub async fn info(path: &Path, format: &str, limits: Limits) -> Result<ImageInfo
     let output = tokio::time::timeout(limits.wall_clock, cmd.output())
         .await
         .map_err(|_| Error::invalid("qemu-img took too long to read the image; it was stopped."))?
-        .map_err(|e| Error::unavailable(format!("Cannot run qemu-img (is qemu-utils installed?): {e}")))?;
+        .map_err(|e| {
+            Error::unavailable(format!(
+                "Cannot run qemu-img (is qemu-utils installed?): {e}"
+            ))
+        })?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
         return Err(Error::invalid(format!(
@@ -61,7 +69,9 @@ pub async fn info(path: &Path, format: &str, limits: Limits) -> Result<ImageInfo
     let info: ImageInfo = serde_json::from_slice(&output.stdout)
         .map_err(|e| Error::internal(format!("qemu-img printed unexpected JSON: {e}")))?;
     if info.backing_filename.is_some() {
-        return Err(Error::invalid("The image refers to a backing file; uploaded images may not."));
+        return Err(Error::invalid(
+            "The image refers to a backing file; uploaded images may not.",
+        ));
     }
     Ok(info)
 }
@@ -74,19 +84,30 @@ pub async fn run(args: &[&str]) -> Result<String> {
         .kill_on_drop(true)
         .output()
         .await
-        .map_err(|e| Error::unavailable(format!("Cannot run qemu-img (is qemu-utils installed?): {e}")))?;
+        .map_err(|e| {
+            Error::unavailable(format!(
+                "Cannot run qemu-img (is qemu-utils installed?): {e}"
+            ))
+        })?;
     if !output.status.success() {
         let stderr = String::from_utf8_lossy(&output.stderr);
-        return Err(Error::internal(format!("qemu-img {} failed: {}", args.first().unwrap_or(&""), stderr.trim())));
+        return Err(Error::internal(format!(
+            "qemu-img {} failed: {}",
+            args.first().unwrap_or(&""),
+            stderr.trim()
+        )));
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
 }
 
 /// `qemu-img info` of one of Snapstack's own files (no backing-file check).
 pub async fn info_of_own(path: &Path, format: &str) -> Result<ImageInfo> {
-    let path = path.to_str().ok_or_else(|| Error::internal("A pool path is not UTF-8."))?;
+    let path = path
+        .to_str()
+        .ok_or_else(|| Error::internal("A pool path is not UTF-8."))?;
     let out = run(&["info", "--force-share", "--output=json", "-f", format, path]).await?;
-    serde_json::from_str(&out).map_err(|e| Error::internal(format!("qemu-img printed unexpected JSON: {e}")))
+    serde_json::from_str(&out)
+        .map_err(|e| Error::internal(format!("qemu-img printed unexpected JSON: {e}")))
 }
 
 /// Converts `src` (an inspected upload in `src_format`) to a new file `dst`
@@ -97,16 +118,25 @@ pub async fn convert(src: &Path, src_format: &str, dst: &Path, dst_format: &str)
         return Err(Error::internal("A staging path is not UTF-8."));
     };
     let output = Command::new("qemu-img")
-        .args(["convert", "-q", "-f", src_format, "-O", dst_format, src, dst])
+        .args([
+            "convert", "-q", "-f", src_format, "-O", dst_format, src, dst,
+        ])
         .kill_on_drop(true)
         .output()
         .await
-        .map_err(|e| Error::unavailable(format!("Cannot run qemu-img (is qemu-utils installed?): {e}")))?;
+        .map_err(|e| {
+            Error::unavailable(format!(
+                "Cannot run qemu-img (is qemu-utils installed?): {e}"
+            ))
+        })?;
     if output.status.success() {
         return Ok(());
     }
     let stderr = String::from_utf8_lossy(&output.stderr);
-    let message = format!("qemu-img cannot convert the image from {src_format} to {dst_format}: {}", stderr.trim());
+    let message = format!(
+        "qemu-img cannot convert the image from {src_format} to {dst_format}: {}",
+        stderr.trim()
+    );
     Err(if stderr.contains("No space left") {
         Error::unavailable(message)
     } else {
@@ -116,12 +146,29 @@ pub async fn convert(src: &Path, src_format: &str, dst: &Path, dst_format: &str)
 
 /// Creates a qcow2 overlay at `path` over `backing` (in `backing_format`),
 /// `size` bytes big. The backing path is written by Snapstack, absolute.
-pub async fn create_overlay(path: &Path, backing: &Path, backing_format: &str, size: u64) -> Result<()> {
+pub async fn create_overlay(
+    path: &Path,
+    backing: &Path,
+    backing_format: &str,
+    size: u64,
+) -> Result<()> {
     let (Some(path), Some(backing)) = (path.to_str(), backing.to_str()) else {
         return Err(Error::internal("A pool path is not UTF-8."));
     };
     let size = size.to_string();
-    run(&["create", "-q", "-f", "qcow2", "-b", backing, "-F", backing_format, path, &size]).await?;
+    run(&[
+        "create",
+        "-q",
+        "-f",
+        "qcow2",
+        "-b",
+        backing,
+        "-F",
+        backing_format,
+        path,
+        &size,
+    ])
+    .await?;
     Ok(())
 }
 

@@ -41,14 +41,15 @@ impl Store {
     }
 
     pub async fn update_project(&self, p: &Project) -> Result<()> {
-        let done = sqlx::query("UPDATE projects SET name = ?, description = ?, enabled = ? WHERE id = ?")
-            .bind(&p.name)
-            .bind(&p.description)
-            .bind(p.enabled as i64)
-            .bind(p.id.to_string())
-            .execute(&self.pool)
-            .await
-            .map_err(db_error(&format!("Cannot update project '{}'", p.name)))?;
+        let done =
+            sqlx::query("UPDATE projects SET name = ?, description = ?, enabled = ? WHERE id = ?")
+                .bind(&p.name)
+                .bind(&p.description)
+                .bind(p.enabled as i64)
+                .bind(p.id.to_string())
+                .execute(&self.pool)
+                .await
+                .map_err(db_error(&format!("Cannot update project '{}'", p.name)))?;
         if done.rows_affected() == 0 {
             return Err(Error::not_found("project", p.id));
         }
@@ -158,7 +159,8 @@ impl Store {
             .fetch_optional(&self.pool)
             .await
             .map_err(db_error("Cannot read a user"))?;
-        row.map(|r| Ok((user_from_row(&r)?, r.get("password_hash")))).transpose()
+        row.map(|r| Ok((user_from_row(&r)?, r.get("password_hash"))))
+            .transpose()
     }
 
     pub async fn password_hash(&self, id: UserId) -> Result<String> {
@@ -230,14 +232,21 @@ impl Store {
         Ok(())
     }
 
-    pub async fn unassign_role(&self, user: UserId, project: ProjectId, role: RoleId) -> Result<bool> {
-        let done = sqlx::query("DELETE FROM role_assignments WHERE user_id = ? AND project_id = ? AND role_id = ?")
-            .bind(user.to_string())
-            .bind(project.to_string())
-            .bind(role.to_string())
-            .execute(&self.pool)
-            .await
-            .map_err(db_error("Cannot remove a role assignment"))?;
+    pub async fn unassign_role(
+        &self,
+        user: UserId,
+        project: ProjectId,
+        role: RoleId,
+    ) -> Result<bool> {
+        let done = sqlx::query(
+            "DELETE FROM role_assignments WHERE user_id = ? AND project_id = ? AND role_id = ?",
+        )
+        .bind(user.to_string())
+        .bind(project.to_string())
+        .bind(role.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(db_error("Cannot remove a role assignment"))?;
         Ok(done.rows_affected() > 0)
     }
 
@@ -266,7 +275,10 @@ impl Store {
                     Ok((
                         parse_id(r.get::<&str, _>("user_id"))?,
                         parse_id(r.get::<&str, _>("project_id"))?,
-                        RoleRecord { id: parse_id(r.get::<&str, _>("role_id"))?, role },
+                        RoleRecord {
+                            id: parse_id(r.get::<&str, _>("role_id"))?,
+                            role,
+                        },
                     ))
                 })())
             })
@@ -291,7 +303,12 @@ mod tests {
     use super::*;
 
     fn project(name: &str) -> Project {
-        Project { id: ProjectId::new(), name: name.into(), description: String::new(), enabled: true }
+        Project {
+            id: ProjectId::new(),
+            name: name.into(),
+            description: String::new(),
+            enabled: true,
+        }
     }
 
     #[tokio::test]
@@ -323,8 +340,14 @@ mod tests {
 
         store.assign_role(u.id, p.id, member.id).await.unwrap();
 
-        assert_eq!(store.roles_on(u.id, p.id).await.unwrap(), vec![Role::Member]);
-        assert_eq!(store.roles_on(u.id, ProjectId::new()).await.unwrap(), vec![]);
+        assert_eq!(
+            store.roles_on(u.id, p.id).await.unwrap(),
+            vec![Role::Member]
+        );
+        assert_eq!(
+            store.roles_on(u.id, ProjectId::new()).await.unwrap(),
+            vec![]
+        );
     }
 
     #[tokio::test]

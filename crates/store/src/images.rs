@@ -101,7 +101,8 @@ fn image_from_row(row: &SqliteRow) -> Result<Image> {
         min_disk: row.get::<i64, _>("min_disk") as u64,
         min_ram: row.get::<i64, _>("min_ram") as u64,
         tags: serde_json::from_str(row.get("tags")).map_err(|_| corrupt("tags"))?,
-        properties: serde_json::from_str(row.get("properties")).map_err(|_| corrupt("properties"))?,
+        properties: serde_json::from_str(row.get("properties"))
+            .map_err(|_| corrupt("properties"))?,
         location: row.get("location"),
         created_at: parse_ts(row.get("created_at"))?,
         updated_at: parse_ts(row.get("updated_at"))?,
@@ -110,13 +111,14 @@ fn image_from_row(row: &SqliteRow) -> Result<Image> {
 
 /// Escapes `%`, `_` and `\` for a LIKE pattern with `ESCAPE '\'`.
 fn like_escape(s: &str) -> String {
-    s.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_")
+    s.replace('\\', "\\\\")
+        .replace('%', "\\%")
+        .replace('_', "\\_")
 }
 
 fn json_text<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_default()
 }
-
 
 impl Store {
     pub async fn insert_image(&self, img: &Image) -> Result<()> {
@@ -222,7 +224,8 @@ impl Store {
         let mut sql = String::from("SELECT * FROM images WHERE status <> 'deleted'");
         let mut args = SqliteArguments::default();
         let bind = |args: &mut SqliteArguments<'_>, v: String| {
-            args.add(v).map_err(|e| Error::internal(format!("Cannot bind a query argument: {e}")))
+            args.add(v)
+                .map_err(|e| Error::internal(format!("Cannot bind a query argument: {e}")))
         };
 
         match (filter.viewer, filter.visibility) {
@@ -277,7 +280,11 @@ impl Store {
             bind(&mut args, f.clone())?;
         }
         if let Some(p) = filter.protected {
-            sql.push_str(if p { " AND protected = 1" } else { " AND protected = 0" });
+            sql.push_str(if p {
+                " AND protected = 1"
+            } else {
+                " AND protected = 0"
+            });
         }
         match filter.os_hidden {
             Some(true) => sql.push_str(" AND os_hidden = 1"),
@@ -289,9 +296,13 @@ impl Store {
         };
         if let Some(marker) = filter.marker {
             let m = self.image(marker).await.map_err(|_| {
-                Error::invalid(format!("Marker {marker} does not name an image you can see."))
+                Error::invalid(format!(
+                    "Marker {marker} does not name an image you can see."
+                ))
             })?;
-            sql.push_str(&format!(" AND (created_at {cmp} ? OR (created_at = ? AND id {cmp} ?))"));
+            sql.push_str(&format!(
+                " AND (created_at {cmp} ? OR (created_at = ? AND id {cmp} ?))"
+            ));
             bind(&mut args, ts(m.created_at))?;
             bind(&mut args, ts(m.created_at))?;
             bind(&mut args, m.id.to_string())?;
@@ -305,14 +316,20 @@ impl Store {
             .fetch_all(&self.pool)
             .await
             .map_err(db_error("Cannot list images"))?;
-        let mut images = rows.iter().map(image_from_row).collect::<Result<Vec<_>>>()?;
+        let mut images = rows
+            .iter()
+            .map(image_from_row)
+            .collect::<Result<Vec<_>>>()?;
         let next_marker = if images.len() > limit as usize {
             images.truncate(limit as usize);
             images.last().map(|i| i.id)
         } else {
             None
         };
-        Ok(ImagePage { images, next_marker })
+        Ok(ImagePage {
+            images,
+            next_marker,
+        })
     }
 
     pub async fn upsert_member(&self, m: &ImageMember) -> Result<()> {
@@ -332,11 +349,12 @@ impl Store {
     }
 
     pub async fn members(&self, image: ImageId) -> Result<Vec<ImageMember>> {
-        let rows = sqlx::query("SELECT * FROM image_members WHERE image_id = ? ORDER BY created_at")
-            .bind(image.to_string())
-            .fetch_all(&self.pool)
-            .await
-            .map_err(db_error("Cannot list image members"))?;
+        let rows =
+            sqlx::query("SELECT * FROM image_members WHERE image_id = ? ORDER BY created_at")
+                .bind(image.to_string())
+                .fetch_all(&self.pool)
+                .await
+                .map_err(db_error("Cannot list image members"))?;
         rows.iter()
             .map(|r| {
                 Ok(ImageMember {
@@ -385,7 +403,10 @@ mod tests {
         img.status = ImageStatus::Saving;
         store.update_image(&img, ImageStatus::Queued).await.unwrap();
 
-        let err = store.update_image(&img, ImageStatus::Queued).await.unwrap_err();
+        let err = store
+            .update_image(&img, ImageStatus::Queued)
+            .await
+            .unwrap_err();
 
         assert_eq!(err.kind(), ErrorKind::Conflict);
     }
@@ -395,9 +416,16 @@ mod tests {
         let store = Store::in_memory().await.unwrap();
         let owner = ProjectId::new();
         for i in 0..5 {
-            store.insert_image(&image(owner, &format!("i{i}"), i)).await.unwrap();
+            store
+                .insert_image(&image(owner, &format!("i{i}"), i))
+                .await
+                .unwrap();
         }
-        let mut filter = ImageFilter { viewer: Some(owner), limit: 2, ..Default::default() };
+        let mut filter = ImageFilter {
+            viewer: Some(owner),
+            limit: 2,
+            ..Default::default()
+        };
 
         let mut names = Vec::new();
         loop {
@@ -424,11 +452,19 @@ mod tests {
         store.insert_image(&public).await.unwrap();
 
         let page = store
-            .list_images(&ImageFilter { viewer: Some(b), limit: 10, ..Default::default() })
+            .list_images(&ImageFilter {
+                viewer: Some(b),
+                limit: 10,
+                ..Default::default()
+            })
             .await
             .unwrap();
 
-        let names: Vec<_> = page.images.iter().map(|i| i.name.clone().unwrap()).collect();
+        let names: Vec<_> = page
+            .images
+            .iter()
+            .map(|i| i.name.clone().unwrap())
+            .collect();
         assert_eq!(names, vec!["public"]);
     }
 
@@ -453,7 +489,11 @@ mod tests {
             .await
             .unwrap();
 
-        let names: Vec<_> = page.images.iter().map(|i| i.name.clone().unwrap()).collect();
+        let names: Vec<_> = page
+            .images
+            .iter()
+            .map(|i| i.name.clone().unwrap())
+            .collect();
         assert_eq!(names, vec!["tagged"]);
     }
 }

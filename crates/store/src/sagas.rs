@@ -34,14 +34,16 @@ impl Store {
 
     /// Records that saga `id` is about to run `step`, with `data`.
     pub async fn saga_step(&self, id: &str, step: &str, data: &serde_json::Value) -> Result<()> {
-        let done = sqlx::query("UPDATE sagas SET step = ?, data = ?, updated_at = ? WHERE id = ? AND done = 0")
-            .bind(step)
-            .bind(data.to_string())
-            .bind(ts(Utc::now()))
-            .bind(id)
-            .execute(&self.pool)
-            .await
-            .map_err(db_error("Cannot record a saga step"))?;
+        let done = sqlx::query(
+            "UPDATE sagas SET step = ?, data = ?, updated_at = ? WHERE id = ? AND done = 0",
+        )
+        .bind(step)
+        .bind(data.to_string())
+        .bind(ts(Utc::now()))
+        .bind(id)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error("Cannot record a saga step"))?;
         if done.rows_affected() == 0 {
             return Err(Error::conflict(format!("Saga {id} is over.")));
         }
@@ -95,7 +97,10 @@ mod tests {
             created_at: Utc::now(),
         };
         store.insert_saga(&saga).await.unwrap();
-        store.saga_step("s1", "switched", &serde_json::json!({"top": "x"})).await.unwrap();
+        store
+            .saga_step("s1", "switched", &serde_json::json!({"top": "x"}))
+            .await
+            .unwrap();
 
         let open = store.open_sagas().await.unwrap();
         store.finish_saga("s1", "published").await.unwrap();

@@ -86,12 +86,17 @@ fn flavor_from_row(row: &SqliteRow) -> Result<Flavor> {
 
 fn server_from_row(row: &SqliteRow) -> Result<Server> {
     let corrupt = |what: &str| Error::internal(format!("Corrupt {what} in the servers table."));
-    let flavor: FlavorJson = serde_json::from_str(row.get("flavor")).map_err(|_| corrupt("flavor"))?;
+    let flavor: FlavorJson =
+        serde_json::from_str(row.get("flavor")).map_err(|_| corrupt("flavor"))?;
     let fault: Option<String> = row.get("fault");
     let fault = fault
         .map(|f| serde_json::from_str::<FaultJson>(&f).map_err(|_| corrupt("fault")))
         .transpose()?
-        .map(|f| Fault { code: f.code, message: f.message, created: f.created });
+        .map(|f| Fault {
+            code: f.code,
+            message: f.message,
+            created: f.created,
+        });
     let task: Option<String> = row.get("task_state");
     let image: Option<String> = row.get("image_id");
     let launched: Option<String> = row.get("launched_at");
@@ -103,7 +108,10 @@ fn server_from_row(row: &SqliteRow) -> Result<Server> {
         image_id: image.as_deref().map(parse_id::<ImageId>).transpose()?,
         flavor: flavor.into(),
         vm_state: VmState::parse(row.get("vm_state")).ok_or_else(|| corrupt("vm_state"))?,
-        task_state: task.as_deref().map(|t| TaskState::parse(t).ok_or_else(|| corrupt("task_state"))).transpose()?,
+        task_state: task
+            .as_deref()
+            .map(|t| TaskState::parse(t).ok_or_else(|| corrupt("task_state")))
+            .transpose()?,
         power_state: PowerState::from_code(row.get("power_state")),
         progress: row.get::<i64, _>("progress").clamp(0, 100) as u8,
         fault,
@@ -117,8 +125,12 @@ fn server_from_row(row: &SqliteRow) -> Result<Server> {
 
 fn fault_json(f: &Option<Fault>) -> Option<String> {
     f.as_ref().map(|f| {
-        serde_json::to_string(&FaultJson { code: f.code, message: f.message.clone(), created: f.created })
-            .unwrap_or_default()
+        serde_json::to_string(&FaultJson {
+            code: f.code,
+            message: f.message.clone(),
+            created: f.created,
+        })
+        .unwrap_or_default()
     })
 }
 
@@ -228,7 +240,11 @@ impl Store {
 
     /// Writes every field of `s`, provided the stored server still has
     /// `expected` (vm_state, task_state). Returns `Conflict` otherwise.
-    pub async fn update_server(&self, s: &Server, expected: (VmState, Option<TaskState>)) -> Result<()> {
+    pub async fn update_server(
+        &self,
+        s: &Server,
+        expected: (VmState, Option<TaskState>),
+    ) -> Result<()> {
         let done = sqlx::query(
             "UPDATE servers SET name = ?, vm_state = ?, task_state = ?, power_state = ?, progress = ?, fault = ?, \
              metadata = ?, root_disk = ?, image_id = ?, updated_at = ?, launched_at = ? \
@@ -316,9 +332,15 @@ mod tests {
         store.insert_server(&s).await.unwrap();
         let mut claimed = s.clone();
         claimed.task_state = Some(TaskState::PoweringOff);
-        store.update_server(&claimed, (VmState::Active, None)).await.unwrap();
+        store
+            .update_server(&claimed, (VmState::Active, None))
+            .await
+            .unwrap();
 
-        let err = store.update_server(&claimed, (VmState::Active, None)).await.unwrap_err();
+        let err = store
+            .update_server(&claimed, (VmState::Active, None))
+            .await
+            .unwrap_err();
 
         assert_eq!(err.kind(), ErrorKind::Conflict);
     }
@@ -327,7 +349,11 @@ mod tests {
     async fn server_when_stored_then_read_back_equal() {
         let store = Store::in_memory().await.unwrap();
         let mut s = server();
-        s.fault = Some(Fault { code: 500, message: "boom".into(), created: Utc::now() });
+        s.fault = Some(Fault {
+            code: 500,
+            message: "boom".into(),
+            created: Utc::now(),
+        });
         store.insert_server(&s).await.unwrap();
 
         let back = store.server(s.id).await.unwrap();
@@ -344,6 +370,9 @@ mod tests {
 
         store.delete_flavor("1").await.unwrap();
 
-        assert_eq!(store.flavor("1").await.unwrap_err().kind(), ErrorKind::NotFound);
+        assert_eq!(
+            store.flavor("1").await.unwrap_err().kind(),
+            ErrorKind::NotFound
+        );
     }
 }

@@ -58,11 +58,12 @@ impl Store {
     }
 
     pub async fn revoke_token(&self, token_hash: &str) -> Result<bool> {
-        let done = sqlx::query("UPDATE tokens SET revoked = 1 WHERE token_hash = ? AND revoked = 0")
-            .bind(token_hash)
-            .execute(&self.pool)
-            .await
-            .map_err(db_error("Cannot revoke a token"))?;
+        let done =
+            sqlx::query("UPDATE tokens SET revoked = 1 WHERE token_hash = ? AND revoked = 0")
+                .bind(token_hash)
+                .execute(&self.pool)
+                .await
+                .map_err(db_error("Cannot revoke a token"))?;
         Ok(done.rows_affected() > 0)
     }
 

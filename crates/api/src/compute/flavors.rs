@@ -24,8 +24,16 @@ pub(crate) fn routes() -> Router<AppState> {
 }
 
 const FLAVOR_FIELDS: &[&str] = &[
-    "name", "id", "ram", "vcpus", "disk", "OS-FLV-EXT-DATA:ephemeral", "swap", "rxtx_factor",
-    "os-flavor-access:is_public", "description",
+    "name",
+    "id",
+    "ram",
+    "vcpus",
+    "disk",
+    "OS-FLV-EXT-DATA:ephemeral",
+    "swap",
+    "rxtx_factor",
+    "os-flavor-access:is_public",
+    "description",
 ];
 
 fn uint(obj: &Map<String, Value>, key: &str, required: bool) -> Result<u64, Error> {
@@ -33,8 +41,12 @@ fn uint(obj: &Map<String, Value>, key: &str, required: bool) -> Result<u64, Erro
         None | Some(Value::Null) if !required => Ok(0),
         None | Some(Value::Null) => Err(Error::invalid(format!("'{key}' is a required property."))),
         Some(Value::String(s)) if s.is_empty() && !required => Ok(0),
-        Some(Value::String(s)) => s.parse().map_err(|_| Error::invalid(format!("'{key}' must be a non-negative integer."))),
-        Some(v) => v.as_u64().ok_or_else(|| Error::invalid(format!("'{key}' must be a non-negative integer."))),
+        Some(Value::String(s)) => s
+            .parse()
+            .map_err(|_| Error::invalid(format!("'{key}' must be a non-negative integer."))),
+        Some(v) => v
+            .as_u64()
+            .ok_or_else(|| Error::invalid(format!("'{key}' must be a non-negative integer."))),
     }
 }
 
@@ -44,15 +56,21 @@ fn parse_flavor(body: &Value) -> Result<Flavor, Error> {
         .and_then(Value::as_object)
         .ok_or_else(|| Error::invalid("Expecting 'flavor' in the request body."))?;
     if let Some(extra) = obj.keys().find(|k| !FLAVOR_FIELDS.contains(&k.as_str())) {
-        return Err(Error::invalid(format!("Additional properties are not allowed ('{extra}' was unexpected).")));
+        return Err(Error::invalid(format!(
+            "Additional properties are not allowed ('{extra}' was unexpected)."
+        )));
     }
-    let name = obj.get("name").and_then(Value::as_str).ok_or_else(|| Error::invalid("'name' is a required property."))?;
+    let name = obj
+        .get("name")
+        .and_then(Value::as_str)
+        .ok_or_else(|| Error::invalid("'name' is a required property."))?;
     let id = match obj.get("id") {
         None | Some(Value::Null) => String::new(),
         Some(Value::String(s)) => s.clone(),
         Some(_) => return Err(Error::invalid("'id' must be a string.")),
     };
-    let vcpus = u32::try_from(uint(obj, "vcpus", true)?).map_err(|_| Error::invalid("'vcpus' is too large."))?;
+    let vcpus = u32::try_from(uint(obj, "vcpus", true)?)
+        .map_err(|_| Error::invalid("'vcpus' is too large."))?;
     Ok(Flavor {
         id,
         name: name.to_string(),
@@ -61,8 +79,14 @@ fn parse_flavor(body: &Value) -> Result<Flavor, Error> {
         disk: uint(obj, "disk", true)?,
         ephemeral: uint(obj, "OS-FLV-EXT-DATA:ephemeral", false)?,
         swap: uint(obj, "swap", false)?,
-        is_public: obj.get("os-flavor-access:is_public").and_then(Value::as_bool).unwrap_or(true),
-        description: obj.get("description").and_then(Value::as_str).map(str::to_owned),
+        is_public: obj
+            .get("os-flavor-access:is_public")
+            .and_then(Value::as_bool)
+            .unwrap_or(true),
+        description: obj
+            .get("description")
+            .and_then(Value::as_str)
+            .map(str::to_owned),
         extra_specs: BTreeMap::new(),
     })
 }
@@ -77,27 +101,52 @@ async fn create(
     Ok(Json(json!({"flavor": views::flavor(&s, &flavor, v)})))
 }
 
-async fn list(State(s): State<AppState>, Auth(caller): Auth, v: Microversion) -> NovaResult<Json<Value>> {
+async fn list(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    v: Microversion,
+) -> NovaResult<Json<Value>> {
     let flavors = s.cloud.flavors(&caller).await?;
-    Ok(Json(json!({"flavors": flavors.iter().map(|f| views::flavor_summary(&s, f, v)).collect::<Vec<_>>()})))
+    Ok(Json(
+        json!({"flavors": flavors.iter().map(|f| views::flavor_summary(&s, f, v)).collect::<Vec<_>>()}),
+    ))
 }
 
-async fn list_detail(State(s): State<AppState>, Auth(caller): Auth, v: Microversion) -> NovaResult<Json<Value>> {
+async fn list_detail(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    v: Microversion,
+) -> NovaResult<Json<Value>> {
     let flavors = s.cloud.flavors(&caller).await?;
-    Ok(Json(json!({"flavors": flavors.iter().map(|f| views::flavor(&s, f, v)).collect::<Vec<_>>()})))
+    Ok(Json(
+        json!({"flavors": flavors.iter().map(|f| views::flavor(&s, f, v)).collect::<Vec<_>>()}),
+    ))
 }
 
-async fn show(State(s): State<AppState>, Auth(caller): Auth, v: Microversion, Path(id): Path<String>) -> NovaResult<Json<Value>> {
+async fn show(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    v: Microversion,
+    Path(id): Path<String>,
+) -> NovaResult<Json<Value>> {
     let flavor = s.cloud.flavor(&caller, &id).await?;
     Ok(Json(json!({"flavor": views::flavor(&s, &flavor, v)})))
 }
 
-async fn extra_specs(State(s): State<AppState>, Auth(caller): Auth, Path(id): Path<String>) -> NovaResult<Json<Value>> {
+async fn extra_specs(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> NovaResult<Json<Value>> {
     let flavor = s.cloud.flavor(&caller, &id).await?;
     Ok(Json(json!({"extra_specs": flavor.extra_specs})))
 }
 
-async fn delete(State(s): State<AppState>, Auth(caller): Auth, Path(id): Path<String>) -> NovaResult<StatusCode> {
+async fn delete(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> NovaResult<StatusCode> {
     s.cloud.delete_flavor(&caller, &id).await?;
     Ok(StatusCode::ACCEPTED)
 }

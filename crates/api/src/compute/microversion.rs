@@ -22,30 +22,51 @@ impl Microversion {
 }
 
 fn max_minor() -> u32 {
-    COMPUTE_MAX_MICROVERSION.trim_start_matches("2.").parse().unwrap_or(1)
+    COMPUTE_MAX_MICROVERSION
+        .trim_start_matches("2.")
+        .parse()
+        .unwrap_or(1)
 }
 
 fn requested(headers: &HeaderMap) -> Option<String> {
-    let modern = headers.get_all("openstack-api-version").iter().find_map(|v| {
-        let v = v.to_str().ok()?;
-        v.split(',').find_map(|part| {
-            let mut words = part.split_whitespace();
-            (words.next()? .eq_ignore_ascii_case("compute")).then(|| words.next().map(str::to_owned)).flatten()
-        })
-    });
-    modern.or_else(|| headers.get("x-openstack-nova-api-version")?.to_str().ok().map(|v| v.trim().to_owned()))
+    let modern = headers
+        .get_all("openstack-api-version")
+        .iter()
+        .find_map(|v| {
+            let v = v.to_str().ok()?;
+            v.split(',').find_map(|part| {
+                let mut words = part.split_whitespace();
+                (words.next()?.eq_ignore_ascii_case("compute"))
+                    .then(|| words.next().map(str::to_owned))
+                    .flatten()
+            })
+        });
+    modern.or_else(|| {
+        headers
+            .get("x-openstack-nova-api-version")?
+            .to_str()
+            .ok()
+            .map(|v| v.trim().to_owned())
+    })
 }
 
 /// Parses the requested version; `Err` is the message of a 406 or 400.
 fn parse(v: Option<String>) -> Result<Microversion, (StatusCode, String)> {
-    let Some(v) = v else { return Ok(Microversion(1)) };
+    let Some(v) = v else {
+        return Ok(Microversion(1));
+    };
     if v.eq_ignore_ascii_case("latest") {
         return Ok(Microversion(max_minor()));
     }
     let minor = v
         .strip_prefix("2.")
         .and_then(|m| m.parse::<u32>().ok())
-        .ok_or_else(|| (StatusCode::BAD_REQUEST, format!("Invalid compute API version '{v}'.")))?;
+        .ok_or_else(|| {
+            (
+                StatusCode::BAD_REQUEST,
+                format!("Invalid compute API version '{v}'."),
+            )
+        })?;
     if minor < 1 || minor > max_minor() {
         return Err((
             StatusCode::NOT_ACCEPTABLE,
@@ -59,8 +80,16 @@ pub(crate) async fn negotiate(mut req: Request, next: Next) -> Response {
     let version = match parse(requested(req.headers())) {
         Ok(v) => v,
         Err((status, message)) => {
-            let key = if status == StatusCode::NOT_ACCEPTABLE { "notAcceptable" } else { "badRequest" };
-            return (status, axum::Json(json!({key: {"code": status.as_u16(), "message": message}}))).into_response();
+            let key = if status == StatusCode::NOT_ACCEPTABLE {
+                "notAcceptable"
+            } else {
+                "badRequest"
+            };
+            return (
+                status,
+                axum::Json(json!({key: {"code": status.as_u16(), "message": message}})),
+            )
+                .into_response();
         }
     };
     req.extensions_mut().insert(version);
@@ -72,7 +101,10 @@ pub(crate) async fn negotiate(mut req: Request, next: Next) -> Response {
     if let Ok(v) = HeaderValue::from_str(&format!("2.{}", version.0)) {
         h.insert("x-openstack-nova-api-version", v);
     }
-    h.insert("vary", HeaderValue::from_static("OpenStack-API-Version, X-OpenStack-Nova-API-Version"));
+    h.insert(
+        "vary",
+        HeaderValue::from_static("OpenStack-API-Version, X-OpenStack-Nova-API-Version"),
+    );
     response
 }
 
@@ -80,7 +112,11 @@ impl<S: Send + Sync> FromRequestParts<S> for Microversion {
     type Rejection = std::convert::Infallible;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        Ok(parts.extensions.get::<Microversion>().copied().unwrap_or(Microversion(1)))
+        Ok(parts
+            .extensions
+            .get::<Microversion>()
+            .copied()
+            .unwrap_or(Microversion(1)))
     }
 }
 
@@ -95,18 +131,27 @@ mod tests {
 
     #[test]
     fn version_when_latest_then_maximum() {
-        assert_eq!(parse(Some("latest".into())).unwrap(), Microversion(max_minor()));
+        assert_eq!(
+            parse(Some("latest".into())).unwrap(),
+            Microversion(max_minor())
+        );
     }
 
     #[test]
     fn version_when_above_maximum_then_406() {
-        assert_eq!(parse(Some("2.999".into())).unwrap_err().0, StatusCode::NOT_ACCEPTABLE);
+        assert_eq!(
+            parse(Some("2.999".into())).unwrap_err().0,
+            StatusCode::NOT_ACCEPTABLE
+        );
     }
 
     #[test]
     fn modern_header_when_several_services_then_compute_picked() {
         let mut h = HeaderMap::new();
-        h.insert("openstack-api-version", HeaderValue::from_static("volume 3.5, compute 2.47"));
+        h.insert(
+            "openstack-api-version",
+            HeaderValue::from_static("volume 3.5, compute 2.47"),
+        );
 
         assert_eq!(requested(&h).as_deref(), Some("2.47"));
     }

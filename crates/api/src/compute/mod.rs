@@ -64,6 +64,10 @@ impl IntoResponse for NovaError {
             ErrorKind::Unavailable => "serviceUnavailable",
             _ => "computeFault",
         };
-        (status, Json(json!({key: {"code": status.as_u16(), "message": self.0.message()}}))).into_response()
+        (
+            status,
+            Json(json!({key: {"code": status.as_u16(), "message": self.0.message()}})),
+        )
+            .into_response()
     }
 }

@@ -17,7 +17,9 @@ use crate::AppState;
 pub(crate) const NO_NETWORK_ID: &str = "5e0c2c5f-0000-4000-8000-6e6f6e650000";
 
 pub(crate) fn routes() -> Router<AppState> {
-    Router::new().route("/os-networks", get(list)).route("/os-networks/{id}", get(show))
+    Router::new()
+        .route("/os-networks", get(list))
+        .route("/os-networks/{id}", get(show))
 }
 
 fn view() -> Value {
@@ -31,7 +33,11 @@ async fn list(Auth(_caller): Auth) -> Json<Value> {
     Json(json!({"networks": [view()]}))
 }
 
-async fn show(State(_s): State<AppState>, Auth(_caller): Auth, Path(id): Path<String>) -> NovaResult<Json<Value>> {
+async fn show(
+    State(_s): State<AppState>,
+    Auth(_caller): Auth,
+    Path(id): Path<String>,
+) -> NovaResult<Json<Value>> {
     if id == NO_NETWORK_ID {
         Ok(Json(json!({"network": view()})))
     } else {

@@ -30,20 +30,47 @@ pub(crate) fn routes() -> Router<AppState> {
 /// Keys Nova's schema allows in `server` (those we do not act on are
 /// accepted and ignored, as a cloud without that feature would).
 const SERVER_FIELDS: &[&str] = &[
-    "name", "imageRef", "flavorRef", "networks", "metadata", "availability_zone", "key_name",
-    "security_groups", "user_data", "config_drive", "adminPass", "block_device_mapping_v2",
-    "block_device_mapping", "min_count", "max_count", "return_reservation_id", "description", "tags",
-    "OS-DCF:diskConfig", "accessIPv4", "accessIPv6", "personality", "hostname",
-    "trusted_image_certificates", "host", "hypervisor_hostname",
+    "name",
+    "imageRef",
+    "flavorRef",
+    "networks",
+    "metadata",
+    "availability_zone",
+    "key_name",
+    "security_groups",
+    "user_data",
+    "config_drive",
+    "adminPass",
+    "block_device_mapping_v2",
+    "block_device_mapping",
+    "min_count",
+    "max_count",
+    "return_reservation_id",
+    "description",
+    "tags",
+    "OS-DCF:diskConfig",
+    "accessIPv4",
+    "accessIPv6",
+    "personality",
+    "hostname",
+    "trusted_image_certificates",
+    "host",
+    "hypervisor_hostname",
 ];
 
 fn string_map(v: Option<&Value>, what: &str) -> Result<BTreeMap<String, String>, Error> {
-    let Some(v) = v else { return Ok(BTreeMap::new()) };
-    let obj = v.as_object().ok_or_else(|| Error::invalid(format!("'{what}' must be an object of strings.")))?;
+    let Some(v) = v else {
+        return Ok(BTreeMap::new());
+    };
+    let obj = v
+        .as_object()
+        .ok_or_else(|| Error::invalid(format!("'{what}' must be an object of strings.")))?;
     obj.iter()
         .map(|(k, v)| match v {
             Value::String(s) if k.len() <= 255 && s.len() <= 255 => Ok((k.clone(), s.clone())),
-            _ => Err(Error::invalid(format!("'{what}' values must be strings of at most 255 characters."))),
+            _ => Err(Error::invalid(format!(
+                "'{what}' values must be strings of at most 255 characters."
+            ))),
         })
         .collect()
 }
@@ -53,7 +80,9 @@ fn string_map(v: Option<&Value>, what: &str) -> Result<BTreeMap<String, String>,
 /// `openstack server create --network none` works at any microversion.
 fn is_no_network(entry: &Value) -> bool {
     entry.get("uuid").and_then(Value::as_str) == Some(super::networks::NO_NETWORK_ID)
-        && entry.as_object().is_some_and(|o| o.keys().all(|k| k == "uuid" || k == "tag"))
+        && entry
+            .as_object()
+            .is_some_and(|o| o.keys().all(|k| k == "uuid" || k == "tag"))
 }
 
 /// The one block device mapping an image boot may carry: the image itself
@@ -63,18 +92,31 @@ fn is_image_root(bdm: &Value, image_ref: Option<&str>) -> bool {
     field("source_type") == Some("image")
         && field("destination_type").unwrap_or("local") == "local"
         && field("uuid") == image_ref
-        && bdm.get("boot_index").and_then(|b| b.as_i64().or_else(|| b.as_str()?.parse().ok())) == Some(0)
+        && bdm
+            .get("boot_index")
+            .and_then(|b| b.as_i64().or_else(|| b.as_str()?.parse().ok()))
+            == Some(0)
 }
 
 fn parse_create(body: &Value, v: Microversion) -> Result<NewServer, Error> {
-    let top = body.as_object().ok_or_else(|| Error::invalid("The request body must be a JSON object."))?;
-    if let Some(extra) = top.keys().find(|k| !["server", "os:scheduler_hints", "OS-SCH-HNT:scheduler_hints"].contains(&k.as_str())) {
-        return Err(Error::invalid(format!("Additional properties are not allowed ('{extra}' was unexpected).")));
+    let top = body
+        .as_object()
+        .ok_or_else(|| Error::invalid("The request body must be a JSON object."))?;
+    if let Some(extra) = top.keys().find(|k| {
+        !["server", "os:scheduler_hints", "OS-SCH-HNT:scheduler_hints"].contains(&k.as_str())
+    }) {
+        return Err(Error::invalid(format!(
+            "Additional properties are not allowed ('{extra}' was unexpected)."
+        )));
     }
-    let obj: &Map<String, Value> =
-        top.get("server").and_then(Value::as_object).ok_or_else(|| Error::invalid("'server' is a required property."))?;
+    let obj: &Map<String, Value> = top
+        .get("server")
+        .and_then(Value::as_object)
+        .ok_or_else(|| Error::invalid("'server' is a required property."))?;
     if let Some(extra) = obj.keys().find(|k| !SERVER_FIELDS.contains(&k.as_str())) {
-        return Err(Error::invalid(format!("Additional properties are not allowed ('{extra}' was unexpected).")));
+        return Err(Error::invalid(format!(
+            "Additional properties are not allowed ('{extra}' was unexpected)."
+        )));
     }
     let text = |key: &str| -> Result<String, Error> {
         match obj.get(key) {
@@ -99,14 +141,22 @@ fn parse_create(body: &Value, v: Microversion) -> Result<NewServer, Error> {
     }
     if let Some(bdms) = obj.get("block_device_mapping_v2") {
         let image_ref = obj.get("imageRef").and_then(Value::as_str);
-        let list = bdms.as_array().ok_or_else(|| Error::invalid("'block_device_mapping_v2' must be a list."))?;
+        let list = bdms
+            .as_array()
+            .ok_or_else(|| Error::invalid("'block_device_mapping_v2' must be a list."))?;
         if !list.iter().all(|bdm| is_image_root(bdm, image_ref)) {
             return Err(Error::invalid("Booting from volumes is not available yet."));
         }
     }
     for count in ["min_count", "max_count"] {
-        if obj.get(count).and_then(Value::as_u64).is_some_and(|n| n != 1) {
-            return Err(Error::invalid(format!("'{count}' other than 1 is not supported.")));
+        if obj
+            .get(count)
+            .and_then(Value::as_u64)
+            .is_some_and(|n| n != 1)
+        {
+            return Err(Error::invalid(format!(
+                "'{count}' other than 1 is not supported."
+            )));
         }
     }
     Ok(NewServer {
@@ -123,7 +173,10 @@ async fn create(
     v: Microversion,
     JsonBody(body): JsonBody<Value>,
 ) -> NovaResult<Response> {
-    let server = s.cloud.create_server(&caller, parse_create(&body, v)?).await?;
+    let server = s
+        .cloud
+        .create_server(&caller, parse_create(&body, v)?)
+        .await?;
     let id = server.id.to_string();
     let mut out = views::server_summary(&s, &server);
     out["OS-DCF:diskConfig"] = json!("MANUAL");
@@ -144,8 +197,15 @@ struct ListQuery {
     marker: Option<String>,
 }
 
-async fn filtered(s: &AppState, caller: &domain::identity::Caller, q: &ListQuery) -> Result<Vec<domain::server::Server>, Error> {
-    let all = q.all_tenants.as_deref().is_some_and(|v| !matches!(v, "0" | "false" | "False"));
+async fn filtered(
+    s: &AppState,
+    caller: &domain::identity::Caller,
+    q: &ListQuery,
+) -> Result<Vec<domain::server::Server>, Error> {
+    let all = q
+        .all_tenants
+        .as_deref()
+        .is_some_and(|v| !matches!(v, "0" | "false" | "False"));
     let mut servers = s.cloud.servers(caller, all).await?;
     if let Some(name) = &q.name {
         servers.retain(|srv| srv.name.contains(name.as_str()));
@@ -161,15 +221,23 @@ async fn filtered(s: &AppState, caller: &domain::identity::Caller, q: &ListQuery
         servers.drain(..=pos);
     }
     if let Some(limit) = &q.limit {
-        let n: usize = limit.parse().map_err(|_| Error::invalid(format!("limit '{limit}' is not a non-negative integer.")))?;
+        let n: usize = limit.parse().map_err(|_| {
+            Error::invalid(format!("limit '{limit}' is not a non-negative integer."))
+        })?;
         servers.truncate(n);
     }
     Ok(servers)
 }
 
-async fn list(State(s): State<AppState>, Auth(caller): Auth, Query(q): Query<ListQuery>) -> NovaResult<Json<Value>> {
+async fn list(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Query(q): Query<ListQuery>,
+) -> NovaResult<Json<Value>> {
     let servers = filtered(&s, &caller, &q).await?;
-    Ok(Json(json!({"servers": servers.iter().map(|srv| views::server_summary(&s, srv)).collect::<Vec<_>>()})))
+    Ok(Json(
+        json!({"servers": servers.iter().map(|srv| views::server_summary(&s, srv)).collect::<Vec<_>>()}),
+    ))
 }
 
 async fn list_detail(
@@ -179,12 +247,21 @@ async fn list_detail(
     Query(q): Query<ListQuery>,
 ) -> NovaResult<Json<Value>> {
     let servers = filtered(&s, &caller, &q).await?;
-    Ok(Json(json!({"servers": servers.iter().map(|srv| views::server(&s, srv, &caller, v)).collect::<Vec<_>>()})))
+    Ok(Json(
+        json!({"servers": servers.iter().map(|srv| views::server(&s, srv, &caller, v)).collect::<Vec<_>>()}),
+    ))
 }
 
-async fn show(State(s): State<AppState>, Auth(caller): Auth, v: Microversion, Path(id): Path<String>) -> NovaResult<Json<Value>> {
+async fn show(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    v: Microversion,
+    Path(id): Path<String>,
+) -> NovaResult<Json<Value>> {
     let server = s.cloud.server(&caller, &id).await?;
-    Ok(Json(json!({"server": views::server(&s, &server, &caller, v)})))
+    Ok(Json(
+        json!({"server": views::server(&s, &server, &caller, v)}),
+    ))
 }
 
 async fn update(
@@ -194,9 +271,25 @@ async fn update(
     Path(id): Path<String>,
     JsonBody(body): JsonBody<Value>,
 ) -> NovaResult<Json<Value>> {
-    let obj = body.get("server").and_then(Value::as_object).ok_or_else(|| Error::invalid("'server' is a required property."))?;
-    if let Some(extra) = obj.keys().find(|k| !["name", "description", "accessIPv4", "accessIPv6", "OS-DCF:diskConfig", "hostname"].contains(&k.as_str())) {
-        return Err(Error::invalid(format!("Additional properties are not allowed ('{extra}' was unexpected).")).into());
+    let obj = body
+        .get("server")
+        .and_then(Value::as_object)
+        .ok_or_else(|| Error::invalid("'server' is a required property."))?;
+    if let Some(extra) = obj.keys().find(|k| {
+        ![
+            "name",
+            "description",
+            "accessIPv4",
+            "accessIPv6",
+            "OS-DCF:diskConfig",
+            "hostname",
+        ]
+        .contains(&k.as_str())
+    }) {
+        return Err(Error::invalid(format!(
+            "Additional properties are not allowed ('{extra}' was unexpected)."
+        ))
+        .into());
     }
     let name = match obj.get("name") {
         None => None,
@@ -204,26 +297,42 @@ async fn update(
         Some(_) => return Err(Error::invalid("'name' must be a string.").into()),
     };
     let server = s.cloud.update_server(&caller, &id, name).await?;
-    Ok(Json(json!({"server": views::server(&s, &server, &caller, v)})))
+    Ok(Json(
+        json!({"server": views::server(&s, &server, &caller, v)}),
+    ))
 }
 
-async fn delete(State(s): State<AppState>, Auth(caller): Auth, Path(id): Path<String>) -> NovaResult<StatusCode> {
-    s.cloud.server_action(&caller, &id, ServerAction::Delete).await?;
+async fn delete(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path(id): Path<String>,
+) -> NovaResult<StatusCode> {
+    s.cloud
+        .server_action(&caller, &id, ServerAction::Delete)
+        .await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
 fn parse_action(body: &Value) -> Result<(String, Value), Error> {
-    let obj = body.as_object().ok_or_else(|| Error::invalid("The action body must be a JSON object."))?;
+    let obj = body
+        .as_object()
+        .ok_or_else(|| Error::invalid("The action body must be a JSON object."))?;
     if obj.len() != 1 {
-        return Err(Error::invalid("The action body must name exactly one action."));
+        return Err(Error::invalid(
+            "The action body must name exactly one action.",
+        ));
     }
-    let (name, args) = obj.iter().next().ok_or_else(|| Error::invalid("No action given."))?;
+    let (name, args) = obj
+        .iter()
+        .next()
+        .ok_or_else(|| Error::invalid("No action given."))?;
     Ok((name.clone(), args.clone()))
 }
 
 async fn action(
     State(s): State<AppState>,
     Auth(caller): Auth,
+    v: Microversion,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<Value>,
 ) -> NovaResult<Response> {
@@ -247,7 +356,12 @@ async fn action(
             let act = match kind.to_ascii_uppercase().as_str() {
                 "SOFT" => ServerAction::RebootSoft,
                 "HARD" => ServerAction::RebootHard,
-                _ => return Err(Error::invalid(format!("Reboot type '{kind}' is not SOFT or HARD.")).into()),
+                _ => {
+                    return Err(Error::invalid(format!(
+                        "Reboot type '{kind}' is not SOFT or HARD."
+                    ))
+                    .into())
+                }
             };
             s.cloud.server_action(&caller, &id, act).await?;
             Ok(StatusCode::ACCEPTED.into_response())
@@ -265,6 +379,53 @@ async fn action(
             let lines = length.filter(|n| *n >= 0).map(|n| n as usize);
             let output = s.cloud.console_output(&caller, &id, lines).await?;
             Ok(Json(json!({"output": output})).into_response())
+        }
+        "createImage" => {
+            let obj = args
+                .as_object()
+                .ok_or_else(|| Error::invalid("'createImage' must be an object."))?;
+            if let Some(extra) = obj
+                .keys()
+                .find(|k| !["name", "metadata"].contains(&k.as_str()))
+            {
+                return Err(Error::invalid(format!(
+                    "Additional properties are not allowed ('{extra}' was unexpected)."
+                ))
+                .into());
+            }
+            let name = obj
+                .get("name")
+                .and_then(Value::as_str)
+                .filter(|n| !n.trim().is_empty())
+                .ok_or_else(|| Error::invalid("'name' is a required property of createImage."))?;
+            let metadata = string_map(obj.get("metadata"), "metadata")?;
+            let image = s
+                .cloud
+                .create_server_image(&caller, &id, name.to_string(), metadata)
+                .await?;
+            let image_id = image.id.to_string();
+            let mut response = if v.at_least(45) {
+                (StatusCode::ACCEPTED, Json(json!({"image_id": image_id}))).into_response()
+            } else {
+                StatusCode::ACCEPTED.into_response()
+            };
+            if let Ok(loc) = HeaderValue::from_str(&s.url(&format!("/image/v2/images/{image_id}")))
+            {
+                response.headers_mut().insert(http::header::LOCATION, loc);
+            }
+            Ok(response)
+        }
+        "rebuild" => {
+            let image_ref = args
+                .get("imageRef")
+                .and_then(Value::as_str)
+                .ok_or_else(|| Error::invalid("'imageRef' is a required property of rebuild."))?;
+            let server = s.cloud.rebuild_server(&caller, &id, image_ref).await?;
+            Ok((
+                StatusCode::ACCEPTED,
+                Json(json!({"server": views::server(&s, &server, &caller, v)})),
+            )
+                .into_response())
         }
         other => Err(Error::invalid(format!("Action '{other}' is not supported.")).into()),
     }

@@ -105,7 +105,9 @@ pub(crate) fn server(s: &AppState, server: &Server, caller: &Caller, v: Microver
         out["OS-EXT-SRV-ATTR:instance_name"] = json!(format!("instance-{id}"));
     }
     if let Some(fault) = &server.fault {
-        if matches!(server.vm_state, VmState::Error | VmState::Stopped) || server.status() == "ERROR" {
+        if matches!(server.vm_state, VmState::Error | VmState::Stopped)
+            || server.status() == "ERROR"
+        {
             out["fault"] = json!({"code": fault.code, "message": fault.message, "created": timestamp(fault.created)});
         }
     }

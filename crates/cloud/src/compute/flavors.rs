@@ -14,7 +14,10 @@ impl Cloud {
         }
         flavor.validate()?;
         if self.store.flavor(&flavor.id).await.is_ok() {
-            return Err(Error::conflict(format!("Flavor with ID {} already exists.", flavor.id)));
+            return Err(Error::conflict(format!(
+                "Flavor with ID {} already exists.",
+                flavor.id
+            )));
         }
         self.store.insert_flavor(&flavor).await?;
         Ok(flavor)
@@ -23,7 +26,10 @@ impl Cloud {
     pub async fn flavors(&self, caller: &Caller) -> Result<Vec<Flavor>> {
         caller.require(Role::Reader, "list flavors")?;
         let all = self.store.flavors().await?;
-        Ok(all.into_iter().filter(|f| f.is_public || caller.is_admin()).collect())
+        Ok(all
+            .into_iter()
+            .filter(|f| f.is_public || caller.is_admin())
+            .collect())
     }
 
     pub async fn flavor(&self, caller: &Caller, id: &str) -> Result<Flavor> {

@@ -37,10 +37,25 @@ impl Cloud {
         let (source, format) = match self.pool.disk_source(location)? {
             DiskSource::File { path, format } => (
                 hypervisor::DiskSource::File(path),
-                if format == "raw" { DiskFormat::Raw } else { DiskFormat::Qcow2 },
+                if format == "raw" {
+                    DiskFormat::Raw
+                } else {
+                    DiskFormat::Qcow2
+                },
             ),
-            DiskSource::Rbd { pool, image, conf, user } => (
-                hypervisor::DiskSource::Rbd { pool, image, snapshot: None, conf: Some(conf), user: Some(user) },
+            DiskSource::Rbd {
+                pool,
+                image,
+                conf,
+                user,
+            } => (
+                hypervisor::DiskSource::Rbd {
+                    pool,
+                    image,
+                    snapshot: None,
+                    conf: Some(conf),
+                    user: Some(user),
+                },
                 DiskFormat::Raw,
             ),
         };
@@ -48,7 +63,12 @@ impl Cloud {
             name: server.id.to_string(),
             memory_mib: u32::try_from(server.flavor.ram).unwrap_or(u32::MAX),
             vcpus: server.flavor.vcpus,
-            disks: vec![DiskSpec { id: ROOT_DISK_ID.into(), source, format, read_only: false }],
+            disks: vec![DiskSpec {
+                id: ROOT_DISK_ID.into(),
+                source,
+                format,
+                read_only: false,
+            }],
             kernel: None,
             initrd: None,
             cmdline: None,
@@ -61,7 +81,9 @@ impl Cloud {
         let result = self.build(server.clone()).await;
         let mut done = match self.store.server(server.id).await {
             Ok(s) => s,
-            Err(e) => return tracing::error!(server = %server.id, error = %e, "server vanished while building"),
+            Err(e) => {
+                return tracing::error!(server = %server.id, error = %e, "server vanished while building")
+            }
         };
         match result {
             Ok(()) => {
@@ -85,7 +107,9 @@ impl Cloud {
     }
 
     async fn build(&self, mut server: Server) -> Result<()> {
-        let image_id = server.image_id.ok_or_else(|| Error::internal("A server without an image cannot be built."))?;
+        let image_id = server
+            .image_id
+            .ok_or_else(|| Error::internal("A server without an image cannot be built."))?;
         let image = self.store.image(image_id).await?;
         let location = image
             .location
@@ -98,12 +122,17 @@ impl Cloud {
             .map(image_format::qemu_img_format)
             .unwrap_or("raw");
         let size = server.flavor.disk * super::GIB;
-        let disk = self.pool.create_disk(&server.id.to_string(), &location, format, size).await?;
+        let _gc = self.gc_lock.read().await;
+        let disk = self
+            .pool
+            .create_disk(&server.id.to_string(), &location, format, size)
+            .await?;
         let expected = (server.vm_state, server.task_state);
         server.root_disk = Some(disk);
         server.progress = 50;
         server.updated_at = Utc::now();
         self.store.update_server(&server, expected).await?;
+        drop(_gc);
         let spec = self.vm_spec(&server)?;
         self.hypervisor.start(&spec).await.map_err(hypervisor_error)
     }
@@ -138,17 +167,25 @@ impl Cloud {
     }
 
     /// The hypervisor half of an action; returns the new (vm, power) states.
-    async fn perform(&self, server: &Server, action: ServerAction) -> Result<(VmState, PowerState)> {
+    async fn perform(
+        &self,
+        server: &Server,
+        action: ServerAction,
+    ) -> Result<(VmState, PowerState)> {
         let name = server.id.to_string();
         let hv = &self.hypervisor;
         let timeout = self.config.shutdown_timeout;
         match action {
             ServerAction::Stop => {
-                hv.shutdown(&name, timeout).await.map_err(hypervisor_error)?;
+                hv.shutdown(&name, timeout)
+                    .await
+                    .map_err(hypervisor_error)?;
                 Ok((VmState::Stopped, PowerState::Shutdown))
             }
             ServerAction::Start => {
-                hv.start(&self.vm_spec(server)?).await.map_err(hypervisor_error)?;
+                hv.start(&self.vm_spec(server)?)
+                    .await
+                    .map_err(hypervisor_error)?;
                 Ok((VmState::Active, PowerState::Running))
             }
             ServerAction::Pause => {
@@ -160,12 +197,16 @@ impl Cloud {
                 Ok((VmState::Active, PowerState::Running))
             }
             ServerAction::Suspend => {
-                hv.save_memory(&name, &self.state_file(server)).await.map_err(hypervisor_error)?;
+                hv.save_memory(&name, &self.state_file(server))
+                    .await
+                    .map_err(hypervisor_error)?;
                 Ok((VmState::Suspended, PowerState::Suspended))
             }
             ServerAction::Resume => {
                 let state = self.state_file(server);
-                hv.start_incoming(&self.vm_spec(server)?, &state).await.map_err(hypervisor_error)?;
+                hv.start_incoming(&self.vm_spec(server)?, &state)
+                    .await
+                    .map_err(hypervisor_error)?;
                 remove_file_if_present(&state).await;
                 Ok((VmState::Active, PowerState::Running))
             }
@@ -176,11 +217,109 @@ impl Cloud {
             ServerAction::RebootHard => {
                 hv.destroy(&name).await.map_err(hypervisor_error)?;
                 remove_file_if_present(&self.state_file(server)).await;
-                hv.start(&self.vm_spec(server)?).await.map_err(hypervisor_error)?;
+                hv.start(&self.vm_spec(server)?)
+                    .await
+                    .map_err(hypervisor_error)?;
                 Ok((VmState::Active, PowerState::Running))
             }
-            other => Err(Error::internal(format!("Action {} is not run by perform().", other.name()))),
+            other => Err(Error::internal(format!(
+                "Action {} is not run by perform().",
+                other.name()
+            ))),
         }
+    }
+
+    /// Rebuild: a new root disk from `image_id`, then the server runs again
+    /// on it (if it was running); the old disk is garbage unless images
+    /// stand on it.
+    pub(crate) async fn finish_rebuild(&self, server: Server, image_id: domain::ImageId) {
+        let expected = (server.vm_state, server.task_state);
+        let was_running = server.vm_state == VmState::Active;
+        let result = async {
+            self.hypervisor
+                .destroy(&server.id.to_string())
+                .await
+                .or_else(|e| match e.kind() {
+                    hypervisor::ErrorKind::NotFound => Ok(()),
+                    _ => Err(hypervisor_error(e)),
+                })?;
+            remove_file_if_present(&self.state_file(&server)).await;
+            let image = self.store.image(image_id).await?;
+            let location = image
+                .location
+                .clone()
+                .ok_or_else(|| Error::conflict("The image has no data."))?;
+            let format = image
+                .disk_format
+                .as_deref()
+                .and_then(|f| f.parse::<image_format::DiskFormat>().ok())
+                .map_or("raw", image_format::qemu_img_format);
+            let name = format!(
+                "{}-{}",
+                server.id,
+                &uuid::Uuid::new_v4().simple().to_string()[..12]
+            );
+            let mut rebuilt = server.clone();
+            {
+                let _gc = self.gc_lock.read().await;
+                let disk = self
+                    .pool
+                    .create_disk(&name, &location, format, server.flavor.disk * super::GIB)
+                    .await?;
+                rebuilt.root_disk = Some(disk);
+                rebuilt.image_id = Some(image_id);
+                rebuilt.updated_at = Utc::now();
+                self.store.update_server(&rebuilt, expected).await?;
+            }
+            if was_running {
+                self.hypervisor
+                    .start(&self.vm_spec(&rebuilt)?)
+                    .await
+                    .map_err(hypervisor_error)?;
+            }
+            Ok::<Server, Error>(rebuilt)
+        }
+        .await;
+        let mut done = match self.store.server(server.id).await {
+            Ok(s) => s,
+            Err(e) => {
+                return tracing::error!(server = %server.id, error = %e, "server vanished while rebuilding")
+            }
+        };
+        let now_expected = (done.vm_state, done.task_state);
+        match result {
+            Ok(_) => {
+                done.vm_state = if was_running {
+                    VmState::Active
+                } else {
+                    VmState::Stopped
+                };
+                done.power_state = if was_running {
+                    PowerState::Running
+                } else {
+                    PowerState::Shutdown
+                };
+                done.fault = None;
+                tracing::info!(server = %server.id, image = %image_id, "server rebuilt");
+            }
+            Err(e) => {
+                tracing::warn!(server = %server.id, error = %e, "server rebuild failed");
+                let (vm_state, power_state) = self.observed_state(&done).await;
+                done.vm_state = if vm_state == VmState::Active {
+                    vm_state
+                } else {
+                    VmState::Error
+                };
+                done.power_state = power_state;
+                done.fault = Some(fault(&e));
+            }
+        }
+        done.task_state = None;
+        done.updated_at = Utc::now();
+        if let Err(e) = self.store.update_server(&done, now_expected).await {
+            tracing::error!(server = %server.id, error = %e, "could not record the end of a rebuild");
+        }
+        self.collect_garbage_quietly().await;
     }
 
     /// Removes everything a server has, then its record.
@@ -198,7 +337,7 @@ impl Cloud {
                     return;
                 }
                 tracing::info!(server = %server.id, "server deleted");
-                self.release_image_data(&server).await;
+                self.collect_garbage_quietly().await;
             }
             Err(e) => {
                 tracing::warn!(server = %server.id, error = %e, "server delete failed");
@@ -219,45 +358,26 @@ impl Cloud {
             Err(e) if e.kind() == hypervisor::ErrorKind::NotFound => {}
             Err(e) => return Err(hypervisor_error(e)),
         }
-        if let Some(disk) = &server.root_disk {
-            self.pool.delete_disk(disk).await?;
-        }
         remove_file_if_present(&self.state_file(server)).await;
         Ok(())
-    }
-
-    /// After a server goes: if its image was deleted while the server still
-    /// used its data, the data can go now that nothing else uses it.
-    async fn release_image_data(&self, server: &Server) {
-        let Some(image_id) = server.image_id else { return };
-        let Ok(image) = self.store.image(image_id).await else { return };
-        let (ImageStatus::Deleted, Some(location)) = (image.status, &image.location) else { return };
-        match self.image_data_users(image_id).await {
-            Ok(0) => {
-                if let Err(e) = self.pool.delete_image(location).await {
-                    tracing::warn!(image = %image_id, error = %e, "image data left for reconciliation");
-                }
-            }
-            Ok(_) => {}
-            Err(e) => tracing::warn!(image = %image_id, error = %e, "could not count the image's users"),
-        }
-    }
-
-    /// How many live servers still use image `image_id`'s data.
-    pub(crate) async fn image_data_users(&self, image_id: domain::ImageId) -> Result<usize> {
-        Ok(self.store.servers(None).await?.iter().filter(|s| s.image_id == Some(image_id) && s.root_disk.is_some()).count())
     }
 
     /// What the hypervisor shows, as (vm_state, power_state).
     pub(crate) async fn observed_state(&self, server: &Server) -> (VmState, PowerState) {
         use hypervisor::{ShutoffReason, VmStatus};
-        let state_saved = tokio::fs::try_exists(self.state_file(server)).await.unwrap_or(false);
+        let state_saved = tokio::fs::try_exists(self.state_file(server))
+            .await
+            .unwrap_or(false);
         match self.hypervisor.status(&server.id.to_string()).await {
             Ok(VmStatus::Running) => (VmState::Active, PowerState::Running),
             Ok(VmStatus::Paused { .. }) => (VmState::Paused, PowerState::Paused),
-            Ok(VmStatus::Shutoff { reason: ShutoffReason::Saved { .. } }) => (VmState::Suspended, PowerState::Suspended),
+            Ok(VmStatus::Shutoff {
+                reason: ShutoffReason::Saved { .. },
+            }) => (VmState::Suspended, PowerState::Suspended),
             Ok(_) if state_saved => (VmState::Suspended, PowerState::Suspended),
-            Ok(VmStatus::Shutoff { reason: ShutoffReason::Crashed { .. } }) => (VmState::Stopped, PowerState::Crashed),
+            Ok(VmStatus::Shutoff {
+                reason: ShutoffReason::Crashed { .. },
+            }) => (VmState::Stopped, PowerState::Crashed),
             Ok(_) => (VmState::Stopped, PowerState::Shutdown),
             Err(_) => (server.vm_state, server.power_state),
         }
@@ -272,7 +392,11 @@ pub(crate) fn fault(e: &Error) -> Fault {
         ErrorKind::Unavailable => 503,
         _ => 500,
     };
-    Fault { code, message: e.message().to_string(), created: Utc::now() }
+    Fault {
+        code,
+        message: e.message().to_string(),
+        created: Utc::now(),
+    }
 }
 
 async fn remove_file_if_present(path: &std::path::Path) {

@@ -9,6 +9,7 @@
 
 mod flavors;
 mod lifecycle;
+mod snapshot;
 mod sync;
 
 use std::collections::BTreeMap;
@@ -48,7 +49,11 @@ impl Cloud {
     /// Servers of the caller's project (all projects for an admin asking so).
     pub async fn servers(&self, caller: &Caller, all_projects: bool) -> Result<Vec<Server>> {
         caller.require(Role::Reader, "list servers")?;
-        let project = if all_projects && caller.is_admin() { None } else { Some(caller.project()?) };
+        let project = if all_projects && caller.is_admin() {
+            None
+        } else {
+            Some(caller.project()?)
+        };
         self.store.servers(project).await
     }
 
@@ -61,17 +66,31 @@ impl Cloud {
         if new.name.trim().is_empty() {
             return Err(Error::invalid("A server needs a name."));
         }
-        let image = self.image(caller, &new.image_ref).await.map_err(|e| match e.kind() {
-            ErrorKind::NotFound => Error::invalid(format!("Image {} could not be found.", new.image_ref)),
-            _ => e,
-        })?;
+        let image = self
+            .image(caller, &new.image_ref)
+            .await
+            .map_err(|e| match e.kind() {
+                ErrorKind::NotFound => {
+                    Error::invalid(format!("Image {} could not be found.", new.image_ref))
+                }
+                _ => e,
+            })?;
         if image.status != ImageStatus::Active {
-            return Err(Error::invalid(format!("Image {} is not active (it is {}).", image.id, image.status)));
+            return Err(Error::invalid(format!(
+                "Image {} is not active (it is {}).",
+                image.id, image.status
+            )));
         }
-        let flavor = self.store.flavor(&new.flavor_ref).await.map_err(|e| match e.kind() {
-            ErrorKind::NotFound => Error::invalid(format!("Flavor {} could not be found.", new.flavor_ref)),
-            _ => e,
-        })?;
+        let flavor = self
+            .store
+            .flavor(&new.flavor_ref)
+            .await
+            .map_err(|e| match e.kind() {
+                ErrorKind::NotFound => {
+                    Error::invalid(format!("Flavor {} could not be found.", new.flavor_ref))
+                }
+                _ => e,
+            })?;
         let image_size = image.virtual_size.unwrap_or(0);
         if flavor.disk > 0 && flavor.disk * GIB < image_size {
             return Err(Error::invalid(format!(
@@ -80,10 +99,16 @@ impl Cloud {
             )));
         }
         if flavor.disk > 0 && image.min_disk > flavor.disk {
-            return Err(Error::invalid(format!("Flavor's disk is smaller than the image's min_disk of {} GiB.", image.min_disk)));
+            return Err(Error::invalid(format!(
+                "Flavor's disk is smaller than the image's min_disk of {} GiB.",
+                image.min_disk
+            )));
         }
         if image.min_ram > flavor.ram {
-            return Err(Error::invalid(format!("Flavor's memory is smaller than the image's min_ram of {} MiB.", image.min_ram)));
+            return Err(Error::invalid(format!(
+                "Flavor's memory is smaller than the image's min_ram of {} MiB.",
+                image.min_ram
+            )));
         }
         let now = Utc::now();
         let server = Server {
@@ -112,25 +137,81 @@ impl Cloud {
     }
 
     /// Claims `action`'s task on a server and runs it in the background.
-    pub async fn server_action(&self, caller: &Caller, id: &str, action: ServerAction) -> Result<Server> {
+    pub async fn server_action(
+        &self,
+        caller: &Caller,
+        id: &str,
+        action: ServerAction,
+    ) -> Result<Server> {
         let server = self.server(caller, id).await?;
         caller.require(Role::Member, &format!("{} servers", action.name()))?;
         server.check_action(action)?;
         let mut claimed = server.clone();
         claimed.task_state = Some(action.task());
         claimed.updated_at = Utc::now();
-        self.store.update_server(&claimed, (server.vm_state, None)).await?;
+        self.store
+            .update_server(&claimed, (server.vm_state, None))
+            .await?;
         let cloud = self.clone();
         let running = claimed.clone();
         tokio::spawn(async move { cloud.run_action(running, action).await });
         Ok(claimed)
     }
 
+    /// Nova's `rebuild`: the server's root disk is made anew from `image_ref`
+    /// (an O(1) overlay or clone), keeping the server's id — with one of the
+    /// server's own snapshot images, this is a rollback.
+    pub async fn rebuild_server(
+        &self,
+        caller: &Caller,
+        id: &str,
+        image_ref: &str,
+    ) -> Result<Server> {
+        let server = self.server(caller, id).await?;
+        caller.require(Role::Member, "rebuild servers")?;
+        server.check_action(ServerAction::Rebuild)?;
+        let image = self
+            .image(caller, image_ref)
+            .await
+            .map_err(|e| match e.kind() {
+                ErrorKind::NotFound => {
+                    Error::invalid(format!("Image {image_ref} could not be found."))
+                }
+                _ => e,
+            })?;
+        if image.status != ImageStatus::Active {
+            return Err(Error::invalid(format!(
+                "Image {} is not active (it is {}).",
+                image.id, image.status
+            )));
+        }
+        let mut claimed = server.clone();
+        claimed.task_state = Some(TaskState::Rebuilding);
+        claimed.updated_at = Utc::now();
+        self.store
+            .update_server(&claimed, (server.vm_state, None))
+            .await?;
+        let cloud = self.clone();
+        let running = claimed.clone();
+        let image_id = image.id;
+        tokio::spawn(async move { cloud.finish_rebuild(running, image_id).await });
+        Ok(claimed)
+    }
+
     /// The last `lines` lines of the server's serial console.
-    pub async fn console_output(&self, caller: &Caller, id: &str, lines: Option<usize>) -> Result<String> {
+    pub async fn console_output(
+        &self,
+        caller: &Caller,
+        id: &str,
+        lines: Option<usize>,
+    ) -> Result<String> {
         let server = self.server(caller, id).await?;
         caller.require(Role::Reader, "read server consoles")?;
-        match self.hypervisor.console_log(&server.id.to_string(), lines).await {
+        match self
+            .hypervisor
+            .console_log(&server.id.to_string(), lines)
+            .await
+        {
             Ok(text) => Ok(text),
             Err(e) if e.kind() == hypervisor::ErrorKind::NotFound => Ok(String::new()),
             Err(e) => Err(hypervisor_error(e)),
@@ -138,7 +219,12 @@ impl Cloud {
     }
 
     /// Replaces (or merges into) a server's metadata, or renames it.
-    pub async fn update_server(&self, caller: &Caller, id: &str, name: Option<String>) -> Result<Server> {
+    pub async fn update_server(
+        &self,
+        caller: &Caller,
+        id: &str,
+        name: Option<String>,
+    ) -> Result<Server> {
         let server = self.server(caller, id).await?;
         caller.require(Role::Member, "update servers")?;
         let mut changed = server.clone();
@@ -147,7 +233,9 @@ impl Cloud {
             changed.name = name;
         }
         changed.updated_at = Utc::now();
-        self.store.update_server(&changed, (server.vm_state, server.task_state)).await?;
+        self.store
+            .update_server(&changed, (server.vm_state, server.task_state))
+            .await?;
         Ok(changed)
     }
 }

@@ -18,7 +18,7 @@ use hypervisor::{ShutoffReason, VmStatus};
 use crate::Cloud;
 
 pub(crate) async fn reconcile(cloud: &Cloud) -> Result<Vec<String>> {
-    let mut repaired = Vec::new();
+    let mut repaired = cloud.recover_snapshots().await?;
     let servers = cloud.store.servers(None).await?;
     for server in servers.iter().filter(|s| s.task_state.is_some()) {
         repaired.push(cloud.settle_interrupted(server.clone()).await?);
@@ -26,17 +26,15 @@ pub(crate) async fn reconcile(cloud: &Cloud) -> Result<Vec<String>> {
 
     let live = cloud.store.servers(None).await?;
     let names: BTreeSet<String> = live.iter().map(|s| s.id.to_string()).collect();
-    for vm in cloud.hypervisor.list().await.map_err(super::hypervisor_error)? {
+    for vm in cloud
+        .hypervisor
+        .list()
+        .await
+        .map_err(super::hypervisor_error)?
+    {
         if !names.contains(&vm) {
             let _ = cloud.hypervisor.undefine(&vm).await;
             repaired.push(format!("VM {vm} of no live server removed"));
-        }
-    }
-    let disks: BTreeSet<String> = live.iter().filter_map(|s| s.root_disk.clone()).collect();
-    for disk in cloud.pool.disk_locations().await? {
-        if !disks.contains(&disk) {
-            cloud.pool.delete_disk(&disk).await?;
-            repaired.push(format!("disk {disk} of no live server removed"));
         }
     }
     Ok(repaired)
@@ -48,7 +46,10 @@ impl Cloud {
         let task = server.task_state.map_or("none", TaskState::as_str);
         if server.task_state == Some(TaskState::Deleting) {
             self.finish_delete(server.clone()).await;
-            return Ok(format!("server {}: delete interrupted, finished", server.id));
+            return Ok(format!(
+                "server {}: delete interrupted, finished",
+                server.id
+            ));
         }
         let expected = (server.vm_state, server.task_state);
         let (observed, power) = self.observed_state(&server).await;
@@ -70,7 +71,10 @@ impl Cloud {
             }
         }
         self.store.update_server(&settled, expected).await?;
-        Ok(format!("server {}: task {task} interrupted, now {}", server.id, settled.vm_state))
+        Ok(format!(
+            "server {}: task {task} interrupted, now {}",
+            server.id, settled.vm_state
+        ))
     }
 
     /// Notices servers whose QEMU died or whose guest powered off.
@@ -92,22 +96,37 @@ impl Cloud {
                 VmStatus::Running => (VmState::Active, PowerState::Running, None),
                 VmStatus::Paused { .. } if server.vm_state == VmState::Paused => continue,
                 VmStatus::Paused { .. } => continue,
-                VmStatus::Shutoff { reason: ShutoffReason::Shutdown } => (VmState::Stopped, PowerState::Shutdown, None),
-                VmStatus::Shutoff { reason } => {
-                    (VmState::Stopped, PowerState::Crashed, Some(format!("QEMU is gone: {reason}.")))
-                }
-                VmStatus::Missing => (VmState::Stopped, PowerState::Shutdown, Some("QEMU is gone: no VM found.".into())),
+                VmStatus::Shutoff {
+                    reason: ShutoffReason::Shutdown,
+                } => (VmState::Stopped, PowerState::Shutdown, None),
+                VmStatus::Shutoff { reason } => (
+                    VmState::Stopped,
+                    PowerState::Crashed,
+                    Some(format!("QEMU is gone: {reason}.")),
+                ),
+                VmStatus::Missing => (
+                    VmState::Stopped,
+                    PowerState::Shutdown,
+                    Some("QEMU is gone: no VM found.".into()),
+                ),
             };
             let mut changed = server.clone();
             changed.vm_state = vm_state;
             changed.power_state = power_state;
             if let Some(message) = fault {
                 tracing::warn!(server = %server.id, %message, "server stopped unexpectedly");
-                changed.fault = Some(Fault { code: 500, message, created: Utc::now() });
+                changed.fault = Some(Fault {
+                    code: 500,
+                    message,
+                    created: Utc::now(),
+                });
             }
             changed.updated_at = Utc::now();
             // A request may have claimed a task meanwhile: then it wins.
-            let _ = self.store.update_server(&changed, (server.vm_state, None)).await;
+            let _ = self
+                .store
+                .update_server(&changed, (server.vm_state, None))
+                .await;
         }
         Ok(())
     }

@@ -100,9 +100,14 @@ pub(super) fn describe(active: &mut Image, converted: &Converted, stored_format:
 }
 
 /// Size, MD5 and SHA-512 of a file; the two hashes run on two threads.
-fn hash_file(path: &Path) -> Result<(u64, String, String)> {
-    let mut file = std::fs::File::open(path)
+pub(crate) fn hash_file(path: &Path) -> Result<(u64, String, String)> {
+    let file = std::fs::File::open(path)
         .map_err(|e| Error::unavailable(format!("Cannot open the converted image: {e}")))?;
+    hash_open_file(file)
+}
+
+/// Size, MD5 and SHA-512 of everything left to read in `file`.
+pub(crate) fn hash_open_file(mut file: std::fs::File) -> Result<(u64, String, String)> {
     let (tx, rx) = std::sync::mpsc::sync_channel::<Bytes>(4);
     let sha = std::thread::spawn(move || {
         let mut sha = Sha512::new();

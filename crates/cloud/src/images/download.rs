@@ -4,6 +4,7 @@ use domain::identity::{Caller, Role};
 use domain::image::ImageStatus;
 use domain::{Error, ErrorKind, Result};
 use storage::ImageReader;
+use tokio::io::AsyncSeekExt;
 
 use crate::Cloud;
 
@@ -13,7 +14,13 @@ pub enum Download {
     /// The image has no data yet (Glance answers 204).
     NoData,
     /// The data from `offset`, `length` bytes of it, out of `total`.
-    Data { reader: ImageReader, offset: u64, length: u64, total: u64, checksum: Option<String> },
+    Data {
+        reader: ImageReader,
+        offset: u64,
+        length: u64,
+        total: u64,
+        checksum: Option<String>,
+    },
 }
 
 impl Cloud {
@@ -39,14 +46,21 @@ impl Cloud {
             }
             _ => return Ok(Download::NoData),
         }
-        let location = img
-            .location
-            .as_deref()
-            .ok_or_else(|| Error::internal(format!("Active image {} has no data location.", img.id)))?;
-        let total = img.size.unwrap_or(0);
+        let location = img.location.as_deref().ok_or_else(|| {
+            Error::internal(format!("Active image {} has no data location.", img.id))
+        })?;
+        // A layer of a backing chain (an image made from a server) is
+        // exported whole first; an upload is streamed as stored.
+        let exported = self.export_whole(&img, location).await?;
+        let total = match &exported {
+            Some((_, size)) => *size,
+            None => img.size.unwrap_or(0),
+        };
         let (offset, last) = match range {
             None => (0, total.saturating_sub(1)),
-            Some((Some(first), last)) => (first, last.unwrap_or(u64::MAX).min(total.saturating_sub(1))),
+            Some((Some(first), last)) => {
+                (first, last.unwrap_or(u64::MAX).min(total.saturating_sub(1)))
+            }
             Some((None, Some(suffix))) => (total.saturating_sub(suffix), total.saturating_sub(1)),
             Some((None, None)) => return Err(unsatisfiable(total)),
         };
@@ -54,11 +68,70 @@ impl Cloud {
             return Err(unsatisfiable(total));
         }
         let length = if total == 0 { 0 } else { last - offset + 1 };
-        let reader = self.pool.open_image(location, offset).await?;
-        Ok(Download::Data { reader, offset, length, total, checksum: img.checksum })
+        let reader = match exported {
+            Some((mut file, size)) => {
+                file.seek(std::io::SeekFrom::Start(offset))
+                    .await
+                    .map_err(|e| {
+                        Error::unavailable(format!("Cannot read the exported image: {e}"))
+                    })?;
+                ImageReader {
+                    reader: Box::pin(file),
+                    size,
+                }
+            }
+            None => self.pool.open_image(location, offset).await?,
+        };
+        Ok(Download::Data {
+            reader,
+            offset,
+            length,
+            total,
+            checksum: img.checksum,
+        })
+    }
+}
+
+impl Cloud {
+    /// The whole content of a layered image, exported into a staging file
+    /// that is unlinked at once (the open file stays readable): the file and
+    /// its size, or `None` when the pool streams the data as stored.
+    pub(crate) async fn export_whole(
+        &self,
+        img: &domain::image::Image,
+        location: &str,
+    ) -> Result<Option<(tokio::fs::File, u64)>> {
+        let format = img
+            .disk_format
+            .as_deref()
+            .and_then(|f| f.parse::<image_format::DiskFormat>().ok())
+            .map_or("raw", image_format::qemu_img_format);
+        let dest = self
+            .config
+            .staging_dir
+            .join(format!("{}.export", uuid::Uuid::new_v4()));
+        let exported = self.pool.export_image(location, format, &dest).await;
+        if !matches!(exported, Ok(true)) {
+            let _ = tokio::fs::remove_file(&dest).await;
+            return exported.map(|_| None);
+        }
+        let file = tokio::fs::File::open(&dest)
+            .await
+            .map_err(|e| Error::unavailable(format!("Cannot open the exported image: {e}")));
+        let _ = tokio::fs::remove_file(&dest).await;
+        let file = file?;
+        let size = file
+            .metadata()
+            .await
+            .map_err(|e| Error::unavailable(format!("Cannot stat the exported image: {e}")))?
+            .len();
+        Ok(Some((file, size)))
     }
 }
 
 fn unsatisfiable(total: u64) -> Error {
-    Error::new(ErrorKind::RangeNotSatisfiable, format!("The requested range is outside the image's {total} bytes."))
+    Error::new(
+        ErrorKind::RangeNotSatisfiable,
+        format!("The requested range is outside the image's {total} bytes."),
+    )
 }

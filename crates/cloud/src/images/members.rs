@@ -11,7 +11,12 @@ use store::{ImageMember, MemberStatus};
 use crate::Cloud;
 
 impl Cloud {
-    pub async fn add_image_member(&self, caller: &Caller, id: &str, member: &str) -> Result<ImageMember> {
+    pub async fn add_image_member(
+        &self,
+        caller: &Caller,
+        id: &str,
+        member: &str,
+    ) -> Result<ImageMember> {
         let img = self.image_for_change(caller, id, "share images").await?;
         if img.visibility != Visibility::Shared {
             return Err(Error::forbidden(format!(
@@ -23,11 +28,26 @@ impl Cloud {
         let member: ProjectId = member
             .parse()
             .map_err(|_| Error::invalid(format!("'{member}' is not a project id.")))?;
-        if self.store.members(img.id).await?.iter().any(|m| m.member == member) {
-            return Err(Error::conflict(format!("Project {member} is already a member of image {}.", img.id)));
+        if self
+            .store
+            .members(img.id)
+            .await?
+            .iter()
+            .any(|m| m.member == member)
+        {
+            return Err(Error::conflict(format!(
+                "Project {member} is already a member of image {}.",
+                img.id
+            )));
         }
         let now = Utc::now();
-        let m = ImageMember { image_id: img.id, member, status: MemberStatus::Pending, created_at: now, updated_at: now };
+        let m = ImageMember {
+            image_id: img.id,
+            member,
+            status: MemberStatus::Pending,
+            created_at: now,
+            updated_at: now,
+        };
         self.store.upsert_member(&m).await?;
         Ok(m)
     }
@@ -39,10 +59,18 @@ impl Cloud {
         if caller.can_see_project(img.owner) {
             return Ok(all);
         }
-        Ok(all.into_iter().filter(|m| Some(m.member) == caller.project_id).collect())
+        Ok(all
+            .into_iter()
+            .filter(|m| Some(m.member) == caller.project_id)
+            .collect())
     }
 
-    pub async fn image_member(&self, caller: &Caller, id: &str, member: &str) -> Result<ImageMember> {
+    pub async fn image_member(
+        &self,
+        caller: &Caller,
+        id: &str,
+        member: &str,
+    ) -> Result<ImageMember> {
         self.image_members(caller, id)
             .await?
             .into_iter()
@@ -61,7 +89,9 @@ impl Cloud {
         caller.require(Role::Member, "accept or reject shared images")?;
         let mut m = self.image_member(caller, id, member).await?;
         if caller.project_id != Some(m.member) {
-            return Err(Error::forbidden("Only the member project may accept or reject a shared image."));
+            return Err(Error::forbidden(
+                "Only the member project may accept or reject a shared image.",
+            ));
         }
         m.status = MemberStatus::parse(status)?;
         m.updated_at = Utc::now();
@@ -71,7 +101,9 @@ impl Cloud {
 
     pub async fn remove_image_member(&self, caller: &Caller, id: &str, member: &str) -> Result<()> {
         let img = self.image_for_change(caller, id, "unshare images").await?;
-        let pid: ProjectId = member.parse().map_err(|_| Error::not_found("image member", member))?;
+        let pid: ProjectId = member
+            .parse()
+            .map_err(|_| Error::not_found("image member", member))?;
         if !self.store.delete_member(img.id, pid).await? {
             return Err(Error::not_found("image member", member));
         }

@@ -11,14 +11,12 @@
 //! Uploads and downloads are streamed ([`upload`], [`download`]); metadata
 //! changes are JSON patches ([`patch`]).
 
-mod convert;
+pub(crate) mod convert;
 mod download;
 mod members;
 pub mod patch;
 mod request;
 mod upload;
-
-use std::collections::BTreeSet;
 
 use chrono::Utc;
 use domain::identity::{Caller, Role};
@@ -97,7 +95,9 @@ impl Cloud {
         img.properties = new.properties;
         img.validate()?;
         if self.store.image(id).await.is_ok() {
-            return Err(Error::conflict(format!("An image with id {id} already exists.")));
+            return Err(Error::conflict(format!(
+                "An image with id {id} already exists."
+            )));
         }
         self.store.insert_image(&img).await?;
         Ok(img)
@@ -106,20 +106,31 @@ impl Cloud {
     /// One page of the images the caller can see.
     pub async fn list_images(&self, caller: &Caller, mut filter: ImageFilter) -> Result<ImagePage> {
         caller.require(Role::Reader, "list images")?;
-        filter.viewer = if caller.is_admin() { None } else { Some(caller.project()?) };
+        filter.viewer = if caller.is_admin() {
+            None
+        } else {
+            Some(caller.project()?)
+        };
         if filter.limit == 0 || filter.limit > MAX_PAGE {
             filter.limit = filter.limit.clamp(1, MAX_PAGE);
         }
         if let Some(marker) = filter.marker {
             self.image(caller, &marker.to_string()).await.map_err(|_| {
-                Error::invalid(format!("Marker {marker} does not name an image you can see."))
+                Error::invalid(format!(
+                    "Marker {marker} does not name an image you can see."
+                ))
             })?;
         }
         self.store.list_images(&filter).await
     }
 
     /// Applies a JSON patch to an image's metadata.
-    pub async fn update_image(&self, caller: &Caller, id: &str, ops: Vec<patch::PatchOp>) -> Result<Image> {
+    pub async fn update_image(
+        &self,
+        caller: &Caller,
+        id: &str,
+        ops: Vec<patch::PatchOp>,
+    ) -> Result<Image> {
         let before = self.image_for_change(caller, id, "modify images").await?;
         let mut img = before.clone();
         for op in &ops {
@@ -154,37 +165,47 @@ impl Cloud {
         // Mark it deleted first: if the data removal then fails or the
         // process dies, start-up reconciliation removes the orphaned data.
         self.store.update_image(&deleted, img.status).await?;
-        if let Some(location) = &img.location {
-            // Servers booted from it still read it through their disks: the
-            // data goes when the last of them does.
-            if self.image_data_users(img.id).await? > 0 {
-                tracing::info!(image = %img.id, "image deleted; its data stays while servers use it");
-            } else if let Err(e) = self.pool.delete_image(location).await {
-                tracing::warn!(image = %img.id, error = %e, "image data left for reconciliation");
-            }
-        }
+        // The data goes unless servers or other images still stand on it.
+        self.collect_garbage_quietly().await;
         Ok(())
     }
 
     /// `deactivate` / `reactivate` (admins only).
     pub async fn set_image_active(&self, caller: &Caller, id: &str, active: bool) -> Result<()> {
-        let action = if active { "reactivate images" } else { "deactivate images" };
+        let action = if active {
+            "reactivate images"
+        } else {
+            "deactivate images"
+        };
         let img = self.image_for_change(caller, id, action).await?;
         caller.require(Role::Admin, action)?;
-        let target = if active { ImageStatus::Active } else { ImageStatus::Deactivated };
+        let target = if active {
+            ImageStatus::Active
+        } else {
+            ImageStatus::Deactivated
+        };
         if img.status == target {
             return Ok(());
         }
         let mut changed = img.clone();
         changed.status = img.status.transition(target).map_err(|_| {
-            Error::conflict(format!("Image {} is {}; it cannot be {action}d.", img.id, img.status))
+            Error::conflict(format!(
+                "Image {} is {}; it cannot be {action}d.",
+                img.id, img.status
+            ))
         })?;
         changed.updated_at = Utc::now();
         self.store.update_image(&changed, img.status).await
     }
 
     /// Adds or removes one tag.
-    pub async fn set_image_tag(&self, caller: &Caller, id: &str, tag: &str, present: bool) -> Result<()> {
+    pub async fn set_image_tag(
+        &self,
+        caller: &Caller,
+        id: &str,
+        tag: &str,
+        present: bool,
+    ) -> Result<()> {
         let img = self.image_for_change(caller, id, "modify images").await?;
         let mut changed = img.clone();
         if present {
@@ -213,35 +234,15 @@ pub(crate) async fn reconcile(cloud: &Cloud) -> Result<Vec<String>> {
         img.status = ImageStatus::Queued;
         img.updated_at = Utc::now();
         cloud.store.update_image(&img, ImageStatus::Saving).await?;
-        repaired.push(format!("image {}: upload interrupted, back to queued", img.id));
+        repaired.push(format!(
+            "image {}: upload interrupted, back to queued",
+            img.id
+        ));
     }
     if let Ok(mut dir) = tokio::fs::read_dir(&cloud.config.staging_dir).await {
         while let Ok(Some(entry)) = dir.next_entry().await {
             let _ = tokio::fs::remove_file(entry.path()).await;
             repaired.push(format!("staging file {} removed", entry.path().display()));
-        }
-    }
-    let mut referenced = BTreeSet::new();
-    for status in [ImageStatus::Active, ImageStatus::Deactivated] {
-        for img in cloud.store.images_in_status(status).await? {
-            referenced.extend(img.location);
-        }
-    }
-    for server in cloud.store.servers(None).await? {
-        if let Some(image) = server.image_id {
-            referenced.extend(cloud.store.image(image).await.ok().and_then(|i| i.location));
-        }
-    }
-    for location in cloud.pool.image_locations().await? {
-        if !referenced.contains(&location) {
-            match cloud.pool.delete_image(&location).await {
-                Ok(()) => repaired.push(format!("orphaned image data {location} removed")),
-                // Still cloned (RBD): it goes once its clones do.
-                Err(e) if e.kind() == domain::ErrorKind::Conflict => {
-                    repaired.push(format!("orphaned image data {location} kept: {e}"))
-                }
-                Err(e) => return Err(e),
-            }
         }
     }
     Ok(repaired)

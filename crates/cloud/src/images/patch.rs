@@ -42,7 +42,10 @@ fn parse_op(item: Value) -> Result<PatchOp> {
     // v2.1 patches say {"op": "add", "path": "/x"}; v2.0 ones {"add": "/x"}.
     let (op, path) = match obj.remove("op") {
         Some(op) => (op.as_str().map(str::to_owned), obj.remove("path")),
-        None => match ["add", "replace", "remove"].into_iter().find(|k| obj.contains_key(*k)) {
+        None => match ["add", "replace", "remove"]
+            .into_iter()
+            .find(|k| obj.contains_key(*k))
+        {
             Some(k) => (Some(k.to_owned()), obj.remove(k)),
             None => (None, None),
         },
@@ -64,12 +67,20 @@ fn parse_op(item: Value) -> Result<PatchOp> {
     let attribute = parse_path(&path)?;
     let value = obj.remove("value");
     if kind != PatchKind::Remove && value.is_none() {
-        return Err(Error::invalid(format!("Patch operation on '{path}' needs a 'value'.")));
+        return Err(Error::invalid(format!(
+            "Patch operation on '{path}' needs a 'value'."
+        )));
     }
     if let Some(extra) = obj.keys().next() {
-        return Err(Error::invalid(format!("Unknown member '{extra}' in a patch operation.")));
+        return Err(Error::invalid(format!(
+            "Unknown member '{extra}' in a patch operation."
+        )));
     }
-    Ok(PatchOp { kind, attribute, value })
+    Ok(PatchOp {
+        kind,
+        attribute,
+        value,
+    })
 }
 
 fn parse_path(path: &str) -> Result<String> {
@@ -88,7 +99,9 @@ fn parse_path(path: &str) -> Result<String> {
 pub fn apply(img: &mut Image, op: &PatchOp, caller: &Caller) -> Result<()> {
     let attr = op.attribute.as_str();
     if READ_ONLY_FIELDS.contains(&attr) {
-        return Err(Error::forbidden(format!("Attribute '{attr}' is read-only.")));
+        return Err(Error::forbidden(format!(
+            "Attribute '{attr}' is read-only."
+        )));
     }
     let value = op.value.as_ref().unwrap_or(&Value::Null);
     if op.kind == PatchKind::Remove {
@@ -97,7 +110,9 @@ pub fn apply(img: &mut Image, op: &PatchOp, caller: &Caller) -> Result<()> {
     match attr {
         "name" => img.name = string_or_null(attr, value)?,
         "visibility" => {
-            let s = value.as_str().ok_or_else(|| Error::invalid("'visibility' must be a string."))?;
+            let s = value
+                .as_str()
+                .ok_or_else(|| Error::invalid("'visibility' must be a string."))?;
             img.visibility = Visibility::parse(s)?;
         }
         "protected" => img.protected = boolean(attr, value)?,
@@ -120,14 +135,22 @@ pub fn apply(img: &mut Image, op: &PatchOp, caller: &Caller) -> Result<()> {
         }
         "owner" => {
             if !caller.is_admin() {
-                return Err(Error::forbidden("Only an admin may change the owner of an image."));
+                return Err(Error::forbidden(
+                    "Only an admin may change the owner of an image.",
+                ));
             }
-            let s = value.as_str().ok_or_else(|| Error::invalid("'owner' must be a project id."))?;
-            img.owner = s.parse().map_err(|_| Error::invalid(format!("'{s}' is not a project id.")))?;
+            let s = value
+                .as_str()
+                .ok_or_else(|| Error::invalid("'owner' must be a project id."))?;
+            img.owner = s
+                .parse()
+                .map_err(|_| Error::invalid(format!("'{s}' is not a project id.")))?;
         }
         property => {
             let Value::String(s) = value else {
-                return Err(Error::invalid(format!("Property '{property}' must be a string.")));
+                return Err(Error::invalid(format!(
+                    "Property '{property}' must be a string."
+                )));
             };
             validate_property(property, s)?;
             if op.kind == PatchKind::Replace && !img.properties.contains_key(property) {
@@ -143,17 +166,19 @@ pub fn apply(img: &mut Image, op: &PatchOp, caller: &Caller) -> Result<()> {
 
 fn remove(img: &mut Image, attr: &str) -> Result<()> {
     match attr {
-        "name" | "visibility" | "protected" | "os_hidden" | "min_disk" | "min_ram" | "disk_format"
-        | "container_format" | "owner" => {
-            Err(Error::forbidden(format!("Attribute '{attr}' cannot be removed; replace it instead.")))
-        }
+        "name" | "visibility" | "protected" | "os_hidden" | "min_disk" | "min_ram"
+        | "disk_format" | "container_format" | "owner" => Err(Error::forbidden(format!(
+            "Attribute '{attr}' cannot be removed; replace it instead."
+        ))),
         "tags" => {
             img.tags.clear();
             Ok(())
         }
         property => match img.properties.remove(property) {
             Some(_) => Ok(()),
-            None => Err(Error::conflict(format!("Property '{property}' does not exist."))),
+            None => Err(Error::conflict(format!(
+                "Property '{property}' does not exist."
+            ))),
         },
     }
 }
@@ -193,9 +218,16 @@ mod tests {
     fn patch_when_add_property_then_set() {
         let mut img = image();
 
-        apply_doc(&mut img, json!([{"op": "add", "path": "/os_distro", "value": "debian"}])).unwrap();
+        apply_doc(
+            &mut img,
+            json!([{"op": "add", "path": "/os_distro", "value": "debian"}]),
+        )
+        .unwrap();
 
-        assert_eq!(img.properties.get("os_distro").map(String::as_str), Some("debian"));
+        assert_eq!(
+            img.properties.get("os_distro").map(String::as_str),
+            Some("debian")
+        );
     }
 
     #[test]
@@ -211,8 +243,11 @@ mod tests {
     fn patch_when_status_replaced_then_forbidden() {
         let mut img = image();
 
-        let err =
-            apply_doc(&mut img, json!([{"op": "replace", "path": "/status", "value": "active"}])).unwrap_err();
+        let err = apply_doc(
+            &mut img,
+            json!([{"op": "replace", "path": "/status", "value": "active"}]),
+        )
+        .unwrap_err();
 
         assert_eq!(err.kind(), ErrorKind::Forbidden);
     }
@@ -244,7 +279,11 @@ mod tests {
         let mut img = image();
         let other = ProjectId::new().to_string();
 
-        let err = apply_doc(&mut img, json!([{"op": "replace", "path": "/owner", "value": other}])).unwrap_err();
+        let err = apply_doc(
+            &mut img,
+            json!([{"op": "replace", "path": "/owner", "value": other}]),
+        )
+        .unwrap_err();
 
         assert_eq!(err.kind(), ErrorKind::Forbidden);
     }

@@ -33,7 +33,8 @@ pub(crate) fn string_or_null(key: &str, v: &Value) -> Result<Option<String>> {
 }
 
 pub(crate) fn boolean(key: &str, v: &Value) -> Result<bool> {
-    v.as_bool().ok_or_else(|| Error::invalid(format!("'{key}' must be true or false.")))
+    v.as_bool()
+        .ok_or_else(|| Error::invalid(format!("'{key}' must be true or false.")))
 }
 
 pub(crate) fn non_negative(key: &str, v: &Value) -> Result<u64> {
@@ -42,10 +43,14 @@ pub(crate) fn non_negative(key: &str, v: &Value) -> Result<u64> {
 }
 
 pub(crate) fn tag_list(v: &Value) -> Result<BTreeSet<String>> {
-    let items = v.as_array().ok_or_else(|| Error::invalid("'tags' must be a list of strings."))?;
+    let items = v
+        .as_array()
+        .ok_or_else(|| Error::invalid("'tags' must be a list of strings."))?;
     let mut tags = BTreeSet::new();
     for item in items {
-        let tag = item.as_str().ok_or_else(|| Error::invalid("'tags' must be a list of strings."))?;
+        let tag = item
+            .as_str()
+            .ok_or_else(|| Error::invalid("'tags' must be a list of strings."))?;
         tags.insert(tag.to_string());
     }
     Ok(tags)
@@ -58,10 +63,12 @@ impl NewImage {
         for (key, value) in body {
             match key.as_str() {
                 "id" => {
-                    let s = value.as_str().ok_or_else(|| Error::invalid("'id' must be a UUID string."))?;
-                    let id = s
-                        .parse::<ImageId>()
-                        .map_err(|_| Error::invalid(format!("'{s}' is not a valid image id (a UUID).")))?;
+                    let s = value
+                        .as_str()
+                        .ok_or_else(|| Error::invalid("'id' must be a UUID string."))?;
+                    let id = s.parse::<ImageId>().map_err(|_| {
+                        Error::invalid(format!("'{s}' is not a valid image id (a UUID)."))
+                    })?;
                     new.id = Some(id);
                 }
                 "name" => new.name = string_or_null(&key, &value)?,
@@ -78,7 +85,9 @@ impl NewImage {
                 "min_ram" => new.min_ram = non_negative(&key, &value)?,
                 "tags" => new.tags = tag_list(&value)?,
                 "owner" => {
-                    return Err(Error::forbidden("The owner of a new image is the caller's project."))
+                    return Err(Error::forbidden(
+                        "The owner of a new image is the caller's project.",
+                    ))
                 }
                 other if BASE_FIELDS.contains(&other) => unreachable_base(other)?,
                 other => {
@@ -97,7 +106,9 @@ impl NewImage {
 }
 
 fn unreachable_base(field: &str) -> Result<()> {
-    Err(Error::internal(format!("Base field '{field}' is not handled.")))
+    Err(Error::internal(format!(
+        "Base field '{field}' is not handled."
+    )))
 }
 
 #[cfg(test)]
@@ -115,7 +126,10 @@ mod tests {
     fn body_when_extra_string_then_property() {
         let new = parse(json!({"name": "n", "hw_disk_bus": "virtio"})).unwrap();
 
-        assert_eq!(new.properties.get("hw_disk_bus").map(String::as_str), Some("virtio"));
+        assert_eq!(
+            new.properties.get("hw_disk_bus").map(String::as_str),
+            Some("virtio")
+        );
     }
 
     #[test]

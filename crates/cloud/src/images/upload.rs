@@ -51,7 +51,9 @@ impl Cloud {
     where
         S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin,
     {
-        let img = self.image_for_change(caller, id, "upload image data").await?;
+        let img = self
+            .image_for_change(caller, id, "upload image data")
+            .await?;
         img.ready_for_upload()?;
         let cap = self.config.image_size_cap;
         if content_length.is_some_and(|len| len > cap) {
@@ -60,7 +62,9 @@ impl Cloud {
         let mut saving = img.clone();
         saving.status = img.status.transition(ImageStatus::Saving)?;
         saving.updated_at = Utc::now();
-        self.store.update_image(&saving, ImageStatus::Queued).await?;
+        self.store
+            .update_image(&saving, ImageStatus::Queued)
+            .await?;
 
         let staged_path = self.config.staging_dir.join(format!("{}.upload", img.id));
         match self.store_upload(&saving, &staged_path, body).await {
@@ -78,17 +82,23 @@ impl Cloud {
     where
         S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin,
     {
-        let staged = stream_to_file(body, staged_path.to_path_buf(), self.config.image_size_cap).await?;
+        let staged =
+            stream_to_file(body, staged_path.to_path_buf(), self.config.image_size_cap).await?;
         let claimed = img.disk_format.clone().unwrap_or_default();
         let format: DiskFormat = claimed
             .parse()
             .map_err(|_| Error::invalid(format!("Unknown disk_format '{claimed}'.")))?;
         inspect(staged_path, format).await?;
         let qemu_format = image_format::qemu_img_format(format);
-        let info = storage::qemu_img::info(staged_path, qemu_format, self.config.qemu_img_limits).await?;
+        let info =
+            storage::qemu_img::info(staged_path, qemu_format, self.config.qemu_img_limits).await?;
         // Raw data is as large as it is (Glance's inspector says so too);
         // qemu-img would round it up to whole 512-byte sectors.
-        let virtual_size = if qemu_format == "raw" { staged.size } else { info.virtual_size };
+        let virtual_size = if qemu_format == "raw" {
+            staged.size
+        } else {
+            info.virtual_size
+        };
 
         let mut active = img.clone();
         active.status = ImageStatus::Active;
@@ -102,19 +112,28 @@ impl Cloud {
             staged_path.to_path_buf()
         } else {
             let cap = self.config.image_size_cap;
-            let converted = super::convert::convert(staged_path, qemu_format, stored_format, virtual_size, cap).await?;
+            let converted =
+                super::convert::convert(staged_path, qemu_format, stored_format, virtual_size, cap)
+                    .await?;
             super::convert::describe(&mut active, &converted, stored_format);
             let _ = tokio::fs::remove_file(staged_path).await;
             converted.path
         };
-        let location = self.pool.import_image(img.id, &import_path, stored_format).await?;
+        let _gc = self.gc_lock.read().await;
+        let location = self
+            .pool
+            .import_image(img.id, &import_path, stored_format)
+            .await?;
         active.location = Some(location.clone());
         active.updated_at = Utc::now();
         if let Err(e) = self.store.update_image(&active, ImageStatus::Saving).await {
             // Deleted (or otherwise moved) while we were uploading.
             let _ = self.pool.delete_image(&location).await;
             return Err(if e.kind() == ErrorKind::Conflict {
-                Error::new(ErrorKind::Gone, format!("Image {} was deleted during the upload.", img.id))
+                Error::new(
+                    ErrorKind::Gone,
+                    format!("Image {} was deleted during the upload.", img.id),
+                )
             } else {
                 e
             });
@@ -135,7 +154,10 @@ impl Cloud {
 }
 
 fn too_large(cap: u64) -> Error {
-    Error::new(ErrorKind::TooLarge, format!("The image is larger than the {cap}-byte limit of this cloud."))
+    Error::new(
+        ErrorKind::TooLarge,
+        format!("The image is larger than the {cap}-byte limit of this cloud."),
+    )
 }
 
 /// Writes the stream to `path`, hashing it on two threads; fsyncs the file.
@@ -193,12 +215,20 @@ where
     }
     drop(file_tx);
     drop(sha_tx);
-    let md5 = writer.await.map_err(|e| Error::internal(format!("Upload writer failed: {e}")))?;
-    let sha512 = hasher.await.map_err(|e| Error::internal(format!("Upload hasher failed: {e}")))?;
+    let md5 = writer
+        .await
+        .map_err(|e| Error::internal(format!("Upload writer failed: {e}")))?;
+    let sha512 = hasher
+        .await
+        .map_err(|e| Error::internal(format!("Upload hasher failed: {e}")))?;
     if let Some(e) = failure {
         return Err(e);
     }
-    Ok(Staged { size, md5: md5?, sha512 })
+    Ok(Staged {
+        size,
+        md5: md5?,
+        sha512,
+    })
 }
 
 /// Runs the format inspector over the staged file.

@@ -21,15 +21,31 @@ pub(crate) struct Top {
     pub file: PathBuf,
 }
 
-async fn run(qmp: &Client, vm: &str, command: &str, args: Value, timeout: Duration) -> Result<Value> {
+async fn run(
+    qmp: &Client,
+    vm: &str,
+    command: &str,
+    args: Value,
+    timeout: Duration,
+) -> Result<Value> {
     tokio::time::timeout(timeout, qmp.execute(command, args))
         .await
-        .map_err(|_| Error::new(ErrorKind::Timeout, format!("VM {vm} did not answer {command} within {timeout:?}")))?
+        .map_err(|_| {
+            Error::new(
+                ErrorKind::Timeout,
+                format!("VM {vm} did not answer {command} within {timeout:?}"),
+            )
+        })?
         .map_err(|e| Error::monitor(format!("{command} on VM {vm} failed"), e))
 }
 
 /// The top node of disk `disk_id` (device `<disk_id>-dev`).
-pub(crate) async fn top_of(qmp: &Client, vm: &str, disk_id: &str, timeout: Duration) -> Result<Top> {
+pub(crate) async fn top_of(
+    qmp: &Client,
+    vm: &str,
+    disk_id: &str,
+    timeout: Duration,
+) -> Result<Top> {
     let blocks = run(qmp, vm, "query-block", Value::Null, timeout).await?;
     let device = format!("/{disk_id}-dev/");
     let entry = blocks
@@ -37,21 +53,48 @@ pub(crate) async fn top_of(qmp: &Client, vm: &str, disk_id: &str, timeout: Durat
         .into_iter()
         .flatten()
         .find(|b| b["qdev"].as_str().is_some_and(|q| q.contains(&device)))
-        .ok_or_else(|| Error::new(ErrorKind::InvalidArgument, format!("VM {vm} has no disk {disk_id}")))?;
+        .ok_or_else(|| {
+            Error::new(
+                ErrorKind::InvalidArgument,
+                format!("VM {vm} has no disk {disk_id}"),
+            )
+        })?;
     let inserted = &entry["inserted"];
-    let node = inserted["node-name"].as_str().unwrap_or_default().to_string();
+    let node = inserted["node-name"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let file = inserted["file"].as_str().unwrap_or_default();
     if node.is_empty() || file.is_empty() {
-        return Err(Error::new(ErrorKind::InvalidArgument, format!("disk {disk_id} of VM {vm} has no medium")));
+        return Err(Error::new(
+            ErrorKind::InvalidArgument,
+            format!("disk {disk_id} of VM {vm} has no medium"),
+        ));
     }
-    Ok(Top { node, file: PathBuf::from(file) })
+    Ok(Top {
+        node,
+        file: PathBuf::from(file),
+    })
 }
 
 /// `blockdev-snapshot-sync` of disk `disk_id` onto a new qcow2 at `overlay`.
-pub(crate) async fn snapshot_sync(qmp: &Client, vm: &str, disk_id: &str, overlay: &Path, timeout: Duration) -> Result<()> {
+pub(crate) async fn snapshot_sync(
+    qmp: &Client,
+    vm: &str,
+    disk_id: &str,
+    overlay: &Path,
+    timeout: Duration,
+) -> Result<()> {
     let top = top_of(qmp, vm, disk_id, timeout).await?;
-    let stem = overlay.file_stem().and_then(|s| s.to_str()).unwrap_or("snap");
-    let suffix: String = stem.chars().filter(char::is_ascii_alphanumeric).take(12).collect();
+    let stem = overlay
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("snap");
+    let suffix: String = stem
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .take(12)
+        .collect();
     let args = json!({
         "node-name": top.node,
         "snapshot-file": utf8_path(overlay)?,
@@ -59,5 +102,7 @@ pub(crate) async fn snapshot_sync(qmp: &Client, vm: &str, disk_id: &str, overlay
         "format": "qcow2",
         "mode": "absolute-paths",
     });
-    run(qmp, vm, "blockdev-snapshot-sync", args, timeout).await.map(drop)
+    run(qmp, vm, "blockdev-snapshot-sync", args, timeout)
+        .await
+        .map(drop)
 }

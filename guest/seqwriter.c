@@ -592,6 +592,7 @@ static void start_up(void)
 }
 
 static int boot_disk_lost;
+static int boot_disk_failing;
 
 static void rescan(void)
 {
@@ -655,9 +656,13 @@ static void write_round(uint64_t ram)
 		return;
 	}
 	if (r < 0) {
-		say("ERROR %s write failed errno=%d", disks[0].name, errno);
+		/* Said once per run of failures; the record is retried next tick. */
+		if (!boot_disk_failing)
+			say("ERROR %s write failed errno=%d", disks[0].name, errno);
+		boot_disk_failing = 1;
 		return;
 	}
+	boot_disk_failing = 0;
 	for (int i = 1; i < n_disks;) {
 		if (disks[i].full) {
 			i++;

@@ -385,27 +385,7 @@ impl Cloud {
             .filter(|r| r.kind == KIND)
         {
             let mut saga = Saga::from_record(&record)?;
-            let outcome = match record.step.as_str() {
-                "overlay" => {
-                    if self.overlay_took(&saga).await {
-                        self.record_switch(&saga).await?;
-                        self.snapshot_forward(&mut saga, "switched")
-                            .await
-                            .map(|_| "finished")
-                    } else {
-                        self.undo_snapshot(&saga).await;
-                        Ok("undone")
-                    }
-                }
-                "switched" | "published" => self
-                    .snapshot_forward(&mut saga, &record.step)
-                    .await
-                    .map(|_| "finished"),
-                _ => {
-                    self.undo_snapshot(&saga).await;
-                    Ok("undone")
-                }
-            };
+            let outcome = self.resume_snapshot(&mut saga, &record.step).await;
             let outcome = match outcome {
                 Ok(o) => o.to_string(),
                 Err(e) => {
@@ -430,6 +410,25 @@ impl Cloud {
             }
         }
         Ok(repaired)
+    }
+
+    /// Takes an interrupted saga forward or back, by the step it reached.
+    async fn resume_snapshot(&self, saga: &mut Saga, step: &str) -> Result<&'static str> {
+        match step {
+            "overlay" if self.overlay_took(saga).await => {
+                self.record_switch(saga).await?;
+                self.snapshot_forward(saga, "switched").await?;
+                Ok("finished")
+            }
+            "switched" | "published" => {
+                self.snapshot_forward(saga, step).await?;
+                Ok("finished")
+            }
+            _ => {
+                self.undo_snapshot(saga).await;
+                Ok("undone")
+            }
+        }
     }
 
     /// Whether the new top of an interrupted snapshot is in use or complete.

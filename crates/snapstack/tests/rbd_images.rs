@@ -1,0 +1,469 @@
+//! Acceptance: `snapstack serve --storage-config` on the Ceph cluster that
+//! `CEPH_CONF` names (`scripts/ceph-dev.sh start && eval "$(scripts/ceph-dev.sh env)"`),
+//! driven with the real `openstack` CLI and checked with the real `rbd` CLI.
+//! A missing cluster fails these tests; it never skips them.
+//!
+//! Each test removes the RBD images it made (a guard, also on panic).
+//!
+//! The tests take turns: every `serve` owns the pools it is given (its
+//! garbage collection deletes RBD images its database does not know), so
+//! two servers with two databases must not share pools at the same time.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use common::{fails, ok, run, Server};
+use serde_json::Value;
+
+fn ceph_conf() -> PathBuf {
+    let conf = std::env::var_os("CEPH_CONF")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            panic!(
+                "CEPH_CONF is not set. These tests need the dev cluster: run \
+             `scripts/ceph-dev.sh start && eval \"$(scripts/ceph-dev.sh env)\"` first"
+            )
+        });
+    assert!(
+        conf.exists(),
+        "CEPH_CONF={} does not exist; is the dev cluster running?",
+        conf.display()
+    );
+    conf
+}
+
+/// `rbd -c $CEPH_CONF ARGS…`, asserting success.
+fn rbd(args: &[&str]) -> String {
+    let conf = ceph_conf();
+    let mut all = vec!["-c", conf.to_str().unwrap()];
+    all.extend_from_slice(args);
+    run("rbd", &all)
+}
+
+fn rbd_ls(pool: &str) -> Vec<String> {
+    rbd(&["ls", pool]).lines().map(str::to_string).collect()
+}
+
+/// (name, protected) of each snapshot of `pool/image`.
+fn rbd_snaps(spec: &str) -> Vec<(String, String)> {
+    let snaps: Value =
+        serde_json::from_str(&rbd(&["snap", "ls", "--format", "json", spec])).unwrap();
+    snaps
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_string(),
+                s["protected"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+fn fsid() -> String {
+    let conf = ceph_conf();
+    run(
+        "ceph",
+        &[
+            "-c",
+            conf.to_str().unwrap(),
+            "--connect-timeout",
+            "10",
+            "fsid",
+        ],
+    )
+    .trim()
+    .to_string()
+}
+
+/// A storage configuration naming the dev cluster, in its own directory.
+fn storage_config(dir: &Path, conf: &Path) -> PathBuf {
+    let path = dir.join("storage.toml");
+    let text = format!(
+        "[rbd]\nconf = \"{}\"\nuser = \"admin\"\nimages_pool = \"images\"\nvms_pool = \"vms\"\n\
+         volumes_pool = \"volumes\"\ntimeout_seconds = 5\n",
+        conf.display()
+    );
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// A `snapstack serve` on the dev cluster, and the RBD images to remove at
+/// the end (clones first).
+struct RbdServer {
+    server: Server,
+    _config_dir: tempfile::TempDir,
+    cleanup: Vec<String>,
+    /// Released after `drop` has cleaned up.
+    _turn: MutexGuard<'static, ()>,
+}
+
+/// One `serve` on the shared pools at a time (see the module header).
+static TURN: Mutex<()> = Mutex::new(());
+
+impl RbdServer {
+    fn start() -> Self {
+        let turn = TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let config_dir = tempfile::tempdir().unwrap();
+        let config = storage_config(config_dir.path(), &ceph_conf());
+        let server = Server::start_with(&["--storage-config", config.to_str().unwrap()]);
+        Self {
+            server,
+            _config_dir: config_dir,
+            cleanup: Vec::new(),
+            _turn: turn,
+        }
+    }
+
+    /// `openstack image create` from `file`; returns the image (JSON).
+    fn create_image(&mut self, name: &str, disk_format: &str, file: &Path) -> Value {
+        let out = self.server.openstack(&[
+            "image",
+            "create",
+            "--disk-format",
+            disk_format,
+            "--container-format",
+            "bare",
+            "--file",
+            file.to_str().unwrap(),
+            "-f",
+            "json",
+            name,
+        ]);
+        let image: Value = serde_json::from_str(&ok(out)).unwrap();
+        self.cleanup
+            .push(format!("images/{}", image["id"].as_str().unwrap()));
+        image
+    }
+
+    fn show(&self, name: &str) -> Value {
+        serde_json::from_str(&ok(self
+            .server
+            .openstack(&["image", "show", "-f", "json", name])))
+        .unwrap()
+    }
+}
+
+impl Drop for RbdServer {
+    fn drop(&mut self) {
+        self.server.kill();
+        for spec in self.cleanup.iter().rev() {
+            purge(spec);
+        }
+    }
+}
+
+/// Removes `pool/image` with its snapshots, quietly (absent is fine).
+fn purge(spec: &str) {
+    let conf = ceph_conf();
+    let rbd = |args: &[&str]| {
+        let _ = Command::new("rbd")
+            .arg("-c")
+            .arg(&conf)
+            .args(args)
+            .stderr(Stdio::null())
+            .stdout(Stdio::null())
+            .status();
+    };
+    rbd(&["snap", "unprotect", &format!("{spec}@snap")]);
+    rbd(&["snap", "purge", "--no-progress", spec]);
+    rbd(&["rm", "--no-progress", spec]);
+}
+
+/// `len` bytes with structure (not all zeros, and a 4 MiB hole).
+fn raw_file(dir: &Path, len: usize) -> PathBuf {
+    let mut data: Vec<u8> = (0..len as u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> 24) as u8 | 1)
+        .collect();
+    let hole = (4 << 20).min(len)..(8 << 20).min(len);
+    data[hole].fill(0);
+    let path = dir.join("disk.raw");
+    std::fs::write(&path, data).unwrap();
+    path
+}
+
+#[test]
+fn image_create_when_raw_then_rbd_image_with_protected_snap_and_direct_url() {
+    let mut rbd_server = RbdServer::start();
+    let file = raw_file(rbd_server.server.dir.path(), 9 << 20);
+
+    let image = rbd_server.create_image("raw-on-ceph", "raw", &file);
+
+    let id = image["id"].as_str().unwrap();
+    let shown = rbd_server.show(id);
+    assert_eq!(image["status"], "active");
+    assert!(rbd_ls("images").contains(&id.to_string()));
+    assert_eq!(
+        rbd_snaps(&format!("images/{id}")),
+        vec![("snap".to_string(), "true".to_string())]
+    );
+    assert_eq!(
+        shown["properties"]["direct_url"],
+        format!("rbd://{}/images/{id}/snap", fsid())
+    );
+}
+
+#[test]
+fn image_save_when_on_rbd_then_byte_identical() {
+    let mut rbd_server = RbdServer::start();
+    let dir = rbd_server.server.dir.path().to_path_buf();
+    let file = raw_file(&dir, (9 << 20) + 123);
+    rbd_server.create_image("to-save", "raw", &file);
+    let saved = dir.join("saved.raw");
+
+    ok(rbd_server.server.openstack(&[
+        "image",
+        "save",
+        "--file",
+        saved.to_str().unwrap(),
+        "to-save",
+    ]));
+
+    assert!(
+        std::fs::read(&saved).unwrap() == std::fs::read(&file).unwrap(),
+        "downloaded bytes differ"
+    );
+}
+
+#[test]
+fn image_delete_when_on_rbd_then_rbd_image_and_snap_gone() {
+    let mut rbd_server = RbdServer::start();
+    let file = raw_file(rbd_server.server.dir.path(), 1 << 20);
+    let id = rbd_server.create_image("to-delete", "raw", &file)["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+
+    ok(rbd_server.server.openstack(&["image", "delete", &id]));
+
+    assert!(!rbd_ls("images").contains(&id));
+}
+
+#[test]
+fn image_delete_when_cloned_then_409_and_image_and_data_kept() {
+    let mut rbd_server = RbdServer::start();
+    let file = raw_file(rbd_server.server.dir.path(), 1 << 20);
+    let id = rbd_server.create_image("cloned", "raw", &file)["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // What a server booted from the image has: a clone of image@snap in vms.
+    let clone = format!("test-clone-{id}");
+    rbd(&[
+        "clone",
+        &format!("images/{id}@snap"),
+        &format!("vms/{clone}"),
+    ]);
+    rbd_server.cleanup.push(format!("vms/{clone}"));
+
+    let err = fails(rbd_server.server.openstack(&["image", "delete", &id]));
+
+    assert!(err.contains("409"), "stderr: {err}");
+    assert!(err.contains(&format!("vms/{clone}")), "stderr: {err}");
+    assert_eq!(rbd_server.show(&id)["status"], "active");
+    assert!(rbd_ls("images").contains(&id));
+    assert_eq!(
+        rbd_snaps(&format!("images/{id}")),
+        vec![("snap".to_string(), "true".to_string())]
+    );
+}
+
+#[test]
+fn image_create_when_qcow2_on_rbd_then_stored_raw_with_conversion_in_properties() {
+    let mut rbd_server = RbdServer::start();
+    let dir = rbd_server.server.dir.path().to_path_buf();
+    let seed = raw_file(&dir, 3 << 20);
+    let (qcow2, reference, saved) = (
+        dir.join("up.qcow2"),
+        dir.join("ref.raw"),
+        dir.join("saved.raw"),
+    );
+    let p = |path: &Path| path.to_str().unwrap().to_string();
+    run(
+        "qemu-img",
+        &[
+            "convert",
+            "-q",
+            "-f",
+            "raw",
+            "-O",
+            "qcow2",
+            &p(&seed),
+            &p(&qcow2),
+        ],
+    );
+    run(
+        "qemu-img",
+        &["resize", "-q", "-f", "qcow2", &p(&qcow2), "16M"],
+    );
+    run(
+        "qemu-img",
+        &[
+            "convert",
+            "-q",
+            "-f",
+            "qcow2",
+            "-O",
+            "raw",
+            &p(&qcow2),
+            &p(&reference),
+        ],
+    );
+    let uploaded_size = std::fs::metadata(&qcow2).unwrap().len();
+
+    let image = rbd_server.create_image("converted", "qcow2", &qcow2);
+
+    ok(rbd_server
+        .server
+        .openstack(&["image", "save", "--file", &p(&saved), "converted"]));
+    let shown = rbd_server.show("converted");
+    let props = &shown["properties"];
+    assert_eq!(image["status"], "active");
+    assert_eq!(shown["disk_format"], "raw");
+    assert_eq!(shown["size"], 16 << 20);
+    assert_eq!(shown["virtual_size"], 16 << 20);
+    assert_eq!(props["snapstack_converted_from"], "qcow2");
+    assert_eq!(props["snapstack_uploaded_size"], uploaded_size.to_string());
+    assert!(
+        std::fs::read(&saved).unwrap() == std::fs::read(&reference).unwrap(),
+        "not qemu-img's conversion"
+    );
+    assert!(rbd_server.server.staging_files().is_empty());
+}
+
+#[test]
+fn serve_when_ceph_unreachable_then_exits_nonzero_naming_the_conf() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let dead_conf = dir.path().join("dead-ceph.conf");
+    std::fs::write(
+        &dead_conf,
+        format!("[global]\nmon host = v1:127.0.0.1:{port}\nauth client required = none\n"),
+    )
+    .unwrap();
+    let config = storage_config(dir.path(), &dead_conf);
+    let started = Instant::now();
+
+    let out = Command::new(env!("CARGO_BIN_EXE_snapstack"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--admin-password",
+            "pw",
+            "--data-dir",
+        ])
+        .arg(dir.path().join("data"))
+        .arg("--storage-config")
+        .arg(&config)
+        .env("HOME", dir.path())
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap();
+
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(stderr.contains("Ceph is unreachable"), "stderr: {stderr}");
+    assert!(
+        stderr.contains(dead_conf.to_str().unwrap()),
+        "stderr: {stderr}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "took {:?}",
+        started.elapsed()
+    );
+}
+
+/// A private single-node cluster (`scripts/ceph-dev.sh` in a temporary
+/// directory), stopped when dropped: for the test that takes Ceph down.
+struct PrivateCluster {
+    dir: tempfile::TempDir,
+}
+
+impl PrivateCluster {
+    fn start() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let out = Command::new(Self::script())
+            .arg("start")
+            .arg(dir.path().join("ceph"))
+            .env("CEPH_DEV_MEMSTORE_BYTES", (512u64 << 20).to_string())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ceph-dev.sh start: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Self { dir }
+    }
+
+    fn script() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/ceph-dev.sh")
+    }
+
+    fn conf(&self) -> PathBuf {
+        self.dir.path().join("ceph").join("ceph.conf")
+    }
+
+    /// Kills the monitor and the OSD (and removes the cluster).
+    fn stop(&self) {
+        let _ = Command::new(Self::script())
+            .arg("stop")
+            .arg(self.dir.path().join("ceph"))
+            .output();
+    }
+}
+
+impl Drop for PrivateCluster {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+#[test]
+fn ceph_down_while_serving_then_503_naming_ceph_and_nothing_changed() {
+    let cluster = PrivateCluster::start();
+    let config_dir = tempfile::tempdir().unwrap();
+    let config = storage_config(config_dir.path(), &cluster.conf());
+    std::fs::write(
+        &config,
+        std::fs::read_to_string(&config)
+            .unwrap()
+            .replace("timeout_seconds = 5", "timeout_seconds = 3"),
+    )
+    .unwrap();
+    let server = Server::start_with(&["--storage-config", config.to_str().unwrap()]);
+    let admin = server.admin();
+    let (id, uploaded) = admin.upload_image("before", "raw", &vec![7u8; 1 << 20]);
+    uploaded.expect_status(204);
+    let queued = admin.create_image(
+        serde_json::json!({"name": "after", "disk_format": "raw", "container_format": "bare"}),
+    );
+
+    cluster.stop();
+    let download = admin.get(&format!("/image/v2/images/{id}/file"));
+    let delete = admin.delete(&format!("/image/v2/images/{id}"));
+    let upload = admin.put_bytes(&format!("/image/v2/images/{queued}/file"), &[1u8; 4096]);
+
+    for reply in [&download, &delete, &upload] {
+        assert_eq!(reply.status, 503, "{}", String::from_utf8_lossy(&reply.raw));
+        assert!(
+            reply.message().contains("Ceph is unreachable"),
+            "{}",
+            reply.message()
+        );
+    }
+    assert_eq!(admin.image(&id)["status"], "active");
+    assert_eq!(admin.image(&queued)["status"], "queued");
+    assert!(server.staging_files().is_empty());
+}

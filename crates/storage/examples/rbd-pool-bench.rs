@@ -36,7 +36,8 @@ async fn main() -> Result<()> {
     let rounds: usize = args.next().map(|a| a.parse()).transpose()?.unwrap_or(5);
     let conf = std::env::var("CEPH_CONF").map_err(|_| "CEPH_CONF is not set")?;
     let pool = RbdPool::connect(RbdConfig::new(&conf, "admin")).await?;
-    let work = tempfile::tempdir_in(std::env::var("BENCH_WORK_DIR").unwrap_or_else(|_| "/tmp".into()))?;
+    let work =
+        tempfile::tempdir_in(std::env::var("BENCH_WORK_DIR").unwrap_or_else(|_| "/tmp".into()))?;
     let mut rows = Vec::new();
 
     // The small image, fully written, imported through the pool; the same
@@ -45,9 +46,20 @@ async fn main() -> Result<()> {
     write_full_file(&staged, small_mib)?;
     let cli_name = format!("bench-rbd-import-{}", std::process::id());
     let t = Instant::now();
-    rbd(&conf, &["import", "--no-progress", staged.to_str().unwrap(), &format!("images/{cli_name}")])?;
+    rbd(
+        &conf,
+        &[
+            "import",
+            "--no-progress",
+            staged.to_str().unwrap(),
+            &format!("images/{cli_name}"),
+        ],
+    )?;
     let cli_import = t.elapsed();
-    rbd(&conf, &["rm", "--no-progress", &format!("images/{cli_name}")])?;
+    rbd(
+        &conf,
+        &["rm", "--no-progress", &format!("images/{cli_name}")],
+    )?;
     let small_id = ImageId::new();
     let t = Instant::now();
     let small = pool.import_image(small_id, &staged, "raw").await?;
@@ -86,7 +98,11 @@ async fn main() -> Result<()> {
     let (mut by_pool, mut by_cli) = (Vec::new(), Vec::new());
     for round in 0..rounds.min(3) {
         let name = format!("bench-flat-{}-{round}", std::process::id());
-        let order = if round % 2 == 0 { [true, false] } else { [false, true] };
+        let order = if round % 2 == 0 {
+            [true, false]
+        } else {
+            [false, true]
+        };
         for through_pool in order {
             let disk = pool.create_disk(&name, &small, "raw", 0).await?;
             let t = Instant::now();
@@ -111,7 +127,9 @@ async fn main() -> Result<()> {
     pool.delete_image(&small).await?;
     pool.delete_image(&big).await?;
 
-    println!("| operation | storage layer | baseline | baseline time | ratio (storage / baseline) |");
+    println!(
+        "| operation | storage layer | baseline | baseline time | ratio (storage / baseline) |"
+    );
     println!("|---|---|---|---|---|");
     for line in rows {
         println!("{line}");
@@ -160,11 +178,18 @@ fn sparse_image(conf: &str, pool: &RbdPool, id: ImageId, size_mib: u64) -> Resul
     image.create_snap(IMAGE_SNAPSHOT)?;
     image.protect_snap(IMAGE_SNAPSHOT)?;
     image.close()?;
-    Ok(format!("rbd://{}/images/{name}/{IMAGE_SNAPSHOT}", pool.fsid()))
+    Ok(format!(
+        "rbd://{}/images/{name}/{IMAGE_SNAPSHOT}",
+        pool.fsid()
+    ))
 }
 
 fn rbd(conf: &str, args: &[&str]) -> Result<()> {
-    let status = Command::new("rbd").arg("-c").arg(conf).args(args).status()?;
+    let status = Command::new("rbd")
+        .arg("-c")
+        .arg(conf)
+        .args(args)
+        .status()?;
     if !status.success() {
         return Err(format!("rbd {args:?} failed: {status}").into());
     }

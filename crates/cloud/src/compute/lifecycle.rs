@@ -129,7 +129,9 @@ impl Cloud {
             .await?;
         let expected = (server.vm_state, server.task_state);
         server.root_disk = Some(disk);
-        server.progress = 50;
+        // Progress stays 0 until active, as Nova's libvirt driver reports it:
+        // `openstack server create --wait` prints any non-zero progress to
+        // stdout, which would corrupt its `-f json` output.
         server.updated_at = Utc::now();
         self.store.update_server(&server, expected).await?;
         drop(_gc);

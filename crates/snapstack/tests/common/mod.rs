@@ -226,8 +226,15 @@ pub fn file_names(dir: &Path) -> Vec<String> {
 }
 
 impl Drop for Server {
+    /// Kills the service, then the QEMU processes it started (they outlive
+    /// it on purpose), so that a failed test leaks no VM.
     fn drop(&mut self) {
         self.kill();
+        for pid in self.qemu_pids() {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+        }
     }
 }
 
@@ -401,4 +408,73 @@ pub fn make_qcow2(dir: &Path, name: &str, size: &str) -> PathBuf {
     let path = dir.join(name);
     run("qemu-img", &["create", "-q", "-f", "qcow2", path.to_str().unwrap(), size]);
     path
+}
+
+/// The test guest's directory: `$SNAPSTACK_GUEST_DIR`, else `<repo>/build/guest`.
+pub fn guest_dir() -> PathBuf {
+    std::env::var_os("SNAPSTACK_GUEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../build/guest"))
+}
+
+/// The test guest's bootable disk; panics with what to run when it is missing.
+pub fn guest_disk() -> PathBuf {
+    let disk = guest_dir().join("guest.qcow2");
+    assert!(
+        disk.is_file(),
+        "the test guest is not at {} — run scripts/build-guest.sh (or set SNAPSTACK_GUEST_DIR)",
+        disk.display()
+    );
+    disk
+}
+
+/// Pids of the processes whose command line contains `needle`.
+pub fn pids_with_cmdline(needle: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    let mut pids: Vec<u32> = entries
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            String::from_utf8_lossy(&cmdline)
+                .replace('\0', " ")
+                .contains(needle)
+        })
+        .collect();
+    pids.sort();
+    pids
+}
+
+impl Server {
+    /// Uploads the test guest (`guest_disk()`) as image `guest` and creates
+    /// flavor `tiny` (1 vCPU, 256 MiB, 1 GiB disk); returns the image id.
+    pub fn add_guest_image_and_flavor(&self) -> String {
+        let data = std::fs::read(guest_disk()).unwrap();
+        let admin = self.admin();
+        let (id, upload) = admin.upload_image("guest", "qcow2", &data);
+        upload.expect_status(204);
+        let flavor =
+            json!({"flavor": {"id": "tiny", "name": "tiny", "vcpus": 1, "ram": 256, "disk": 1}});
+        admin
+            .post("/compute/v2.1/flavors", flavor)
+            .expect_status(200);
+        id
+    }
+
+    /// Pids of the QEMU processes this server started: their command line
+    /// names its data directory.
+    pub fn qemu_pids(&self) -> Vec<u32> {
+        let dir = self
+            .data_dir()
+            .canonicalize()
+            .unwrap_or_else(|_| self.data_dir());
+        pids_with_cmdline(&format!("{}/instances/", dir.display()))
+            .into_iter()
+            .filter(|pid| {
+                std::fs::read_link(format!("/proc/{pid}/exe"))
+                    .is_ok_and(|exe| exe.to_string_lossy().contains("qemu"))
+            })
+            .collect()
+    }
 }

@@ -90,11 +90,11 @@ pub(crate) async fn snapshot_sync(
         .file_stem()
         .and_then(|s| s.to_str())
         .unwrap_or("snap");
-    let suffix: String = stem
-        .chars()
-        .filter(char::is_ascii_alphanumeric)
-        .take(12)
-        .collect();
+    // Node names must be unique within the VM. The unique part of an
+    // overlay's name is its end (`<server id>-<random>`): a second snapshot
+    // of the same disk would otherwise reuse the first one's node name.
+    let alnum: Vec<char> = stem.chars().filter(char::is_ascii_alphanumeric).collect();
+    let suffix: String = alnum[alnum.len().saturating_sub(12)..].iter().collect();
     let args = json!({
         "node-name": top.node,
         "snapshot-file": utf8_path(overlay)?,

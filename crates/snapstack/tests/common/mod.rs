@@ -20,6 +20,14 @@ pub struct Server {
     pub port: u16,
     child: Option<Child>,
     extra_args: Vec<String>,
+    /// Extra environment of the service process (e.g. `SNAPSTACK_FAULT_INJECT`).
+    env: Vec<(String, String)>,
+}
+
+fn owned_env(env: &[(&str, &str)]) -> Vec<(String, String)> {
+    env.iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect()
 }
 
 fn free_port() -> u16 {
@@ -33,6 +41,16 @@ impl Server {
 
     /// Starts with extra `serve` flags (e.g. `--token-ttl 2`).
     pub fn start_with(extra: &[&str]) -> Server {
+        Server::start_full(extra, &[])
+    }
+
+    /// Starts with extra environment variables for the service process
+    /// (e.g. `SNAPSTACK_FAULT_INJECT`).
+    pub fn start_with_env(env: &[(&str, &str)]) -> Server {
+        Server::start_full(&[], env)
+    }
+
+    fn start_full(extra: &[&str], env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let mut server = Server {
@@ -41,6 +59,7 @@ impl Server {
             dir,
             child: None,
             extra_args: extra.iter().map(|s| s.to_string()).collect(),
+            env: owned_env(env),
         };
         server.spawn();
         server
@@ -63,6 +82,7 @@ impl Server {
             .args(&self.extra_args)
             .env("HOME", self.dir.path())
             .env("RUST_LOG", "info")
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()
@@ -101,6 +121,28 @@ impl Server {
     pub fn restart(&mut self) {
         self.kill();
         self.spawn();
+    }
+
+    /// Kill and start again on the same data directory and port, with
+    /// `env` as the service's extra environment (empty: none).
+    pub fn restart_with_env(&mut self, env: &[(&str, &str)]) {
+        self.env = owned_env(env);
+        self.restart();
+    }
+
+    /// Waits up to `within` for the service to exit by itself (a crash);
+    /// its exit status, or `None` if it is still running.
+    pub fn wait_exit(&mut self, within: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = Instant::now() + within;
+        loop {
+            if let Some(status) = self.child.as_mut()?.try_wait().ok().flatten() {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
     }
 
     pub fn admin(&self) -> Client {

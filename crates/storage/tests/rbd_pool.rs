@@ -471,3 +471,63 @@ async fn connect_when_pool_missing_then_invalid_naming_the_pool() {
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
     assert!(err.message().contains("'no-such-pool'"), "{err}");
 }
+
+#[tokio::test]
+async fn disk_when_client_died_with_it_open_then_delete_waits_for_stale_watch_and_removes() {
+    let pool = pool().await;
+    let mut cleanup = Cleanup::new();
+    let dir = tempfile::tempdir().unwrap();
+    let image = pool
+        .import_image(
+            cleanup.image(ImageId::new()),
+            &staged(dir.path(), &data(8, MIB)),
+            "raw",
+        )
+        .await
+        .unwrap();
+    let name = cleanup.disk(&unique_disk());
+    let disk = pool.create_disk(&name, &image, "raw", 0).await.unwrap();
+    // A writer that dies without closing the image, as a killed QEMU does.
+    let conf = ceph_conf();
+    let mut writer = Command::new("rbd")
+        .arg("-c")
+        .arg(&conf)
+        .args([
+            "bench",
+            "--io-type",
+            "write",
+            "--io-size",
+            "4K",
+            "--io-threads",
+            "1",
+        ])
+        .args(["--io-total", "256M", &format!("vms/{name}")])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let watched = Instant::now() + Duration::from_secs(20);
+    while !rbd_status(&conf, &name).contains("watcher=") && Instant::now() < watched {
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    writer.kill().unwrap();
+    writer.wait().unwrap();
+    let still_watched = rbd_status(&conf, &name).contains("watcher=");
+
+    pool.delete_disk(&disk).await.unwrap();
+
+    assert!(
+        still_watched,
+        "the killed writer left no watch: the test proves nothing"
+    );
+    assert!(!rbd_ls("vms").contains(&name));
+}
+
+fn rbd_status(conf: &Path, name: &str) -> String {
+    let out = Command::new("rbd")
+        .arg("-c")
+        .arg(conf)
+        .args(["status", &format!("vms/{name}")])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}

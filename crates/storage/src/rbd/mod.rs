@@ -11,7 +11,8 @@
 //!                clones of images/<id>@snap exist? Conflict (409), nothing
 //!                touched : unprotect, remove `snap`, remove the image
 //! delete_disk    remove the disk's own snapshots (Conflict if one has
-//!                clones), then the disk
+//!                clones), then the disk (waiting up to 45 s for the stale
+//!                watch a killed QEMU leaves on it)
 //! ```
 //!
 //! The pool stores raw data only ([`Pool::stored_format`] says so): a qcow2
@@ -244,7 +245,7 @@ fn import_blocking(images: &IoCtx, name: &str, staged: &Path) -> Result<()> {
         .len();
     // The caller holds the image record in `saving`: an RBD image of this
     // name can only be what an interrupted earlier attempt left.
-    remove_with_snapshots(images, name)?;
+    remove_with_snapshots(images, name, Duration::ZERO)?;
     images
         .create_image(name, size, &CreateOptions::default())
         .map_err(ceph_error)?;
@@ -267,7 +268,7 @@ fn import_blocking(images: &IoCtx, name: &str, staged: &Path) -> Result<()> {
             Ok(())
         }
         Err(e) => {
-            if let Err(cleanup) = remove_with_snapshots(images, name) {
+            if let Err(cleanup) = remove_with_snapshots(images, name, Duration::ZERO) {
                 tracing::warn!(image = name, error = %cleanup, "half-made RBD image left for reconciliation");
             }
             Err(e)
@@ -298,9 +299,16 @@ fn in_use(spec: &str, clones: &str) -> Error {
     ))
 }
 
+/// How long removing a disk waits for the watch of a client that died
+/// with the disk open (a killed QEMU): the OSDs drop it after
+/// `osd_client_watch_timeout` (30 s by default); until then `rbd_remove`
+/// answers "busy". Nova retries its removals for a minute for this reason.
+const STALE_WATCH_WAIT: Duration = Duration::from_secs(45);
+
 /// Removes image `name` of `io` and all its snapshots; absent is fine.
-/// `Conflict` (nothing removed) if a snapshot has clones.
-fn remove_with_snapshots(io: &IoCtx, name: &str) -> Result<()> {
+/// `Conflict` (nothing removed) if a snapshot has clones, or if the image is
+/// still open elsewhere after waiting `watch_wait` for stale watches to go.
+fn remove_with_snapshots(io: &IoCtx, name: &str, watch_wait: Duration) -> Result<()> {
     let image = match io.open_image(name) {
         Ok(image) => image,
         Err(e) if e.kind() == ::rbd::ErrorKind::NotFound => return Ok(()),
@@ -327,14 +335,28 @@ fn remove_with_snapshots(io: &IoCtx, name: &str) -> Result<()> {
         image.remove_snap(&snap.name).map_err(ceph_error)?;
     }
     image.close().map_err(ceph_error)?;
-    match io.remove_image(name) {
-        Ok(()) => Ok(()),
-        Err(e) if e.kind() == ::rbd::ErrorKind::NotFound => Ok(()),
-        Err(e) if e.kind() == ::rbd::ErrorKind::Busy => Err(Error::conflict(format!(
-            "{}/{name} is open elsewhere (a running VM?); stop it first.",
-            io.pool_name()
-        ))),
-        Err(e) => Err(ceph_error(e)),
+    let deadline = std::time::Instant::now() + watch_wait;
+    loop {
+        match io.remove_image(name) {
+            Ok(()) => return Ok(()),
+            Err(e) if e.kind() == ::rbd::ErrorKind::NotFound => return Ok(()),
+            Err(e)
+                if e.kind() == ::rbd::ErrorKind::Busy && std::time::Instant::now() < deadline =>
+            {
+                tracing::debug!(
+                    image = name,
+                    "still watched (a client that died?); retrying"
+                );
+                std::thread::sleep(Duration::from_secs(1));
+            }
+            Err(e) if e.kind() == ::rbd::ErrorKind::Busy => {
+                return Err(Error::conflict(format!(
+                    "{}/{name} is open elsewhere (a running VM?); stop it first.",
+                    io.pool_name()
+                )))
+            }
+            Err(e) => return Err(ceph_error(e)),
+        }
     }
 }
 
@@ -414,7 +436,7 @@ impl Pool for RbdPool {
     async fn delete_image(&self, location: &str) -> Result<()> {
         let source = self.own(location, &self.images, true)?;
         let images = self.images.clone();
-        blocking(move || remove_with_snapshots(&images, &source.image)).await
+        blocking(move || remove_with_snapshots(&images, &source.image, Duration::ZERO)).await
     }
 
     async fn image_locations(&self) -> Result<Vec<String>> {
@@ -488,7 +510,7 @@ impl Pool for RbdPool {
     async fn delete_disk(&self, location: &str) -> Result<()> {
         let disk = self.own(location, &self.vms, false)?;
         let vms = self.vms.clone();
-        blocking(move || remove_with_snapshots(&vms, &disk.image)).await
+        blocking(move || remove_with_snapshots(&vms, &disk.image, STALE_WATCH_WAIT)).await
     }
 
     async fn disk_locations(&self) -> Result<Vec<String>> {

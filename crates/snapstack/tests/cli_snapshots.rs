@@ -288,36 +288,6 @@ fn cli_json(server: &Server, args: &[&str]) -> Value {
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("not JSON ({e}): {out}"))
 }
 
-/// The test guest's disk: `$SNAPSTACK_GUEST_DIR/guest.qcow2`, else the
-/// repository's `build/guest/guest.qcow2`.
-fn guest_qcow2() -> PathBuf {
-    let dir = std::env::var_os("SNAPSTACK_GUEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../build/guest"));
-    let disk = dir.join("guest.qcow2");
-    assert!(
-        disk.is_file(),
-        "the test guest is not at {} — run scripts/build-guest.sh (or set SNAPSTACK_GUEST_DIR)",
-        disk.display()
-    );
-    disk
-}
-
-/// Uploads the test guest as image `guest` and creates flavor `tiny`
-/// (1 vCPU, 256 MiB, 1 GiB); returns the image id.
-fn upload_guest_and_flavor(server: &Server) -> String {
-    let admin = server.admin();
-    let data = std::fs::read(guest_qcow2()).unwrap();
-    let (id, upload) = admin.upload_image("guest", "qcow2", &data);
-    upload.expect_status(204);
-    let flavor =
-        json!({"flavor": {"id": "tiny", "name": "tiny", "vcpus": 1, "ram": 256, "disk": 1}});
-    admin
-        .post("/compute/v2.1/flavors", flavor)
-        .expect_status(200);
-    id
-}
-
 /// `server create --wait` from `image`; returns the server's id once its
 /// guest has printed `lines` SEQ lines after boot number `boot`.
 fn boot(server: &Server, api: &Api, name: &str, image: &str, boot: u64, lines: usize) -> String {
@@ -575,7 +545,7 @@ fn property<'a>(image: &'a Value, key: &str) -> &'a Value {
 fn live_snapshot_when_guest_writes_then_no_pause_and_boot_rebuild_and_download_see_one_prefix() {
     let server = Server::start();
     let _log = LogOnFailure::new(&server);
-    let guest = upload_guest_and_flavor(&server);
+    let guest = server.add_guest_image_and_flavor();
     let api = Api::new(&server);
     let vm1 = boot(&server, &api, "vm1", "guest", 1, 3);
     let pid_before = qemu_pid(&server, &vm1);
@@ -678,7 +648,7 @@ fn live_snapshot_when_guest_writes_then_no_pause_and_boot_rebuild_and_download_s
 fn snapshot_when_paused_suspended_or_shutoff_then_state_kept_and_server_continues() {
     let server = Server::start();
     let _log = LogOnFailure::new(&server);
-    upload_guest_and_flavor(&server);
+    server.add_guest_image_and_flavor();
     let api = Api::new(&server);
     let vm = boot(&server, &api, "vm1", "guest", 1, 1);
 
@@ -791,7 +761,7 @@ fn snapshot_when_paused_suspended_or_shutoff_then_state_kept_and_server_continue
 fn images_and_servers_when_deleted_in_any_order_then_pool_keeps_only_needed_files() {
     let server = Server::start();
     let _log = LogOnFailure::new(&server);
-    upload_guest_and_flavor(&server);
+    server.add_guest_image_and_flavor();
     let api = Api::new(&server);
     boot(&server, &api, "vm1", "guest", 1, 1);
     snapshot(&server, "vm1", "sa");
@@ -863,7 +833,7 @@ enum Outcome {
 fn snapshot_crash_at(point: &str, expected: Outcome) {
     let mut server = Server::start_with_env(&[("SNAPSTACK_FAULT_INJECT", point)]);
     let _log = LogOnFailure::new(&server);
-    upload_guest_and_flavor(&server);
+    server.add_guest_image_and_flavor();
     let api = Api::new(&server);
     let vm = boot(&server, &api, "vm1", "guest", 1, 1);
     let pid = qemu_pid(&server, &vm);
@@ -948,7 +918,7 @@ fn snapshot_crash_when_dying_at_published_then_image_finished_and_server_runs_on
 fn snapshot_when_qemu_killed_meanwhile_then_shutoff_with_fault_valid_chain_and_start_works() {
     let server = Server::start();
     let _log = LogOnFailure::new(&server);
-    upload_guest_and_flavor(&server);
+    server.add_guest_image_and_flavor();
     let api = Api::new(&server);
     let vm = boot(&server, &api, "vm1", "guest", 1, 1);
     let pid = qemu_pid(&server, &vm);

@@ -467,3 +467,87 @@ fn ceph_down_while_serving_then_503_naming_ceph_and_nothing_changed() {
     assert_eq!(admin.image(&queued)["status"], "queued");
     assert!(server.staging_files().is_empty());
 }
+
+/// The test guest's disk (`scripts/build-guest.sh`).
+fn guest_qcow2() -> PathBuf {
+    let dir = std::env::var_os("SNAPSTACK_GUEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../build/guest"));
+    let disk = dir.join("guest.qcow2");
+    assert!(
+        disk.is_file(),
+        "the test guest is not at {} — run scripts/build-guest.sh",
+        disk.display()
+    );
+    disk
+}
+
+#[test]
+fn server_when_booted_from_rbd_image_then_clone_in_vms_until_deleted() {
+    let mut rbd_server = RbdServer::start();
+    let image = rbd_server.create_image("guest", "qcow2", &guest_qcow2());
+    let image_id = image["id"].as_str().unwrap().to_string();
+    let flavor = serde_json::json!({"flavor": {"id": "tiny", "name": "tiny", "vcpus": 1, "ram": 256, "disk": 1}});
+    rbd_server
+        .server
+        .admin()
+        .post("/compute/v2.1/flavors", flavor)
+        .expect_status(200);
+
+    let created: Value = serde_json::from_str(&ok(rbd_server.server.openstack(&[
+        "server",
+        "create",
+        "--image",
+        "guest",
+        "--flavor",
+        "tiny",
+        "--network",
+        "none",
+        "--wait",
+        "-f",
+        "json",
+        "vm1",
+    ])))
+    .unwrap();
+    let id = created["id"].as_str().unwrap().to_string();
+    rbd_server.cleanup.insert(0, format!("vms/{id}"));
+    let booted = Instant::now() + Duration::from_secs(90);
+    let mut console = String::new();
+    while !console.contains("SNAPSTACK-GUEST boot=1") && Instant::now() < booted {
+        std::thread::sleep(Duration::from_secs(1));
+        console = ok(rbd_server
+            .server
+            .openstack(&["console", "log", "show", "vm1"]));
+    }
+    let disk_info: Value =
+        serde_json::from_str(&rbd(&["info", "--format", "json", &format!("vms/{id}")])).unwrap();
+    let delete_image_in_use = fails(rbd_server.server.openstack(&["image", "delete", "guest"]));
+    ok(rbd_server
+        .server
+        .openstack(&["server", "delete", "--wait", "vm1"]));
+    let disk_gone = Instant::now() + Duration::from_secs(60);
+    while rbd_ls("vms").contains(&id) && Instant::now() < disk_gone {
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    let vms_after_server_delete = rbd_ls("vms");
+    ok(rbd_server.server.openstack(&["image", "delete", "guest"]));
+
+    assert_eq!(created["status"], "ACTIVE");
+    assert!(
+        console.contains("SNAPSTACK-GUEST boot=1 last_seq=0 corrupt=0"),
+        "console:\n{console}"
+    );
+    assert_eq!(disk_info["parent"]["pool"], "images");
+    assert_eq!(disk_info["parent"]["image"], image_id.as_str());
+    assert_eq!(disk_info["parent"]["snapshot"], "snap");
+    assert_eq!(disk_info["size"], 1u64 << 30);
+    assert!(
+        delete_image_in_use.contains("409"),
+        "stderr: {delete_image_in_use}"
+    );
+    assert!(
+        !vms_after_server_delete.contains(&id),
+        "the server's clone outlived it"
+    );
+    assert!(!rbd_ls("images").contains(&image_id));
+}

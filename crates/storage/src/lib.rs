@@ -118,8 +118,13 @@ pub trait Pool: Send + Sync + std::fmt::Debug {
         let mut removed = Vec::new();
         for disk in self.disk_locations().await? {
             if !roots.contains(&disk) {
-                self.delete_disk(&disk).await?;
-                removed.push(disk);
+                // One disk that cannot go now (still busy) does not stop the rest.
+                match self.delete_disk(&disk).await {
+                    Ok(()) => removed.push(disk),
+                    Err(e) => {
+                        tracing::warn!(%disk, error = %e, "garbage disk kept for the next collection")
+                    }
+                }
             }
         }
         for image in self.image_locations().await? {

@@ -155,7 +155,7 @@ impl Cloud {
             .update_server(&claimed, (server.vm_state, None))
             .await
         {
-            self.undo_snapshot(&saga).await;
+            self.undo_snapshot(&saga, None).await;
             return Err(e);
         }
         fault_point("snapshot:begun");
@@ -164,7 +164,7 @@ impl Cloud {
             let mut saga = saga;
             if let Err(e) = cloud.snapshot_forward(&mut saga, "begun").await {
                 tracing::warn!(server = %saga.server, image = %saga.image, error = %e, "server snapshot failed; undoing");
-                cloud.undo_snapshot(&saga).await;
+                cloud.undo_snapshot(&saga, Some(&e)).await;
             }
         });
         Ok(img)
@@ -314,7 +314,7 @@ impl Cloud {
     }
 
     /// Undo: the image goes, the task is cleared, a half-made top is garbage.
-    async fn undo_snapshot(&self, saga: &Saga) {
+    async fn undo_snapshot(&self, saga: &Saga, cause: Option<&Error>) {
         if let Ok(img) = self.store.image(saga.image).await {
             if img.status != ImageStatus::Deleted {
                 let mut gone = img.clone();
@@ -327,6 +327,14 @@ impl Cloud {
             if server.task_state.is_some_and(is_snapshot_task) {
                 let mut next = server.clone();
                 next.task_state = None;
+                if let Some(e) = cause {
+                    let mut fault = super::lifecycle::fault(e);
+                    fault.message = format!(
+                        "Snapshot into image {} failed: {}",
+                        saga.image, fault.message
+                    );
+                    next.fault = Some(fault);
+                }
                 next.updated_at = Utc::now();
                 let _ = self
                     .store
@@ -389,7 +397,7 @@ impl Cloud {
             let outcome = match outcome {
                 Ok(o) => o.to_string(),
                 Err(e) => {
-                    self.undo_snapshot(&saga).await;
+                    self.undo_snapshot(&saga, None).await;
                     format!("undone after {e}")
                 }
             };
@@ -425,7 +433,7 @@ impl Cloud {
                 Ok("finished")
             }
             _ => {
-                self.undo_snapshot(saga).await;
+                self.undo_snapshot(saga, None).await;
                 Ok("undone")
             }
         }

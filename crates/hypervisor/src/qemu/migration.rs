@@ -26,7 +26,7 @@ use crate::spec::utf8_path;
 /// Bandwidth limit while saving: 1 TiB/s, i.e. none (QEMU 7.2 defaults to 128 MiB/s).
 const MAX_BANDWIDTH: u64 = 1 << 40;
 /// How often to ask QEMU how far the migration is.
-const POLL_INTERVAL: Duration = Duration::from_millis(50);
+const POLL_INTERVAL: Duration = Duration::from_millis(10);
 
 /// Where the stream is written before it is renamed to `state_file`.
 pub(crate) fn partial_file(state_file: &Path) -> PathBuf {

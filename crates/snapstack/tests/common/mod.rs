@@ -31,7 +31,11 @@ fn owned_env(env: &[(&str, &str)]) -> Vec<(String, String)> {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 impl Server {
@@ -94,10 +98,17 @@ impl Server {
     fn wait_ready(&mut self) {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
-            if ureq::get(&format!("{}/identity/v3", self.url)).call().is_ok() {
+            if ureq::get(&format!("{}/identity/v3", self.url))
+                .call()
+                .is_ok()
+            {
                 return;
             }
-            if let Some(status) = self.child.as_mut().and_then(|c| c.try_wait().ok().flatten()) {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().ok().flatten())
+            {
                 panic!("snapstack exited at start-up ({status}):\n{}", self.log());
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -150,8 +161,13 @@ impl Server {
     }
 
     pub fn login(&self, user: &str, password: &str, project: &str) -> Client {
-        let token = self.try_login(user, password, project).expect("login failed");
-        Client { url: self.url.clone(), token }
+        let token = self
+            .try_login(user, password, project)
+            .expect("login failed");
+        Client {
+            url: self.url.clone(),
+            token,
+        }
     }
 
     pub fn try_login(&self, user: &str, password: &str, project: &str) -> Result<String, u16> {
@@ -168,19 +184,35 @@ impl Server {
     /// Creates a project and a user holding `role` on it; logs in as it.
     pub fn user_with_role(&self, name: &str, role: &str) -> Client {
         let admin = self.admin();
-        let project = admin.post("/identity/v3/projects", json!({"project": {"name": format!("{name}-project")}}));
+        let project = admin.post(
+            "/identity/v3/projects",
+            json!({"project": {"name": format!("{name}-project")}}),
+        );
         let pid = project.body["project"]["id"].as_str().unwrap().to_string();
         self.user_in_project(name, &pid, &format!("{name}-project"), role)
     }
 
     /// Creates a user holding `role` on an existing project; logs in as it.
-    pub fn user_in_project(&self, name: &str, project_id: &str, project_name: &str, role: &str) -> Client {
+    pub fn user_in_project(
+        &self,
+        name: &str,
+        project_id: &str,
+        project_name: &str,
+        role: &str,
+    ) -> Client {
         let admin = self.admin();
-        let user = admin.post("/identity/v3/users", json!({"user": {"name": name, "password": "pw-".to_string() + name}}));
+        let user = admin.post(
+            "/identity/v3/users",
+            json!({"user": {"name": name, "password": "pw-".to_string() + name}}),
+        );
         let uid = user.body["user"]["id"].as_str().unwrap().to_string();
         let roles = admin.get(&format!("/identity/v3/roles?name={role}"));
         let rid = roles.body["roles"][0]["id"].as_str().unwrap().to_string();
-        admin.put_empty(&format!("/identity/v3/projects/{project_id}/users/{uid}/roles/{rid}")).expect_status(204);
+        admin
+            .put_empty(&format!(
+                "/identity/v3/projects/{project_id}/users/{uid}/roles/{rid}"
+            ))
+            .expect_status(204);
         self.login(name, &format!("pw-{name}"), project_name)
     }
 
@@ -216,7 +248,10 @@ impl Server {
 
     /// `POST /identity/v3/auth/tokens` with `body`; the whole reply.
     pub fn issue_token(&self, body: Value) -> Reply {
-        reply(self.anonymous("POST", "/identity/v3/auth/tokens").send_json(body))
+        reply(
+            self.anonymous("POST", "/identity/v3/auth/tokens")
+                .send_json(body),
+        )
     }
 
     /// Runs the real `openstack` CLI as the admin against this server.
@@ -261,7 +296,11 @@ pub fn password_auth(user: &str, password: &str, project: Option<&str>) -> Value
 /// Sorted names of the entries of `dir` (empty if it does not exist).
 pub fn file_names(dir: &Path) -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(dir)
-        .map(|rd| rd.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+        .map(|rd| {
+            rd.filter_map(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
         .unwrap_or_default();
     names.sort();
     names
@@ -283,9 +322,9 @@ impl Drop for Server {
 /// The `openstack` program: `$SNAPSTACK_OPENSTACK` or `.venv/bin/openstack`
 /// at the repository root (made by scripts/install-deps.sh).
 pub fn openstack_cli() -> Command {
-    let path = std::env::var_os("SNAPSTACK_OPENSTACK").map(PathBuf::from).unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/openstack")
-    });
+    let path = std::env::var_os("SNAPSTACK_OPENSTACK")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/openstack"));
     assert!(
         path.exists(),
         "the openstack CLI is not at {} — run scripts/install-deps.sh or set SNAPSTACK_OPENSTACK",
@@ -308,7 +347,11 @@ pub fn ok(out: Output) -> String {
 
 /// Asserts a CLI run failed; returns its stderr.
 pub fn fails(out: Output) -> String {
-    assert!(!out.status.success(), "openstack unexpectedly succeeded: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        !out.status.success(),
+        "openstack unexpectedly succeeded: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     String::from_utf8_lossy(&out.stderr).to_string()
 }
 
@@ -323,17 +366,28 @@ pub struct Reply {
 
 impl Reply {
     pub fn expect_status(self, status: u16) -> Reply {
-        assert_eq!(self.status, status, "unexpected status; body: {}", String::from_utf8_lossy(&self.raw));
+        assert_eq!(
+            self.status,
+            status,
+            "unexpected status; body: {}",
+            String::from_utf8_lossy(&self.raw)
+        );
         self
     }
 
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers.iter().find(|(k, _)| k.eq_ignore_ascii_case(name)).map(|(_, v)| v.as_str())
+        self.headers
+            .iter()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
     }
 
     /// The error message of an error reply.
     pub fn message(&self) -> String {
-        self.body["error"]["message"].as_str().unwrap_or_default().to_string()
+        self.body["error"]["message"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
     }
 }
 
@@ -353,7 +407,12 @@ pub fn reply(result: Result<ureq::Response, ureq::Error>) -> Reply {
     let mut raw = Vec::new();
     response.into_reader().read_to_end(&mut raw).unwrap();
     let body = serde_json::from_slice(&raw).unwrap_or(Value::Null);
-    Reply { status, body, raw, headers }
+    Reply {
+        status,
+        body,
+        raw,
+        headers,
+    }
 }
 
 /// An authenticated HTTP client.
@@ -381,7 +440,11 @@ impl Client {
     }
 
     pub fn post_raw(&self, path: &str, content_type: &str, body: &[u8]) -> Reply {
-        reply(self.request("POST", path).set("Content-Type", content_type).send_bytes(body))
+        reply(
+            self.request("POST", path)
+                .set("Content-Type", content_type)
+                .send_bytes(body),
+        )
     }
 
     pub fn put_empty(&self, path: &str) -> Reply {
@@ -389,11 +452,19 @@ impl Client {
     }
 
     pub fn put_bytes(&self, path: &str, body: &[u8]) -> Reply {
-        reply(self.request("PUT", path).set("Content-Type", "application/octet-stream").send_bytes(body))
+        reply(
+            self.request("PUT", path)
+                .set("Content-Type", "application/octet-stream")
+                .send_bytes(body),
+        )
     }
 
     pub fn patch(&self, path: &str, content_type: &str, body: Value) -> Reply {
-        reply(self.request("PATCH", path).set("Content-Type", content_type).send_string(&body.to_string()))
+        reply(
+            self.request("PATCH", path)
+                .set("Content-Type", content_type)
+                .send_string(&body.to_string()),
+        )
     }
 
     /// Creates an image record; returns its id.
@@ -404,19 +475,30 @@ impl Client {
 
     /// Creates an image and uploads `data`; returns the id and the upload reply.
     pub fn upload_image(&self, name: &str, disk_format: &str, data: &[u8]) -> (String, Reply) {
-        let id = self.create_image(json!({"name": name, "disk_format": disk_format, "container_format": "bare"}));
+        let id = self.create_image(
+            json!({"name": name, "disk_format": disk_format, "container_format": "bare"}),
+        );
         let r = self.put_bytes(&format!("/image/v2/images/{id}/file"), data);
         (id, r)
     }
 
     pub fn image(&self, id: &str) -> Value {
-        self.get(&format!("/image/v2/images/{id}")).expect_status(200).body
+        self.get(&format!("/image/v2/images/{id}"))
+            .expect_status(200)
+            .body
     }
 
     /// The id of the project this client's token is scoped to.
     pub fn project_id(&self) -> String {
-        let r = reply(self.request("GET", "/identity/v3/auth/tokens?nocatalog").set("X-Subject-Token", &self.token).call());
-        r.expect_status(200).body["token"]["project"]["id"].as_str().unwrap().to_string()
+        let r = reply(
+            self.request("GET", "/identity/v3/auth/tokens?nocatalog")
+                .set("X-Subject-Token", &self.token)
+                .call(),
+        );
+        r.expect_status(200).body["token"]["project"]["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
     }
 
     /// `GET path` with one extra header.
@@ -432,7 +514,10 @@ impl Client {
             if img["status"] == status {
                 return img;
             }
-            assert!(Instant::now() < deadline, "image {id} never became {status}: {img}");
+            assert!(
+                Instant::now() < deadline,
+                "image {id} never became {status}: {img}"
+            );
             std::thread::sleep(Duration::from_millis(50));
         }
     }
@@ -440,15 +525,25 @@ impl Client {
 
 /// Runs a command (qemu-img, …) and asserts success.
 pub fn run(cmd: &str, args: &[&str]) -> String {
-    let out = Command::new(cmd).args(args).output().unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
-    assert!(out.status.success(), "{cmd} {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {cmd}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd} {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).to_string()
 }
 
 /// A small valid qcow2 image (qemu-img create) with some data written.
 pub fn make_qcow2(dir: &Path, name: &str, size: &str) -> PathBuf {
     let path = dir.join(name);
-    run("qemu-img", &["create", "-q", "-f", "qcow2", path.to_str().unwrap(), size]);
+    run(
+        "qemu-img",
+        &["create", "-q", "-f", "qcow2", path.to_str().unwrap(), size],
+    );
     path
 }
 

@@ -169,11 +169,9 @@ fn parse_filter(query: &str) -> Result<(ImageFilter, Vec<(String, String)>), Err
                 f.sort_dir = parse_sort_dir(dir)?;
             }
             "member_status" => {}
-            other => {
-                return Err(Error::invalid(format!(
-                    "Unknown image list filter '{other}'."
-                )))
-            }
+            // As Glance: any other key filters on a free-form property
+            // (`openstack image list --property k=v`).
+            _ => f.properties.push((key.clone(), value.clone())),
         }
         kept.push((key, value));
     }

@@ -159,11 +159,33 @@ fn image_properties_when_set_and_unset_then_shown_and_gone() {
 
     ok(server.openstack(&["image", "set", "--property", "os_distro=debian", "img"]));
     let with = json(ok(server.openstack(&["image", "show", "img", "-f", "json"])));
+    let listed = ok(server.openstack(&[
+        "image",
+        "list",
+        "--property",
+        "os_distro=debian",
+        "-f",
+        "value",
+        "-c",
+        "Name",
+    ]));
     ok(server.openstack(&["image", "unset", "--property", "os_distro", "img"]));
     let without = json(ok(server.openstack(&["image", "show", "img", "-f", "json"])));
+    let listed_after = ok(server.openstack(&[
+        "image",
+        "list",
+        "--property",
+        "os_distro=debian",
+        "-f",
+        "value",
+        "-c",
+        "Name",
+    ]));
 
     assert_eq!(with["properties"]["os_distro"], "debian");
+    assert_eq!(listed, "img");
     assert!(without["properties"].get("os_distro").is_none());
+    assert_eq!(listed_after, "");
 }
 
 #[test]

@@ -26,6 +26,8 @@ pub struct ImageFilter {
     pub visibility: Option<Visibility>,
     pub owner: Option<ProjectId>,
     pub tags: Vec<String>,
+    /// Free-form properties that must have exactly these values.
+    pub properties: Vec<(String, String)>,
     pub disk_format: Option<String>,
     pub container_format: Option<String>,
     pub protected: Option<bool>,
@@ -271,6 +273,13 @@ impl Store {
             sql.push_str(" AND tags LIKE ? ESCAPE '\\'");
             bind(&mut args, format!("%{}%", like_escape(&json_text(tag))))?;
         }
+        // Properties are stored as compact JSON: `"key":"value"` with the
+        // quotes unescaped can only be a key and its value.
+        for (key, value) in &filter.properties {
+            sql.push_str(" AND properties LIKE ? ESCAPE '\\'");
+            let pair = format!("{}:{}", json_text(key), json_text(value));
+            bind(&mut args, format!("%{}%", like_escape(&pair)))?;
+        }
         if let Some(f) = &filter.disk_format {
             sql.push_str(" AND disk_format = ?");
             bind(&mut args, f.clone())?;
@@ -466,6 +475,39 @@ mod tests {
             .map(|i| i.name.clone().unwrap())
             .collect();
         assert_eq!(names, vec!["public"]);
+    }
+
+    #[tokio::test]
+    async fn list_when_property_filter_then_only_exact_key_and_value() {
+        let store = Store::in_memory().await.unwrap();
+        let owner = ProjectId::new();
+        let mut debian = image(owner, "debian", 0);
+        debian
+            .properties
+            .insert("os_distro".into(), "debian".into());
+        store.insert_image(&debian).await.unwrap();
+        let mut tricky = image(owner, "tricky", 1);
+        tricky
+            .properties
+            .insert("note".into(), "\"os_distro\":\"debian\"".into());
+        store.insert_image(&tricky).await.unwrap();
+
+        let page = store
+            .list_images(&ImageFilter {
+                viewer: Some(owner),
+                properties: vec![("os_distro".into(), "debian".into())],
+                limit: 10,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+
+        let names: Vec<_> = page
+            .images
+            .iter()
+            .map(|i| i.name.clone().unwrap())
+            .collect();
+        assert_eq!(names, vec!["debian"]);
     }
 
     #[tokio::test]

@@ -36,6 +36,13 @@ if command -v qemu-img >/dev/null && ! qemu-img --version | head -1 | grep -q 'v
   missing+=(qemu-utils)
 fi
 
+# The test guest's kernel comes from `apt-get download`, which needs package
+# lists even when every package is already installed.
+if [ "${SNAPSTACK_SKIP_APT:-0}" != 1 ] && ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; then
+  say "apt package lists are empty: apt-get update"
+  $SUDO apt-get update -qq
+fi
+
 if [ "${SNAPSTACK_SKIP_APT:-0}" != 1 ] && [ ${#missing[@]} -gt 0 ]; then
   say "installing Debian packages: ${missing[*]}"
   $SUDO apt-get update -qq

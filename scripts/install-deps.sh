@@ -58,7 +58,8 @@ if [ "${SNAPSTACK_SKIP_APT:-0}" != 1 ] && [ ${#missing[@]} -gt 0 ]; then
 fi
 
 OSC_VERSION=10.5.0
-if [ ! -x .venv/bin/openstack ] || ! .venv/bin/pip show python-openstackclient 2>/dev/null | grep -q "^Version: $OSC_VERSION"; then
+installed_osc=$(.venv/bin/pip show python-openstackclient 2>/dev/null || true)
+if [ ! -x .venv/bin/openstack ] || ! grep -q "^Version: $OSC_VERSION\$" <<<"$installed_osc"; then
   say "creating .venv with python-openstackclient $OSC_VERSION"
   python3 -m venv .venv
   .venv/bin/pip install -q --disable-pip-version-check "python-openstackclient==$OSC_VERSION"

@@ -38,7 +38,7 @@ fi
 
 # The test guest's kernel comes from `apt-get download`, which needs package
 # lists even when every package is already installed.
-if [ "${SNAPSTACK_SKIP_APT:-0}" != 1 ] && ! ls /var/lib/apt/lists/*_Packages >/dev/null 2>&1; then
+if [ "${SNAPSTACK_SKIP_APT:-0}" != 1 ] && ! compgen -G "/var/lib/apt/lists/*_Packages*" >/dev/null; then
   say "apt package lists are empty: apt-get update"
   $SUDO apt-get update -qq
 fi

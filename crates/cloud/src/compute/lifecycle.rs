@@ -116,11 +116,7 @@ impl Cloud {
             .clone()
             .filter(|_| image.status == ImageStatus::Active)
             .ok_or_else(|| Error::conflict(format!("Image {image_id} is no longer active.")))?;
-        let claimed = image.disk_format.clone().unwrap_or_else(|| "raw".into());
-        let format = claimed
-            .parse::<image_format::DiskFormat>()
-            .map(image_format::qemu_img_format)
-            .unwrap_or("raw");
+        let format = crate::images::qemu_format_of(&image);
         let size = server.flavor.disk * super::GIB;
         let _gc = self.gc_lock.read().await;
         let disk = self
@@ -251,11 +247,7 @@ impl Cloud {
                 .location
                 .clone()
                 .ok_or_else(|| Error::conflict("The image has no data."))?;
-            let format = image
-                .disk_format
-                .as_deref()
-                .and_then(|f| f.parse::<image_format::DiskFormat>().ok())
-                .map_or("raw", image_format::qemu_img_format);
+            let format = crate::images::qemu_format_of(&image);
             let name = format!(
                 "{}-{}",
                 server.id,

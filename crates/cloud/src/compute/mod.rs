@@ -146,12 +146,7 @@ impl Cloud {
         let server = self.server(caller, id).await?;
         caller.require(Role::Member, &format!("{} servers", action.name()))?;
         server.check_action(action)?;
-        let mut claimed = server.clone();
-        claimed.task_state = Some(action.task());
-        claimed.updated_at = Utc::now();
-        self.store
-            .update_server(&claimed, (server.vm_state, None))
-            .await?;
+        let claimed = self.claim_task(&server, action.task()).await?;
         let cloud = self.clone();
         let running = claimed.clone();
         tokio::spawn(async move { cloud.run_action(running, action).await });
@@ -185,16 +180,23 @@ impl Cloud {
                 image.id, image.status
             )));
         }
-        let mut claimed = server.clone();
-        claimed.task_state = Some(TaskState::Rebuilding);
-        claimed.updated_at = Utc::now();
-        self.store
-            .update_server(&claimed, (server.vm_state, None))
-            .await?;
+        let claimed = self.claim_task(&server, TaskState::Rebuilding).await?;
         let cloud = self.clone();
         let running = claimed.clone();
         let image_id = image.id;
         tokio::spawn(async move { cloud.finish_rebuild(running, image_id).await });
+        Ok(claimed)
+    }
+
+    /// Claims `task` on an idle server by compare-and-swap: a concurrent
+    /// request that claimed first makes this one fail with 409.
+    pub(crate) async fn claim_task(&self, server: &Server, task: TaskState) -> Result<Server> {
+        let mut claimed = server.clone();
+        claimed.task_state = Some(task);
+        claimed.updated_at = Utc::now();
+        self.store
+            .update_server(&claimed, (server.vm_state, None))
+            .await?;
         Ok(claimed)
     }
 

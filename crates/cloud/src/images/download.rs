@@ -101,11 +101,7 @@ impl Cloud {
         img: &domain::image::Image,
         location: &str,
     ) -> Result<Option<(tokio::fs::File, u64)>> {
-        let format = img
-            .disk_format
-            .as_deref()
-            .and_then(|f| f.parse::<image_format::DiskFormat>().ok())
-            .map_or("raw", image_format::qemu_img_format);
+        let format = super::qemu_format_of(img);
         let dest = self
             .config
             .staging_dir

@@ -34,6 +34,14 @@ pub const MAX_PAGE: u32 = 1000;
 /// Page size when the request names none (Glance's `limit_param_default`).
 pub const DEFAULT_PAGE: u32 = 25;
 
+/// The `qemu-img` format of an image's stored data (raw when unknown).
+pub(crate) fn qemu_format_of(img: &Image) -> &'static str {
+    img.disk_format
+        .as_deref()
+        .and_then(|f| f.parse::<image_format::DiskFormat>().ok())
+        .map_or("raw", image_format::qemu_img_format)
+}
+
 /// Whether `caller` may see `img` at all.
 fn can_view(caller: &Caller, img: &Image, is_member: bool) -> bool {
     caller.can_see_project(img.owner)

@@ -39,14 +39,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cargo build --release --quiet -p snapstack
-BIN=${CARGO_TARGET_DIR:-target}/release/snapstack
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-URL=http://127.0.0.1:$PORT
-HOME=$WORK "$BIN" serve --data-dir "$WORK/data" --listen 127.0.0.1:$PORT \
-  --admin-password bench-pw > "$WORK/serve.log" 2>&1 &
-SERVER_PID=$!
-for _ in $(seq 100); do curl -sf "$URL/identity/v3" >/dev/null && break; sleep 0.1; done
+source bench/lib.sh
+start_snapstack "$WORK"
 
 for size in 1 16; do
   qemu-img convert -q -f qcow2 -O qcow2 "$GUEST_DIR/guest.qcow2" "$WORK/guest-${size}g.qcow2"

@@ -12,16 +12,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 SIZE_MIB=${1:-1024}
 WORK=$(mktemp -d "$PWD/build/bench-transfer.XXXXXX")
+SERVER_PID=
 trap 'kill $SERVER_PID 2>/dev/null || true; rm -rf "$WORK"' EXIT
 mkdir -p "$WORK"
 
-cargo build --release --quiet -p snapstack
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-URL=http://127.0.0.1:$PORT
-HOME=$WORK target/release/snapstack serve --data-dir "$WORK/data" --listen 127.0.0.1:$PORT \
-  --admin-password bench-pw > "$WORK/serve.log" 2>&1 &
-SERVER_PID=$!
-for _ in $(seq 100); do curl -sf "$URL/identity/v3" >/dev/null && break; sleep 0.1; done
+source bench/lib.sh
+start_snapstack "$WORK"
 
 TOKEN=$(curl -si "$URL/identity/v3/auth/tokens" -H 'Content-Type: application/json' -d '{"auth":{"identity":{"methods":["password"],"password":{"user":{"name":"admin","domain":{"id":"default"},"password":"bench-pw"}}},"scope":{"project":{"name":"admin","domain":{"id":"default"}}}}}' \
   | awk 'tolower($1)=="x-subject-token:"{print $2}' | tr -d '\r')

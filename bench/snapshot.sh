@@ -29,14 +29,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-cargo build --release --quiet -p snapstack
-BIN=${CARGO_TARGET_DIR:-target}/release/snapstack
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
-URL=http://127.0.0.1:$PORT
-HOME=$WORK "$BIN" serve --data-dir "$WORK/data" --listen 127.0.0.1:$PORT \
-  --admin-password bench-pw > "$WORK/serve.log" 2>&1 &
-SERVER_PID=$!
-for _ in $(seq 100); do curl -sf "$URL/identity/v3" >/dev/null && break; sleep 0.1; done
+source bench/lib.sh
+start_snapstack "$WORK"
 
 echo "bench/snapshot.sh ${SIZES[*]}"
 echo

@@ -86,6 +86,14 @@ typed_id!(
     /// A Nova server.
     ServerId, "server", false
 );
+typed_id!(
+    /// A Cinder volume.
+    VolumeId, "volume", false
+);
+typed_id!(
+    /// A Cinder volume snapshot.
+    VolumeSnapshotId, "snapshot", false
+);
 
 #[cfg(test)]
 mod tests {

@@ -7,6 +7,7 @@ pub mod identity;
 pub mod ids;
 pub mod image;
 pub mod server;
+pub mod volume;
 
 pub use error::{Error, ErrorKind, Result};
-pub use ids::{ImageId, ProjectId, RoleId, ServerId, UserId};
+pub use ids::{ImageId, ProjectId, RoleId, ServerId, UserId, VolumeId, VolumeSnapshotId};

@@ -11,6 +11,7 @@ mod images;
 mod sagas;
 mod servers;
 mod tokens;
+mod volumes;
 
 use std::str::FromStr;
 

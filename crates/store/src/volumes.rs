@@ -1,0 +1,359 @@
+//! Volumes and volume snapshots. Status changes are compare-and-swap:
+//! [`Store::update_volume`] and [`Store::update_volume_snapshot`] name the
+//! status they expect and fail with `Conflict` if another request moved
+//! first. Deleted rows stay (status `deleted`) and are never listed.
+
+use std::collections::BTreeMap;
+
+use domain::volume::{SnapshotStatus, Volume, VolumeSnapshot, VolumeSource, VolumeStatus};
+use domain::{Error, ProjectId, Result, VolumeId, VolumeSnapshotId};
+use sqlx::sqlite::SqliteRow;
+use sqlx::Row;
+
+use crate::{db_error, parse_id, parse_ts, ts, Store};
+
+fn source_columns(source: VolumeSource) -> (&'static str, Option<String>) {
+    match source {
+        VolumeSource::Blank => ("blank", None),
+        VolumeSource::Image(id) => ("image", Some(id.to_string())),
+        VolumeSource::Snapshot(id) => ("snapshot", Some(id.to_string())),
+        VolumeSource::Volume(id) => ("volume", Some(id.to_string())),
+    }
+}
+
+fn map_json(row: &SqliteRow, column: &str, table: &str) -> Result<BTreeMap<String, String>> {
+    serde_json::from_str(row.get(column))
+        .map_err(|_| Error::internal(format!("Corrupt {column} in the {table} table.")))
+}
+
+fn volume_from_row(row: &SqliteRow) -> Result<Volume> {
+    let corrupt = |what: &str| Error::internal(format!("Corrupt {what} in the volumes table."));
+    let source_id: Option<String> = row.get("source_id");
+    let source_id = || source_id.as_deref().ok_or_else(|| corrupt("source_id"));
+    let source = match row.get::<&str, _>("source_kind") {
+        "blank" => VolumeSource::Blank,
+        "image" => VolumeSource::Image(parse_id(source_id()?)?),
+        "snapshot" => VolumeSource::Snapshot(parse_id(source_id()?)?),
+        "volume" => VolumeSource::Volume(parse_id(source_id()?)?),
+        _ => return Err(corrupt("source_kind")),
+    };
+    Ok(Volume {
+        id: parse_id(row.get::<&str, _>("id"))?,
+        project_id: parse_id(row.get::<&str, _>("project_id"))?,
+        user_id: parse_id(row.get::<&str, _>("user_id"))?,
+        name: row.get("name"),
+        description: row.get("description"),
+        size: row.get::<i64, _>("size").max(0) as u64,
+        status: VolumeStatus::parse(row.get("status")).ok_or_else(|| corrupt("status"))?,
+        source,
+        location: row.get("location"),
+        bootable: row.get::<i64, _>("bootable") != 0,
+        metadata: map_json(row, "metadata", "volumes")?,
+        image_metadata: map_json(row, "image_metadata", "volumes")?,
+        created_at: parse_ts(row.get("created_at"))?,
+        updated_at: parse_ts(row.get("updated_at"))?,
+    })
+}
+
+fn snapshot_from_row(row: &SqliteRow) -> Result<VolumeSnapshot> {
+    Ok(VolumeSnapshot {
+        id: parse_id(row.get::<&str, _>("id"))?,
+        volume_id: parse_id(row.get::<&str, _>("volume_id"))?,
+        project_id: parse_id(row.get::<&str, _>("project_id"))?,
+        user_id: parse_id(row.get::<&str, _>("user_id"))?,
+        name: row.get("name"),
+        description: row.get("description"),
+        size: row.get::<i64, _>("size").max(0) as u64,
+        status: SnapshotStatus::parse(row.get("status"))
+            .ok_or_else(|| Error::internal("Corrupt status in the volume_snapshots table."))?,
+        location: row.get("location"),
+        metadata: map_json(row, "metadata", "volume_snapshots")?,
+        created_at: parse_ts(row.get("created_at"))?,
+        updated_at: parse_ts(row.get("updated_at"))?,
+    })
+}
+
+fn json_of(map: &BTreeMap<String, String>) -> String {
+    serde_json::to_string(map).unwrap_or_else(|_| "{}".into())
+}
+
+impl Store {
+    pub async fn insert_volume(&self, v: &Volume) -> Result<()> {
+        let (kind, source_id) = source_columns(v.source);
+        sqlx::query(
+            "INSERT INTO volumes (id, project_id, user_id, name, description, size, status, source_kind, source_id, \
+             location, bootable, metadata, image_metadata, created_at, updated_at) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(v.id.to_string())
+        .bind(v.project_id.to_string())
+        .bind(v.user_id.to_string())
+        .bind(&v.name)
+        .bind(&v.description)
+        .bind(v.size as i64)
+        .bind(v.status.as_str())
+        .bind(kind)
+        .bind(source_id)
+        .bind(&v.location)
+        .bind(v.bootable as i64)
+        .bind(json_of(&v.metadata))
+        .bind(json_of(&v.image_metadata))
+        .bind(ts(v.created_at))
+        .bind(ts(v.updated_at))
+        .execute(&self.pool)
+        .await
+        .map_err(db_error(&format!("Cannot create volume {}", v.id)))?;
+        Ok(())
+    }
+
+    /// A volume by id, deleted ones included (callers decide what to show).
+    pub async fn volume(&self, id: VolumeId) -> Result<Volume> {
+        let row = sqlx::query("SELECT * FROM volumes WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error("Cannot read a volume"))?
+            .ok_or_else(|| Error::not_found("volume", id))?;
+        volume_from_row(&row)
+    }
+
+    /// Volumes not deleted, of one project or of all, newest first.
+    pub async fn volumes(&self, project: Option<ProjectId>) -> Result<Vec<Volume>> {
+        let rows = sqlx::query(
+            "SELECT * FROM volumes WHERE status <> 'deleted' AND (?1 IS NULL OR project_id = ?1) \
+             ORDER BY created_at DESC, id DESC",
+        )
+        .bind(project.map(|p| p.to_string()))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error("Cannot list volumes"))?;
+        rows.iter().map(volume_from_row).collect()
+    }
+
+    /// Writes every mutable field of `v`, provided the stored volume is still
+    /// in `expected`. Returns `Conflict` otherwise.
+    pub async fn update_volume(&self, v: &Volume, expected: VolumeStatus) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE volumes SET name = ?, description = ?, size = ?, status = ?, location = ?, bootable = ?, \
+             metadata = ?, image_metadata = ?, updated_at = ? WHERE id = ? AND status = ?",
+        )
+        .bind(&v.name)
+        .bind(&v.description)
+        .bind(v.size as i64)
+        .bind(v.status.as_str())
+        .bind(&v.location)
+        .bind(v.bootable as i64)
+        .bind(json_of(&v.metadata))
+        .bind(json_of(&v.image_metadata))
+        .bind(ts(v.updated_at))
+        .bind(v.id.to_string())
+        .bind(expected.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(db_error(&format!("Cannot update volume {}", v.id)))?;
+        if done.rows_affected() == 0 {
+            let now = self.volume(v.id).await?;
+            return Err(Error::conflict(format!(
+                "Volume {} is {} (expected {expected}); another request changed it first.",
+                v.id, now.status
+            )));
+        }
+        Ok(())
+    }
+
+    pub async fn insert_volume_snapshot(&self, s: &VolumeSnapshot) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO volume_snapshots (id, volume_id, project_id, user_id, name, description, size, status, \
+             location, metadata, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(s.id.to_string())
+        .bind(s.volume_id.to_string())
+        .bind(s.project_id.to_string())
+        .bind(s.user_id.to_string())
+        .bind(&s.name)
+        .bind(&s.description)
+        .bind(s.size as i64)
+        .bind(s.status.as_str())
+        .bind(&s.location)
+        .bind(json_of(&s.metadata))
+        .bind(ts(s.created_at))
+        .bind(ts(s.updated_at))
+        .execute(&self.pool)
+        .await
+        .map_err(db_error(&format!("Cannot create snapshot {}", s.id)))?;
+        Ok(())
+    }
+
+    pub async fn volume_snapshot(&self, id: VolumeSnapshotId) -> Result<VolumeSnapshot> {
+        let row = sqlx::query("SELECT * FROM volume_snapshots WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error("Cannot read a snapshot"))?
+            .ok_or_else(|| Error::not_found("snapshot", id))?;
+        snapshot_from_row(&row)
+    }
+
+    /// Snapshots not deleted, of one project or of all, newest first.
+    pub async fn volume_snapshots(
+        &self,
+        project: Option<ProjectId>,
+    ) -> Result<Vec<VolumeSnapshot>> {
+        let rows = sqlx::query(
+            "SELECT * FROM volume_snapshots WHERE status <> 'deleted' AND (?1 IS NULL OR project_id = ?1) \
+             ORDER BY created_at DESC, id DESC",
+        )
+        .bind(project.map(|p| p.to_string()))
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error("Cannot list snapshots"))?;
+        rows.iter().map(snapshot_from_row).collect()
+    }
+
+    /// The snapshots of one volume that are not deleted.
+    pub async fn snapshots_of_volume(&self, volume: VolumeId) -> Result<Vec<VolumeSnapshot>> {
+        let rows = sqlx::query(
+            "SELECT * FROM volume_snapshots WHERE volume_id = ? AND status <> 'deleted' ORDER BY created_at",
+        )
+        .bind(volume.to_string())
+        .fetch_all(&self.pool)
+        .await
+        .map_err(db_error("Cannot list the snapshots of a volume"))?;
+        rows.iter().map(snapshot_from_row).collect()
+    }
+
+    /// Writes every mutable field of `s`, provided the stored snapshot is
+    /// still in `expected`. Returns `Conflict` otherwise.
+    pub async fn update_volume_snapshot(
+        &self,
+        s: &VolumeSnapshot,
+        expected: SnapshotStatus,
+    ) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE volume_snapshots SET name = ?, description = ?, status = ?, location = ?, metadata = ?, \
+             updated_at = ? WHERE id = ? AND status = ?",
+        )
+        .bind(&s.name)
+        .bind(&s.description)
+        .bind(s.status.as_str())
+        .bind(&s.location)
+        .bind(json_of(&s.metadata))
+        .bind(ts(s.updated_at))
+        .bind(s.id.to_string())
+        .bind(expected.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(db_error(&format!("Cannot update snapshot {}", s.id)))?;
+        if done.rows_affected() == 0 {
+            let now = self.volume_snapshot(s.id).await?;
+            return Err(Error::conflict(format!(
+                "Snapshot {} is {} (expected {expected}); another request changed it first.",
+                s.id, now.status
+            )));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::Utc;
+    use domain::{ErrorKind, UserId};
+
+    use super::*;
+
+    /// Now, to the microsecond the store keeps.
+    fn now() -> chrono::DateTime<Utc> {
+        chrono::DateTime::from_timestamp_micros(Utc::now().timestamp_micros()).unwrap()
+    }
+
+    fn volume(source: VolumeSource) -> Volume {
+        Volume::new_creating(ProjectId::new(), UserId::new(), 2, source, now())
+    }
+
+    #[tokio::test]
+    async fn volume_when_stored_then_read_back_equal() {
+        let store = Store::in_memory().await.unwrap();
+        let mut v = volume(VolumeSource::Snapshot(VolumeSnapshotId::new()));
+        v.name = Some("v1".into());
+        v.metadata.insert("k".into(), "v".into());
+        store.insert_volume(&v).await.unwrap();
+
+        let back = store.volume(v.id).await.unwrap();
+
+        assert_eq!(back, v);
+    }
+
+    #[tokio::test]
+    async fn volume_when_status_moved_twice_from_same_state_then_second_conflicts() {
+        let store = Store::in_memory().await.unwrap();
+        let v = volume(VolumeSource::Blank);
+        store.insert_volume(&v).await.unwrap();
+        let mut available = v.clone();
+        available.status = VolumeStatus::Available;
+        store
+            .update_volume(&available, VolumeStatus::Creating)
+            .await
+            .unwrap();
+
+        let err = store
+            .update_volume(&available, VolumeStatus::Creating)
+            .await
+            .unwrap_err();
+
+        assert_eq!(err.kind(), ErrorKind::Conflict);
+    }
+
+    #[tokio::test]
+    async fn deleted_volume_when_listed_then_absent() {
+        let store = Store::in_memory().await.unwrap();
+        let mut v = volume(VolumeSource::Blank);
+        v.status = VolumeStatus::Deleted;
+        store.insert_volume(&v).await.unwrap();
+        let kept = volume(VolumeSource::Blank);
+        store.insert_volume(&kept).await.unwrap();
+
+        let listed = store.volumes(None).await.unwrap();
+
+        assert_eq!(listed, vec![kept]);
+    }
+
+    #[tokio::test]
+    async fn snapshot_when_stored_then_listed_under_its_volume() {
+        let store = Store::in_memory().await.unwrap();
+        let v = volume(VolumeSource::Blank);
+        store.insert_volume(&v).await.unwrap();
+        let now = now();
+        let s = VolumeSnapshot {
+            id: VolumeSnapshotId::new(),
+            volume_id: v.id,
+            project_id: v.project_id,
+            user_id: v.user_id,
+            name: Some("s".into()),
+            description: None,
+            size: 2,
+            status: SnapshotStatus::Creating,
+            location: None,
+            metadata: BTreeMap::new(),
+            created_at: now,
+            updated_at: now,
+        };
+        store.insert_volume_snapshot(&s).await.unwrap();
+        let mut taken = s.clone();
+        taken.status = SnapshotStatus::Available;
+        taken.location = Some("file:///x".into());
+        store
+            .update_volume_snapshot(&taken, SnapshotStatus::Creating)
+            .await
+            .unwrap();
+
+        let listed = store.snapshots_of_volume(v.id).await.unwrap();
+
+        assert_eq!(listed, vec![taken]);
+        assert!(store
+            .snapshots_of_volume(VolumeId::new())
+            .await
+            .unwrap()
+            .is_empty());
+    }
+}

@@ -13,6 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::error::Result;
+use crate::restore::{DiskOverlay, PointTaken};
 use crate::spec::VmSpec;
 use crate::status::VmStatus;
 
@@ -71,6 +72,18 @@ pub trait Hypervisor: Send + Sync {
     /// disk's current top (by absolute path), and writes go there from now
     /// on; the old top is never written again.
     async fn snapshot_disk(&self, name: &str, disk_id: &str, overlay: &Path) -> Result<()>;
+
+    /// Restore point of a live VM: every disk in `disks` goes on in its new
+    /// overlay at one instant (one transaction, no guest pause); with
+    /// `memory`, the RAM and device state at that same instant are written to
+    /// that file (the VM must be running; it is paused for milliseconds).
+    /// The old tops are never written again: they are the point's data.
+    async fn create_restore_point(
+        &self,
+        name: &str,
+        disks: &[DiskOverlay],
+        memory: Option<&Path>,
+    ) -> Result<PointTaken>;
 
     /// The file disk `disk_id` of a live VM currently writes to.
     async fn active_disk_file(&self, name: &str, disk_id: &str) -> Result<PathBuf>;

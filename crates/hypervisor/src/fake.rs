@@ -16,6 +16,7 @@ use async_trait::async_trait;
 
 use crate::driver::Hypervisor;
 use crate::error::{Error, ErrorKind, Result};
+use crate::restore::{DiskOverlay, PointTaken};
 use crate::spec::{validate_name, VmSpec};
 use crate::status::{ShutoffReason, VmStatus};
 
@@ -34,6 +35,7 @@ pub enum Operation {
     Resume,
     SaveMemory,
     SnapshotDisk,
+    CreateRestorePoint,
 }
 
 /// In-memory hypervisor. See the module header.
@@ -288,6 +290,41 @@ impl Hypervisor for FakeHypervisor {
             })?;
         disk.source = crate::DiskSource::File(overlay.to_path_buf());
         Ok(())
+    }
+
+    async fn create_restore_point(
+        &self,
+        name: &str,
+        disks: &[DiskOverlay],
+        memory: Option<&Path>,
+    ) -> Result<PointTaken> {
+        let mut state = self.begin(Operation::CreateRestorePoint)?;
+        let vm = state.running_vm(name)?;
+        if memory.is_some() && vm.status != VmStatus::Running {
+            return Err(Error::new(
+                ErrorKind::NotRunning,
+                format!("VM {name} must be running to save its memory"),
+            ));
+        }
+        let mut spec = vm.spec.clone();
+        for wanted in disks {
+            let disk = spec
+                .disks
+                .iter_mut()
+                .find(|d| d.id == wanted.disk_id)
+                .ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::InvalidArgument,
+                        format!("VM {name} has no disk {}", wanted.disk_id),
+                    )
+                })?;
+            disk.source = crate::DiskSource::File(wanted.overlay.clone());
+        }
+        vm.spec = spec;
+        if let Some(file) = memory {
+            state.saved.insert(file.to_path_buf(), name.to_string());
+        }
+        Ok(PointTaken::default())
     }
 
     async fn active_disk_file(&self, name: &str, disk_id: &str) -> Result<PathBuf> {

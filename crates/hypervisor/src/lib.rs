@@ -28,6 +28,7 @@ mod driver;
 mod error;
 mod fake;
 mod qemu;
+mod restore;
 mod spec;
 mod status;
 
@@ -35,5 +36,6 @@ pub use driver::Hypervisor;
 pub use error::{Error, ErrorKind, Result};
 pub use fake::{FakeHypervisor, Operation};
 pub use qemu::{Accel, QemuConfig, QemuHypervisor, CONSOLE_LOG_LIMIT, STORAGE_NODE_SUFFIX};
+pub use restore::{DiskOverlay, PointTaken};
 pub use spec::{validate_name, DiskFormat, DiskSource, DiskSpec, VmSpec};
 pub use status::{ShutoffReason, VmStatus};

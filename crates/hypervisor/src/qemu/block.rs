@@ -21,7 +21,7 @@ pub(crate) struct Top {
     pub file: PathBuf,
 }
 
-async fn run(
+pub(crate) async fn run(
     qmp: &Client,
     vm: &str,
     command: &str,
@@ -86,6 +86,16 @@ pub(crate) async fn snapshot_sync(
     timeout: Duration,
 ) -> Result<()> {
     let top = top_of(qmp, vm, disk_id, timeout).await?;
+    let args = snapshot_sync_args(&top, disk_id, overlay)?;
+    run(qmp, vm, "blockdev-snapshot-sync", args, timeout)
+        .await
+        .map(drop)
+}
+
+/// The arguments of `blockdev-snapshot-sync` putting a new qcow2 at
+/// `overlay` over `top`, the current top of disk `disk_id` (also usable as a
+/// `transaction` action's data).
+pub(crate) fn snapshot_sync_args(top: &Top, disk_id: &str, overlay: &Path) -> Result<Value> {
     let stem = overlay
         .file_stem()
         .and_then(|s| s.to_str())
@@ -95,14 +105,11 @@ pub(crate) async fn snapshot_sync(
     // of the same disk would otherwise reuse the first one's node name.
     let alnum: Vec<char> = stem.chars().filter(char::is_ascii_alphanumeric).collect();
     let suffix: String = alnum[alnum.len().saturating_sub(12)..].iter().collect();
-    let args = json!({
+    Ok(json!({
         "node-name": top.node,
         "snapshot-file": utf8_path(overlay)?,
         "snapshot-node-name": format!("{disk_id}-{suffix}"),
         "format": "qcow2",
         "mode": "absolute-paths",
-    });
-    run(qmp, vm, "blockdev-snapshot-sync", args, timeout)
-        .await
-        .map(drop)
+    }))
 }

@@ -24,7 +24,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::spec::utf8_path;
 
 /// Bandwidth limit while saving: 1 TiB/s, i.e. none (QEMU 7.2 defaults to 128 MiB/s).
-const MAX_BANDWIDTH: u64 = 1 << 40;
+pub(crate) const MAX_BANDWIDTH: u64 = 1 << 40;
 /// How often to ask QEMU how far the migration is.
 const POLL_INTERVAL: Duration = Duration::from_millis(10);
 

@@ -37,6 +37,7 @@ mod block;
 mod command_line;
 mod migration;
 mod process;
+mod restore;
 mod run_dir;
 
 use std::collections::HashMap;
@@ -55,6 +56,7 @@ use tokio::time::Instant;
 use crate::console;
 use crate::driver::Hypervisor;
 use crate::error::{Error, ErrorKind, Result};
+use crate::restore::{DiskOverlay, PointTaken};
 use crate::spec::{utf8_path, validate_name, VmSpec};
 use crate::status::{ShutoffReason, VmStatus};
 use run_dir::RunDir;
@@ -744,6 +746,15 @@ impl Hypervisor for QemuHypervisor {
         let live = self.live(&vm).await?;
         let timeout = self.config.monitor_timeout;
         block::snapshot_sync(&live.qmp, name, disk_id, overlay, timeout).await
+    }
+
+    async fn create_restore_point(
+        &self,
+        name: &str,
+        disks: &[DiskOverlay],
+        memory: Option<&Path>,
+    ) -> Result<PointTaken> {
+        self.take_restore_point(name, disks, memory).await
     }
 
     async fn active_disk_file(&self, name: &str, disk_id: &str) -> Result<PathBuf> {

@@ -1,0 +1,32 @@
+//! What a restore point asks of the hypervisor, and what it cost the guest.
+//!
+//! A restore point of a live VM is taken in one go: every disk listed goes on
+//! in a new qcow2 overlay (its current file is never written again and *is*
+//! the point's data), and optionally the RAM and device state at the same
+//! instant are written to a state file. Reverting needs no new primitive:
+//! [`Hypervisor::destroy`](crate::Hypervisor::destroy), then
+//! [`Hypervisor::start_incoming`](crate::Hypervisor::start_incoming) (with
+//! memory) or [`Hypervisor::start`](crate::Hypervisor::start) (disk-only) on
+//! new overlays over the point's files.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Disk `disk_id` goes on in a new qcow2 at `overlay`, backed by its current top.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DiskOverlay {
+    pub disk_id: String,
+    pub overlay: PathBuf,
+}
+
+/// How a restore point went, as the guest felt it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct PointTaken {
+    /// Time the vCPUs were stopped (QMP `STOP` to `RESUME`, by QEMU's clock);
+    /// zero when the guest never stopped.
+    pub guest_pause: Duration,
+    /// Whether QEMU reported a `STOP` at all while the point was taken.
+    pub stopped: bool,
+    /// From the request to the point being complete (state file written).
+    pub total: Duration,
+}

@@ -297,6 +297,10 @@ impl Pool for FilePool {
             .is_ok())
     }
 
+    fn volumes(&self) -> Option<&dyn crate::volumes::VolumePool> {
+        Some(self)
+    }
+
     async fn export_image(&self, location: &str, format: &str, dest: &Path) -> Result<bool> {
         let path = self.path_of(location)?;
         if backing_of(&path).await?.is_none() {

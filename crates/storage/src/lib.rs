@@ -11,8 +11,10 @@
 
 pub mod fake;
 pub mod file;
+mod file_volumes;
 pub mod qemu_img;
 pub mod rbd;
+pub mod volumes;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -168,5 +170,10 @@ pub trait Pool: Send + Sync + std::fmt::Debug {
     /// stream it as stored.
     async fn export_image(&self, _location: &str, _format: &str, _dest: &Path) -> Result<bool> {
         Ok(false)
+    }
+
+    /// The pool's volume operations ([`volumes::VolumePool`]), if it has any.
+    fn volumes(&self) -> Option<&dyn volumes::VolumePool> {
+        None
     }
 }

@@ -87,4 +87,20 @@ pub trait Hypervisor: Send + Sync {
 
     /// The file disk `disk_id` of a live VM currently writes to.
     async fn active_disk_file(&self, name: &str, disk_id: &str) -> Result<PathBuf>;
+
+    /// Quiesces a running guest through its QEMU guest agent (`guest-fsfreeze-freeze`):
+    /// the guest flushes and stops writing until [`Hypervisor::thaw_filesystems`].
+    /// Returns how many filesystems the agent froze. `timeout` bounds the freeze itself;
+    /// a guest with no agent fails within a few seconds with
+    /// [`ErrorKind::GuestAgentUnavailable`](crate::ErrorKind::GuestAgentUnavailable)
+    /// (nothing frozen); any other failure may leave the guest partly frozen: thaw it.
+    async fn freeze_filesystems(&self, name: &str, timeout: Duration) -> Result<u32>;
+
+    /// Thaws what [`Hypervisor::freeze_filesystems`] froze; harmless on a guest that is
+    /// not frozen. Returns how many filesystems were thawed.
+    async fn thaw_filesystems(&self, name: &str) -> Result<u32>;
+
+    /// Every interval during which the VM's vCPUs were stopped, oldest first, as far as
+    /// this driver saw them (see [`PauseSpan`](crate::PauseSpan)).
+    async fn pause_log(&self, name: &str) -> Result<Vec<crate::PauseSpan>>;
 }

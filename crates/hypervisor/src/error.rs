@@ -25,6 +25,13 @@ pub enum ErrorKind {
     Timeout,
     /// A file of the VM's run directory could not be read or written.
     Io,
+    /// No QEMU guest agent answers in the guest (none installed or running, guest
+    /// paused or not booted yet): nothing was done in the guest, quiescing is
+    /// impossible.
+    GuestAgentUnavailable,
+    /// The guest agent answered but the command failed or did not finish in time;
+    /// the guest may be partly frozen, so thaw it.
+    GuestAgentFailed,
 }
 
 /// A failed hypervisor operation.

@@ -6,8 +6,13 @@
 //! make the next call of an operation fail ([`FakeHypervisor::fail_next`]) and make
 //! things happen behind the caller's back ([`FakeHypervisor::crash`],
 //! [`FakeHypervisor::guest_power_off`]).
+//!
+//! Guest agent: every running VM has one, unless [`FakeHypervisor::set_guest_agent`]
+//! removed it; a paused VM's agent does not answer (`GuestAgentUnavailable`), like
+//! QEMU's. [`FakeHypervisor::is_frozen`] tells whether a freeze is still in force. The
+//! pause log records `pause`/`resume` calls.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 use std::time::Duration;
@@ -16,6 +21,7 @@ use async_trait::async_trait;
 
 use crate::driver::Hypervisor;
 use crate::error::{Error, ErrorKind, Result};
+use crate::pauses::{PauseLog, PauseSpan};
 use crate::restore::{DiskOverlay, PointTaken};
 use crate::spec::{validate_name, VmSpec};
 use crate::status::{ShutoffReason, VmStatus};
@@ -35,6 +41,8 @@ pub enum Operation {
     Resume,
     SaveMemory,
     SnapshotDisk,
+    FreezeFilesystems,
+    ThawFilesystems,
     CreateRestorePoint,
 }
 
@@ -51,6 +59,8 @@ struct FakeState {
     saved: HashMap<PathBuf, String>,
     /// Injected failures, consumed by the next call of each operation.
     failures: HashMap<Operation, ErrorKind>,
+    /// VMs whose guest runs no agent.
+    without_agent: HashSet<String>,
 }
 
 #[derive(Debug)]
@@ -58,6 +68,9 @@ struct FakeVm {
     spec: VmSpec,
     status: VmStatus,
     console: String,
+    /// A guest-agent freeze is in force.
+    frozen: bool,
+    pauses: PauseLog,
 }
 
 impl FakeHypervisor {
@@ -84,6 +97,22 @@ impl FakeHypervisor {
         if let Some(vm) = self.lock().live_vm(name) {
             vm.status = shutoff(ShutoffReason::Shutdown);
         }
+    }
+
+    /// Gives the guest of VM `name` a guest agent (the default) or takes it away: without
+    /// one, freeze and thaw fail with `GuestAgentUnavailable`.
+    pub fn set_guest_agent(&self, name: &str, present: bool) {
+        let mut state = self.lock();
+        if present {
+            state.without_agent.remove(name);
+        } else {
+            state.without_agent.insert(name.to_string());
+        }
+    }
+
+    /// True while a freeze of VM `name`'s guest is in force (not thawed, not rebooted).
+    pub fn is_frozen(&self, name: &str) -> bool {
+        self.lock().vms.get(name).is_some_and(|vm| vm.frozen)
     }
 
     /// The spec the VM was last started with.
@@ -117,12 +146,15 @@ impl FakeHypervisor {
                 spec: spec.clone(),
                 status: VmStatus::Missing,
                 console: String::new(),
+                frozen: false,
+                pauses: PauseLog::default(),
             });
         if is_live(&vm.status) {
             return;
         }
         vm.spec = spec.clone();
         vm.status = VmStatus::Running;
+        vm.frozen = false;
         vm.console
             .push_str(&format!("[fake] {} {how}\n", spec.name));
     }
@@ -147,6 +179,19 @@ impl FakeState {
                 format!("VM {name} is shut off"),
             ))
         }
+    }
+
+    /// The VM, whose guest agent must answer: live, running, with an agent.
+    fn agent_vm(&mut self, name: &str) -> Result<&mut FakeVm> {
+        let has_agent = !self.without_agent.contains(name);
+        let vm = self.running_vm(name)?;
+        if !has_agent || vm.status != VmStatus::Running {
+            return Err(Error::new(
+                ErrorKind::GuestAgentUnavailable,
+                format!("no guest agent answers in VM {name}"),
+            ));
+        }
+        Ok(vm)
     }
 
     /// Shuts a live VM off for `reason`; a stopped or unknown one is left alone.
@@ -234,12 +279,15 @@ impl Hypervisor for FakeHypervisor {
         vm.status = VmStatus::Paused {
             reason: "paused".to_string(),
         };
+        vm.pauses.stopped(std::time::SystemTime::now());
         Ok(())
     }
 
     async fn resume(&self, name: &str) -> Result<()> {
         let mut state = self.begin(Operation::Resume)?;
-        state.running_vm(name)?.status = VmStatus::Running;
+        let vm = state.running_vm(name)?;
+        vm.status = VmStatus::Running;
+        vm.pauses.resumed(std::time::SystemTime::now());
         Ok(())
     }
 
@@ -343,6 +391,39 @@ impl Hypervisor for FakeHypervisor {
                 format!("VM {name} has no file disk {disk_id}"),
             )),
         }
+    }
+
+    async fn freeze_filesystems(&self, name: &str, _timeout: Duration) -> Result<u32> {
+        let mut state = self.begin(Operation::FreezeFilesystems)?;
+        let vm = state.agent_vm(name)?;
+        if vm.frozen {
+            return Err(Error::new(
+                ErrorKind::GuestAgentFailed,
+                format!("the guest of VM {name} is already frozen"),
+            ));
+        }
+        vm.frozen = true;
+        Ok(u32::try_from(vm.spec.disks.len()).unwrap_or(u32::MAX))
+    }
+
+    async fn thaw_filesystems(&self, name: &str) -> Result<u32> {
+        let mut state = self.begin(Operation::ThawFilesystems)?;
+        let vm = state.agent_vm(name)?;
+        let thawed = if std::mem::take(&mut vm.frozen) {
+            vm.spec.disks.len()
+        } else {
+            0
+        };
+        Ok(u32::try_from(thawed).unwrap_or(u32::MAX))
+    }
+
+    async fn pause_log(&self, name: &str) -> Result<Vec<PauseSpan>> {
+        let state = self.lock();
+        let vm = state
+            .vms
+            .get(name)
+            .ok_or_else(|| Error::new(ErrorKind::NotFound, format!("no VM named {name}")))?;
+        Ok(vm.pauses.spans())
     }
 }
 
@@ -456,6 +537,69 @@ mod tests {
         let detail = "killed by signal 9".to_string();
         assert_eq!(crashed, shutoff(ShutoffReason::Crashed { detail }));
         assert_eq!(fake.status("vm1").await.unwrap(), VmStatus::Running);
+    }
+
+    #[tokio::test]
+    async fn freeze_then_thaw_when_agent_present_then_frozen_then_thawed() {
+        let fake = FakeHypervisor::new();
+        fake.start(&spec("vm1")).await.unwrap();
+
+        fake.freeze_filesystems("vm1", TIMEOUT).await.unwrap();
+        let frozen = fake.is_frozen("vm1");
+        fake.thaw_filesystems("vm1").await.unwrap();
+
+        assert!(frozen);
+        assert!(!fake.is_frozen("vm1"));
+    }
+
+    #[tokio::test]
+    async fn freeze_when_no_agent_then_unavailable_and_not_frozen() {
+        let fake = FakeHypervisor::new();
+        fake.start(&spec("vm1")).await.unwrap();
+        fake.set_guest_agent("vm1", false);
+
+        let error = fake.freeze_filesystems("vm1", TIMEOUT).await.unwrap_err();
+
+        assert_eq!(error.kind(), ErrorKind::GuestAgentUnavailable);
+        assert!(!fake.is_frozen("vm1"));
+    }
+
+    #[tokio::test]
+    async fn freeze_when_failure_injected_then_that_kind_and_next_freeze_works() {
+        let fake = FakeHypervisor::new();
+        fake.start(&spec("vm1")).await.unwrap();
+        fake.fail_next(Operation::FreezeFilesystems, ErrorKind::GuestAgentFailed);
+
+        let error = fake.freeze_filesystems("vm1", TIMEOUT).await.unwrap_err();
+        let frozen_after_failure = fake.is_frozen("vm1");
+        fake.freeze_filesystems("vm1", TIMEOUT).await.unwrap();
+
+        assert_eq!(error.kind(), ErrorKind::GuestAgentFailed);
+        assert!(!frozen_after_failure);
+        assert!(fake.is_frozen("vm1"));
+    }
+
+    #[tokio::test]
+    async fn thaw_when_not_frozen_then_zero_thawed() {
+        let fake = FakeHypervisor::new();
+        fake.start(&spec("vm1")).await.unwrap();
+
+        let thawed = fake.thaw_filesystems("vm1").await.unwrap();
+
+        assert_eq!(thawed, 0);
+    }
+
+    #[tokio::test]
+    async fn pause_log_when_paused_then_resumed_then_one_closed_span() {
+        let fake = FakeHypervisor::new();
+        fake.start(&spec("vm1")).await.unwrap();
+
+        fake.pause("vm1").await.unwrap();
+        fake.resume("vm1").await.unwrap();
+
+        let spans = fake.pause_log("vm1").await.unwrap();
+        assert_eq!(spans.len(), 1);
+        assert!(spans[0].duration.is_some());
     }
 
     #[tokio::test]

@@ -11,6 +11,7 @@
 //! <run_dir>/<name>/
 //!   spec.json     the VmSpec it was last started with; its presence defines the VM
 //!   qmp.sock      QMP monitor socket
+//!   qga.sock      guest agent channel (every VM has one; see Hypervisor::freeze_filesystems)
 //!   qemu.pid      written by QEMU (-pidfile)
 //!   console.log   serial console (appended across boots)
 //!   qemu.log      QEMU's stdout/stderr, each start preceded by a header line
@@ -27,6 +28,7 @@ mod console;
 mod driver;
 mod error;
 mod fake;
+mod pauses;
 mod qemu;
 mod restore;
 mod spec;
@@ -35,7 +37,11 @@ mod status;
 pub use driver::Hypervisor;
 pub use error::{Error, ErrorKind, Result};
 pub use fake::{FakeHypervisor, Operation};
-pub use qemu::{Accel, QemuConfig, QemuHypervisor, CONSOLE_LOG_LIMIT, STORAGE_NODE_SUFFIX};
+pub use pauses::{paused_within, PauseSpan, PAUSE_LOG_LIMIT};
+pub use qemu::{
+    Accel, QemuConfig, QemuHypervisor, CONSOLE_LOG_LIMIT, GUEST_AGENT_SYNC_TIMEOUT,
+    GUEST_AGENT_THAW_TIMEOUT, STORAGE_NODE_SUFFIX,
+};
 pub use restore::{DiskOverlay, PointTaken};
 pub use spec::{validate_name, DiskFormat, DiskSource, DiskSpec, VmSpec};
 pub use status::{ShutoffReason, VmStatus};

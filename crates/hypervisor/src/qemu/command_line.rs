@@ -12,6 +12,12 @@
 //!   (qcow2 or raw), and a `virtio-blk-pci` device `<id>-dev` on node `<id>`: block
 //!   operations name the disk by its id. Options are given as JSON, which needs no
 //!   escaping of commas in paths.
+//! - every VM gets a guest agent channel: a `virtio-serial-pci` controller and a
+//!   `virtserialport` named `org.qemu.guest_agent.0` on the unix socket `qga.sock` of
+//!   the run directory (QEMU listens). Always there, whatever the image says, so the
+//!   command line does not depend on image properties; a guest without an agent
+//!   leaves it silent and the driver says so quickly (see `qemu::agent`). They come
+//!   after the disks, which keep their PCI slots.
 
 use serde_json::{json, Value};
 
@@ -73,6 +79,10 @@ pub(crate) fn build(
         push(&["-blockdev", &format.to_string()]);
         push(&["-device", &device.to_string()]);
     }
+    let agent_socket = utf8_path(&dir.agent_socket())?.to_string();
+    for option in agent_options(&agent_socket) {
+        push(&[option.0, &option.1]);
+    }
     if let Some(kernel) = &spec.kernel {
         push(&["-kernel", utf8_path(kernel)?]);
     }
@@ -127,6 +137,30 @@ fn disk_options(disk: &DiskSpec) -> Result<[Value; 3]> {
         "id": format!("{}-dev", disk.id),
     });
     Ok([storage, format, device])
+}
+
+/// Name of the guest agent's port, which the agent looks for in the guest.
+pub const GUEST_AGENT_PORT: &str = "org.qemu.guest_agent.0";
+
+/// The chardev and devices of the guest agent channel on `socket`.
+fn agent_options(socket: &str) -> [(&'static str, String); 3] {
+    let chardev = format!(
+        "socket,id=qga0,path={},server=on,wait=off",
+        escape_opt(socket)
+    );
+    let controller = json!({"driver": "virtio-serial-pci", "id": "virtio-serial0"});
+    let port = json!({
+        "driver": "virtserialport",
+        "bus": "virtio-serial0.0",
+        "chardev": "qga0",
+        "name": GUEST_AGENT_PORT,
+        "id": "qga0-port",
+    });
+    [
+        ("-chardev", chardev),
+        ("-device", controller.to_string()),
+        ("-device", port.to_string()),
+    ]
 }
 
 /// Escapes a value inside QEMU's `key=value,…` option syntax (`,` is written `,,`).
@@ -201,11 +235,30 @@ mod tests {
             [
                 "socket,id=qmp,path=/run/s,,s/vm1/qmp.sock,server=on,wait=off",
                 "file,id=serial0,path=/run/s,,s/vm1/console.log,append=on",
+                "socket,id=qga0,path=/run/s,,s/vm1/qga.sock,server=on,wait=off",
             ]
         );
         assert_eq!(args_after(&args, "-pidfile"), ["/run/s,s/vm1/qemu.pid"]);
         assert_eq!(args_after(&args, "-append"), ["console=ttyS0 quiet"]);
         assert!(!args.iter().any(|a| a == "-incoming"));
+    }
+
+    #[test]
+    fn build_when_disks_then_guest_agent_port_after_them_on_its_socket() {
+        let config = QemuConfig::new("/run/snapstack");
+        let dir = RunDir::new(Path::new("/run/snapstack"), "vm1");
+
+        let args = build(&config, &dir, &spec(vec![file_disk()]), false).unwrap();
+
+        let devices: Vec<Value> = args_after(&args, "-device")
+            .iter()
+            .map(|a| serde_json::from_str(a).unwrap())
+            .collect();
+        assert_eq!(devices[0]["driver"], "virtio-blk-pci");
+        assert_eq!(devices[1]["driver"], "virtio-serial-pci");
+        assert_eq!(devices[2]["name"], GUEST_AGENT_PORT);
+        assert_eq!(devices[2]["chardev"], "qga0");
+        assert_eq!(devices[2]["bus"], "virtio-serial0.0");
     }
 
     #[test]

@@ -32,10 +32,16 @@
 //!
 //! Operations that change a VM hold its operation lock, one at a time; `status` does not
 //! wait for it, and `destroy` ignores it so that it can always interrupt a stuck one.
+//! Guest-agent operations (see [`agent`]) hold the VM's agent lock instead.
+//!
+//! Every monitor connection feeds the VM's pause log (see [`pauses`]) from its `STOP`
+//! and `RESUME` events.
 
+mod agent;
 mod block;
 mod command_line;
 mod migration;
+mod pauses;
 mod process;
 mod restore;
 mod run_dir;
@@ -61,6 +67,9 @@ use crate::spec::{utf8_path, validate_name, VmSpec};
 use crate::status::{ShutoffReason, VmStatus};
 use run_dir::RunDir;
 
+pub use agent::{
+    SYNC_TIMEOUT as GUEST_AGENT_SYNC_TIMEOUT, THAW_TIMEOUT as GUEST_AGENT_THAW_TIMEOUT,
+};
 pub use command_line::STORAGE_NODE_SUFFIX;
 
 /// How much of the console log [`Hypervisor::console_log`] reads at most (its end).
@@ -136,6 +145,10 @@ struct Vm {
     monitor: tokio::sync::Mutex<Option<Client>>,
     /// The QEMU this instance spawned last, and how it ended.
     child: Arc<Mutex<ChildRecord>>,
+    /// Held by guest-agent operations (one agent client at a time).
+    agent: tokio::sync::Mutex<()>,
+    /// STOP/RESUME spans seen on the monitor.
+    pauses: pauses::SharedPauseLog,
 }
 
 #[derive(Debug, Default)]
@@ -195,6 +208,8 @@ impl QemuHypervisor {
                 op: tokio::sync::Mutex::new(()),
                 monitor: tokio::sync::Mutex::new(None),
                 child: Arc::default(),
+                agent: tokio::sync::Mutex::new(()),
+                pauses: Arc::default(),
             })
         });
         Ok(Arc::clone(vm))
@@ -247,6 +262,7 @@ impl QemuHypervisor {
             .map_err(|e| {
                 Error::monitor(format!("cannot reach the monitor of VM {}", vm.name), e)
             })?;
+        pauses::watch(&vm.name, client.events(), Arc::clone(&vm.pauses));
         *cached = Some(client.clone());
         Ok(client)
     }
@@ -350,6 +366,7 @@ impl QemuHypervisor {
         }
         reap_in_background(child, pid, Arc::clone(&vm.child));
         let client = connected?;
+        pauses::watch(&vm.name, client.events(), Arc::clone(&vm.pauses));
         *vm.monitor.lock().await = Some(client.clone());
         Ok(client)
     }
@@ -762,6 +779,25 @@ impl Hypervisor for QemuHypervisor {
         let live = self.live(&vm).await?;
         let timeout = self.config.monitor_timeout;
         Ok(block::top_of(&live.qmp, name, disk_id, timeout).await?.file)
+    }
+
+    async fn freeze_filesystems(&self, name: &str, timeout: Duration) -> Result<u32> {
+        self.agent_freeze(name, timeout).await
+    }
+
+    async fn thaw_filesystems(&self, name: &str) -> Result<u32> {
+        self.agent_thaw(name).await
+    }
+
+    async fn pause_log(&self, name: &str) -> Result<Vec<crate::PauseSpan>> {
+        let vm = self.vm(name)?;
+        if !vm.dir.is_defined().await {
+            return Err(not_found(name));
+        }
+        // Connects the monitor (and so its watcher) if this instance never did.
+        let _ = self.observe(&vm).await;
+        let log = vm.pauses.lock().unwrap_or_else(|p| p.into_inner());
+        Ok(log.spans())
     }
 
     async fn list(&self) -> Result<Vec<String>> {

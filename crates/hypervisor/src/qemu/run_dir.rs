@@ -4,6 +4,7 @@
 //! <run_dir>/<name>/
 //!   spec.json     the VmSpec it was last started with; its presence defines the VM
 //!   qmp.sock      QMP monitor socket (QEMU serves one client at a time)
+//!   qga.sock      guest agent channel (virtserialport org.qemu.guest_agent.0)
 //!   qemu.pid      written by QEMU (-pidfile)
 //!   console.log   serial console (appended across boots)
 //!   qemu.log      QEMU's stdout/stderr, each start preceded by a header with the command line
@@ -41,6 +42,11 @@ impl RunDir {
         self.path.join("qmp.sock")
     }
 
+    /// Host end of the guest agent channel (see `qemu::agent`).
+    pub(crate) fn agent_socket(&self) -> PathBuf {
+        self.path.join("qga.sock")
+    }
+
     pub(crate) fn pid_file(&self) -> PathBuf {
         self.path.join("qemu.pid")
     }
@@ -75,7 +81,13 @@ impl RunDir {
             .await
             .map_err(|e| Error::io("cannot create the run directory", &self.path, e))?;
         write_json(&self.spec_file(), spec).await?;
-        for stale in [self.shutoff_file(), self.qmp_socket(), self.pid_file()] {
+        let stale_files = [
+            self.shutoff_file(),
+            self.qmp_socket(),
+            self.agent_socket(),
+            self.pid_file(),
+        ];
+        for stale in stale_files {
             remove_if_exists(&stale).await?;
         }
         Ok(())

@@ -31,6 +31,7 @@ mod errors;
 mod import;
 mod location;
 mod reader;
+mod volumes;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -379,6 +380,10 @@ impl Pool for RbdPool {
 
     fn stored_format<'a>(&self, _uploaded: &'a str) -> &'a str {
         "raw"
+    }
+
+    fn volumes(&self) -> Option<&dyn crate::volumes::VolumePool> {
+        Some(self)
     }
 
     async fn import_image(&self, id: ImageId, staged: &Path, format: &str) -> Result<String> {

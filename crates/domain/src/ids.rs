@@ -94,6 +94,10 @@ typed_id!(
     /// A Cinder volume snapshot.
     VolumeSnapshotId, "snapshot", false
 );
+typed_id!(
+    /// A restore point of a server (libvirt-style snapshot).
+    RestorePointId, "restore point", false
+);
 
 #[cfg(test)]
 mod tests {

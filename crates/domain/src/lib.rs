@@ -6,8 +6,11 @@ pub mod error;
 pub mod identity;
 pub mod ids;
 pub mod image;
+pub mod restore_point;
 pub mod server;
 pub mod volume;
 
 pub use error::{Error, ErrorKind, Result};
-pub use ids::{ImageId, ProjectId, RoleId, ServerId, UserId, VolumeId, VolumeSnapshotId};
+pub use ids::{
+    ImageId, ProjectId, RestorePointId, RoleId, ServerId, UserId, VolumeId, VolumeSnapshotId,
+};

@@ -123,6 +123,9 @@ string_enum!(
         ImagePendingUpload => "image_pending_upload",
         ImageUploading => "image_uploading",
         Rebuilding => "rebuilding",
+        RestorePointCreating => "restore_point_creating",
+        RestorePointReverting => "restore_point_reverting",
+        RestorePointDeleting => "restore_point_deleting",
     }
 );
 

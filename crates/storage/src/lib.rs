@@ -117,28 +117,33 @@ pub trait Pool: Send + Sync + std::fmt::Debug {
     /// the pool refuses to delete (data still cloned); pools whose data
     /// stands on other data (the file pool's backing chains) override it.
     async fn collect_garbage(&self, roots: &BTreeSet<String>) -> Result<Vec<String>> {
-        let mut removed = Vec::new();
-        for disk in self.disk_locations().await? {
-            if !roots.contains(&disk) {
-                // One disk that cannot go now (still busy) does not stop the rest.
-                match self.delete_disk(&disk).await {
-                    Ok(()) => removed.push(disk),
-                    Err(e) => {
-                        tracing::warn!(%disk, error = %e, "garbage disk kept for the next collection")
-                    }
-                }
-            }
-        }
-        for image in self.image_locations().await? {
-            if !roots.contains(&image) {
-                match self.delete_image(&image).await {
-                    Ok(()) => removed.push(image),
-                    Err(e) if e.kind() == domain::ErrorKind::Conflict => {}
-                    Err(e) => return Err(e),
-                }
-            }
-        }
-        Ok(removed)
+        collect_unreferenced(self, roots).await
+    }
+
+    /// For pools that snapshot disks natively (rbd): makes the data of image
+    /// `image` from the disk at `disk` as it is at this instant, in O(1) —
+    /// a snapshot of the disk and a copy-on-write clone of it, readable and
+    /// cloneable at once — and returns the image's location and size. A
+    /// call repeated after an interruption finishes what the first began.
+    /// Pools that layer instead ([`new_overlay`](Pool::new_overlay)) refuse.
+    async fn image_from_disk(&self, disk: &str, _image: ImageId) -> Result<(String, u64)> {
+        Err(domain::Error::internal(format!(
+            "The {} pool cannot make an image of disk {disk} natively.",
+            self.kind()
+        )))
+    }
+
+    /// Makes the image at `location` independent of the disk it was made
+    /// from by [`image_from_disk`](Pool::image_from_disk): copies the data
+    /// it still shares (O(size), reporting 0–100 to `progress`), then
+    /// releases what the disk kept for it. False when there was nothing to
+    /// do. Interrupted, a new call goes on from where the last one was.
+    async fn flatten_image(
+        &self,
+        _location: &str,
+        _progress: Box<dyn FnMut(u8) + Send>,
+    ) -> Result<bool> {
+        Ok(false)
     }
 
     /// For a snapshot of the disk at `disk`: the location and file path of
@@ -176,4 +181,35 @@ pub trait Pool: Send + Sync + std::fmt::Debug {
     fn volumes(&self) -> Option<&dyn volumes::VolumePool> {
         None
     }
+}
+
+/// The default garbage collection: deletes every disk, then every image,
+/// that is not in `roots`, disks first; what the pool refuses to delete now
+/// (data still cloned, a disk still open) stays for the next collection.
+pub async fn collect_unreferenced<P: Pool + ?Sized>(
+    pool: &P,
+    roots: &BTreeSet<String>,
+) -> Result<Vec<String>> {
+    let mut removed = Vec::new();
+    for disk in pool.disk_locations().await? {
+        if !roots.contains(&disk) {
+            // One disk that cannot go now (still busy) does not stop the rest.
+            match pool.delete_disk(&disk).await {
+                Ok(()) => removed.push(disk),
+                Err(e) => {
+                    tracing::warn!(%disk, error = %e, "garbage disk kept for the next collection")
+                }
+            }
+        }
+    }
+    for image in pool.image_locations().await? {
+        if !roots.contains(&image) {
+            match pool.delete_image(&image).await {
+                Ok(()) => removed.push(image),
+                Err(e) if e.kind() == domain::ErrorKind::Conflict => {}
+                Err(e) => return Err(e),
+            }
+        }
+    }
+    Ok(removed)
 }

@@ -10,6 +10,7 @@
 mod flavors;
 mod lifecycle;
 mod snapshot;
+mod snapshot_data;
 mod sync;
 
 use std::collections::BTreeMap;

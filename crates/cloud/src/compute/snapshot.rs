@@ -172,46 +172,102 @@ impl Cloud {
 
     /// Runs the saga forward from `step`.
     async fn snapshot_forward(&self, saga: &mut Saga, step: &str) -> Result<()> {
-        if step == "begun" {
-            let server = self.store.server(saga.server).await?;
-            let old_top = server
-                .root_disk
-                .clone()
-                .ok_or_else(|| Error::conflict("The server has no disk to snapshot."))?;
-            let name = format!(
-                "{}-{}",
-                server.id,
-                &uuid::Uuid::new_v4().simple().to_string()[..12]
-            );
-            let (new_top, path) = self.pool.new_overlay(&old_top, &name)?.ok_or_else(|| {
-                Error::conflict(format!(
-                    "Snapshots of servers on the {} pool are not available yet.",
-                    self.pool.kind()
-                ))
-            })?;
-            saga.new_top = Some(new_top.clone());
-            saga.old_top = Some(old_top.clone());
-            self.store
-                .saga_step(&saga.id, "overlay", &saga.data())
-                .await?;
-            self.set_snapshot_task(saga.server, TaskState::ImagePendingUpload, 30)
-                .await?;
-            let _gc = self.gc_lock.read().await;
-            if self.vm_is_live(&server).await {
-                self.hypervisor
-                    .snapshot_disk(&server.id.to_string(), ROOT_DISK_ID, &path)
-                    .await
-                    .map_err(hypervisor_error)?;
-            } else {
-                self.pool.create_overlay(&old_top, &new_top).await?;
+        match step {
+            "begun" => {
+                let server = self.store.server(saga.server).await?;
+                let old_top = server
+                    .root_disk
+                    .clone()
+                    .ok_or_else(|| Error::conflict("The server has no disk to snapshot."))?;
+                let name = format!(
+                    "{}-{}",
+                    server.id,
+                    &uuid::Uuid::new_v4().simple().to_string()[..12]
+                );
+                saga.old_top = Some(old_top.clone());
+                match self.pool.new_overlay(&old_top, &name)? {
+                    Some((new_top, path)) => {
+                        saga.new_top = Some(new_top);
+                        self.freeze_top(saga, &server, &path).await?;
+                        self.publish_layer(saga).await?;
+                    }
+                    None => {
+                        self.store
+                            .saga_step(&saga.id, "cloning", &saga.data())
+                            .await?;
+                        self.clone_into_image(saga).await?;
+                    }
+                }
             }
-            fault_point("snapshot:overlay");
-            self.record_switch(saga).await?;
-        }
-        if step != "published" {
-            self.publish_snapshot(saga).await?;
+            "cloning" => self.clone_into_image(saga).await?,
+            "switched" => self.publish_layer(saga).await?,
+            _ => {}
         }
         self.finish_snapshot(saga).await
+    }
+
+    /// File pool: a new top goes over the disk (QEMU's
+    /// `blockdev-snapshot-sync`, or `qemu-img` when no QEMU runs); the old
+    /// top is frozen from then on.
+    async fn freeze_top(&self, saga: &Saga, server: &Server, path: &std::path::Path) -> Result<()> {
+        let (Some(old_top), Some(new_top)) = (&saga.old_top, &saga.new_top) else {
+            return Err(Error::internal("The snapshot saga lost its layers."));
+        };
+        self.store
+            .saga_step(&saga.id, "overlay", &saga.data())
+            .await?;
+        self.set_snapshot_task(saga.server, TaskState::ImagePendingUpload, 30)
+            .await?;
+        let _gc = self.gc_lock.read().await;
+        if self.vm_is_live(server).await {
+            self.hypervisor
+                .snapshot_disk(&server.id.to_string(), ROOT_DISK_ID, path)
+                .await
+                .map_err(hypervisor_error)?;
+        } else {
+            self.pool.create_overlay(old_top, new_top).await?;
+        }
+        fault_point("snapshot:overlay");
+        self.record_switch(saga).await
+    }
+
+    /// File pool: the frozen layer becomes the image's data.
+    async fn publish_layer(&self, saga: &Saga) -> Result<()> {
+        let layer = saga
+            .old_top
+            .clone()
+            .ok_or_else(|| Error::internal("The snapshot saga lost its layer."))?;
+        let virtual_size = match self.pool.disk_source(&layer) {
+            Ok(storage::DiskSource::File { path, format }) => {
+                storage::qemu_img::info_of_own(&path, &format)
+                    .await
+                    .ok()
+                    .map(|i| i.virtual_size)
+            }
+            _ => None,
+        };
+        self.publish_snapshot(saga, layer, virtual_size).await
+    }
+
+    /// Pools that snapshot natively (rbd): a snapshot of the disk, cloned
+    /// into the image, O(1); the clone is flattened later, in the background.
+    async fn clone_into_image(&self, saga: &Saga) -> Result<()> {
+        let disk = saga
+            .old_top
+            .clone()
+            .ok_or_else(|| Error::internal("The snapshot saga lost its disk."))?;
+        self.set_snapshot_task(saga.server, TaskState::ImageUploading, 50)
+            .await?;
+        // Held until the image record points at the clone, so that garbage
+        // collection never sees the clone unreferenced.
+        let _gc = self.gc_lock.read().await;
+        let (location, size) = self.pool.image_from_disk(&disk, saga.image).await?;
+        fault_point("snapshot:cloning");
+        self.publish_snapshot(saga, location, Some(size)).await?;
+        let cloud = self.clone();
+        let image = saga.image;
+        tokio::spawn(async move { cloud.flatten_snapshot_image(image).await });
+        Ok(())
     }
 
     async fn vm_is_live(&self, server: &Server) -> bool {
@@ -256,32 +312,24 @@ impl Cloud {
         Ok(())
     }
 
-    /// The frozen layer becomes the image's data: `active`.
-    async fn publish_snapshot(&self, saga: &Saga) -> Result<()> {
-        let layer = saga
-            .old_top
-            .clone()
-            .ok_or_else(|| Error::internal("The snapshot saga lost its layer."))?;
+    /// The image's data is pinned at `location`: `active`.
+    async fn publish_snapshot(
+        &self,
+        saga: &Saga,
+        location: String,
+        virtual_size: Option<u64>,
+    ) -> Result<()> {
         let img = self.store.image(saga.image).await?;
         if img.status == ImageStatus::Active {
             return Ok(());
         }
-        let virtual_size = match self.pool.disk_source(&layer) {
-            Ok(storage::DiskSource::File { path, format }) => {
-                storage::qemu_img::info_of_own(&path, &format)
-                    .await
-                    .ok()
-                    .map(|i| i.virtual_size)
-            }
-            _ => None,
-        };
         let mut saving = img.clone();
         saving.status = img.status.transition(ImageStatus::Saving)?;
         saving.updated_at = Utc::now();
         self.store.update_image(&saving, img.status).await?;
         let mut active = saving.clone();
         active.status = ImageStatus::Active;
-        active.location = Some(layer);
+        active.location = Some(location);
         active.virtual_size = virtual_size;
         active.updated_at = Utc::now();
         self.store
@@ -346,42 +394,6 @@ impl Cloud {
         self.collect_garbage_quietly().await;
     }
 
-    /// Size, MD5 and SHA-512 of what `image save` returns, computed after
-    /// the image is active (the image is usable at once; the hashes follow).
-    pub(crate) async fn hash_snapshot_image(&self, id: ImageId) {
-        let Ok(img) = self.store.image(id).await else {
-            return;
-        };
-        let (Some(location), None) = (img.location.clone(), img.checksum.as_ref()) else {
-            return;
-        };
-        let exported = match self.export_whole(&img, &location).await {
-            Ok(Some((file, _))) => file,
-            Ok(None) => return,
-            Err(e) => {
-                return tracing::warn!(image = %id, error = %e, "could not hash a snapshot image")
-            }
-        };
-        let file = exported.into_std().await;
-        let hashed =
-            tokio::task::spawn_blocking(move || crate::images::convert::hash_open_file(file)).await;
-        let Ok(Ok((size, md5, sha512))) = hashed else {
-            return tracing::warn!(image = %id, "could not hash a snapshot image");
-        };
-        let Ok(now) = self.store.image(id).await else {
-            return;
-        };
-        if now.status != ImageStatus::Active || now.checksum.is_some() {
-            return;
-        }
-        let mut hashed = now.clone();
-        hashed.size = Some(size);
-        hashed.checksum = Some(md5);
-        hashed.os_hash_algo = Some("sha512".into());
-        hashed.os_hash_value = Some(sha512);
-        let _ = self.store.update_image(&hashed, ImageStatus::Active).await;
-    }
-
     /// Finishes or undoes every snapshot saga a previous run left open.
     pub(crate) async fn recover_snapshots(&self) -> Result<Vec<String>> {
         let mut repaired = Vec::new();
@@ -407,14 +419,16 @@ impl Cloud {
             ));
         }
         for img in self.store.images_in_status(ImageStatus::Active).await? {
-            if img.checksum.is_none()
-                && img
-                    .properties
-                    .get("image_type")
-                    .is_some_and(|t| t == "snapshot")
+            if img
+                .properties
+                .get("image_type")
+                .is_some_and(|t| t == "snapshot")
             {
                 let cloud = self.clone();
-                tokio::spawn(async move { cloud.hash_snapshot_image(img.id).await });
+                tokio::spawn(async move {
+                    cloud.hash_snapshot_image(img.id).await;
+                    cloud.flatten_snapshot_image(img.id).await;
+                });
             }
         }
         Ok(repaired)
@@ -428,7 +442,7 @@ impl Cloud {
                 self.snapshot_forward(saga, "switched").await?;
                 Ok("finished")
             }
-            "switched" | "published" => {
+            "cloning" | "switched" | "published" => {
                 self.snapshot_forward(saga, step).await?;
                 Ok("finished")
             }

@@ -107,7 +107,12 @@ pub(crate) fn hash_file(path: &Path) -> Result<(u64, String, String)> {
 }
 
 /// Size, MD5 and SHA-512 of everything left to read in `file`.
-pub(crate) fn hash_open_file(mut file: std::fs::File) -> Result<(u64, String, String)> {
+pub(crate) fn hash_open_file(file: std::fs::File) -> Result<(u64, String, String)> {
+    hash_reader(file)
+}
+
+/// Size, MD5 and SHA-512 of everything `file` yields.
+pub(crate) fn hash_reader(mut file: impl Read) -> Result<(u64, String, String)> {
     let (tx, rx) = std::sync::mpsc::sync_channel::<Bytes>(4);
     let sha = std::thread::spawn(move || {
         let mut sha = Sha512::new();

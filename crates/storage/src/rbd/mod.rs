@@ -31,8 +31,10 @@ mod errors;
 mod import;
 mod location;
 mod reader;
+mod snapshots;
 mod volumes;
 
+use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -164,6 +166,13 @@ impl RbdPool {
             image.close().map_err(ceph_error)
         })
         .await
+    }
+
+    /// The I/O context of the pool named `name`, if it is one of ours.
+    fn io_of(&self, name: &str) -> Option<&IoCtx> {
+        [&self.images, &self.vms, &self.volumes]
+            .into_iter()
+            .find(|io| io.pool_name() == name)
     }
 
     fn location(&self, pool: &IoCtx, image: &str, snap: Option<&str>) -> String {
@@ -440,8 +449,20 @@ impl Pool for RbdPool {
 
     async fn delete_image(&self, location: &str) -> Result<()> {
         let source = self.own(location, &self.images, true)?;
-        let images = self.images.clone();
-        blocking(move || remove_with_snapshots(&images, &source.image, Duration::ZERO)).await
+        let pool = self.clone();
+        blocking(move || {
+            // An image made from a disk (not flattened yet) releases the
+            // disk's snapshot it was cloned from.
+            let parent = snapshots::parent_of(&pool.images, &source.image)?;
+            remove_with_snapshots(&pool.images, &source.image, Duration::ZERO)?;
+            if let Some((parent_pool, disk, snap)) = parent {
+                if let Some(io) = pool.io_of(&parent_pool) {
+                    snapshots::release_disk_snap(io, &disk, &snap)?;
+                }
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn image_locations(&self) -> Result<Vec<String>> {
@@ -516,6 +537,37 @@ impl Pool for RbdPool {
         let disk = self.own(location, &self.vms, false)?;
         let vms = self.vms.clone();
         blocking(move || remove_with_snapshots(&vms, &disk.image, STALE_WATCH_WAIT)).await
+    }
+
+    async fn image_from_disk(&self, disk: &str, image: ImageId) -> Result<(String, u64)> {
+        let source = self.own(disk, &self.vms, false)?;
+        let (vms, images) = (self.vms.clone(), self.images.clone());
+        let size = blocking(move || {
+            snapshots::image_from_disk_blocking(&vms, &images, &source.image, image)
+        })
+        .await?;
+        Ok((
+            self.location(&self.images, &image.to_string(), Some(IMAGE_SNAPSHOT)),
+            size,
+        ))
+    }
+
+    async fn flatten_image(
+        &self,
+        location: &str,
+        mut progress: Box<dyn FnMut(u8) + Send>,
+    ) -> Result<bool> {
+        let source = self.own(location, &self.images, true)?;
+        let pool = self.clone();
+        blocking(move || snapshots::flatten_image_blocking(&pool, &source.image, &mut *progress))
+            .await
+    }
+
+    async fn collect_garbage(&self, roots: &BTreeSet<String>) -> Result<Vec<String>> {
+        let vms = self.vms.clone();
+        let mut removed = blocking(move || snapshots::release_unused_disk_snaps(&vms)).await?;
+        removed.extend(crate::collect_unreferenced(self, roots).await?);
+        Ok(removed)
     }
 
     async fn disk_locations(&self) -> Result<Vec<String>> {

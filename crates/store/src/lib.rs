@@ -8,6 +8,7 @@
 
 mod identity;
 mod images;
+mod restore_points;
 mod sagas;
 mod servers;
 mod tokens;

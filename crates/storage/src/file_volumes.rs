@@ -14,7 +14,6 @@
 //! (`volume-<id>-<hex>`), so the directory still says whose it is.
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use async_trait::async_trait;
 use domain::{Error, Result};
@@ -32,6 +31,9 @@ const MAX_LAYERS: usize = 8;
 /// (`volume-` and a hyphenated UUID).
 const VOLUME_PREFIX_LEN: usize = 43;
 
+/// How many characters of a snapshot's name end the name of the top it makes.
+const SUFFIX_LEN: usize = 16;
+
 impl FilePool {
     fn volume_path(&self, name: &str) -> Result<PathBuf> {
         if !is_safe_name(name) {
@@ -43,13 +45,18 @@ impl FilePool {
     }
 
     /// Makes the file for `name` through a `.part` file renamed at the end,
-    /// so that a crash never leaves a half-made file under the final name.
+    /// so that a crash never leaves a half-made file under the final name;
+    /// a file already there under that name is what an earlier, interrupted
+    /// call made completely, and is kept.
     async fn make_volume_file<F, Fut>(&self, name: &str, make: F) -> Result<String>
     where
         F: FnOnce(PathBuf) -> Fut,
         Fut: std::future::Future<Output = Result<()>>,
     {
         let path = self.volume_path(name)?;
+        if tokio::fs::try_exists(&path).await.unwrap_or(false) {
+            return Ok(location_of(&path));
+        }
         let partial = path.with_extension("qcow2.part");
         if let Err(e) = make(partial.clone()).await {
             let _ = tokio::fs::remove_file(&partial).await;
@@ -71,20 +78,25 @@ fn utf8(path: &Path) -> Result<&str> {
         .ok_or_else(|| Error::internal("A pool path is not UTF-8."))
 }
 
-/// A name for a new top of the volume whose current top is `path`.
-fn next_top_name(path: &Path) -> String {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
+/// The name of the new top a snapshot `snap` puts over the volume whose
+/// current top is `path`: the volume's part of the top's name and the
+/// snapshot's, so that a repeated call finds the top the first one made.
+fn next_top_name(path: &Path, snap: &str) -> String {
     let stem = path
         .file_stem()
         .and_then(|s| s.to_str())
         .unwrap_or("volume");
     let prefix: String = stem.chars().take(VOLUME_PREFIX_LEN).collect();
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    let unique =
-        nanos ^ (COUNTER.fetch_add(1, Ordering::Relaxed) << 48) ^ u64::from(std::process::id());
-    format!("{prefix}-{unique:012x}")
+    let suffix: String = snap
+        .chars()
+        .rev()
+        .filter(char::is_ascii_alphanumeric)
+        .take(SUFFIX_LEN)
+        .collect::<Vec<_>>()
+        .into_iter()
+        .rev()
+        .collect();
+    format!("{prefix}-{suffix}")
 }
 
 async fn set_read_only(path: &Path) -> Result<()> {
@@ -130,11 +142,11 @@ impl VolumePool for FilePool {
         .await
     }
 
-    async fn snapshot_volume(&self, volume: &str, _snap: &str) -> Result<FrozenVolume> {
+    async fn snapshot_volume(&self, volume: &str, snap: &str) -> Result<FrozenVolume> {
         let frozen = self.disk_path_of(volume)?;
         let size = qemu_img::info_of_own(&frozen, "qcow2").await?.virtual_size;
         let top = self
-            .make_volume_file(&next_top_name(&frozen), |partial| {
+            .make_volume_file(&next_top_name(&frozen, snap), |partial| {
                 let frozen = frozen.clone();
                 async move { qemu_img::create_overlay(&partial, &frozen, "qcow2", size).await }
             })
@@ -360,5 +372,18 @@ mod tests {
         pool.extend_volume(&v1, 3 << 20).await.unwrap();
 
         assert_eq!(pool.volume_size(&v1).await.unwrap(), 3 << 20);
+    }
+
+    #[tokio::test]
+    async fn snapshot_when_repeated_after_interruption_then_same_top() {
+        let (_dir, pool) = pool().await;
+        let v1 = pool.create_volume("volume-a", 1 << 20).await.unwrap();
+        let first = pool.snapshot_volume(&v1, "snapshot-1234").await.unwrap();
+
+        let again = pool.snapshot_volume(&v1, "snapshot-1234").await.unwrap();
+
+        assert_eq!(again, first);
+        assert_ne!(first.volume, v1);
+        assert_eq!(pool.disk_locations().await.unwrap().len(), 2);
     }
 }

@@ -39,7 +39,9 @@ pub struct FrozenVolume {
     pub volume: String,
 }
 
-/// The volume operations of a pool; see the module header.
+/// The volume operations of a pool; see the module header. Creating calls
+/// are idempotent: repeated after an interruption with the same names, they
+/// finish what the first call began (crash recovery goes forward).
 #[async_trait]
 pub trait VolumePool: Send + Sync + std::fmt::Debug {
     /// How many layers (file) or clone generations (rbd) a volume may stand

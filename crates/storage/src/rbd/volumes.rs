@@ -44,18 +44,15 @@ fn check_name(name: &str) -> Result<()> {
     }
 }
 
-/// Clones `from` into `volumes/<name>` and grows it to `size` if bigger;
-/// removes the clone again if growing fails.
+/// Clones `from` into `volumes/<name>` (unless an earlier call did) and
+/// grows it to `size` if bigger; removes the clone again if growing fails.
 fn clone_and_grow(volumes: &IoCtx, name: &str, from: &CloneSource<'_>, size: u64) -> Result<()> {
-    volumes
-        .clone_image(name, from, &CreateOptions::default())
-        .map_err(|e| match e.kind() {
-            ::rbd::ErrorKind::Exists => Error::conflict(format!(
-                "Volume {}/{name} already exists.",
-                volumes.pool_name()
-            )),
-            _ => ceph_error(e),
-        })?;
+    match volumes.clone_image(name, from, &CreateOptions::default()) {
+        Ok(()) => {}
+        // Made by an interrupted earlier call (names are unique per volume).
+        Err(e) if e.kind() == ::rbd::ErrorKind::Exists => {}
+        Err(e) => return Err(ceph_error(e)),
+    }
     let grown = (|| {
         let image = volumes.open_image(name)?;
         if size > image.size()? {
@@ -136,15 +133,12 @@ impl VolumePool for RbdPool {
         check_name(name)?;
         let (volumes, job) = (self.volumes.clone(), name.to_string());
         blocking(move || {
-            volumes
-                .create_image(&job, size, &CreateOptions::default())
-                .map_err(|e| match e.kind() {
-                    ::rbd::ErrorKind::Exists => Error::conflict(format!(
-                        "Volume {}/{job} already exists.",
-                        volumes.pool_name()
-                    )),
-                    _ => ceph_error(e),
-                })
+            match volumes.create_image(&job, size, &CreateOptions::default()) {
+                Ok(()) => Ok(()),
+                // Made by an interrupted earlier call (names are unique per volume).
+                Err(e) if e.kind() == ::rbd::ErrorKind::Exists => Ok(()),
+                Err(e) => Err(ceph_error(e)),
+            }
         })
         .await?;
         Ok(self.location(&self.volumes, name, None))

@@ -161,6 +161,27 @@ impl Store {
         Ok(())
     }
 
+    /// Moves a volume's data location from `from` to `to` (a snapshot put a
+    /// new top over it), provided it is still `from`: `Conflict` otherwise.
+    pub async fn move_volume_location(&self, id: VolumeId, from: &str, to: &str) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE volumes SET location = ?, updated_at = ? WHERE id = ? AND location = ?",
+        )
+        .bind(to)
+        .bind(ts(chrono::Utc::now()))
+        .bind(id.to_string())
+        .bind(from)
+        .execute(&self.pool)
+        .await
+        .map_err(db_error(&format!("Cannot update volume {id}")))?;
+        if done.rows_affected() == 0 {
+            return Err(Error::conflict(format!(
+                "Volume {id} moved while it was being snapshotted; try again."
+            )));
+        }
+        Ok(())
+    }
+
     pub async fn insert_volume_snapshot(&self, s: &VolumeSnapshot) -> Result<()> {
         sqlx::query(
             "INSERT INTO volume_snapshots (id, volume_id, project_id, user_id, name, description, size, status, \
@@ -355,5 +376,25 @@ mod tests {
             .await
             .unwrap()
             .is_empty());
+    }
+
+    #[tokio::test]
+    async fn volume_location_when_moved_from_a_stale_location_then_conflict() {
+        let store = Store::in_memory().await.unwrap();
+        let mut v = volume(VolumeSource::Blank);
+        v.location = Some("a".into());
+        store.insert_volume(&v).await.unwrap();
+        store.move_volume_location(v.id, "a", "b").await.unwrap();
+
+        let err = store
+            .move_volume_location(v.id, "a", "c")
+            .await
+            .unwrap_err();
+
+        assert_eq!(err.kind(), ErrorKind::Conflict);
+        assert_eq!(
+            store.volume(v.id).await.unwrap().location.as_deref(),
+            Some("b")
+        );
     }
 }

@@ -8,6 +8,10 @@
  *
  * Modes:
  *   seqwriter                      run the writer (the guest starts it at boot)
+ *                                  SIGUSR1 freezes it (it finishes the current
+ *                                  round, prints FROZEN, writes nothing until
+ *                                  SIGUSR2, then prints THAWED); the guest
+ *                                  agent (qga.c) uses this for fsfreeze
  *   seqwriter --power-button       wait for the ACPI power button, then ask
  *                                  init (pid 1) for a clean poweroff
  *   seqwriter --format-image FILE  write an empty log header (boot=0) into the
@@ -423,11 +427,35 @@ static int n_disks;
 static uint32_t boot_number;
 static uint64_t last_written; /* seq of the last record on every disk */
 static volatile sig_atomic_t stop_requested;
+static volatile sig_atomic_t freeze_requested;
 
 static void on_term(int sig)
 {
 	(void)sig;
 	stop_requested = 1;
+}
+
+static void on_freeze(int sig)
+{
+	freeze_requested = sig == SIGUSR1;
+}
+
+/* Acknowledgement for the guest agent: exists while frozen, holds the number
+ * of disks; created by a rename so the agent never reads half of it. */
+#define FROZEN_FILE "/run/seqwriter.frozen"
+
+static void set_frozen_file(int frozen)
+{
+	if (!frozen) {
+		unlink(FROZEN_FILE);
+		return;
+	}
+	FILE *f = fopen(FROZEN_FILE ".tmp", "w");
+	if (!f)
+		return;
+	fprintf(f, "%d\n", n_disks);
+	fclose(f);
+	rename(FROZEN_FILE ".tmp", FROZEN_FILE);
 }
 
 /* Whole-disk virtio names: vda … vdz, vdaa …; no partition digits. */
@@ -696,13 +724,38 @@ static int run_writer(void)
 	sa.sa_handler = on_term;
 	sigaction(SIGTERM, &sa, NULL);
 	sigaction(SIGINT, &sa, NULL);
+	sa.sa_handler = on_freeze;
+	sigaction(SIGUSR1, &sa, NULL);
+	sigaction(SIGUSR2, &sa, NULL);
 
 	start_up();
 
 	uint64_t ram = 0;
 	uint64_t next_tick = now_ms() + interval_ms;
 	uint64_t next_rescan = now_ms() + rescan_ms;
+	int frozen = 0;
 	while (!stop_requested) {
+		/* Freezing happens between rounds: every record started is on every
+		 * disk before FROZEN is said.  While frozen nothing ticks (ram too). */
+		if (freeze_requested != frozen) {
+			frozen = freeze_requested;
+			if (frozen) {
+				for (int i = 0; i < n_disks; i++)
+					fsync(disks[i].fd);
+				say("FROZEN last_seq=%llu ram=%llu", (unsigned long long)last_written,
+				    (unsigned long long)ram);
+			} else {
+				say("THAWED last_seq=%llu ram=%llu", (unsigned long long)last_written,
+				    (unsigned long long)ram);
+				next_tick = now_ms() + interval_ms;
+			}
+			set_frozen_file(frozen);
+		}
+		if (frozen) {
+			struct timespec ts = {0, 5 * 1000000L};
+			nanosleep(&ts, NULL);
+			continue;
+		}
 		uint64_t now = now_ms();
 		if (now < next_tick) {
 			struct timespec ts = {(time_t)((next_tick - now) / 1000),
@@ -729,6 +782,7 @@ static int run_writer(void)
 		close(disks[i].fd);
 	}
 	unlink("/run/seqwriter.pid");
+	set_frozen_file(0);
 	return 0;
 }
 

@@ -10,6 +10,8 @@
 #   cmdline                 the kernel command line the disk boots with
 #   kernel-release          e.g. 6.1.0-56-amd64
 #   seqwriter               the guest's writer (static, also runs on the host)
+#   guest-noagent.qcow2     the same disk booting with snapstack.agent=off (no
+#                           guest agent), for the "no agent" paths
 #
 # Nothing is installed on the host and nothing is mounted: the kernel package
 # is fetched with `apt-get download` into OUTDIR/cache and unpacked with
@@ -81,7 +83,7 @@ KERNEL_DEB=$(find_kernel_deb)
 
 # --- up to date? -----------------------------------------------------------
 STAMP=$OUT/.built
-OUTPUTS=(guest.raw guest.qcow2 vmlinuz initrd.img cmdline kernel-release seqwriter)
+OUTPUTS=(guest.raw guest.qcow2 guest-noagent.qcow2 vmlinuz initrd.img cmdline kernel-release seqwriter)
 up_to_date() {
 	[ -f "$STAMP" ] || return 1
 	[ "$(cat "$STAMP")" = "$KERNEL_DEB|$CMDLINE" ] || return 1
@@ -101,6 +103,8 @@ mkdir -p "$WORK"
 # --- the writer --------------------------------------------------------------
 log "compiling seqwriter"
 gcc -static -O2 -Wall -Wextra -o "$WORK/seqwriter" "$GUEST/seqwriter.c"
+log "compiling snapstack-qga"
+gcc -static -O2 -Wall -Wextra -o "$WORK/snapstack-qga" "$GUEST/qga.c"
 
 # --- kernel and modules ------------------------------------------------------
 log "unpacking $(basename "$KERNEL_DEB")"
@@ -136,6 +140,7 @@ mkdir -p "$RD"/{bin,dev,etc,lib/modules,proc,run,sbin,sys,tmp}
 cp -a "$GUEST/rootfs/." "$RD/"
 cp /bin/busybox "$RD/bin/busybox"
 cp "$WORK/seqwriter" "$RD/bin/seqwriter"
+cp "$WORK/snapstack-qga" "$RD/bin/snapstack-qga"
 : >"$RD/etc/modules.order"
 for file in "${ORDER[@]}"; do
 	base=$(basename "$file")
@@ -185,6 +190,13 @@ PY
 dd if="$P1" of="$RAW" bs=512 seek="$BOOT_START" conv=notrunc,sparse status=none
 "$WORK/seqwriter" --format-image "$RAW" >&2
 qemu-img convert -f raw -O qcow2 "$RAW" "$WORK/guest.qcow2"
+
+# --- the same disk without the guest agent (only syslinux.cfg differs) ---------
+sed "s|@CMDLINE@|$CMDLINE snapstack.agent=off|" "$GUEST/syslinux.cfg" >"$WORK/syslinux.cfg"
+mcopy -o -i "$P1" "$WORK/syslinux.cfg" ::
+cp --sparse=always "$RAW" "$WORK/noagent.raw"
+dd if="$P1" of="$WORK/noagent.raw" bs=512 seek="$BOOT_START" conv=notrunc,sparse status=none
+qemu-img convert -f raw -O qcow2 "$WORK/noagent.raw" "$WORK/guest-noagent.qcow2"
 
 # --- publish -----------------------------------------------------------------
 for f in "${OUTPUTS[@]}"; do

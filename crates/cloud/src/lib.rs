@@ -8,6 +8,7 @@
 pub mod compute;
 pub mod identity;
 pub mod images;
+pub mod volumes;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -95,6 +96,7 @@ impl Cloud {
     pub async fn reconcile(&self) -> Result<Vec<String>> {
         let mut repaired = compute::reconcile(self).await?;
         repaired.extend(images::reconcile(self).await?);
+        repaired.extend(volumes::reconcile(self).await?);
         let removed = self.collect_garbage().await?;
         repaired.extend(
             removed
@@ -104,8 +106,9 @@ impl Cloud {
         Ok(repaired)
     }
 
-    /// Removes pool data no record needs: the roots are live servers' disks
-    /// and the data of images that are active or deactivated; the pool
+    /// Removes pool data no record needs: the roots are live servers' disks,
+    /// the data of images that are active or deactivated, and of volumes and
+    /// volume snapshots not deleted; the pool
     /// keeps whatever those stand on (backing layers, cloned snapshots).
     pub async fn collect_garbage(&self) -> Result<Vec<String>> {
         let _exclusive = self.gc_lock.write().await;
@@ -121,7 +124,9 @@ impl Cloud {
                 roots.extend(image.location);
             }
         }
-        let removed = self.pool.collect_garbage(&roots).await?;
+        roots.extend(volumes::garbage_roots(self).await?);
+        let mut removed = self.pool.collect_garbage(&roots).await?;
+        removed.extend(volumes::collect_garbage(self, &roots).await?);
         for location in &removed {
             tracing::info!(%location, "pool data released");
         }

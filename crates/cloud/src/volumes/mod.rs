@@ -1,0 +1,288 @@
+//! Volumes and volume snapshots (Cinder semantics) on the pool's
+//! [`storage::volumes::VolumePool`].
+//!
+//! Requests check and claim, the work runs in the background:
+//! - create: the volume is recorded `creating` with a saga ([`create`]),
+//!   made in O(1) (blank, overlay/clone of an image, of a snapshot, or of a
+//!   frozen copy of another volume), flattened past the pool's clone depth,
+//!   then `available` (`error` if it failed);
+//! - snapshot: recorded `creating` with a saga ([`snapshots`]), the volume's
+//!   data frozen in O(1), then `available`;
+//! - extend: `available` → `extending` (with the new size) → `available`;
+//! - delete: `available`/`error` → `deleting` → `deleted`, then garbage
+//!   collection releases whatever data nothing needs any more.
+//!
+//! A volume with snapshots cannot be deleted (400, as Cinder). A snapshot
+//! with volumes made from it can: its record goes, its data stays while
+//! those volumes stand on it and is released by garbage collection once they
+//! no longer do (deleted, or flattened) — never a dangling parent.
+//!
+//! Project isolation: another project's volume or snapshot is 404.
+
+mod create;
+mod snapshots;
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::Utc;
+use domain::identity::{Caller, Role};
+use domain::volume::{SnapshotStatus, Volume, VolumeSnapshot, VolumeStatus, GIB};
+use domain::{Error, ProjectId, Result, VolumeId, VolumeSnapshotId};
+use storage::volumes::VolumePool;
+
+pub use create::NewVolume;
+pub use snapshots::NewSnapshot;
+
+use crate::Cloud;
+
+/// A test build dies here when `SNAPSTACK_FAULT_INJECT` names this point,
+/// as a SIGKILL would. Release builds ignore it.
+fn fault_point(name: &str) {
+    if cfg!(debug_assertions) && std::env::var("SNAPSTACK_FAULT_INJECT").is_ok_and(|v| v == name) {
+        eprintln!("fault injection: dying at {name}");
+        std::process::abort();
+    }
+}
+
+/// What a user may change on a volume or snapshot.
+#[derive(Debug, Clone, Default)]
+pub struct VolumeChanges {
+    pub name: Option<Option<String>>,
+    pub description: Option<Option<String>>,
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
+impl Cloud {
+    /// The pool's volume operations, or 503 if the pool has none.
+    pub(crate) fn volume_pool(&self) -> Result<&dyn VolumePool> {
+        self.pool.volumes().ok_or_else(|| {
+            Error::unavailable(format!(
+                "The {} storage pool has no volume support.",
+                self.pool.kind()
+            ))
+        })
+    }
+
+    /// A volume the caller can see (not deleted), or 404.
+    pub async fn volume(&self, caller: &Caller, id: &str) -> Result<Volume> {
+        caller.require(Role::Reader, "read volumes")?;
+        let vid: VolumeId = id.parse()?;
+        let volume = self.store.volume(vid).await?;
+        if volume.status == VolumeStatus::Deleted || !caller.can_see_project(volume.project_id) {
+            return Err(Error::not_found("volume", id));
+        }
+        Ok(volume)
+    }
+
+    /// Volumes of the caller's project (of all projects for an admin asking).
+    pub async fn volumes(&self, caller: &Caller, all_projects: bool) -> Result<Vec<Volume>> {
+        caller.require(Role::Reader, "list volumes")?;
+        self.store
+            .volumes(self.listed_project(caller, all_projects)?)
+            .await
+    }
+
+    /// A snapshot the caller can see (not deleted), or 404.
+    pub async fn volume_snapshot(&self, caller: &Caller, id: &str) -> Result<VolumeSnapshot> {
+        caller.require(Role::Reader, "read snapshots")?;
+        let sid: VolumeSnapshotId = id.parse()?;
+        let snap = self.store.volume_snapshot(sid).await?;
+        if snap.status == SnapshotStatus::Deleted || !caller.can_see_project(snap.project_id) {
+            return Err(Error::not_found("snapshot", id));
+        }
+        Ok(snap)
+    }
+
+    /// Snapshots of the caller's project (of all projects for an admin asking).
+    pub async fn volume_snapshots(
+        &self,
+        caller: &Caller,
+        all_projects: bool,
+    ) -> Result<Vec<VolumeSnapshot>> {
+        caller.require(Role::Reader, "list snapshots")?;
+        self.store
+            .volume_snapshots(self.listed_project(caller, all_projects)?)
+            .await
+    }
+
+    fn listed_project(&self, caller: &Caller, all_projects: bool) -> Result<Option<ProjectId>> {
+        Ok(if all_projects && caller.is_admin() {
+            None
+        } else {
+            Some(caller.project()?)
+        })
+    }
+
+    /// Renames a volume, changes its description, or replaces its metadata.
+    pub async fn update_volume(
+        &self,
+        caller: &Caller,
+        id: &str,
+        changes: VolumeChanges,
+    ) -> Result<Volume> {
+        let volume = self.volume(caller, id).await?;
+        caller.require(Role::Member, "update volumes")?;
+        let mut next = volume.clone();
+        if let Some(name) = changes.name {
+            next.name = name;
+        }
+        if let Some(description) = changes.description {
+            next.description = description;
+        }
+        if let Some(metadata) = changes.metadata {
+            next.metadata = metadata;
+        }
+        next.validate()?;
+        next.updated_at = Utc::now();
+        self.store.update_volume(&next, volume.status).await?;
+        Ok(next)
+    }
+
+    /// Starts growing a volume to `new_size` GiB (Cinder's `os-extend`).
+    pub async fn extend_volume(&self, caller: &Caller, id: &str, new_size: u64) -> Result<Volume> {
+        let volume = self.volume(caller, id).await?;
+        caller.require(Role::Member, "extend volumes")?;
+        volume.check_extend(new_size)?;
+        self.volume_pool()?;
+        let mut extending = volume.clone();
+        extending.status = volume.status.transition(VolumeStatus::Extending)?;
+        extending.size = new_size;
+        extending.updated_at = Utc::now();
+        self.store
+            .update_volume(&extending, VolumeStatus::Available)
+            .await?;
+        let cloud = self.clone();
+        let running = extending.clone();
+        tokio::spawn(async move { cloud.finish_volume_extend(running).await });
+        Ok(extending)
+    }
+
+    /// Grows the data of a volume recorded `extending` to its recorded size.
+    async fn finish_volume_extend(&self, volume: Volume) {
+        let grown = match (&volume.location, self.volume_pool()) {
+            (Some(location), Ok(pool)) => pool.extend_volume(location, volume.size * GIB).await,
+            (None, _) => Err(Error::internal("The volume has no data to extend.")),
+            (_, Err(e)) => Err(e),
+        };
+        let mut next = volume.clone();
+        next.status = match &grown {
+            Ok(()) => VolumeStatus::Available,
+            Err(e) => {
+                tracing::warn!(volume = %volume.id, error = %e, "extending a volume failed");
+                VolumeStatus::ErrorExtending
+            }
+        };
+        next.updated_at = Utc::now();
+        if let Err(e) = self
+            .store
+            .update_volume(&next, VolumeStatus::Extending)
+            .await
+        {
+            tracing::warn!(volume = %volume.id, error = %e, "cannot record the end of an extend");
+        }
+    }
+
+    /// Deletes a volume: 400 while it has snapshots or is not in a state
+    /// that allows it (attached, being made, …), as Cinder.
+    pub async fn delete_volume(&self, caller: &Caller, id: &str) -> Result<()> {
+        let volume = self.volume(caller, id).await?;
+        caller.require(Role::Member, "delete volumes")?;
+        volume.check_deletable()?;
+        let snapshots = self.store.snapshots_of_volume(volume.id).await?;
+        if !snapshots.is_empty() {
+            return Err(Error::invalid(format!(
+                "Invalid volume: Volume {} still has {} dependent snapshot(s); delete them first.",
+                volume.id,
+                snapshots.len()
+            )));
+        }
+        let mut deleting = volume.clone();
+        deleting.status = volume.status.transition(VolumeStatus::Deleting)?;
+        deleting.updated_at = Utc::now();
+        self.store.update_volume(&deleting, volume.status).await?;
+        let cloud = self.clone();
+        tokio::spawn(async move { cloud.finish_volume_delete(deleting).await });
+        Ok(())
+    }
+
+    /// A volume recorded `deleting` becomes `deleted`; its data goes with
+    /// the next garbage collection (now).
+    async fn finish_volume_delete(&self, volume: Volume) {
+        let mut gone = volume.clone();
+        gone.status = VolumeStatus::Deleted;
+        gone.updated_at = Utc::now();
+        if let Err(e) = self
+            .store
+            .update_volume(&gone, VolumeStatus::Deleting)
+            .await
+        {
+            tracing::warn!(volume = %volume.id, error = %e, "cannot record a volume deleted");
+            return;
+        }
+        self.collect_garbage_quietly().await;
+    }
+}
+
+/// The pool data live volumes and snapshots stand on: garbage collection
+/// keeps these and what they need.
+pub(crate) async fn garbage_roots(cloud: &Cloud) -> Result<BTreeSet<String>> {
+    let mut roots = BTreeSet::new();
+    for volume in cloud.store.volumes(None).await? {
+        roots.extend(volume.location);
+    }
+    for snap in cloud.store.volume_snapshots(None).await? {
+        roots.extend(snap.location);
+    }
+    Ok(roots)
+}
+
+/// Releases volume data no root needs (pools that keep volumes apart from
+/// disks); the pool's own collection covered the rest.
+pub(crate) async fn collect_garbage(
+    cloud: &Cloud,
+    roots: &BTreeSet<String>,
+) -> Result<Vec<String>> {
+    match cloud.pool.volumes() {
+        Some(pool) => pool.collect_volume_garbage(roots).await,
+        None => Ok(Vec::new()),
+    }
+}
+
+/// Settles what a previous run left half-way: create and snapshot sagas go
+/// forward (or end in `error`), extends are redone, deletes finished.
+pub(crate) async fn reconcile(cloud: &Cloud) -> Result<Vec<String>> {
+    let mut repaired = create::recover(cloud).await?;
+    repaired.extend(snapshots::recover(cloud).await?);
+    for volume in cloud.store.volumes(None).await? {
+        match volume.status {
+            VolumeStatus::Extending => {
+                cloud.finish_volume_extend(volume.clone()).await;
+                repaired.push(format!("extend of volume {} finished", volume.id));
+            }
+            VolumeStatus::Deleting => {
+                let mut gone = volume.clone();
+                gone.status = VolumeStatus::Deleted;
+                gone.updated_at = Utc::now();
+                cloud
+                    .store
+                    .update_volume(&gone, VolumeStatus::Deleting)
+                    .await?;
+                repaired.push(format!("delete of volume {} finished", volume.id));
+            }
+            _ => {}
+        }
+    }
+    for snap in cloud.store.volume_snapshots(None).await? {
+        if snap.status == SnapshotStatus::Deleting {
+            let mut gone = snap.clone();
+            gone.status = SnapshotStatus::Deleted;
+            gone.updated_at = Utc::now();
+            cloud
+                .store
+                .update_volume_snapshot(&gone, SnapshotStatus::Deleting)
+                .await?;
+            repaired.push(format!("delete of snapshot {} finished", snap.id));
+        }
+    }
+    Ok(repaired)
+}

@@ -8,6 +8,7 @@
 pub mod compute;
 pub mod identity;
 pub mod images;
+pub mod restore_points;
 pub mod volumes;
 
 use std::path::PathBuf;
@@ -94,7 +95,8 @@ impl Cloud {
     /// Finishes or undoes whatever a previous run left half-way; run once at
     /// start-up before serving. Returns a line per thing it repaired.
     pub async fn reconcile(&self) -> Result<Vec<String>> {
-        let mut repaired = compute::reconcile(self).await?;
+        let mut repaired = restore_points::recover(self).await?;
+        repaired.extend(compute::reconcile(self).await?);
         repaired.extend(images::reconcile(self).await?);
         repaired.extend(volumes::reconcile(self).await?);
         let removed = self.collect_garbage().await?;
@@ -116,6 +118,7 @@ impl Cloud {
         for server in self.store.servers(None).await? {
             roots.extend(server.root_disk);
         }
+        roots.extend(self.restore_point_roots().await?);
         for status in [
             domain::image::ImageStatus::Active,
             domain::image::ImageStatus::Deactivated,

@@ -1,0 +1,267 @@
+//! Creating a restore point: a saga, each step recorded before it runs.
+//!
+//! ```text
+//!  begun ─────────▶ cut ───────────────────────▶ switched ───────▶ done
+//!  (point row       (new top + state file         (server.root_disk =
+//!   `creating`,      chosen and recorded, then     new top, point
+//!   task claimed)    QEMU cuts every disk — and    `available` with the
+//!                    saves memory — at one         old top as its layer,
+//!                    instant; qemu-img when        current = point)
+//!                    no QEMU runs)
+//!
+//!  crash at begun:    undo — point removed, task cleared
+//!  crash at cut:      the new top in use (or a complete overlay of a
+//!                     stopped disk)? forward; with memory and no complete
+//!                     state file, the server keeps the new top but the
+//!                     point is removed. Otherwise undo (the half-made
+//!                     overlay is garbage). A VM left paused is resumed.
+//!  crash at switched: forward — clear the task
+//! ```
+
+use std::path::Path;
+
+use chrono::Utc;
+use domain::identity::{Caller, Role};
+use domain::restore_point::{
+    NewRestorePoint, PointDisk, RestoreMethod, RestorePoint, RestorePointId, RestorePointStatus,
+};
+use domain::server::TaskState;
+use domain::{Error, Result};
+use hypervisor::DiskOverlay;
+
+use super::{fault_point, overlay_name, remove_state_file, Saga, ROOT_DISK_ID};
+use crate::compute::hypervisor_error;
+use crate::Cloud;
+
+pub(super) const KIND: &str = "restore-point-create";
+
+impl Cloud {
+    /// Starts a restore point of a server; returns it (`creating`) at once,
+    /// the rest runs in the background.
+    pub async fn create_restore_point(
+        &self,
+        caller: &Caller,
+        server_id: &str,
+        new: NewRestorePoint,
+    ) -> Result<RestorePoint> {
+        let server = self.server(caller, server_id).await?;
+        caller.require(Role::Member, "create restore points")?;
+        new.validate(server.vm_state)?;
+        if let Some(task) = server.task_state {
+            return Err(Error::conflict(format!(
+                "Server {} is busy (task_state {task}).",
+                server.id
+            )));
+        }
+        if new.method == RestoreMethod::Internal {
+            return Err(Error::invalid(
+                "Internal restore points are not available yet: use method external.",
+            ));
+        }
+        let root = server
+            .root_disk
+            .clone()
+            .ok_or_else(|| Error::conflict("The server has no disk yet."))?;
+        if self.pool.new_overlay(&root, "probe")?.is_none() {
+            return Err(Error::conflict(format!(
+                "Restore points of servers on the {} pool are not available yet.",
+                self.pool.kind()
+            )));
+        }
+        let now = Utc::now();
+        let point = RestorePoint {
+            id: RestorePointId::new(),
+            server_id: server.id,
+            project_id: server.project_id,
+            name: new.name,
+            parent_id: self.store.current_restore_point(server.id).await?,
+            method: new.method,
+            memory: new.memory,
+            quiesced: false,
+            status: RestorePointStatus::Creating,
+            disks: Vec::new(),
+            state_file: None,
+            vm_state: server.vm_state,
+            guest_pause_us: None,
+            created_at: now,
+            updated_at: now,
+        };
+        let mut saga = Saga::new(server.id, point.id);
+        saga.memory = point.memory;
+        self.store.insert_saga(&saga.record(KIND)).await?;
+        self.store.insert_restore_point(&point).await?;
+        if let Err(e) = self
+            .claim_task(&server, TaskState::RestorePointCreating)
+            .await
+        {
+            self.undo_point_create(&saga, None).await;
+            return Err(e);
+        }
+        fault_point("restore-point-create:begun");
+        let cloud = self.clone();
+        tokio::spawn(async move {
+            let mut saga = saga;
+            if let Err(e) = cloud.point_create_forward(&mut saga).await {
+                tracing::warn!(point = ?saga.point, error = %e, "restore point failed; undoing");
+                cloud.undo_point_create(&saga, Some(&e)).await;
+            }
+        });
+        Ok(point)
+    }
+
+    /// Runs the saga from `begun`.
+    async fn point_create_forward(&self, saga: &mut Saga) -> Result<()> {
+        let server = self.store.server(saga.server()?).await?;
+        let old_top = server
+            .root_disk
+            .clone()
+            .ok_or_else(|| Error::conflict("The server has no disk."))?;
+        let (new_top, path) = self
+            .pool
+            .new_overlay(&old_top, &overlay_name(server.id))?
+            .ok_or_else(|| Error::conflict("This pool cannot layer disks."))?;
+        let point_id = saga.point()?;
+        let state_file = saga.memory.then(|| self.point_state_file(point_id));
+        if let Some(file) = &state_file {
+            if let Some(dir) = file.parent() {
+                tokio::fs::create_dir_all(dir).await.map_err(|e| {
+                    Error::unavailable(format!("Cannot create {}: {e}", dir.display()))
+                })?;
+            }
+        }
+        saga.old_top = Some(old_top.clone());
+        saga.new_top = Some(new_top.clone());
+        saga.state_file = state_file.as_ref().map(|f| f.display().to_string());
+        self.store.saga_step(&saga.id, "cut", &saga.data()).await?;
+        let _gc = self.gc_lock.read().await;
+        let pause = if self.point_qemu_is_up(&server).await {
+            let disks = [DiskOverlay {
+                disk_id: ROOT_DISK_ID.into(),
+                overlay: path,
+            }];
+            let taken = self
+                .hypervisor
+                .create_restore_point(&server.id.to_string(), &disks, state_file.as_deref())
+                .await
+                .map_err(hypervisor_error)?;
+            tracing::info!(server = %server.id, pause = ?taken.guest_pause, total = ?taken.total, memory = saga.memory, "restore point cut");
+            Some(taken.guest_pause)
+        } else if saga.memory {
+            return Err(Error::conflict(
+                "The server stopped before its memory could be saved.",
+            ));
+        } else {
+            self.pool.create_overlay(&old_top, &new_top).await?;
+            None
+        };
+        fault_point("restore-point-create:cut");
+        self.record_point_switch(saga, pause.map(|p| p.as_micros() as u64))
+            .await?;
+        drop(_gc);
+        self.finish_point_create(saga).await
+    }
+
+    /// The cut took: the server is on the new top, the point holds the old one.
+    pub(super) async fn record_point_switch(
+        &self,
+        saga: &Saga,
+        pause_us: Option<u64>,
+    ) -> Result<()> {
+        let server = self.store.server(saga.server()?).await?;
+        if server.root_disk != saga.new_top {
+            let mut next = server.clone();
+            next.root_disk = saga.new_top.clone();
+            next.updated_at = Utc::now();
+            self.store
+                .update_server(&next, (server.vm_state, server.task_state))
+                .await?;
+        }
+        let point = self.store.restore_point(saga.point()?).await?;
+        if point.status == RestorePointStatus::Creating {
+            let old_top = saga
+                .old_top
+                .clone()
+                .ok_or_else(|| Error::internal("A restore-point saga lost its layer."))?;
+            let mut done = point.clone();
+            done.status = RestorePointStatus::Available;
+            done.disks = vec![PointDisk {
+                disk_id: ROOT_DISK_ID.into(),
+                layer: old_top,
+            }];
+            done.state_file = saga.state_file.clone();
+            done.guest_pause_us = pause_us;
+            done.updated_at = Utc::now();
+            self.store
+                .update_restore_point(&done, RestorePointStatus::Creating)
+                .await?;
+        }
+        self.store
+            .set_current_restore_point(point.server_id, Some(point.id))
+            .await?;
+        self.store
+            .saga_step(&saga.id, "switched", &saga.data())
+            .await?;
+        fault_point("restore-point-create:switched");
+        Ok(())
+    }
+
+    pub(super) async fn finish_point_create(&self, saga: &Saga) -> Result<()> {
+        self.clear_point_task(saga.server()?, None, None).await?;
+        self.store.finish_saga(&saga.id, "done").await?;
+        tracing::info!(server = ?saga.server, point = ?saga.point, "restore point created");
+        Ok(())
+    }
+
+    /// Undo: the point goes, the task is cleared; a half-made top and a
+    /// partial state file are garbage.
+    pub(super) async fn undo_point_create(&self, saga: &Saga, cause: Option<&Error>) {
+        if self.point_cut_took(saga).await {
+            // QEMU writes into the new top already: it must stay the disk.
+            if let Err(e) = self.keep_point_new_top(saga).await {
+                tracing::error!(error = %e, "could not record a restore point's new top");
+                return;
+            }
+        }
+        if let Some(id) = saga.point {
+            if let Ok(point) = self.store.restore_point(id).await {
+                let mut with_file = point.clone();
+                with_file.state_file = saga.state_file.clone();
+                remove_state_file(&with_file).await;
+                let _ = self.store.delete_restore_point(id).await;
+            }
+        }
+        if let Some(server) = saga.server {
+            let _ = self.clear_point_task(server, None, cause).await;
+        }
+        let _ = self.store.finish_saga(&saga.id, "undone").await;
+        self.collect_garbage_quietly().await;
+    }
+
+    /// Whether the new top of an interrupted cut is in use or complete.
+    pub(super) async fn point_cut_took(&self, saga: &Saga) -> bool {
+        let (Some(new_top), Some(server)) = (&saga.new_top, saga.server) else {
+            return false;
+        };
+        if let Ok(storage::DiskSource::File { path, .. }) = self.pool.disk_source(new_top) {
+            if let Ok(active) = self
+                .hypervisor
+                .active_disk_file(&server.to_string(), ROOT_DISK_ID)
+                .await
+            {
+                return active == path;
+            }
+        }
+        self.pool.overlay_is_valid(new_top).await.unwrap_or(false)
+    }
+
+    /// Whether an interrupted cut's memory state is complete (written
+    /// through a `.part` file renamed at the end).
+    pub(super) async fn point_state_saved(&self, saga: &Saga) -> bool {
+        match &saga.state_file {
+            Some(file) => tokio::fs::try_exists(Path::new(file))
+                .await
+                .unwrap_or(false),
+            None => !saga.memory,
+        }
+    }
+}

@@ -1,0 +1,92 @@
+//! Deleting a restore point: a short saga, always finished forward.
+//!
+//! ```text
+//!  begun (task claimed, point `deleting`) ──▶ state file removed, record
+//!  removed (children re-parented, current moves up) ──▶ garbage collection
+//!  ──▶ done (task cleared)
+//! ```
+//! The point's layer stops being a root: it goes if nothing stands on it (a
+//! leaf point's layer nobody uses), and stays, unchanged, while another
+//! point's layer, an image or the server's own chain stands on it (an inner
+//! point) — what every other point, image and server sees is untouched.
+
+use chrono::Utc;
+use domain::identity::{Caller, Role};
+use domain::restore_point::RestorePointStatus;
+use domain::server::TaskState;
+use domain::{Error, Result};
+
+use super::{fault_point, point_of, remove_state_file, Saga};
+use crate::Cloud;
+
+pub(super) const KIND: &str = "restore-point-delete";
+
+impl Cloud {
+    /// Deletes a point of a server the caller can see; done when it returns.
+    pub async fn delete_restore_point(
+        &self,
+        caller: &Caller,
+        server_id: &str,
+        point_id: &str,
+    ) -> Result<()> {
+        let server = self.server(caller, server_id).await?;
+        caller.require(Role::Member, "delete restore points")?;
+        let point = point_of(&server, point_id, self).await?;
+        if !matches!(
+            point.status,
+            RestorePointStatus::Available | RestorePointStatus::Error
+        ) {
+            return Err(Error::conflict(format!(
+                "Restore point {} is {}.",
+                point.id, point.status
+            )));
+        }
+        if let Some(task) = server.task_state {
+            return Err(Error::conflict(format!(
+                "Server {} is busy (task_state {task}).",
+                server.id
+            )));
+        }
+        let saga = Saga::new(server.id, point.id);
+        self.store.insert_saga(&saga.record(KIND)).await?;
+        if let Err(e) = self
+            .claim_task(&server, TaskState::RestorePointDeleting)
+            .await
+        {
+            let _ = self.store.finish_saga(&saga.id, "undone").await;
+            return Err(e);
+        }
+        let mut deleting = point.clone();
+        deleting.status = RestorePointStatus::Deleting;
+        deleting.updated_at = Utc::now();
+        if let Err(e) = self
+            .store
+            .update_restore_point(&deleting, point.status)
+            .await
+        {
+            let _ = self.clear_point_task(server.id, None, None).await;
+            let _ = self.store.finish_saga(&saga.id, "undone").await;
+            return Err(e);
+        }
+        fault_point("restore-point-delete:begun");
+        self.point_delete_forward(&saga).await
+    }
+
+    pub(super) async fn point_delete_forward(&self, saga: &Saga) -> Result<()> {
+        let id = saga.point()?;
+        match self.store.restore_point(id).await {
+            Ok(point) => {
+                remove_state_file(&point).await;
+                fault_point("restore-point-delete:state-removed");
+                self.store.delete_restore_point(id).await?;
+            }
+            Err(e) if e.kind() == domain::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        self.collect_garbage().await?;
+        self.clear_point_task(saga.server()?, None, None).await?;
+        self.store.finish_saga(&saga.id, "done").await?;
+        tracing::info!(point = %id, "restore point deleted");
+        Ok(())
+    }
+}

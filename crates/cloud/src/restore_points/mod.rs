@@ -1,0 +1,369 @@
+//! Restore points: libvirt-style snapshots of whole servers, as a tree per
+//! server, on the file pool (RBD servers: 409 for now).
+//!
+//! A server's disk is a qcow2 top over immutable layers. A point *freezes*
+//! the top: the server goes on in a new overlay and the old top is the
+//! point's layer (QMP `transaction` on a live VM, `qemu-img create -b` on a
+//! stopped one); a point with memory also writes the RAM and device state at
+//! that instant to `<state_dir>/restore-points/<id>.state` (the guest pauses
+//! for milliseconds: see the hypervisor's `qemu/restore.rs`). Nothing is
+//! copied. Reverting creates **new** overlays over the point's layers —
+//! never writing into a layer that another point, an image or the server
+//! still uses — and starts the VM from the state file (memory point) or
+//! leaves it powered off (disk-only point). Deleting a point removes its
+//! state file and its record; its layer is a garbage-collection root only
+//! while the point exists, so the layer goes exactly when nothing (another
+//! point, an image, the server's chain) stands on it any more — a reference
+//! count kept by the pool's backing chains (see `Cloud::collect_garbage`).
+//!
+//! Each operation is a saga ([`create`], [`revert`], [`delete`]): every step
+//! is recorded in the `sagas` table before it runs, and [`recover`] finishes
+//! or undoes what a previous run left half-way, before the servers' tasks
+//! are settled. One task per server: each operation claims the server's
+//! `task_state` by compare-and-swap (a concurrent request gets 409).
+
+mod create;
+mod delete;
+mod recover;
+mod revert;
+
+use std::path::PathBuf;
+
+use chrono::Utc;
+use domain::identity::{Caller, Role};
+use domain::restore_point::{RestorePoint, RestorePointId, RestorePointStatus};
+use domain::server::{Server, TaskState, VmState};
+use domain::{Error, Result, ServerId};
+use serde_json::{json, Value};
+use store::SagaRecord;
+
+pub(crate) use recover::recover;
+
+use crate::Cloud;
+
+/// The id of the one disk Snapstack servers have today (as in compute).
+const ROOT_DISK_ID: &str = "root";
+
+/// A server's restore points as a tree.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RestorePointTree {
+    pub points: Vec<PointView>,
+    /// The point the server's current state descends from.
+    pub current: Option<RestorePointId>,
+}
+
+/// One point with what the tree says of it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PointView {
+    pub point: RestorePoint,
+    pub children: Vec<RestorePointId>,
+    pub is_current: bool,
+    /// Its files are missing: shown, never silently dropped.
+    pub broken: bool,
+}
+
+/// A test build dies here when `SNAPSTACK_FAULT_INJECT` names this point,
+/// as a SIGKILL would (same variable as the image snapshot saga's).
+fn fault_point(name: &str) {
+    if cfg!(debug_assertions) && std::env::var("SNAPSTACK_FAULT_INJECT").is_ok_and(|v| v == name) {
+        eprintln!("fault injection: dying at {name}");
+        std::process::abort();
+    }
+}
+
+/// The state of one restore-point saga, stored as its JSON data.
+#[derive(Debug, Clone, Default)]
+struct Saga {
+    id: String,
+    server: Option<ServerId>,
+    point: Option<RestorePointId>,
+    memory: bool,
+    new_top: Option<String>,
+    old_top: Option<String>,
+    state_file: Option<String>,
+}
+
+impl Saga {
+    fn new(server: ServerId, point: RestorePointId) -> Saga {
+        Saga {
+            id: uuid::Uuid::new_v4().to_string(),
+            server: Some(server),
+            point: Some(point),
+            ..Saga::default()
+        }
+    }
+
+    fn data(&self) -> Value {
+        json!({
+            "server": self.server.map(|s| s.to_string()),
+            "point": self.point.map(|p| p.to_string()),
+            "memory": self.memory,
+            "new_top": self.new_top,
+            "old_top": self.old_top,
+            "state_file": self.state_file,
+        })
+    }
+
+    fn from_record(r: &SagaRecord) -> Result<Saga> {
+        let field = |k: &str| r.data.get(k).and_then(Value::as_str).map(str::to_owned);
+        let corrupt = || Error::internal(format!("Saga {} has corrupt data.", r.id));
+        Ok(Saga {
+            id: r.id.clone(),
+            server: Some(field("server").ok_or_else(corrupt)?.parse()?),
+            point: Some(field("point").ok_or_else(corrupt)?.parse()?),
+            memory: r
+                .data
+                .get("memory")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            new_top: field("new_top"),
+            old_top: field("old_top"),
+            state_file: field("state_file"),
+        })
+    }
+
+    fn server(&self) -> Result<ServerId> {
+        self.server
+            .ok_or_else(|| Error::internal("A restore-point saga lost its server."))
+    }
+
+    fn point(&self) -> Result<RestorePointId> {
+        self.point
+            .ok_or_else(|| Error::internal("A restore-point saga lost its point."))
+    }
+
+    fn record(&self, kind: &str) -> SagaRecord {
+        SagaRecord {
+            id: self.id.clone(),
+            kind: kind.into(),
+            step: "begun".into(),
+            data: self.data(),
+            created_at: Utc::now(),
+        }
+    }
+}
+
+impl Cloud {
+    /// The restore points of a server the caller can see, as a tree.
+    pub async fn restore_points(
+        &self,
+        caller: &Caller,
+        server_id: &str,
+    ) -> Result<RestorePointTree> {
+        let server = self.server(caller, server_id).await?;
+        caller.require(Role::Reader, "list restore points")?;
+        self.point_tree(server.id).await
+    }
+
+    /// One restore point of a server the caller can see.
+    pub async fn restore_point(
+        &self,
+        caller: &Caller,
+        server_id: &str,
+        point_id: &str,
+    ) -> Result<PointView> {
+        let server = self.server(caller, server_id).await?;
+        caller.require(Role::Reader, "show restore points")?;
+        let id = point_of(&server, point_id, self).await?.id;
+        self.point_tree(server.id)
+            .await?
+            .points
+            .into_iter()
+            .find(|v| v.point.id == id)
+            .ok_or_else(|| Error::not_found("restore point", point_id))
+    }
+
+    async fn point_tree(&self, server: ServerId) -> Result<RestorePointTree> {
+        let points = self.store.restore_points(Some(server)).await?;
+        let current = self.store.current_restore_point(server).await?;
+        let mut views = Vec::with_capacity(points.len());
+        for point in &points {
+            views.push(PointView {
+                children: points
+                    .iter()
+                    .filter(|c| c.parent_id == Some(point.id))
+                    .map(|c| c.id)
+                    .collect(),
+                is_current: current == Some(point.id),
+                broken: !self.point_files_present(point).await,
+                point: point.clone(),
+            });
+        }
+        Ok(RestorePointTree {
+            points: views,
+            current,
+        })
+    }
+
+    /// Whether every file an available point needs is there.
+    async fn point_files_present(&self, point: &RestorePoint) -> bool {
+        if point.status != RestorePointStatus::Available {
+            return true;
+        }
+        for disk in &point.disks {
+            let present = match self.pool.disk_source(&disk.layer) {
+                Ok(storage::DiskSource::File { path, .. }) => {
+                    tokio::fs::try_exists(&path).await.unwrap_or(false)
+                }
+                Ok(_) => true,
+                Err(_) => false,
+            };
+            if !present {
+                return false;
+            }
+        }
+        match &point.state_file {
+            Some(file) if point.memory => tokio::fs::try_exists(file).await.unwrap_or(false),
+            _ => true,
+        }
+    }
+
+    /// Where the memory state of point `id` is written.
+    fn point_state_file(&self, id: RestorePointId) -> PathBuf {
+        self.config
+            .state_dir
+            .join("restore-points")
+            .join(format!("{id}.state"))
+    }
+
+    /// The layers restore points need, for garbage collection. Points of
+    /// deleted servers are released here (state file and record), so that
+    /// deleting a server leaves nothing of its points behind.
+    pub(crate) async fn restore_point_roots(&self) -> Result<Vec<String>> {
+        let mut roots = Vec::new();
+        let mut kept_states = std::collections::BTreeSet::new();
+        for point in self.store.restore_points(None).await? {
+            let server_gone = match self.store.server(point.server_id).await {
+                Ok(server) => server.vm_state == VmState::Deleted,
+                Err(e) if e.kind() == domain::ErrorKind::NotFound => true,
+                Err(e) => return Err(e),
+            };
+            if server_gone {
+                remove_state_file(&point).await;
+                self.store.delete_restore_point(point.id).await?;
+                self.store
+                    .set_current_restore_point(point.server_id, None)
+                    .await?;
+                tracing::info!(point = %point.id, server = %point.server_id, "restore point of a deleted server released");
+                continue;
+            }
+            if let Some(file) = &point.state_file {
+                kept_states.insert(PathBuf::from(file));
+            }
+            roots.extend(point.disks.into_iter().map(|d| d.layer));
+        }
+        self.remove_unreferenced_point_states(&kept_states).await;
+        Ok(roots)
+    }
+
+    /// Removes memory states no point refers to (left by a crash mid-save).
+    async fn remove_unreferenced_point_states(&self, kept: &std::collections::BTreeSet<PathBuf>) {
+        let dir = self.config.state_dir.join("restore-points");
+        let Ok(mut entries) = tokio::fs::read_dir(&dir).await else {
+            return;
+        };
+        while let Ok(Some(entry)) = entries.next_entry().await {
+            let path = entry.path();
+            if !kept.contains(&path) {
+                match tokio::fs::remove_file(&path).await {
+                    Ok(()) => {
+                        tracing::info!(path = %path.display(), "memory state no point needs removed")
+                    }
+                    Err(e) => {
+                        tracing::warn!(path = %path.display(), error = %e, "could not remove a memory state")
+                    }
+                }
+            }
+        }
+    }
+
+    /// Whether the server's QEMU is up (running or paused).
+    async fn point_qemu_is_up(&self, server: &Server) -> bool {
+        matches!(
+            self.hypervisor.status(&server.id.to_string()).await,
+            Ok(hypervisor::VmStatus::Running | hypervisor::VmStatus::Paused { .. })
+        )
+    }
+
+    /// Clears a restore-point task of the server, leaving its states as
+    /// they are (or as `vm_state`/`power_state` say).
+    async fn clear_point_task(
+        &self,
+        server: ServerId,
+        settled: Option<(VmState, domain::server::PowerState)>,
+        fault: Option<&Error>,
+    ) -> Result<()> {
+        let now = self.store.server(server).await?;
+        if !now.task_state.is_some_and(is_point_task) {
+            return Ok(());
+        }
+        let mut next = now.clone();
+        next.task_state = None;
+        if let Some((vm_state, power_state)) = settled {
+            next.vm_state = vm_state;
+            next.power_state = power_state;
+        }
+        if let Some(e) = fault {
+            next.fault = Some(fault_of(e));
+        }
+        next.updated_at = Utc::now();
+        self.store
+            .update_server(&next, (now.vm_state, now.task_state))
+            .await
+    }
+}
+
+/// The point `point_id` of `server`, or 404 (also for another server's point).
+async fn point_of(server: &Server, point_id: &str, cloud: &Cloud) -> Result<RestorePoint> {
+    let id: RestorePointId = point_id.parse()?;
+    match cloud.store.restore_point(id).await {
+        Ok(p) if p.server_id == server.id => Ok(p),
+        Ok(_) => Err(Error::not_found("restore point", point_id)),
+        Err(e) => Err(e),
+    }
+}
+
+/// A server fault for a failed restore-point operation (Nova's shape).
+fn fault_of(e: &Error) -> domain::server::Fault {
+    let code = match e.kind() {
+        domain::ErrorKind::InvalidInput => 400,
+        domain::ErrorKind::Conflict => 409,
+        domain::ErrorKind::NotFound => 404,
+        domain::ErrorKind::Unavailable => 503,
+        _ => 500,
+    };
+    domain::server::Fault {
+        code,
+        message: format!("Restore point operation failed: {}", e.message()),
+        created: Utc::now(),
+    }
+}
+
+fn is_point_task(t: TaskState) -> bool {
+    matches!(
+        t,
+        TaskState::RestorePointCreating
+            | TaskState::RestorePointReverting
+            | TaskState::RestorePointDeleting
+    )
+}
+
+async fn remove_state_file(point: &RestorePoint) {
+    if let Some(file) = &point.state_file {
+        for path in [file.clone(), format!("{file}.part")] {
+            if let Err(e) = tokio::fs::remove_file(&path).await {
+                if e.kind() != std::io::ErrorKind::NotFound {
+                    tracing::warn!(%path, error = %e, "could not remove a memory state");
+                }
+            }
+        }
+    }
+}
+
+/// A new file name for a server's overlay: `<server id>-<12 random hex>`.
+fn overlay_name(server: ServerId) -> String {
+    format!(
+        "{server}-{}",
+        &uuid::Uuid::new_v4().simple().to_string()[..12]
+    )
+}

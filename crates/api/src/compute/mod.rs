@@ -7,6 +7,7 @@
 mod flavors;
 mod microversion;
 mod networks;
+mod restore_points;
 mod servers;
 mod views;
 
@@ -24,6 +25,7 @@ pub(crate) fn routes() -> Router<AppState> {
     flavors::routes()
         .merge(servers::routes())
         .merge(networks::routes())
+        .merge(restore_points::routes())
         .layer(axum::middleware::from_fn(microversion::negotiate))
 }
 

@@ -22,7 +22,9 @@
 //! tests on real QEMU (TCG, a blank disk on which SeaBIOS prints to the console).
 //! Graceful power-off, soft reboot and a live guest's save/restore need the project's
 //! test guest: `scripts/build-guest.sh`, then
-//! `cargo test -p hypervisor --test guest -- --ignored`.
+//! `cargo test -p hypervisor --test guest -- --ignored`. Guest-agent freeze/thaw too:
+//! `cargo test -p hypervisor --test agent -- --include-ignored` (the no-agent and
+//! pause-log tests of that file need no guest and run by default).
 
 mod console;
 mod driver;

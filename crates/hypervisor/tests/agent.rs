@@ -265,3 +265,53 @@ async fn freeze_when_guest_booted_without_agent_then_unavailable_fast_and_writer
     let console = harness.driver.console_log("vm1", None).await.unwrap();
     assert!(!console.contains("FROZEN"), "{console}");
 }
+
+/// `last_seq` of the record log in a disk image, read by `scripts/guest-check.py`.
+fn disk_last_seq(image: &std::path::Path) -> u64 {
+    let script = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../scripts/guest-check.py");
+    let output = Command::new("python3")
+        .arg(script)
+        .args(["--format", "qcow2"])
+        .arg(image)
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{output:?}");
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    report["last_seq"].as_u64().unwrap()
+}
+
+#[tokio::test]
+#[ignore = "boots the test guest from build/guest (scripts/build-guest.sh)"]
+async fn snapshot_disk_when_guest_frozen_then_snapshot_ends_at_the_frozen_record_without_pause() {
+    let harness = common::Harness::new();
+    let spec = harness.guest_spec("vm1");
+    let DiskSource::File(old_top) = spec.disks[0].source.clone() else {
+        unreachable!("guest_spec gives a file disk")
+    };
+    harness.driver.start(&spec).await.unwrap();
+    harness
+        .wait_console_for("vm1", "AGENT ready", BOOT_TIMEOUT)
+        .await;
+    harness
+        .wait_console_for("vm1", "SEQ 10 ", BOOT_TIMEOUT)
+        .await;
+    let overlay = harness.root.path().join("vm1-snap.qcow2");
+    let pauses_before = harness.driver.pause_log("vm1").await.unwrap();
+
+    harness
+        .driver
+        .freeze_filesystems("vm1", FREEZE_TIMEOUT)
+        .await
+        .unwrap();
+    let snapshot = harness.driver.snapshot_disk("vm1", "disk0", &overlay).await;
+    harness.driver.thaw_filesystems("vm1").await.unwrap();
+    snapshot.unwrap();
+    let console = harness.wait_console("vm1", "THAWED").await;
+
+    let frozen_at = last_seq_of(&console, "FROZEN");
+    assert_eq!(disk_last_seq(&old_top), frozen_at);
+    assert_eq!(
+        harness.driver.pause_log("vm1").await.unwrap(),
+        pauses_before
+    );
+}

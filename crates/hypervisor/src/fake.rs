@@ -198,6 +198,9 @@ impl FakeState {
     fn stop(&mut self, name: &str, reason: ShutoffReason) {
         if let Some(vm) = self.live_vm(name) {
             vm.status = shutoff(reason);
+            vm.frozen = false;
+            // As with QEMU: a pause still open ends when the VM stops.
+            vm.pauses.resumed(std::time::SystemTime::now());
         }
     }
 }

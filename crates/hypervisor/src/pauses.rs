@@ -4,8 +4,8 @@
 //! timestamps are QEMU's host wall clock, so a span's duration is QEMU's own measure);
 //! the fake from its `pause`/`resume` calls. It lets the layers above say "the guest was
 //! paused N ms during the snapshot", and benchmarks check that a live snapshot pauses
-//! nothing. The log lives in memory, holds the last [`PAUSE_LOG_LIMIT`] spans, and
-//! starts empty when the driver (re)connects to a VM.
+//! nothing. The log lives in memory (a restarted service starts with an empty one)
+//! and holds the last [`PAUSE_LOG_LIMIT`] spans of the VM, across its restarts.
 
 use std::collections::VecDeque;
 use std::time::{Duration, SystemTime};

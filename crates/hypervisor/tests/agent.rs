@@ -129,6 +129,26 @@ async fn pause_log_when_stopped_then_continued_then_one_closed_span() {
 }
 
 #[tokio::test]
+async fn pause_log_when_destroyed_while_paused_then_span_ends_with_qemu() {
+    let harness = common::Harness::new();
+    harness.driver.start(&harness.spec("vm1")).await.unwrap();
+    harness.driver.pause("vm1").await.unwrap();
+
+    harness.driver.destroy("vm1").await.unwrap();
+
+    let mut spans = harness.driver.pause_log("vm1").await.unwrap();
+    for _ in 0..50 {
+        if spans.first().is_some_and(|s| s.duration.is_some()) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        spans = harness.driver.pause_log("vm1").await.unwrap();
+    }
+    assert_eq!(spans.len(), 1, "{spans:?}");
+    assert!(spans[0].duration.is_some(), "{spans:?}");
+}
+
+#[tokio::test]
 async fn pause_log_when_live_disk_snapshot_then_no_span() {
     let harness = common::Harness::new();
     harness.driver.start(&harness.spec("vm1")).await.unwrap();

@@ -2,7 +2,8 @@
 //! `RESUME` events.
 //!
 //! Each new monitor connection gets a watcher task, subscribed before the driver sends
-//! anything on it, that ends with the connection. Event timestamps are QEMU's (host
+//! anything on it, that ends with the connection. A span still open then (the VM was
+//! stopped when QEMU quit, e.g. by `save_memory`) ends at that moment. Event timestamps are QEMU's (host
 //! wall clock, microseconds), so a span measures what QEMU did, not when we noticed.
 
 use std::sync::{Arc, Mutex};
@@ -28,6 +29,10 @@ pub(super) fn watch(vm: &str, mut events: EventStream, log: SharedPauseLog) {
             }
             tracing::debug!(vm = %vm, event = %event.name, "vCPUs stopped or resumed");
         }
+        // The connection ended, normally because QEMU exited: a span still open ends
+        // here, so that it is not closed by a later QEMU's RESUME.
+        let mut log = log.lock().unwrap_or_else(|p| p.into_inner());
+        log.resumed(SystemTime::now());
     });
 }
 

@@ -97,7 +97,9 @@ pub trait Hypervisor: Send + Sync {
     async fn freeze_filesystems(&self, name: &str, timeout: Duration) -> Result<u32>;
 
     /// Thaws what [`Hypervisor::freeze_filesystems`] froze; harmless on a guest that is
-    /// not frozen. Returns how many filesystems were thawed.
+    /// not frozen (returns 0). Returns how many filesystems were thawed. Fails with
+    /// `GuestAgentUnavailable` when no agent answers, like the freeze: call it after
+    /// every freeze that did not fail with that kind, whatever happened in between.
     async fn thaw_filesystems(&self, name: &str) -> Result<u32>;
 
     /// Every interval during which the VM's vCPUs were stopped, oldest first, as far as

@@ -14,6 +14,7 @@ mod images;
 mod json;
 mod request_id;
 mod versions;
+mod volumes;
 
 use std::sync::Arc;
 
@@ -48,6 +49,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/identity/v3", identity::routes())
         .nest("/image/v2", images::routes())
         .nest("/compute/v2.1", compute::routes())
+        .nest("/volume/v3", volumes::routes())
         .fallback(error::not_found_route)
         .layer(axum::middleware::from_fn(request_id::request_id))
         .with_state(state)

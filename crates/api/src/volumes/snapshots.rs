@@ -1,0 +1,236 @@
+//! `/{project_id}/snapshots`: create, list, show, update, delete, metadata.
+//!
+//! `force`: before microversion 3.66 an `in-use` volume is snapshotted
+//! only with `force: true` (400 otherwise); from 3.66 on it needs none, and
+//! an explicit `force: false` is refused with 400, as Cinder does.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use cloud::volumes::{NewSnapshot, VolumeChanges};
+use domain::Error;
+use serde_json::{json, Value};
+
+use super::{check_project, flag, object, opt_text, string_map, views, ListQuery, VolumeVersion};
+use crate::auth::Auth;
+use crate::compute::NovaResult;
+use crate::json::JsonBody;
+use crate::AppState;
+
+/// The microversion from which in-use volumes need no `force`.
+const SNAPSHOT_IN_USE: u32 = 66;
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/{project}/snapshots", get(list).post(create))
+        .route("/{project}/snapshots/detail", get(list))
+        .route(
+            "/{project}/snapshots/{id}",
+            get(show).put(update).delete(delete),
+        )
+        .route(
+            "/{project}/snapshots/{id}/metadata",
+            get(metadata).post(merge_metadata).put(replace_metadata),
+        )
+        .route(
+            "/{project}/snapshots/{id}/metadata/{key}",
+            get(metadata_item).delete(delete_metadata_item),
+        )
+}
+
+fn parse_create(body: &Value, v: VolumeVersion) -> Result<NewSnapshot, Error> {
+    let obj = object(body, "snapshot")?;
+    let volume_id = opt_text(obj, &["volume_id"])?
+        .flatten()
+        .ok_or_else(|| Error::invalid("Invalid input received: 'volume_id' is required."))?;
+    let given_force = obj.get("force").filter(|f| !f.is_null());
+    let force = if v.at_least(SNAPSHOT_IN_USE) {
+        if given_force.is_some() && !flag(given_force, "force")? {
+            return Err(Error::invalid(
+                "Invalid input received: the 'force' flag is not allowed to be false from microversion 3.66 on.",
+            ));
+        }
+        true
+    } else {
+        flag(given_force, "force")?
+    };
+    Ok(NewSnapshot {
+        volume_id,
+        name: opt_text(obj, &["name", "display_name"])?.flatten(),
+        description: opt_text(obj, &["description", "display_description"])?.flatten(),
+        metadata: string_map(obj.get("metadata"), "metadata")?.unwrap_or_default(),
+        force,
+    })
+}
+
+async fn create(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    v: VolumeVersion,
+    Path(project): Path<String>,
+    JsonBody(body): JsonBody<Value>,
+) -> NovaResult<Response> {
+    check_project(&caller, &project)?;
+    let snap = s
+        .cloud
+        .create_volume_snapshot(&caller, parse_create(&body, v)?)
+        .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"snapshot": views::snapshot(&snap, v)})),
+    )
+        .into_response())
+}
+
+async fn list(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    v: VolumeVersion,
+    Path(project): Path<String>,
+    Query(q): Query<ListQuery>,
+) -> NovaResult<Json<Value>> {
+    check_project(&caller, &project)?;
+    let mut snaps = s.cloud.volume_snapshots(&caller, q.all_projects()).await?;
+    if let Some(name) = q.name() {
+        snaps.retain(|x| x.name.as_deref() == Some(name));
+    }
+    if let Some(status) = &q.status {
+        snaps.retain(|x| x.status.as_str() == status);
+    }
+    if let Some(volume) = &q.volume_id {
+        snaps.retain(|x| x.volume_id.to_string() == *volume);
+    }
+    let snaps = q.page(snaps, |x| x.id.to_string())?;
+    let shown: Vec<Value> = snaps.iter().map(|x| views::snapshot(x, v)).collect();
+    Ok(Json(json!({"snapshots": shown})))
+}
+
+async fn show(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    v: VolumeVersion,
+    Path((project, id)): Path<(String, String)>,
+) -> NovaResult<Json<Value>> {
+    check_project(&caller, &project)?;
+    let snap = s.cloud.volume_snapshot(&caller, &id).await?;
+    Ok(Json(json!({"snapshot": views::snapshot(&snap, v)})))
+}
+
+async fn update(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    v: VolumeVersion,
+    Path((project, id)): Path<(String, String)>,
+    JsonBody(body): JsonBody<Value>,
+) -> NovaResult<Json<Value>> {
+    check_project(&caller, &project)?;
+    let obj = object(&body, "snapshot")?;
+    let changes = VolumeChanges {
+        name: opt_text(obj, &["name", "display_name"])?,
+        description: opt_text(obj, &["description", "display_description"])?,
+        metadata: string_map(obj.get("metadata"), "metadata")?,
+    };
+    let snap = s
+        .cloud
+        .update_volume_snapshot(&caller, &id, changes)
+        .await?;
+    Ok(Json(json!({"snapshot": views::snapshot(&snap, v)})))
+}
+
+async fn delete(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path((project, id)): Path<(String, String)>,
+) -> NovaResult<StatusCode> {
+    check_project(&caller, &project)?;
+    s.cloud.delete_volume_snapshot(&caller, &id).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+async fn metadata(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path((project, id)): Path<(String, String)>,
+) -> NovaResult<Json<Value>> {
+    check_project(&caller, &project)?;
+    let snap = s.cloud.volume_snapshot(&caller, &id).await?;
+    Ok(Json(json!({"metadata": snap.metadata})))
+}
+
+async fn change_metadata(
+    s: &AppState,
+    caller: &domain::identity::Caller,
+    (project, id): (String, String),
+    body: &Value,
+    replace: bool,
+) -> NovaResult<Json<Value>> {
+    check_project(caller, &project)?;
+    let given = string_map(body.get("metadata"), "metadata")?
+        .ok_or_else(|| Error::invalid("Malformed request body: 'metadata' is required."))?;
+    let mut metadata = if replace {
+        Default::default()
+    } else {
+        s.cloud.volume_snapshot(caller, &id).await?.metadata
+    };
+    metadata.extend(given);
+    let changes = VolumeChanges {
+        metadata: Some(metadata),
+        ..Default::default()
+    };
+    let snap = s.cloud.update_volume_snapshot(caller, &id, changes).await?;
+    Ok(Json(json!({"metadata": snap.metadata})))
+}
+
+async fn merge_metadata(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path(path): Path<(String, String)>,
+    JsonBody(body): JsonBody<Value>,
+) -> NovaResult<Json<Value>> {
+    change_metadata(&s, &caller, path, &body, false).await
+}
+
+async fn replace_metadata(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path(path): Path<(String, String)>,
+    JsonBody(body): JsonBody<Value>,
+) -> NovaResult<Json<Value>> {
+    change_metadata(&s, &caller, path, &body, true).await
+}
+
+async fn metadata_item(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path((project, id, key)): Path<(String, String, String)>,
+) -> NovaResult<Json<Value>> {
+    check_project(&caller, &project)?;
+    let snap = s.cloud.volume_snapshot(&caller, &id).await?;
+    let value = snap
+        .metadata
+        .get(&key)
+        .ok_or_else(|| Error::not_found("metadata key", &key))?;
+    Ok(Json(json!({"meta": {key: value}})))
+}
+
+async fn delete_metadata_item(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path((project, id, key)): Path<(String, String, String)>,
+) -> NovaResult<StatusCode> {
+    check_project(&caller, &project)?;
+    let mut metadata = s.cloud.volume_snapshot(&caller, &id).await?.metadata;
+    if metadata.remove(&key).is_none() {
+        return Err(Error::not_found("metadata key", &key).into());
+    }
+    let changes = VolumeChanges {
+        metadata: Some(metadata),
+        ..Default::default()
+    };
+    s.cloud
+        .update_volume_snapshot(&caller, &id, changes)
+        .await?;
+    Ok(StatusCode::OK)
+}

@@ -1,0 +1,118 @@
+//! Volume and snapshot records as Cinder shows them. Storage details (the
+//! pool location) never appear.
+
+use domain::identity::Caller;
+use domain::volume::{SnapshotStatus, Volume, VolumeSnapshot, VolumeSource};
+use serde_json::{json, Value};
+
+use super::VolumeVersion;
+use crate::AppState;
+
+/// Cinder's timestamps: microseconds, no zone.
+fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
+}
+
+fn links(s: &AppState, project: &str, kind: &str, id: &str) -> Value {
+    json!([
+        {"rel": "self", "href": s.url(&format!("/volume/v3/{project}/{kind}/{id}"))},
+        {"rel": "bookmark", "href": s.url(&format!("/volume/{project}/{kind}/{id}"))},
+    ])
+}
+
+/// `GET /volumes`: id, name, links.
+pub(crate) fn volume_summary(s: &AppState, v: &Volume) -> Value {
+    let id = v.id.to_string();
+    json!({"id": id, "name": v.name, "links": links(s, &v.project_id.to_string(), "volumes", &id)})
+}
+
+/// `GET /volumes/{id}`, `/volumes/detail`, and the create answer.
+pub(crate) fn volume(s: &AppState, v: &Volume, caller: &Caller, version: VolumeVersion) -> Value {
+    let id = v.id.to_string();
+    let project = v.project_id.to_string();
+    let (snapshot_id, source_volid) = match v.source {
+        VolumeSource::Snapshot(sid) => (Some(sid.to_string()), None),
+        VolumeSource::Volume(vid) => (None, Some(vid.to_string())),
+        _ => (None, None),
+    };
+    let mut out = json!({
+        "id": id,
+        "name": v.name,
+        "description": v.description,
+        "status": v.status.as_str(),
+        "size": v.size,
+        "availability_zone": "nova",
+        "created_at": timestamp(v.created_at),
+        "updated_at": timestamp(v.updated_at),
+        "attachments": [],
+        "volume_type": "__DEFAULT__",
+        "snapshot_id": snapshot_id,
+        "source_volid": source_volid,
+        "metadata": v.metadata,
+        "links": links(s, &project, "volumes", &id),
+        "user_id": v.user_id.to_string(),
+        "bootable": if v.bootable { "true" } else { "false" },
+        "encrypted": false,
+        "replication_status": null,
+        "consistencygroup_id": null,
+        "multiattach": false,
+        "migration_status": null,
+        "os-vol-tenant-attr:tenant_id": project,
+    });
+    if !v.image_metadata.is_empty() {
+        out["volume_image_metadata"] = json!(v.image_metadata);
+    }
+    if caller.is_admin() {
+        out["os-vol-host-attr:host"] = json!("snapstack@pool#pool");
+        out["os-vol-mig-status-attr:migstat"] = Value::Null;
+        out["os-vol-mig-status-attr:name_id"] = Value::Null;
+    }
+    if version.at_least(13) {
+        out["group_id"] = Value::Null;
+    }
+    if version.at_least(21) {
+        out["provider_id"] = Value::Null;
+    }
+    if version.at_least(48) {
+        out["service_uuid"] = json!("00000000-0000-0000-0000-000000000000");
+        out["shared_targets"] = json!(false);
+    }
+    if version.at_least(63) {
+        out["volume_type_id"] = json!(super::DEFAULT_TYPE_ID);
+    }
+    if version.at_least(65) {
+        out["consumes_quota"] = json!(true);
+    }
+    out
+}
+
+/// A snapshot, in lists and alone.
+pub(crate) fn snapshot(snap: &VolumeSnapshot, version: VolumeVersion) -> Value {
+    let progress = match snap.status {
+        SnapshotStatus::Creating => "0%",
+        _ => "100%",
+    };
+    let mut out = json!({
+        "id": snap.id.to_string(),
+        "name": snap.name,
+        "description": snap.description,
+        "status": snap.status.as_str(),
+        "size": snap.size,
+        "volume_id": snap.volume_id.to_string(),
+        "created_at": timestamp(snap.created_at),
+        "updated_at": timestamp(snap.updated_at),
+        "metadata": snap.metadata,
+        "os-extended-snapshot-attributes:progress": progress,
+        "os-extended-snapshot-attributes:project_id": snap.project_id.to_string(),
+    });
+    if version.at_least(14) {
+        out["group_snapshot_id"] = Value::Null;
+    }
+    if version.at_least(41) {
+        out["user_id"] = json!(snap.user_id.to_string());
+    }
+    if version.at_least(65) {
+        out["consumes_quota"] = json!(true);
+    }
+    out
+}

@@ -1,0 +1,280 @@
+//! `/{project_id}/volumes`: create, list, show, update, delete, the
+//! `os-extend` action and metadata.
+
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use cloud::volumes::{NewVolume, VolumeChanges};
+use domain::Error;
+use serde_json::{json, Value};
+
+use super::{
+    check_project, flag, object, opt_text, size_of, string_map, views, ListQuery, VolumeVersion,
+};
+use crate::auth::Auth;
+use crate::compute::NovaResult;
+use crate::json::JsonBody;
+use crate::AppState;
+
+pub(crate) fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/{project}/volumes", get(list).post(create))
+        .route("/{project}/volumes/detail", get(list_detail))
+        .route(
+            "/{project}/volumes/{id}",
+            get(show).put(update).delete(delete),
+        )
+        .route("/{project}/volumes/{id}/action", post(action))
+        .route(
+            "/{project}/volumes/{id}/metadata",
+            get(metadata).post(merge_metadata).put(replace_metadata),
+        )
+        .route(
+            "/{project}/volumes/{id}/metadata/{key}",
+            get(metadata_item).delete(delete_metadata_item),
+        )
+}
+
+fn parse_create(body: &Value) -> Result<NewVolume, Error> {
+    let obj = super::object(body, "volume")?;
+    let id =
+        |keys: &[&str]| -> Result<Option<String>, Error> { Ok(opt_text(obj, keys)?.flatten()) };
+    if flag(obj.get("multiattach"), "multiattach")? {
+        return Err(Error::invalid(
+            "Invalid input received: multiattach volumes are not supported.",
+        ));
+    }
+    if obj.get("backup_id").is_some_and(|b| !b.is_null()) {
+        return Err(Error::invalid(
+            "Invalid input received: Snapstack has no volume backups.",
+        ));
+    }
+    Ok(NewVolume {
+        name: opt_text(obj, &["name", "display_name"])?.flatten(),
+        description: opt_text(obj, &["description", "display_description"])?.flatten(),
+        size: size_of(obj.get("size"), "size")?,
+        image_ref: id(&["imageRef", "image_id"])?,
+        snapshot_id: id(&["snapshot_id"])?,
+        source_volid: id(&["source_volid"])?,
+        metadata: string_map(obj.get("metadata"), "metadata")?.unwrap_or_default(),
+    })
+}
+
+async fn create(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    v: VolumeVersion,
+    Path(project): Path<String>,
+    JsonBody(body): JsonBody<Value>,
+) -> NovaResult<Response> {
+    check_project(&caller, &project)?;
+    let volume = s.cloud.create_volume(&caller, parse_create(&body)?).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({"volume": views::volume(&s, &volume, &caller, v)})),
+    )
+        .into_response())
+}
+
+async fn filtered(
+    s: &AppState,
+    caller: &domain::identity::Caller,
+    project: &str,
+    q: &ListQuery,
+) -> Result<Vec<domain::volume::Volume>, Error> {
+    check_project(caller, project)?;
+    let mut volumes = s.cloud.volumes(caller, q.all_projects()).await?;
+    if let Some(name) = q.name() {
+        volumes.retain(|v| v.name.as_deref() == Some(name));
+    }
+    if let Some(status) = &q.status {
+        volumes.retain(|v| v.status.as_str() == status);
+    }
+    q.page(volumes, |v| v.id.to_string())
+}
+
+async fn list(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path(project): Path<String>,
+    Query(q): Query<ListQuery>,
+) -> NovaResult<Json<Value>> {
+    let volumes = filtered(&s, &caller, &project, &q).await?;
+    let shown: Vec<Value> = volumes
+        .iter()
+        .map(|v| views::volume_summary(&s, v))
+        .collect();
+    Ok(Json(json!({"volumes": shown})))
+}
+
+async fn list_detail(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    v: VolumeVersion,
+    Path(project): Path<String>,
+    Query(q): Query<ListQuery>,
+) -> NovaResult<Json<Value>> {
+    let volumes = filtered(&s, &caller, &project, &q).await?;
+    let shown: Vec<Value> = volumes
+        .iter()
+        .map(|vol| views::volume(&s, vol, &caller, v))
+        .collect();
+    Ok(Json(json!({"volumes": shown})))
+}
+
+async fn show(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    v: VolumeVersion,
+    Path((project, id)): Path<(String, String)>,
+) -> NovaResult<Json<Value>> {
+    check_project(&caller, &project)?;
+    let volume = s.cloud.volume(&caller, &id).await?;
+    Ok(Json(
+        json!({"volume": views::volume(&s, &volume, &caller, v)}),
+    ))
+}
+
+async fn update(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    v: VolumeVersion,
+    Path((project, id)): Path<(String, String)>,
+    JsonBody(body): JsonBody<Value>,
+) -> NovaResult<Json<Value>> {
+    check_project(&caller, &project)?;
+    let obj = object(&body, "volume")?;
+    let changes = VolumeChanges {
+        name: opt_text(obj, &["name", "display_name"])?,
+        description: opt_text(obj, &["description", "display_description"])?,
+        metadata: string_map(obj.get("metadata"), "metadata")?,
+    };
+    let volume = s.cloud.update_volume(&caller, &id, changes).await?;
+    Ok(Json(
+        json!({"volume": views::volume(&s, &volume, &caller, v)}),
+    ))
+}
+
+async fn delete(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path((project, id)): Path<(String, String)>,
+) -> NovaResult<StatusCode> {
+    check_project(&caller, &project)?;
+    s.cloud.delete_volume(&caller, &id).await?;
+    Ok(StatusCode::ACCEPTED)
+}
+
+async fn action(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path((project, id)): Path<(String, String)>,
+    JsonBody(body): JsonBody<Value>,
+) -> NovaResult<StatusCode> {
+    check_project(&caller, &project)?;
+    let obj = body
+        .as_object()
+        .filter(|o| o.len() == 1)
+        .ok_or_else(|| Error::invalid("A volume action body names exactly one action."))?;
+    let (name, args) = obj.iter().next().expect("one entry");
+    match name.as_str() {
+        "os-extend" => {
+            let new_size = size_of(args.get("new_size"), "new_size")?
+                .ok_or_else(|| Error::invalid("Invalid input received: 'new_size' is required."))?;
+            s.cloud.extend_volume(&caller, &id, new_size).await?;
+            Ok(StatusCode::ACCEPTED)
+        }
+        other => Err(Error::invalid(format!(
+            "Invalid input received: the volume action '{other}' is not supported by Snapstack."
+        ))
+        .into()),
+    }
+}
+
+async fn metadata(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path((project, id)): Path<(String, String)>,
+) -> NovaResult<Json<Value>> {
+    check_project(&caller, &project)?;
+    let volume = s.cloud.volume(&caller, &id).await?;
+    Ok(Json(json!({"metadata": volume.metadata})))
+}
+
+/// `POST …/metadata`: merges; `PUT`: replaces.
+async fn change_metadata(
+    s: &AppState,
+    caller: &domain::identity::Caller,
+    project: &str,
+    id: &str,
+    body: &Value,
+    replace: bool,
+) -> NovaResult<Json<Value>> {
+    check_project(caller, project)?;
+    let given = string_map(body.get("metadata"), "metadata")?
+        .ok_or_else(|| Error::invalid("Malformed request body: 'metadata' is required."))?;
+    let mut metadata = if replace {
+        Default::default()
+    } else {
+        s.cloud.volume(caller, id).await?.metadata
+    };
+    metadata.extend(given);
+    let changes = VolumeChanges {
+        metadata: Some(metadata),
+        ..Default::default()
+    };
+    let volume = s.cloud.update_volume(caller, id, changes).await?;
+    Ok(Json(json!({"metadata": volume.metadata})))
+}
+
+async fn merge_metadata(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path((project, id)): Path<(String, String)>,
+    JsonBody(body): JsonBody<Value>,
+) -> NovaResult<Json<Value>> {
+    change_metadata(&s, &caller, &project, &id, &body, false).await
+}
+
+async fn replace_metadata(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path((project, id)): Path<(String, String)>,
+    JsonBody(body): JsonBody<Value>,
+) -> NovaResult<Json<Value>> {
+    change_metadata(&s, &caller, &project, &id, &body, true).await
+}
+
+async fn metadata_item(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path((project, id, key)): Path<(String, String, String)>,
+) -> NovaResult<Json<Value>> {
+    check_project(&caller, &project)?;
+    let volume = s.cloud.volume(&caller, &id).await?;
+    let value = volume
+        .metadata
+        .get(&key)
+        .ok_or_else(|| Error::not_found("metadata key", &key))?;
+    Ok(Json(json!({"meta": {key: value}})))
+}
+
+async fn delete_metadata_item(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path((project, id, key)): Path<(String, String, String)>,
+) -> NovaResult<StatusCode> {
+    check_project(&caller, &project)?;
+    let mut metadata = s.cloud.volume(&caller, &id).await?.metadata;
+    if metadata.remove(&key).is_none() {
+        return Err(Error::not_found("metadata key", &key).into());
+    }
+    let changes = VolumeChanges {
+        metadata: Some(metadata),
+        ..Default::default()
+    };
+    s.cloud.update_volume(&caller, &id, changes).await?;
+    Ok(StatusCode::OK)
+}

@@ -129,9 +129,12 @@ async fn revert_to_memory_point_when_guest_kept_writing_then_continues_from_poin
     );
     assert!(!a.stopped, "a disk-only point stopped the guest");
     assert!(b.stopped);
-    assert!(b.guest_pause < Duration::from_secs(1), "{:?}", b.guest_pause);
-    let (first_seq_after, first_ram_after) =
-        seq_lines(&after)[seq_lines(&before_revert).len()];
+    assert!(
+        b.guest_pause < Duration::from_secs(1),
+        "{:?}",
+        b.guest_pause
+    );
+    let (first_seq_after, first_ram_after) = seq_lines(&after)[seq_lines(&before_revert).len()];
     let (last_seq_before, _) = *seq_lines(&before_revert).last().unwrap();
     assert!(
         first_seq_after > b_last_seq && first_seq_after <= b_last_seq + 10,

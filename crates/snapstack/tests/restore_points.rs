@@ -120,7 +120,7 @@ fn points_a_b_c_d_when_guest_writes_then_reverts_give_exact_ram_and_disk_and_not
         .delete(&format!("/compute/v2.1/servers/{vm}"))
         .expect_status(204);
     let deadline = std::time::Instant::now() + ACTION;
-    while names_in_pool(&server, "disks").len() > 0 && std::time::Instant::now() < deadline {
+    while !names_in_pool(&server, "disks").is_empty() && std::time::Instant::now() < deadline {
         std::thread::sleep(POLL);
     }
 

@@ -95,9 +95,7 @@ impl QemuHypervisor {
         let parameters = json!({ "max-bandwidth": migration::MAX_BANDWIDTH });
         block::run(qmp, name, "migrate-set-parameters", parameters, timeout).await?;
         set_background_snapshot(qmp, name, true, timeout).await?;
-        let taken = self
-            .stop_cut_and_save(vm, qmp, actions, state_file)
-            .await;
+        let taken = self.stop_cut_and_save(vm, qmp, actions, state_file).await;
         let reset = set_background_snapshot(qmp, name, false, timeout).await;
         if taken.is_err() {
             let _ = tokio::fs::remove_file(migration::partial_file(state_file)).await;

@@ -13,7 +13,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::error::Result;
-use crate::restore::{DiskOverlay, PointTaken};
+use crate::restore::{DiskOverlay, InternalSnapshot, PointTaken};
 use crate::spec::VmSpec;
 use crate::status::VmStatus;
 
@@ -83,6 +83,18 @@ pub trait Hypervisor: Send + Sync {
         name: &str,
         disks: &[DiskOverlay],
         memory: Option<&Path>,
+    ) -> Result<PointTaken>;
+
+    /// qcow2 internal snapshot `tag` of the current tops of `disk_ids` of a
+    /// live VM (with the VM state in the first one): save, load or delete.
+    /// The guest is paused while a save or load runs; a running guest runs
+    /// on afterwards.
+    async fn internal_snapshot(
+        &self,
+        name: &str,
+        disk_ids: &[String],
+        op: InternalSnapshot,
+        tag: &str,
     ) -> Result<PointTaken>;
 
     /// The file disk `disk_id` of a live VM currently writes to.

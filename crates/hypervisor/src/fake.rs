@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use crate::driver::Hypervisor;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pauses::{PauseLog, PauseSpan};
-use crate::restore::{DiskOverlay, PointTaken};
+use crate::restore::{DiskOverlay, InternalSnapshot, PointTaken};
 use crate::spec::{validate_name, VmSpec};
 use crate::status::{ShutoffReason, VmStatus};
 
@@ -44,6 +44,7 @@ pub enum Operation {
     FreezeFilesystems,
     ThawFilesystems,
     CreateRestorePoint,
+    InternalSnapshot,
 }
 
 /// In-memory hypervisor. See the module header.
@@ -375,6 +376,18 @@ impl Hypervisor for FakeHypervisor {
         if let Some(file) = memory {
             state.saved.insert(file.to_path_buf(), name.to_string());
         }
+        Ok(PointTaken::default())
+    }
+
+    async fn internal_snapshot(
+        &self,
+        name: &str,
+        _disk_ids: &[String],
+        _op: InternalSnapshot,
+        _tag: &str,
+    ) -> Result<PointTaken> {
+        let mut state = self.begin(Operation::InternalSnapshot)?;
+        state.running_vm(name)?;
         Ok(PointTaken::default())
     }
 

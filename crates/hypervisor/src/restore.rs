@@ -30,3 +30,17 @@ pub struct PointTaken {
     /// From the request to the point being complete (state file written).
     pub total: Duration,
 }
+
+/// What to do with a qcow2 internal snapshot (QMP `snapshot-save`,
+/// `snapshot-load`, `snapshot-delete` jobs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum InternalSnapshot {
+    /// Saves every listed disk and the VM state (in the first disk) under
+    /// the tag; the guest is paused while it runs.
+    Save,
+    /// Loads disks and VM state saved under the tag; the guest runs on
+    /// from there if it was running.
+    Load,
+    /// Deletes the tag from every listed disk.
+    Delete,
+}

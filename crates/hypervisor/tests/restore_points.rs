@@ -14,7 +14,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use hypervisor::{DiskOverlay, DiskSource, Hypervisor, VmStatus};
+use hypervisor::{DiskOverlay, DiskSource, Hypervisor, InternalSnapshot, VmStatus};
 
 const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -155,4 +155,50 @@ async fn revert_to_memory_point_when_guest_kept_writing_then_continues_from_poin
     for file in [&base_top, &a_top, &b_top] {
         qemu_img_check(file);
     }
+}
+
+#[tokio::test]
+#[ignore = "boots the test guest from build/guest (scripts/build-guest.sh)"]
+async fn internal_snapshot_when_loaded_after_more_writes_then_guest_back_at_the_save() {
+    let harness = common::Harness::new();
+    let spec = harness.guest_spec("vm1");
+    harness.driver.start(&spec).await.unwrap();
+    wait_seq_beyond(&harness, "vm1", 2).await;
+    let disks = ["disk0".to_string()];
+
+    let saved = harness
+        .driver
+        .internal_snapshot("vm1", &disks, InternalSnapshot::Save, "p1")
+        .await
+        .unwrap();
+    let at_save = wait_seq_beyond(&harness, "vm1", 3).await;
+    let before_load = wait_seq_beyond(&harness, "vm1", seq_lines(&at_save).len() + 3).await;
+    let loaded = harness
+        .driver
+        .internal_snapshot("vm1", &disks, InternalSnapshot::Load, "p1")
+        .await
+        .unwrap();
+    let after = wait_seq_beyond(&harness, "vm1", seq_lines(&before_load).len() + 1).await;
+    let deleted = harness
+        .driver
+        .internal_snapshot("vm1", &disks, InternalSnapshot::Delete, "p1")
+        .await;
+
+    eprintln!(
+        "internal save: pause {:?}, total {:?}; load: pause {:?}, total {:?}",
+        saved.guest_pause, saved.total, loaded.guest_pause, loaded.total
+    );
+    assert!(saved.stopped && loaded.stopped);
+    let saved_at = seq_lines(&at_save)[seq_lines(&at_save).len() - 1].0;
+    let (last_before_load, _) = *seq_lines(&before_load).last().unwrap();
+    let (first_after_load, _) = seq_lines(&after)[seq_lines(&before_load).len()];
+    assert!(
+        first_after_load < last_before_load && first_after_load <= saved_at,
+        "after the load the guest went on at {first_after_load} (saved near {saved_at}, was at {last_before_load})"
+    );
+    assert!(deleted.is_ok(), "{deleted:?}");
+    assert_eq!(
+        harness.driver.status("vm1").await.unwrap(),
+        VmStatus::Running
+    );
 }

@@ -40,6 +40,7 @@
 mod agent;
 mod block;
 mod command_line;
+mod jobs;
 mod migration;
 mod pauses;
 mod process;
@@ -62,7 +63,7 @@ use tokio::time::Instant;
 use crate::console;
 use crate::driver::Hypervisor;
 use crate::error::{Error, ErrorKind, Result};
-use crate::restore::{DiskOverlay, PointTaken};
+use crate::restore::{DiskOverlay, InternalSnapshot, PointTaken};
 use crate::spec::{utf8_path, validate_name, VmSpec};
 use crate::status::{ShutoffReason, VmStatus};
 use run_dir::RunDir;
@@ -772,6 +773,16 @@ impl Hypervisor for QemuHypervisor {
         memory: Option<&Path>,
     ) -> Result<PointTaken> {
         self.take_restore_point(name, disks, memory).await
+    }
+
+    async fn internal_snapshot(
+        &self,
+        name: &str,
+        disk_ids: &[String],
+        op: InternalSnapshot,
+        tag: &str,
+    ) -> Result<PointTaken> {
+        self.run_internal_snapshot(name, disk_ids, op, tag).await
     }
 
     async fn active_disk_file(&self, name: &str, disk_id: &str) -> Result<PathBuf> {

@@ -190,7 +190,7 @@ fn check_parent_dir(state_file: &Path) -> Result<()> {
 
 /// The guest pause seen in the events already received: from each `STOP` to
 /// the next `RESUME`, by QEMU's timestamps.
-fn pause_from_events(events: &mut qmp::EventStream) -> (Duration, bool) {
+pub(super) fn pause_from_events(events: &mut qmp::EventStream) -> (Duration, bool) {
     let mut received = Vec::new();
     while let Some(Ok(event)) = events.next().now_or_never_ready() {
         received.push(event);

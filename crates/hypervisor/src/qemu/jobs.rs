@@ -1,0 +1,85 @@
+//! qcow2 internal snapshots of a live VM through QMP jobs (QEMU ≥ 6.0):
+//! `snapshot-save` / `snapshot-load` / `snapshot-delete`, each named by a
+//! tag, on the current top node of every listed disk; the VM state goes
+//! into the first disk's top (`vmstate`). QEMU stops the vCPUs for the
+//! whole save or load (the pause is inherent; it is measured from the
+//! `STOP`/`RESUME` events); on QEMU 7.2 `snapshot-save` also blocks the
+//! monitor while it runs. The jobs are created with manual dismiss, so
+//! their error can be read when they conclude.
+
+use qmp::RunState;
+use serde_json::json;
+use tokio::time::Instant;
+
+use super::{block, QemuHypervisor};
+use crate::error::{Error, ErrorKind, Result};
+use crate::restore::{InternalSnapshot, PointTaken};
+
+impl QemuHypervisor {
+    /// See [`Hypervisor::internal_snapshot`](crate::Hypervisor::internal_snapshot).
+    pub(super) async fn run_internal_snapshot(
+        &self,
+        name: &str,
+        disk_ids: &[String],
+        op: InternalSnapshot,
+        tag: &str,
+    ) -> Result<PointTaken> {
+        let started = Instant::now();
+        let vm = self.vm(name)?;
+        let _op = vm.op.lock().await;
+        let live = self.live(&vm).await?;
+        let timeout = self.config.monitor_timeout;
+        let mut nodes = Vec::with_capacity(disk_ids.len());
+        for disk in disk_ids {
+            nodes.push(block::top_of(&live.qmp, name, disk, timeout).await?.node);
+        }
+        let Some(vmstate) = nodes.first().cloned() else {
+            return Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!("an internal snapshot of VM {name} needs a disk"),
+            ));
+        };
+        let was_running = live.state == RunState::Running;
+        let job_id = format!("snapshot-{}", &tag[..tag.len().min(20)]);
+        let (command, args) = match op {
+            InternalSnapshot::Save => (
+                "snapshot-save",
+                json!({"job-id": job_id, "tag": tag, "vmstate": vmstate, "devices": nodes}),
+            ),
+            InternalSnapshot::Load => (
+                "snapshot-load",
+                json!({"job-id": job_id, "tag": tag, "vmstate": vmstate, "devices": nodes}),
+            ),
+            InternalSnapshot::Delete => (
+                "snapshot-delete",
+                json!({"job-id": job_id, "tag": tag, "devices": nodes}),
+            ),
+        };
+        let mut events = live.qmp.events();
+        block::run(&live.qmp, name, command, args, timeout).await?;
+        live.qmp
+            .wait_job(&job_id, self.config.migration_timeout)
+            .await
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Monitor,
+                    format!("{command} {tag} on VM {name} failed"),
+                )
+                .with_source(e)
+            })?;
+        let status = live
+            .qmp
+            .query_status()
+            .await
+            .map_err(|e| Error::monitor(format!("query-status on VM {name} failed"), e))?;
+        if was_running && status.status != RunState::Running {
+            self.execute(&vm, &live.qmp, "cont").await?;
+        }
+        let (guest_pause, stopped) = super::restore::pause_from_events(&mut events);
+        Ok(PointTaken {
+            guest_pause,
+            stopped,
+            total: started.elapsed(),
+        })
+    }
+}

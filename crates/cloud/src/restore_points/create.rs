@@ -25,7 +25,7 @@ use domain::identity::{Caller, Role};
 use domain::restore_point::{
     NewRestorePoint, PointDisk, RestoreMethod, RestorePoint, RestorePointId, RestorePointStatus,
 };
-use domain::server::TaskState;
+use domain::server::{TaskState, VmState};
 use domain::{Error, Result};
 use hypervisor::DiskOverlay;
 
@@ -53,10 +53,12 @@ impl Cloud {
                 server.id
             )));
         }
-        if new.method == RestoreMethod::Internal {
-            return Err(Error::invalid(
-                "Internal restore points are not available yet: use method external.",
-            ));
+        let internal = new.method == RestoreMethod::Internal;
+        if internal && !matches!(server.vm_state, VmState::Active | VmState::Paused) {
+            return Err(Error::conflict(format!(
+                "An internal restore point needs a running or paused server; this one is {}.",
+                server.vm_state
+            )));
         }
         let root = server
             .root_disk
@@ -76,7 +78,7 @@ impl Cloud {
             name: new.name,
             parent_id: self.store.current_restore_point(server.id).await?,
             method: new.method,
-            memory: new.memory,
+            memory: new.memory || internal,
             quiesced: false,
             status: RestorePointStatus::Creating,
             disks: Vec::new(),
@@ -88,6 +90,7 @@ impl Cloud {
         };
         let mut saga = Saga::new(server.id, point.id);
         saga.memory = point.memory;
+        saga.internal = internal;
         self.store.insert_saga(&saga.record(KIND)).await?;
         self.store.insert_restore_point(&point).await?;
         if let Err(e) = self
@@ -101,7 +104,12 @@ impl Cloud {
         let cloud = self.clone();
         tokio::spawn(async move {
             let mut saga = saga;
-            if let Err(e) = cloud.point_create_forward(&mut saga).await {
+            let forward = if saga.internal {
+                cloud.internal_point_forward(&mut saga).await
+            } else {
+                cloud.point_create_forward(&mut saga).await
+            };
+            if let Err(e) = forward {
                 tracing::warn!(point = ?saga.point, error = %e, "restore point failed; undoing");
                 cloud.undo_point_create(&saga, Some(&e)).await;
             }
@@ -215,6 +223,9 @@ impl Cloud {
     /// Undo: the point goes, the task is cleared; a half-made top and a
     /// partial state file are garbage.
     pub(super) async fn undo_point_create(&self, saga: &Saga, cause: Option<&Error>) {
+        if saga.internal {
+            self.forget_internal_tag(saga).await;
+        }
         if self.point_cut_took(saga).await {
             // QEMU writes into the new top already: it must stay the disk.
             if let Err(e) = self.keep_point_new_top(saga).await {

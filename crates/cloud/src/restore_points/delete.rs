@@ -12,7 +12,7 @@
 
 use chrono::Utc;
 use domain::identity::{Caller, Role};
-use domain::restore_point::RestorePointStatus;
+use domain::restore_point::{RestoreMethod, RestorePointStatus};
 use domain::server::TaskState;
 use domain::{Error, Result};
 
@@ -76,6 +76,9 @@ impl Cloud {
         let id = saga.point()?;
         match self.store.restore_point(id).await {
             Ok(point) => {
+                if point.method == RestoreMethod::Internal {
+                    self.delete_internal_tag(&point).await;
+                }
                 remove_state_file(&point).await;
                 fault_point("restore-point-delete:state-removed");
                 self.store.delete_restore_point(id).await?;

@@ -24,6 +24,7 @@
 
 mod create;
 mod delete;
+mod internal;
 mod recover;
 mod revert;
 
@@ -78,6 +79,7 @@ struct Saga {
     server: Option<ServerId>,
     point: Option<RestorePointId>,
     memory: bool,
+    internal: bool,
     new_top: Option<String>,
     old_top: Option<String>,
     state_file: Option<String>,
@@ -98,6 +100,7 @@ impl Saga {
             "server": self.server.map(|s| s.to_string()),
             "point": self.point.map(|p| p.to_string()),
             "memory": self.memory,
+            "internal": self.internal,
             "new_top": self.new_top,
             "old_top": self.old_top,
             "state_file": self.state_file,
@@ -114,6 +117,11 @@ impl Saga {
             memory: r
                 .data
                 .get("memory")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
+            internal: r
+                .data
+                .get("internal")
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
             new_top: field("new_top"),

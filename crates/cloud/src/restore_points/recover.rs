@@ -75,6 +75,10 @@ impl Cloud {
         if step == "switched" {
             self.point_revert_forward(saga, "switched").await?;
             Ok("finished")
+        } else if matches!(step, "loading" | "copying") {
+            // Internal point: loading again is harmless.
+            self.point_revert_forward(saga, "begun").await?;
+            Ok("finished")
         } else {
             self.undo_point_revert(saga, None).await;
             Ok("undone")

@@ -21,7 +21,7 @@ use std::path::PathBuf;
 
 use chrono::Utc;
 use domain::identity::{Caller, Role};
-use domain::restore_point::{RestorePoint, RestorePointStatus};
+use domain::restore_point::{RestoreMethod, RestorePoint, RestorePointStatus};
 use domain::server::{PowerState, Server, TaskState, VmState};
 use domain::{Error, Result};
 
@@ -105,6 +105,18 @@ impl Cloud {
     /// Runs the saga forward from `step`.
     pub(super) async fn point_revert_forward(&self, saga: &mut Saga, step: &str) -> Result<()> {
         let point = self.store.restore_point(saga.point()?).await?;
+        if point.method == RestoreMethod::Internal {
+            self.store
+                .saga_step(&saga.id, "loading", &saga.data())
+                .await?;
+            let settled = self.revert_internal(saga, &point).await?;
+            self.clear_point_task(point.server_id, Some(settled), None)
+                .await?;
+            self.store.finish_saga(&saga.id, "done").await?;
+            tracing::info!(server = %point.server_id, point = %point.id, "server reverted to an internal point");
+            self.collect_garbage_quietly().await;
+            return Ok(());
+        }
         if step == "begun" {
             let layer = point_layer(&point)?;
             let (new_top, _) = self

@@ -46,6 +46,17 @@ pub fn take_point(api: &Api, vm: &str, name: &str, memory: bool) -> Value {
     wait_point(api, vm, &id, "available")
 }
 
+/// Creates an internal point (qcow2 `snapshot-save`) and waits for it.
+pub fn take_internal_point(api: &Api, vm: &str, name: &str) -> Value {
+    let body = json!({"restore_point": {"name": name, "method": "internal"}});
+    let created = api.admin.post(&points_path(vm), body).expect_status(202);
+    let id = created.body["restore_point"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    wait_point(api, vm, &id, "available")
+}
+
 pub fn wait_point(api: &Api, vm: &str, id: &str, status: &str) -> Value {
     let deadline = Instant::now() + ACTION;
     loop {

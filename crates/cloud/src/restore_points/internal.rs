@@ -138,12 +138,6 @@ impl Cloud {
         tokio::fs::copy(&source, &partial)
             .await
             .map_err(|e| Error::unavailable(format!("Cannot copy {}: {e}", source.display())))?;
-        let mut perms = tokio::fs::metadata(&partial)
-            .await
-            .map_err(|e| Error::unavailable(format!("Cannot stat {}: {e}", partial.display())))?
-            .permissions();
-        perms.set_readonly(false);
-        let _ = tokio::fs::set_permissions(&partial, perms).await;
         tokio::fs::rename(&partial, &path)
             .await
             .map_err(|e| Error::unavailable(format!("Cannot create {}: {e}", path.display())))?;

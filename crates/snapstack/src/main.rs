@@ -2,6 +2,7 @@
 //! this host with embedded defaults (one data directory: SQLite database,
 //! `file` pool, logs, `clouds.yaml`); `db migrate` prepares a database.
 
+mod client;
 mod clouds_yaml;
 mod config;
 mod storage_config;
@@ -30,6 +31,13 @@ struct Cli {
 enum Command {
     /// Run the API and services on this host.
     Serve(ServeArgs),
+    /// Restore points of a server (a client of the running API).
+    RestorePoint {
+        #[command(flatten)]
+        credentials: client::Credentials,
+        #[command(subcommand)]
+        command: client::RestorePointCommand,
+    },
     /// Database maintenance.
     Db {
         #[command(subcommand)]
@@ -51,12 +59,20 @@ enum DbCommand {
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
+    if let Command::RestorePoint {
+        credentials,
+        command,
+    } = cli.command
+    {
+        return client::run(&credentials, command);
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async {
         match cli.command {
             Command::Serve(args) => serve(args).await,
+            Command::RestorePoint { .. } => unreachable!("handled before the runtime starts"),
             Command::Db {
                 command:
                     DbCommand::Migrate {

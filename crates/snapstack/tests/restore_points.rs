@@ -170,7 +170,7 @@ fn points_a_b_c_d_when_guest_writes_then_reverts_give_exact_ram_and_disk_and_not
 }
 
 #[test]
-fn restore_point_requests_when_other_project_or_bad_input_then_404_and_400() {
+fn requests_when_other_project_or_bad_input_then_404_and_400_and_cli_drives_the_tree() {
     let server = Server::start();
     let _log = LogOnFailure::new(&server);
     server.add_guest_image_and_flavor();
@@ -228,6 +228,45 @@ fn restore_point_requests_when_other_project_or_bad_input_then_404_and_400() {
         )
         .status;
 
+    // The CLI, on the same server (ACTIVE; the guest need not have booted).
+    api.wait_settled(&vm, &["ACTIVE"], BOOT);
+    let created_a = restore_point_cli(&server, &["create", "vm1", "--name", "A"]);
+    let created_b = restore_point_cli(&server, &["create", "vm1", "--name", "B"]);
+    let listed = restore_point_cli(&server, &["list", "vm1"]);
+    let shown = restore_point_cli(&server, &["show", "vm1", "B"]);
+    let reverted = restore_point_cli(&server, &["revert", "vm1", "A"]);
+    let deleted = restore_point_cli(&server, &["delete", "vm1", "B"]);
+    let listed_after = restore_point_cli(&server, &["list", "vm1"]);
+    let missing = restore_point_cli(&server, &["show", "vm1", "Z"]);
+
+    assert!(created_a.0 && created_b.0, "{created_a:?} {created_b:?}");
+    let lines: Vec<&str> = listed.1.lines().collect();
+    assert_eq!(lines.len(), 2, "{}", listed.1);
+    assert!(
+        lines[0].starts_with("A  disk-only  available"),
+        "{}",
+        listed.1
+    );
+    assert!(
+        lines[1].starts_with("└── B  disk-only  available"),
+        "{}",
+        listed.1
+    );
+    assert!(lines[1].ends_with("(current)"), "{}", listed.1);
+    let shown: serde_json::Value = serde_json::from_str(&shown.1).unwrap();
+    assert_eq!(shown["name"], "B");
+    assert!(reverted.0 && reverted.1.contains("SHUTOFF"), "{reverted:?}");
+    assert!(deleted.0, "{deleted:?}");
+    assert!(
+        listed_after.1.starts_with("A  ") && listed_after.1.trim_end().ends_with("(current)"),
+        "{}",
+        listed_after.1
+    );
+    assert_eq!(listed_after.1.lines().count(), 1);
+    assert!(
+        !missing.0 && missing.2.contains("no restore point named Z"),
+        "{missing:?}"
+    );
     assert_eq!(other_list, 404);
     assert_eq!(other_create, 404);
     assert_eq!(no_name, 400);

@@ -4,7 +4,7 @@
 #![allow(dead_code)]
 
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::common::{run, Server};
@@ -175,6 +175,20 @@ pub fn state_files(server: &Server) -> Vec<String> {
     crate::common::file_names(&server.data_dir().join("state").join("restore-points"))
 }
 
-pub fn exists(path: &Path) -> bool {
-    path.exists()
+/// Runs `snapstack restore-point ARGS` as the admin; returns (success, stdout, stderr).
+pub fn restore_point_cli(server: &Server, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_snapstack"))
+        .arg("restore-point")
+        .args(args)
+        .env("OS_AUTH_URL", format!("{}/identity/v3", server.url))
+        .env("OS_USERNAME", "admin")
+        .env("OS_PASSWORD", crate::common::ADMIN_PASSWORD)
+        .env("OS_PROJECT_NAME", "admin")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }

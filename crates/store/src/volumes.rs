@@ -161,6 +161,65 @@ impl Store {
         Ok(())
     }
 
+    /// Moves a volume from status `expected` to `next` (and its data to
+    /// `location`, if given), touching no other field: a background task
+    /// ending never undoes a rename made meanwhile. `Conflict` if the
+    /// volume is no longer in `expected`.
+    pub async fn set_volume_status(
+        &self,
+        id: VolumeId,
+        expected: VolumeStatus,
+        next: VolumeStatus,
+        location: Option<&str>,
+    ) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE volumes SET status = ?, location = COALESCE(?, location), updated_at = ? \
+             WHERE id = ? AND status = ?",
+        )
+        .bind(next.as_str())
+        .bind(location)
+        .bind(ts(chrono::Utc::now()))
+        .bind(id.to_string())
+        .bind(expected.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(db_error(&format!("Cannot update volume {id}")))?;
+        if done.rows_affected() == 0 {
+            return Err(Error::conflict(format!(
+                "Volume {id} is no longer {expected}; another request changed it first."
+            )));
+        }
+        Ok(())
+    }
+
+    /// [`set_volume_status`](Store::set_volume_status) for a snapshot.
+    pub async fn set_volume_snapshot_status(
+        &self,
+        id: VolumeSnapshotId,
+        expected: SnapshotStatus,
+        next: SnapshotStatus,
+        location: Option<&str>,
+    ) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE volume_snapshots SET status = ?, location = COALESCE(?, location), updated_at = ? \
+             WHERE id = ? AND status = ?",
+        )
+        .bind(next.as_str())
+        .bind(location)
+        .bind(ts(chrono::Utc::now()))
+        .bind(id.to_string())
+        .bind(expected.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(db_error(&format!("Cannot update snapshot {id}")))?;
+        if done.rows_affected() == 0 {
+            return Err(Error::conflict(format!(
+                "Snapshot {id} is no longer {expected}; another request changed it first."
+            )));
+        }
+        Ok(())
+    }
+
     /// Moves a volume's data location from `from` to `to` (a snapshot put a
     /// new top over it), provided it is still `from`: `Conflict` otherwise.
     pub async fn move_volume_location(&self, id: VolumeId, from: &str, to: &str) -> Result<()> {
@@ -396,5 +455,33 @@ mod tests {
             store.volume(v.id).await.unwrap().location.as_deref(),
             Some("b")
         );
+    }
+
+    #[tokio::test]
+    async fn volume_status_when_set_then_other_fields_kept() {
+        let store = Store::in_memory().await.unwrap();
+        let v = volume(VolumeSource::Blank);
+        store.insert_volume(&v).await.unwrap();
+        let mut renamed = v.clone();
+        renamed.name = Some("renamed".into());
+        store
+            .update_volume(&renamed, VolumeStatus::Creating)
+            .await
+            .unwrap();
+
+        store
+            .set_volume_status(
+                v.id,
+                VolumeStatus::Creating,
+                VolumeStatus::Available,
+                Some("loc"),
+            )
+            .await
+            .unwrap();
+
+        let back = store.volume(v.id).await.unwrap();
+        assert_eq!(back.name.as_deref(), Some("renamed"));
+        assert_eq!(back.location.as_deref(), Some("loc"));
+        assert_eq!(back.status, VolumeStatus::Available);
     }
 }

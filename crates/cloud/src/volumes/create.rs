@@ -293,12 +293,14 @@ impl Cloud {
             pool.flatten_volume(&location).await?;
         }
         drop(gc);
-        let mut available = self.store.volume(saga.volume).await?;
-        let expected = available.status;
-        available.status = expected.transition(VolumeStatus::Available)?;
-        available.location = Some(location);
-        available.updated_at = Utc::now();
-        self.store.update_volume(&available, expected).await?;
+        self.store
+            .set_volume_status(
+                saga.volume,
+                VolumeStatus::Creating,
+                VolumeStatus::Available,
+                Some(&location),
+            )
+            .await?;
         self.store.finish_saga(&saga.id, "done").await?;
         tracing::info!(volume = %saga.volume, "volume created");
         Ok(())
@@ -355,12 +357,9 @@ impl Cloud {
     async fn fail_volume_create(&self, saga: &Saga) {
         if let Ok(volume) = self.store.volume(saga.volume).await {
             if volume.status == VolumeStatus::Creating {
-                let mut failed = volume.clone();
-                failed.status = VolumeStatus::Error;
-                failed.updated_at = Utc::now();
                 let _ = self
                     .store
-                    .update_volume(&failed, VolumeStatus::Creating)
+                    .set_volume_status(volume.id, VolumeStatus::Creating, VolumeStatus::Error, None)
                     .await;
             }
         }

@@ -164,18 +164,16 @@ impl Cloud {
             (None, _) => Err(Error::internal("The volume has no data to extend.")),
             (_, Err(e)) => Err(e),
         };
-        let mut next = volume.clone();
-        next.status = match &grown {
+        let next = match &grown {
             Ok(()) => VolumeStatus::Available,
             Err(e) => {
                 tracing::warn!(volume = %volume.id, error = %e, "extending a volume failed");
                 VolumeStatus::ErrorExtending
             }
         };
-        next.updated_at = Utc::now();
         if let Err(e) = self
             .store
-            .update_volume(&next, VolumeStatus::Extending)
+            .set_volume_status(volume.id, VolumeStatus::Extending, next, None)
             .await
         {
             tracing::warn!(volume = %volume.id, error = %e, "cannot record the end of an extend");
@@ -208,12 +206,14 @@ impl Cloud {
     /// A volume recorded `deleting` becomes `deleted`; its data goes with
     /// the next garbage collection (now).
     async fn finish_volume_delete(&self, volume: Volume) {
-        let mut gone = volume.clone();
-        gone.status = VolumeStatus::Deleted;
-        gone.updated_at = Utc::now();
         if let Err(e) = self
             .store
-            .update_volume(&gone, VolumeStatus::Deleting)
+            .set_volume_status(
+                volume.id,
+                VolumeStatus::Deleting,
+                VolumeStatus::Deleted,
+                None,
+            )
             .await
         {
             tracing::warn!(volume = %volume.id, error = %e, "cannot record a volume deleted");
@@ -260,12 +260,14 @@ pub(crate) async fn reconcile(cloud: &Cloud) -> Result<Vec<String>> {
                 repaired.push(format!("extend of volume {} finished", volume.id));
             }
             VolumeStatus::Deleting => {
-                let mut gone = volume.clone();
-                gone.status = VolumeStatus::Deleted;
-                gone.updated_at = Utc::now();
                 cloud
                     .store
-                    .update_volume(&gone, VolumeStatus::Deleting)
+                    .set_volume_status(
+                        volume.id,
+                        VolumeStatus::Deleting,
+                        VolumeStatus::Deleted,
+                        None,
+                    )
                     .await?;
                 repaired.push(format!("delete of volume {} finished", volume.id));
             }
@@ -274,12 +276,14 @@ pub(crate) async fn reconcile(cloud: &Cloud) -> Result<Vec<String>> {
     }
     for snap in cloud.store.volume_snapshots(None).await? {
         if snap.status == SnapshotStatus::Deleting {
-            let mut gone = snap.clone();
-            gone.status = SnapshotStatus::Deleted;
-            gone.updated_at = Utc::now();
             cloud
                 .store
-                .update_volume_snapshot(&gone, SnapshotStatus::Deleting)
+                .set_volume_snapshot_status(
+                    snap.id,
+                    SnapshotStatus::Deleting,
+                    SnapshotStatus::Deleted,
+                    None,
+                )
                 .await?;
             repaired.push(format!("delete of snapshot {} finished", snap.id));
         }

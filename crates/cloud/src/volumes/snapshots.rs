@@ -124,12 +124,14 @@ impl Cloud {
             tracing::warn!(snapshot = %saga.snapshot, error = %e, "volume snapshot failed");
             if let Ok(snap) = self.store.volume_snapshot(saga.snapshot).await {
                 if snap.status == SnapshotStatus::Creating {
-                    let mut failed = snap.clone();
-                    failed.status = SnapshotStatus::Error;
-                    failed.updated_at = Utc::now();
                     let _ = self
                         .store
-                        .update_volume_snapshot(&failed, SnapshotStatus::Creating)
+                        .set_volume_snapshot_status(
+                            snap.id,
+                            SnapshotStatus::Creating,
+                            SnapshotStatus::Error,
+                            None,
+                        )
                         .await;
                 }
             }
@@ -166,12 +168,13 @@ impl Cloud {
                 .move_volume_location(volume.id, &old, &frozen.volume)
                 .await?;
         }
-        let mut available = snap.clone();
-        available.status = snap.status.transition(SnapshotStatus::Available)?;
-        available.location = Some(frozen.snapshot);
-        available.updated_at = Utc::now();
         self.store
-            .update_volume_snapshot(&available, SnapshotStatus::Creating)
+            .set_volume_snapshot_status(
+                snap.id,
+                SnapshotStatus::Creating,
+                SnapshotStatus::Available,
+                Some(&frozen.snapshot),
+            )
             .await?;
         drop(gc);
         self.store.finish_saga(&saga.id, "done").await?;
@@ -219,15 +222,17 @@ impl Cloud {
             .await?;
         let cloud = self.clone();
         tokio::spawn(async move {
-            let mut gone = deleting.clone();
-            gone.status = SnapshotStatus::Deleted;
-            gone.updated_at = Utc::now();
             if let Err(e) = cloud
                 .store
-                .update_volume_snapshot(&gone, SnapshotStatus::Deleting)
+                .set_volume_snapshot_status(
+                    deleting.id,
+                    SnapshotStatus::Deleting,
+                    SnapshotStatus::Deleted,
+                    None,
+                )
                 .await
             {
-                tracing::warn!(snapshot = %gone.id, error = %e, "cannot record a snapshot deleted");
+                tracing::warn!(snapshot = %deleting.id, error = %e, "cannot record a snapshot deleted");
                 return;
             }
             cloud.collect_garbage_quietly().await;

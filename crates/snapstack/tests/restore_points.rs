@@ -230,7 +230,7 @@ fn requests_when_other_project_or_bad_input_then_404_and_400_and_cli_drives_the_
 
     // The CLI, on the same server (ACTIVE; the guest need not have booted).
     api.wait_settled(&vm, &["ACTIVE"], BOOT);
-    let created_a = restore_point_cli(&server, &["create", "vm1", "--name", "A"]);
+    let created_a = restore_point_cli(&server, &["create", "vm1", "--name", "A", "--quiesce"]);
     let created_b = restore_point_cli(&server, &["create", "vm1", "--name", "B"]);
     let listed = restore_point_cli(&server, &["list", "vm1"]);
     let shown = restore_point_cli(&server, &["show", "vm1", "B"]);

@@ -34,6 +34,8 @@ use crate::compute::hypervisor_error;
 use crate::Cloud;
 
 pub(super) const KIND: &str = "restore-point-create";
+/// How long the guest agent may take to freeze the guest's filesystems.
+const FREEZE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Cloud {
     /// Starts a restore point of a server; returns it (`creating`) at once,
@@ -91,6 +93,7 @@ impl Cloud {
         let mut saga = Saga::new(server.id, point.id);
         saga.memory = point.memory;
         saga.internal = internal;
+        saga.quiesce = new.quiesce;
         self.store.insert_saga(&saga.record(KIND)).await?;
         self.store.insert_restore_point(&point).await?;
         if let Err(e) = self
@@ -147,11 +150,21 @@ impl Cloud {
                 disk_id: ROOT_DISK_ID.into(),
                 overlay: path,
             }];
+            saga.quiesced = saga.quiesce && self.freeze_for_point(&server).await?;
             let taken = self
                 .hypervisor
                 .create_restore_point(&server.id.to_string(), &disks, state_file.as_deref())
-                .await
-                .map_err(hypervisor_error)?;
+                .await;
+            if saga.quiesced {
+                if let Err(e) = self
+                    .hypervisor
+                    .thaw_filesystems(&server.id.to_string())
+                    .await
+                {
+                    tracing::error!(server = %server.id, error = %e, "could not thaw the guest after a restore point");
+                }
+            }
+            let taken = taken.map_err(hypervisor_error)?;
             tracing::info!(server = %server.id, pause = ?taken.guest_pause, total = ?taken.total, memory = saga.memory, "restore point cut");
             Some(taken.guest_pause)
         } else if saga.memory {
@@ -167,6 +180,27 @@ impl Cloud {
             .await?;
         drop(_gc);
         self.finish_point_create(saga).await
+    }
+
+    /// Freezes the guest's filesystems through its agent: true when frozen,
+    /// false when the guest has no agent (the point is crash-consistent).
+    async fn freeze_for_point(&self, server: &domain::server::Server) -> Result<bool> {
+        let name = server.id.to_string();
+        match self
+            .hypervisor
+            .freeze_filesystems(&name, FREEZE_TIMEOUT)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.kind() == hypervisor::ErrorKind::GuestAgentUnavailable => {
+                tracing::info!(server = %server.id, "no guest agent: restore point not quiesced");
+                Ok(false)
+            }
+            Err(e) => {
+                let _ = self.hypervisor.thaw_filesystems(&name).await;
+                Err(hypervisor_error(e))
+            }
+        }
     }
 
     /// The cut took: the server is on the new top, the point holds the old one.
@@ -198,6 +232,7 @@ impl Cloud {
             }];
             done.state_file = saga.state_file.clone();
             done.guest_pause_us = pause_us;
+            done.quiesced = saga.quiesced;
             done.updated_at = Utc::now();
             self.store
                 .update_restore_point(&done, RestorePointStatus::Creating)

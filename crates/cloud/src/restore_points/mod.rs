@@ -80,6 +80,9 @@ struct Saga {
     point: Option<RestorePointId>,
     memory: bool,
     internal: bool,
+    /// Asked to freeze the guest's filesystems; and whether they were.
+    quiesce: bool,
+    quiesced: bool,
     new_top: Option<String>,
     old_top: Option<String>,
     state_file: Option<String>,
@@ -101,6 +104,8 @@ impl Saga {
             "point": self.point.map(|p| p.to_string()),
             "memory": self.memory,
             "internal": self.internal,
+            "quiesce": self.quiesce,
+            "quiesced": self.quiesced,
             "new_top": self.new_top,
             "old_top": self.old_top,
             "state_file": self.state_file,
@@ -110,6 +115,7 @@ impl Saga {
     fn from_record(r: &SagaRecord) -> Result<Saga> {
         let field = |k: &str| r.data.get(k).and_then(Value::as_str).map(str::to_owned);
         let corrupt = || Error::internal(format!("Saga {} has corrupt data.", r.id));
+        let flag = |k: &str| r.data.get(k).and_then(Value::as_bool).unwrap_or(false);
         Ok(Saga {
             id: r.id.clone(),
             server: Some(field("server").ok_or_else(corrupt)?.parse()?),
@@ -124,6 +130,8 @@ impl Saga {
                 .get("internal")
                 .and_then(Value::as_bool)
                 .unwrap_or(false),
+            quiesce: flag("quiesce"),
+            quiesced: flag("quiesced"),
             new_top: field("new_top"),
             old_top: field("old_top"),
             state_file: field("state_file"),

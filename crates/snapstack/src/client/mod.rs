@@ -34,7 +34,8 @@ pub enum RestorePointCommand {
         /// external (new overlays; default) or internal (qcow2 snapshot-save).
         #[arg(long, default_value = "external")]
         method: String,
-        /// Freeze the guest's filesystems through its agent first.
+        /// Freeze the guest's filesystems through its agent around the cut
+        /// (disk-only points; skipped when the guest has no agent).
         #[arg(long)]
         quiesce: bool,
         /// Return at once instead of waiting for the point.

@@ -60,6 +60,15 @@ pub(crate) async fn save(qmp: &Client, state_file: &Path, timeout: Duration) -> 
     qmp.execute("migrate-set-parameters", parameters)
         .await
         .map_err(|e| failed("migrate-set-parameters", e))?;
+    // A restore point interrupted by a crash of the service may have left
+    // `background-snapshot` on (see restore.rs): a save must be an ordinary
+    // migration of the stopped VM, never resumed by QEMU.
+    let capabilities = json!({
+        "capabilities": [{ "capability": "background-snapshot", "state": false }]
+    });
+    qmp.execute("migrate-set-capabilities", capabilities)
+        .await
+        .map_err(|e| failed("migrate-set-capabilities", e))?;
     let uri = save_uri(state_file)?;
     qmp.execute("migrate", json!({ "uri": uri }))
         .await

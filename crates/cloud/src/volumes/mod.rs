@@ -203,9 +203,11 @@ impl Cloud {
         Ok(())
     }
 
-    /// A volume recorded `deleting` becomes `deleted`; its data goes with
-    /// the next garbage collection (now).
+    /// A volume recorded `deleting`: its data is released (unless other
+    /// volumes still stand on it; then it goes with them), then it is
+    /// `deleted` — so once `GET` answers 404 the data is gone, as Cinder.
     async fn finish_volume_delete(&self, volume: Volume) {
+        self.collect_garbage_quietly().await;
         if let Err(e) = self
             .store
             .set_volume_status(
@@ -217,21 +219,24 @@ impl Cloud {
             .await
         {
             tracing::warn!(volume = %volume.id, error = %e, "cannot record a volume deleted");
-            return;
         }
-        self.collect_garbage_quietly().await;
     }
 }
 
 /// The pool data live volumes and snapshots stand on: garbage collection
-/// keeps these and what they need.
+/// keeps these and what they need. Those being deleted are not roots: their
+/// data goes with the collection their deletion runs before it ends.
 pub(crate) async fn garbage_roots(cloud: &Cloud) -> Result<BTreeSet<String>> {
     let mut roots = BTreeSet::new();
     for volume in cloud.store.volumes(None).await? {
-        roots.extend(volume.location);
+        if volume.status != VolumeStatus::Deleting {
+            roots.extend(volume.location);
+        }
     }
     for snap in cloud.store.volume_snapshots(None).await? {
-        roots.extend(snap.location);
+        if snap.status != SnapshotStatus::Deleting {
+            roots.extend(snap.location);
+        }
     }
     Ok(roots)
 }

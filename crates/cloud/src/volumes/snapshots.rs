@@ -222,6 +222,8 @@ impl Cloud {
             .await?;
         let cloud = self.clone();
         tokio::spawn(async move {
+            // Not a root any more: released now unless volumes stand on it.
+            cloud.collect_garbage_quietly().await;
             if let Err(e) = cloud
                 .store
                 .set_volume_snapshot_status(
@@ -233,9 +235,7 @@ impl Cloud {
                 .await
             {
                 tracing::warn!(snapshot = %deleting.id, error = %e, "cannot record a snapshot deleted");
-                return;
             }
-            cloud.collect_garbage_quietly().await;
         });
         Ok(())
     }

@@ -1,0 +1,307 @@
+//! Acceptance: volumes on the `rbd` pool of the Ceph dev cluster that
+//! `CEPH_CONF` names (`scripts/ceph-dev.sh start && eval "$(scripts/ceph-dev.sh env)"`),
+//! driven with the real `openstack` CLI and checked with the real `rbd` CLI
+//! and `qemu-img`/`qemu-io` through QEMU's rbd driver. A missing cluster
+//! fails these tests; it never skips them.
+//!
+//! The service runs on pools of its own (`cv-images`, `cv-vms`,
+//! `cv-volumes`, made here if missing): its garbage collection deletes RBD
+//! images its database does not know, so it must not share pools with the
+//! other RBD tests. Everything in them is purged at the end, also on panic.
+
+mod cli_volumes_support;
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use cli_volumes_support::*;
+use common::{ok, run, Server};
+use serde_json::{json, Value};
+
+const POOLS: [&str; 3] = ["cv-images", "cv-vms", "cv-volumes"];
+
+fn ceph_conf() -> PathBuf {
+    let conf = std::env::var_os("CEPH_CONF")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            panic!(
+                "CEPH_CONF is not set. These tests need the dev cluster: run \
+             `scripts/ceph-dev.sh start && eval \"$(scripts/ceph-dev.sh env)\"` first"
+            )
+        });
+    assert!(conf.exists(), "CEPH_CONF={} does not exist", conf.display());
+    conf
+}
+
+fn rbd(args: &[&str]) -> String {
+    let conf = ceph_conf();
+    let mut all = vec!["-c", conf.to_str().unwrap()];
+    all.extend_from_slice(args);
+    run("rbd", &all)
+}
+
+fn quiet_rbd(args: &[&str]) {
+    let _ = Command::new("rbd")
+        .arg("-c")
+        .arg(ceph_conf())
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+}
+
+fn rbd_ls(pool: &str) -> Vec<String> {
+    rbd(&["ls", pool]).lines().map(str::to_string).collect()
+}
+
+fn rbd_json(args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.extend(["--format", "json"]);
+    serde_json::from_str(&rbd(&all)).unwrap()
+}
+
+/// `(name, protected)` of each snapshot of `spec`.
+fn rbd_snaps(spec: &str) -> Vec<(String, String)> {
+    rbd_json(&["snap", "ls", spec])
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["name"].as_str().unwrap().to_string(),
+                s["protected"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// `pool/image@snap` of the parent of `spec`, if it is a clone.
+fn rbd_parent(spec: &str) -> Option<String> {
+    let info = rbd_json(&["info", spec]);
+    let parent = info.get("parent")?;
+    Some(format!(
+        "{}/{}@{}",
+        parent["pool"].as_str()?,
+        parent["image"].as_str()?,
+        parent["snapshot"].as_str()?
+    ))
+}
+
+/// QEMU's name for an RBD image (or snapshot) of the dev cluster.
+fn qemu_rbd(spec: &str) -> String {
+    format!("rbd:{spec}:conf={}", ceph_conf().display())
+}
+
+/// Creates the test's pools once (size 1, as the dev cluster's).
+fn ensure_pools() {
+    let conf = ceph_conf();
+    for pool in POOLS {
+        let listed = Command::new("rbd")
+            .args(["-c", conf.to_str().unwrap(), "ls", pool])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .unwrap();
+        if !listed.success() {
+            run(
+                "ceph",
+                &[
+                    "-c",
+                    conf.to_str().unwrap(),
+                    "osd",
+                    "pool",
+                    "create",
+                    pool,
+                    "8",
+                    "8",
+                ],
+            );
+            rbd(&["pool", "init", pool]);
+        }
+    }
+}
+
+/// Empties the test's pools: clones first, a few rounds.
+fn purge_pools() {
+    for _ in 0..4 {
+        for pool in POOLS {
+            for image in rbd_ls(pool) {
+                let spec = format!("{pool}/{image}");
+                for (snap, _) in rbd_snaps(&spec) {
+                    quiet_rbd(&["snap", "unprotect", &format!("{spec}@{snap}")]);
+                }
+                quiet_rbd(&["snap", "purge", "--no-progress", &spec]);
+                quiet_rbd(&["rm", "--no-progress", &spec]);
+            }
+        }
+    }
+}
+
+/// A `snapstack serve` on the test's pools; purges them when dropped.
+struct RbdVolumes {
+    server: Server,
+    _config: tempfile::TempDir,
+}
+
+impl RbdVolumes {
+    fn start() -> Self {
+        ensure_pools();
+        purge_pools();
+        let config = tempfile::tempdir().unwrap();
+        let path = config.path().join("storage.toml");
+        std::fs::write(
+            &path,
+            format!(
+                "[rbd]\nconf = \"{}\"\nuser = \"admin\"\nimages_pool = \"cv-images\"\n\
+                 vms_pool = \"cv-vms\"\nvolumes_pool = \"cv-volumes\"\ntimeout_seconds = 5\n",
+                ceph_conf().display()
+            ),
+        )
+        .unwrap();
+        let server = Server::start_with(&["--storage-config", path.to_str().unwrap()]);
+        Self {
+            server,
+            _config: config,
+        }
+    }
+}
+
+impl Drop for RbdVolumes {
+    fn drop(&mut self) {
+        self.server.kill();
+        purge_pools();
+    }
+}
+
+fn raw_image(dir: &Path) -> PathBuf {
+    let path = dir.join("guest.raw");
+    let mut data = vec![0u8; 8 << 20];
+    data[..1 << 20].fill(0x5a);
+    std::fs::write(&path, data).unwrap();
+    path
+}
+
+fn cli_id(server: &Server, args: &[&str]) -> String {
+    let mut all = args.to_vec();
+    all.extend(["-f", "value", "-c", "id"]);
+    ok(server.openstack(&all))
+}
+
+#[test]
+fn volumes_on_rbd_when_cloned_snapshotted_and_deleted_then_same_data_bounded_depth_and_nothing_left(
+) {
+    let rbd_volumes = RbdVolumes::start();
+    let server = &rbd_volumes.server;
+    let api = VolumeApi::new(server.admin());
+    let raw = raw_image(server.dir.path());
+    let image = cli_id(
+        server,
+        &[
+            "image",
+            "create",
+            "--disk-format",
+            "raw",
+            "--file",
+            raw.to_str().unwrap(),
+            "guest",
+        ],
+    );
+
+    let boot1 = cli_id(
+        server,
+        &[
+            "volume", "create", "--image", "guest", "--size", "1", "boot1",
+        ],
+    );
+    api.wait_volume(&boot1, "available");
+    let boot1_rbd = format!("cv-volumes/volume-{boot1}");
+    write_raw_pattern(&qemu_rbd(&boot1_rbd), 0x11, 1 << 20);
+    let snap = cli_id(
+        server,
+        &["volume", "snapshot", "create", "--volume", "boot1", "s"],
+    );
+    api.wait_snapshot(&snap, "available");
+    write_raw_pattern(&qemu_rbd(&boot1_rbd), 0x22, 1 << 20);
+    let v2 = cli_id(server, &["volume", "create", "--snapshot", "s", "v2"]);
+    api.wait_volume(&v2, "available");
+    let v3 = cli_id(server, &["volume", "create", "--source", "boot1", "v3"]);
+    api.wait_volume(&v3, "available");
+    ok(server.openstack(&["volume", "set", "--size", "2", "v3"]));
+    api.wait_volume(&v3, "available");
+    // Generations of snapshot → volume from v2 until past the clone depth (5).
+    let mut chain = vec![v2.clone()];
+    let mut chain_snaps = Vec::new();
+    for generation in 0..4 {
+        let parent = chain.last().unwrap().clone();
+        let s = api.snapshot(&parent, &format!("g{generation}"));
+        let v = api.create_volume(json!({"snapshot_id": s, "name": format!("g{generation}")}));
+        let v = v["id"].as_str().unwrap().to_string();
+        api.wait_volume(&v, "available");
+        chain_snaps.push(s);
+        chain.push(v);
+    }
+    let last = format!("cv-volumes/volume-{}", chain.last().unwrap());
+
+    let snap_spec = format!("{boot1_rbd}@snapshot-{snap}");
+    assert_eq!(
+        rbd_parent(&boot1_rbd).as_deref(),
+        Some(format!("cv-images/{image}@snap").as_str())
+    );
+    assert!(rbd_snaps(&boot1_rbd).contains(&(format!("snapshot-{snap}"), "true".to_string())));
+    assert_eq!(
+        rbd_parent(&format!("cv-volumes/volume-{v2}")).as_deref(),
+        Some(snap_spec.as_str())
+    );
+    let v2_rbd = qemu_rbd(&format!("cv-volumes/volume-{v2}"));
+    assert!(same_content(&v2_rbd, "raw", &qemu_rbd(&snap_spec), "raw"));
+    assert!(holds_pattern(&v2_rbd, "raw", 0x11, 1 << 20));
+    assert!(holds_pattern(&v2_rbd, "raw", 0x5a, 0));
+    let v3_rbd = qemu_rbd(&format!("cv-volumes/volume-{v3}"));
+    assert!(same_content(&v3_rbd, "raw", &qemu_rbd(&boot1_rbd), "raw"));
+    assert!(holds_pattern(&v3_rbd, "raw", 0x22, 1 << 20));
+    assert_eq!(
+        rbd_json(&["info", &format!("cv-volumes/volume-{v3}")])["size"],
+        2u64 << 30
+    );
+    assert_eq!(
+        rbd_parent(&last),
+        None,
+        "past the clone depth a volume is flattened"
+    );
+    assert!(same_content(&qemu_rbd(&last), "raw", &v2_rbd, "raw"));
+
+    // Delete in the order that leaves parents with clones longest.
+    ok(server.openstack(&["volume", "snapshot", "delete", "s"]));
+    for s in &chain_snaps {
+        api.delete(&format!("/snapshots/{s}")).expect_status(202);
+    }
+    ok(server.openstack(&["volume", "delete", "boot1"]));
+    api.wait_volume_gone(&boot1);
+    let boot1_kept_for_its_clone = rbd_ls("cv-volumes").contains(&format!("volume-{boot1}"));
+    let v2_still_reads = holds_pattern(&v2_rbd, "raw", 0x11, 1 << 20);
+    for v in chain.iter().chain([&v3]) {
+        api.delete(&format!("/volumes/{v}")).expect_status(202);
+        api.wait_volume_gone(v);
+    }
+    ok(server.openstack(&["image", "delete", "guest"]));
+
+    assert!(boot1_kept_for_its_clone);
+    assert!(v2_still_reads);
+    assert_eq!(rbd_ls("cv-volumes"), Vec::<String>::new());
+    assert_eq!(rbd_ls("cv-images"), Vec::<String>::new());
+}
+
+/// Writes `pattern` over 64 KiB at `offset` of a raw image (an `rbd:` spec).
+fn write_raw_pattern(image: &str, pattern: u8, offset: u64) {
+    run(
+        "qemu-io",
+        &[
+            "-f",
+            "raw",
+            "-c",
+            &format!("write -P {pattern} {offset} 64k"),
+            image,
+        ],
+    );
+}

@@ -126,6 +126,7 @@ fn volume_delete_when_snapshots_then_refused_and_when_all_deleted_then_pool_empt
 
     let refused = fails(server.openstack(&["volume", "delete", "v1"]));
     ok(server.openstack(&["volume", "snapshot", "delete", "s1"]));
+    api.wait_snapshot_gone(&s1);
     ok(server.openstack(&["volume", "delete", "v1"]));
     api.wait_volume_gone(&v1);
     let v2_reads_data_after_parent_gone =

@@ -276,6 +276,9 @@ fn volumes_on_rbd_when_cloned_snapshotted_and_deleted_then_same_data_bounded_dep
     for s in &chain_snaps {
         api.delete(&format!("/snapshots/{s}")).expect_status(202);
     }
+    for s in chain_snaps.iter().chain([&snap]) {
+        api.wait_snapshot_gone(s);
+    }
     ok(server.openstack(&["volume", "delete", "boot1"]));
     api.wait_volume_gone(&boot1);
     let boot1_kept_for_its_clone = rbd_ls("cv-volumes").contains(&format!("volume-{boot1}"));

@@ -15,11 +15,17 @@ pub struct FakePool {
     images: Mutex<BTreeMap<String, Vec<u8>>>,
     /// Disk location → the image location it was made from.
     disks: Mutex<BTreeMap<String, String>>,
+    volumes: crate::volumes::fake::FakeVolumes,
 }
 
 impl FakePool {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The volume operations (in memory too).
+    pub fn fake_volumes(&self) -> &crate::volumes::fake::FakeVolumes {
+        &self.volumes
     }
 
     /// The bytes stored at `location`, if any.
@@ -108,6 +114,10 @@ impl Pool for FakePool {
             .map_err(|_| Error::internal("fake pool poisoned"))?
             .remove(location);
         Ok(())
+    }
+
+    fn volumes(&self) -> Option<&dyn crate::volumes::VolumePool> {
+        Some(&self.volumes)
     }
 
     async fn disk_locations(&self) -> Result<Vec<String>> {

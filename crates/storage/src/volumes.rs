@@ -22,6 +22,9 @@
 //! are gone). So a snapshot with volumes made from it is released once those
 //! no longer depend on it, and a crash never leaves a dangling parent.
 
+#[path = "volumes_fake.rs"]
+pub mod fake;
+
 use std::collections::BTreeSet;
 
 use async_trait::async_trait;

@@ -102,6 +102,15 @@ impl VolumeApi {
         }
     }
 
+    /// Polls until `GET /snapshots/{id}` is 404 (panics after 30 s).
+    pub fn wait_snapshot_gone(&self, id: &str) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.get(&format!("/snapshots/{id}")).status != 404 {
+            assert!(Instant::now() < deadline, "snapshot {id} never went away");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
     /// A blank volume of `size` GiB, waited for; its id.
     pub fn blank_volume(&self, name: &str, size: u64) -> String {
         let id = self.create_volume(json!({"name": name, "size": size}))["id"]

@@ -1,0 +1,222 @@
+//! An in-memory [`VolumePool`] for fast unit tests of the layers above:
+//! volumes and snapshots are entries that remember their parent, so that
+//! garbage collection keeps what something stands on, as the real pools do.
+//! Creating calls are idempotent, as the trait asks.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Mutex;
+
+use async_trait::async_trait;
+use domain::{Error, Result};
+
+use super::{FrozenVolume, VolumePool};
+use crate::DiskSource;
+
+const SCHEME: &str = "fake-volume://";
+
+#[derive(Debug, Clone)]
+struct Entry {
+    /// What it stands on: an image location, a snapshot, or a volume.
+    parent: Option<String>,
+    size: u64,
+    /// Clone generations under it.
+    depth: usize,
+}
+
+/// In-memory volumes and snapshots.
+#[derive(Debug, Default)]
+pub struct FakeVolumes {
+    entries: Mutex<BTreeMap<String, Entry>>,
+}
+
+impl FakeVolumes {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Every volume and snapshot location held.
+    pub fn locations(&self) -> Vec<String> {
+        self.entries
+            .lock()
+            .map(|e| e.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    fn with<T>(&self, f: impl FnOnce(&mut BTreeMap<String, Entry>) -> Result<T>) -> Result<T> {
+        let mut entries = self
+            .entries
+            .lock()
+            .map_err(|_| Error::internal("fake volume pool poisoned"))?;
+        f(&mut entries)
+    }
+
+    fn add(&self, name: &str, entry: Entry) -> Result<String> {
+        let location = format!("{SCHEME}{name}");
+        self.with(|entries| {
+            entries.entry(location.clone()).or_insert(entry);
+            Ok(())
+        })?;
+        Ok(location)
+    }
+
+    fn get(&self, location: &str) -> Result<Entry> {
+        self.with(|entries| {
+            entries
+                .get(location)
+                .cloned()
+                .ok_or_else(|| Error::not_found("volume data", location))
+        })
+    }
+}
+
+#[async_trait]
+impl VolumePool for FakeVolumes {
+    async fn create_volume(&self, name: &str, size: u64) -> Result<String> {
+        self.add(
+            name,
+            Entry {
+                parent: None,
+                size,
+                depth: 0,
+            },
+        )
+    }
+
+    async fn volume_from_image(
+        &self,
+        name: &str,
+        image_location: &str,
+        _image_format: &str,
+        size: u64,
+    ) -> Result<String> {
+        self.add(
+            name,
+            Entry {
+                parent: Some(image_location.to_string()),
+                size,
+                depth: 1,
+            },
+        )
+    }
+
+    async fn snapshot_volume(&self, volume: &str, snap: &str) -> Result<FrozenVolume> {
+        let entry = self.get(volume)?;
+        let snapshot = format!("{volume}@{snap}");
+        self.with(|entries| {
+            entries.entry(snapshot.clone()).or_insert(Entry {
+                parent: Some(volume.to_string()),
+                size: entry.size,
+                depth: entry.depth,
+            });
+            Ok(())
+        })?;
+        Ok(FrozenVolume {
+            snapshot,
+            volume: volume.to_string(),
+        })
+    }
+
+    async fn snapshot_exists(&self, snapshot: &str) -> Result<bool> {
+        Ok(self.get(snapshot).is_ok())
+    }
+
+    async fn volume_from_snapshot(&self, name: &str, snapshot: &str, size: u64) -> Result<String> {
+        let parent = self.get(snapshot)?;
+        self.add(
+            name,
+            Entry {
+                parent: Some(snapshot.to_string()),
+                size: size.max(parent.size),
+                depth: parent.depth + 1,
+            },
+        )
+    }
+
+    async fn extend_volume(&self, volume: &str, size: u64) -> Result<()> {
+        self.with(|entries| {
+            let entry = entries
+                .get_mut(volume)
+                .ok_or_else(|| Error::not_found("volume data", volume))?;
+            entry.size = entry.size.max(size);
+            Ok(())
+        })
+    }
+
+    async fn clone_depth(&self, volume: &str) -> Result<usize> {
+        Ok(self.get(volume)?.depth)
+    }
+
+    async fn flatten_volume(&self, volume: &str) -> Result<()> {
+        self.with(|entries| {
+            let entry = entries
+                .get_mut(volume)
+                .ok_or_else(|| Error::not_found("volume data", volume))?;
+            entry.parent = None;
+            entry.depth = 0;
+            Ok(())
+        })
+    }
+
+    async fn volume_size(&self, volume: &str) -> Result<u64> {
+        Ok(self.get(volume)?.size)
+    }
+
+    fn volume_source(&self, location: &str) -> Result<DiskSource> {
+        let name = location
+            .strip_prefix(SCHEME)
+            .ok_or_else(|| Error::internal(format!("'{location}' is not a fake volume.")))?;
+        Ok(DiskSource::File {
+            path: PathBuf::from("/fake-volumes").join(name),
+            format: "raw".into(),
+        })
+    }
+
+    async fn collect_volume_garbage(&self, roots: &BTreeSet<String>) -> Result<Vec<String>> {
+        self.with(|entries| {
+            let mut removed = Vec::new();
+            loop {
+                let needed: BTreeSet<String> =
+                    entries.values().filter_map(|e| e.parent.clone()).collect();
+                let gone: Vec<String> = entries
+                    .keys()
+                    .filter(|l| !roots.contains(*l) && !needed.contains(*l))
+                    .cloned()
+                    .collect();
+                if gone.is_empty() {
+                    return Ok(removed);
+                }
+                for location in gone {
+                    entries.remove(&location);
+                    removed.push(location);
+                }
+            }
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn snapshot_with_a_clone_when_not_a_root_then_kept_until_the_clone_goes() {
+        let pool = FakeVolumes::new();
+        let v1 = pool.create_volume("v1", 10).await.unwrap();
+        let frozen = pool.snapshot_volume(&v1, "s").await.unwrap();
+        let v2 = pool
+            .volume_from_snapshot("v2", &frozen.snapshot, 5)
+            .await
+            .unwrap();
+
+        let first = pool
+            .collect_volume_garbage(&BTreeSet::from([v2.clone()]))
+            .await
+            .unwrap();
+        let second = pool.collect_volume_garbage(&BTreeSet::new()).await.unwrap();
+
+        assert!(first.is_empty());
+        assert_eq!(second.len(), 3);
+        assert!(pool.locations().is_empty());
+    }
+}

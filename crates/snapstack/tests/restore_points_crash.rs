@@ -144,10 +144,7 @@ fn service_killed_at_every_restore_point_step_then_tree_consistent_and_points_re
     let before = api.console(&vm).seqs.len();
     revert(&api, &vm, &m_id);
     api.wait_settled(&vm, &["ACTIVE"], ACTION);
-    let after = api.wait_console(&vm, "SEQ lines after the revert", BOOT, |c| {
-        c.seqs.len() >= before + 2
-    });
-    let first = after.seqs[before];
+    let first = first_after_revert(&api, &vm, before);
     assert_consistent(&server, &api, &vm, "after the last revert");
 
     eprintln!("points after each create crash: {outcomes:?}");

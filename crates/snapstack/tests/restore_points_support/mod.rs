@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use crate::common::{run, Server};
-use crate::snapshot_support::{needed_files, pool_files, Api, ACTION, POLL};
+use crate::snapshot_support::{needed_files, pool_files, Api, Console, Seq, ACTION, BOOT, POLL};
 use serde_json::{json, Value};
 
 pub fn points_path(vm: &str) -> String {
@@ -191,4 +191,21 @@ pub fn restore_point_cli(server: &Server, args: &[&str]) -> (bool, String, Strin
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// The first SEQ line the reverted guest printed: after the `before` first
+/// lines, the first that does not continue the run that was going (the old
+/// QEMU keeps printing until the revert destroys it): its sequence goes back,
+/// or its RAM counter belongs to another run. Waits until there is one.
+pub fn first_after_revert(api: &Api, vm: &str, before: usize) -> Seq {
+    let found = |c: &Console| {
+        (before.max(1)..c.seqs.len())
+            .map(|i| (c.seqs[i - 1], c.seqs[i]))
+            .find(|(prev, next)| next.seq <= prev.seq || next.seq - next.ram != prev.seq - prev.ram)
+            .map(|(_, next)| next)
+    };
+    let console = api.wait_console(vm, "the reverted guest's first SEQ line", BOOT, |c| {
+        found(c).is_some()
+    });
+    found(&console).unwrap()
 }

@@ -157,3 +157,65 @@ fn service_killed_at_every_restore_point_step_then_tree_consistent_and_points_re
     );
     assert_eq!(first.seq - first.ram, run1.seq - run1.ram);
 }
+
+#[test]
+fn qemu_killed_during_a_memory_point_then_point_gone_server_shutoff_with_fault_and_starts() {
+    let server = Server::start();
+    let _log = LogOnFailure::new(&server);
+    server.add_guest_image_and_flavor();
+    let api = Api::new(&server);
+    let vm = boot(&server, &api, "vm1", "guest", 1, 1);
+    let a = take_point(&api, &vm, "A", false);
+    let pid = qemu_pid(&server, &vm);
+
+    create_point(&api, &vm, "B", true);
+    std::thread::sleep(Duration::from_millis(150));
+    kill9(pid);
+    let crashed = api.wait_settled(&vm, &["SHUTOFF", "ACTIVE"], ACTION);
+    let listed = tree(&api, &vm);
+    assert_only_needed_files_with_points(&server, "after QEMU died");
+    assert_pool_files_check_clean(&server);
+    let states = state_files(&server);
+    api.admin
+        .post(
+            &format!("/compute/v2.1/servers/{vm}/action"),
+            json!({"os-start": null}),
+        )
+        .expect_status(202);
+    api.wait_settled(&vm, &["ACTIVE"], ACTION);
+    let rebooted = api.wait_booted(&vm, 2, 1);
+    revert(&api, &vm, a["id"].as_str().unwrap());
+    api.wait_settled(&vm, &["SHUTOFF"], ACTION);
+    let on_a = log_of(&root_disk(&server, &vm)).1;
+
+    let names: Vec<&str> = listed["restore_points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    let statuses: Vec<&str> = listed["restore_points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["status"].as_str().unwrap())
+        .collect();
+    eprintln!(
+        "QEMU killed during a memory point: server {}, points {names:?}",
+        crashed["status"]
+    );
+    // B either completed before the kill (available, with its state) or is gone.
+    assert!(
+        names == ["A"] || (names == ["A", "B"] && statuses == ["available", "available"]),
+        "{listed}"
+    );
+    assert_eq!(states.len(), names.len() - 1, "{states:?}");
+    if crashed["status"] == "SHUTOFF" {
+        assert!(crashed["fault"]["message"].is_string(), "{crashed}");
+    }
+    assert_eq!(rebooted.banners.last().unwrap().corrupt, 0);
+    assert_eq!(
+        on_a,
+        log_of(&point_layer(&server, a["id"].as_str().unwrap())).1
+    );
+}

@@ -277,7 +277,12 @@ impl Cloud {
             }
         }
         if let Some(server) = saga.server {
-            let _ = self.clear_point_task(server, None, cause).await;
+            // QEMU may have died meanwhile: the server is what it shows.
+            let observed = match self.store.server(server).await {
+                Ok(now) => Some(self.observed_state(&now).await),
+                Err(_) => None,
+            };
+            let _ = self.clear_point_task(server, observed, cause).await;
         }
         let _ = self.store.finish_saga(&saga.id, "undone").await;
         self.collect_garbage_quietly().await;

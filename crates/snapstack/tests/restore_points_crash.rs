@@ -5,6 +5,8 @@
 //! every memory point and nothing else), the pool holds exactly what
 //! servers, images and points need, `qemu-img check` is clean, and the
 //! memory point taken first still reverts exactly. One guest for all of it.
+//! And QEMU killed in the middle of a memory point: the point goes, the
+//! server is SHUTOFF with a fault, starts again, and older points revert.
 
 mod common;
 mod restore_points_support;
@@ -194,25 +196,15 @@ fn qemu_killed_during_a_memory_point_then_point_gone_server_shutoff_with_fault_a
         .iter()
         .map(|p| p["name"].as_str().unwrap())
         .collect();
-    let statuses: Vec<&str> = listed["restore_points"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["status"].as_str().unwrap())
-        .collect();
     eprintln!(
         "QEMU killed during a memory point: server {}, points {names:?}",
         crashed["status"]
     );
-    // B either completed before the kill (available, with its state) or is gone.
-    assert!(
-        names == ["A"] || (names == ["A", "B"] && statuses == ["available", "available"]),
-        "{listed}"
-    );
-    assert_eq!(states.len(), names.len() - 1, "{states:?}");
-    if crashed["status"] == "SHUTOFF" {
-        assert!(crashed["fault"]["message"].is_string(), "{crashed}");
-    }
+    // Killed 150 ms into a save that takes about a second: B never completes.
+    assert_eq!(names, ["A"], "{listed}");
+    assert_eq!(states, Vec::<String>::new());
+    assert_eq!(crashed["status"], "SHUTOFF");
+    assert!(crashed["fault"]["message"].is_string(), "{crashed}");
     assert_eq!(rebooted.banners.last().unwrap().corrupt, 0);
     assert_eq!(
         on_a,

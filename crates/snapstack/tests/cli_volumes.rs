@@ -301,3 +301,39 @@ fn volume_sagas_when_killed_at_each_step_then_restart_finishes_them_cleanly() {
         }
     }
 }
+
+#[test]
+fn snapshot_delete_when_nothing_made_from_it_then_its_layer_is_merged_into_the_volume_and_released()
+{
+    let server = Server::start();
+    let admin = server.admin();
+    let api = VolumeApi::new(admin.clone());
+    let image = patterned_qcow2(server.dir.path(), "guest.qcow2", "64M", 0x5a, 0);
+    let data = std::fs::read(&image).unwrap();
+    let (image_id, upload) = admin.upload_image("guest", "qcow2", &data);
+    upload.expect_status(204);
+    let v = api.create_volume(json!({"size": 1, "imageRef": image_id, "name": "v"}));
+    let v = id_of(&v);
+    api.wait_volume(&v, "available");
+    write_pattern(&top_of(&server, &v), 0x11, 1 << 20);
+    let s1 = api.snapshot(&v, "s1");
+    write_pattern(&top_of(&server, &v), 0x22, 2 << 20);
+    let s2 = api.snapshot(&v, "s2");
+    write_pattern(&top_of(&server, &v), 0x33, 3 << 20);
+    let layers_before = volume_files(&server, &v).len();
+
+    ok(server.openstack(&["volume", "snapshot", "delete", "s2"]));
+    api.wait_snapshot_gone(&s2);
+    ok(server.openstack(&["volume", "snapshot", "delete", "s1"]));
+    api.wait_snapshot_gone(&s1);
+
+    let top = top_of(&server, &v);
+    let top = top.to_str().unwrap();
+    assert_eq!(layers_before, 3);
+    assert_eq!(volume_files(&server, &v).len(), 1, "both layers released");
+    assert!(holds_pattern(top, "qcow2", 0x5a, 0));
+    assert!(holds_pattern(top, "qcow2", 0x11, 1 << 20));
+    assert!(holds_pattern(top, "qcow2", 0x22, 2 << 20));
+    assert!(holds_pattern(top, "qcow2", 0x33, 3 << 20));
+    check_every_file(&server);
+}

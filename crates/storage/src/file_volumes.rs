@@ -235,6 +235,55 @@ impl VolumePool for FilePool {
         })
     }
 
+    async fn release_snapshot(&self, volume: &str, snapshot: &str) -> Result<bool> {
+        let (top, layer) = (self.disk_path_of(volume)?, self.disk_path_of(snapshot)?);
+        let top_info = qemu_img::info_of_own(&top, "qcow2").await?;
+        if top_info.backing_filename.as_deref() != Some(utf8(&layer)?) {
+            return Ok(false);
+        }
+        // The layer's own backing file and its format, as Snapstack wrote
+        // them in its header (never probed).
+        let info = qemu_img::run(&[
+            "info",
+            "-U",
+            "--output",
+            "json",
+            "-f",
+            "qcow2",
+            utf8(&layer)?,
+        ])
+        .await?;
+        let info: serde_json::Value = serde_json::from_str(&info).map_err(|e| {
+            Error::internal(format!(
+                "qemu-img info gave unreadable JSON for {}: {e}",
+                layer.display()
+            ))
+        })?;
+        let below = info["backing-filename"].as_str().map(str::to_owned);
+        let below_format = info["backing-filename-format"]
+            .as_str()
+            .unwrap_or("raw")
+            .to_string();
+        if let Some(path) = &below {
+            if self.path_of(&location_of(Path::new(path))).is_err() {
+                return Err(Error::internal(format!(
+                    "{} stands on {path}, outside the pool.",
+                    layer.display()
+                )));
+            }
+        }
+        // Safe mode: every cluster the layer provides is copied into the top
+        // before the top's header names the layer's backing file instead.
+        let mut args = vec!["rebase", "-q", "-f", "qcow2", "-b"];
+        args.push(below.as_deref().unwrap_or(""));
+        if below.is_some() {
+            args.extend(["-F", below_format.as_str()]);
+        }
+        args.push(utf8(&top)?);
+        qemu_img::run(&args).await?;
+        Ok(true)
+    }
+
     async fn volume_size(&self, volume: &str) -> Result<u64> {
         let path = self.disk_path_of(volume)?;
         Ok(qemu_img::info_of_own(&path, "qcow2").await?.virtual_size)
@@ -385,5 +434,46 @@ mod tests {
         assert_eq!(again, first);
         assert_ne!(first.volume, v1);
         assert_eq!(pool.disk_locations().await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn snapshot_when_released_then_top_stands_alone_with_same_data_and_layer_is_garbage() {
+        let (_dir, pool) = pool().await;
+        let v1 = pool.create_volume("volume-a", 1 << 20).await.unwrap();
+        write(&pool, &v1, "0x5a").await;
+        let frozen = pool.snapshot_volume(&v1, "snapshot-s").await.unwrap();
+
+        let released = pool
+            .release_snapshot(&frozen.volume, &frozen.snapshot)
+            .await
+            .unwrap();
+        let removed = pool
+            .collect_garbage(&BTreeSet::from([frozen.volume.clone()]))
+            .await
+            .unwrap();
+
+        assert!(released);
+        assert_eq!(removed, vec![frozen.snapshot.clone()]);
+        assert_eq!(pool.clone_depth(&frozen.volume).await.unwrap(), 0);
+        assert!(pattern_at_zero(&pool, &frozen.volume).await);
+    }
+
+    #[tokio::test]
+    async fn snapshot_when_not_directly_under_the_top_then_not_released() {
+        let (_dir, pool) = pool().await;
+        let v1 = pool.create_volume("volume-a", 1 << 20).await.unwrap();
+        let first = pool.snapshot_volume(&v1, "snapshot-1").await.unwrap();
+        let second = pool
+            .snapshot_volume(&first.volume, "snapshot-2")
+            .await
+            .unwrap();
+
+        let released = pool
+            .release_snapshot(&second.volume, &first.snapshot)
+            .await
+            .unwrap();
+
+        assert!(!released);
+        assert_eq!(pool.clone_depth(&second.volume).await.unwrap(), 2);
     }
 }

@@ -96,6 +96,17 @@ pub trait VolumePool: Send + Sync + std::fmt::Debug {
     /// How a hypervisor or `qemu-img` opens the volume or snapshot data.
     fn volume_source(&self, location: &str) -> Result<DiskSource>;
 
+    /// Makes the volume at `volume` stop standing on the snapshot data at
+    /// `snapshot` (being deleted), when the pool can do it cheaply and
+    /// safely, so that garbage collection can release it: the file pool
+    /// copies the layer's data into the volume's top when the layer is
+    /// directly under it. True when the volume no longer needs the snapshot.
+    /// The volume must not be open (not attached). Interrupted, it leaves
+    /// the volume's content as it was; repeating it is harmless.
+    async fn release_snapshot(&self, _volume: &str, _snapshot: &str) -> Result<bool> {
+        Ok(false)
+    }
+
     /// Removes the volume data (volumes and snapshots) that `roots` do not
     /// need and returns what went; what something still stands on stays.
     /// Pools whose volumes live among their disks (the file pool) do this

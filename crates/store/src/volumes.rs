@@ -161,6 +161,48 @@ impl Store {
         Ok(())
     }
 
+    /// Writes what a user may change (name, description, metadata) and
+    /// nothing else, whatever the status moved to meanwhile; `NotFound` for
+    /// a deleted volume.
+    pub async fn set_volume_details(&self, v: &Volume) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE volumes SET name = ?, description = ?, metadata = ?, updated_at = ? \
+             WHERE id = ? AND status <> 'deleted'",
+        )
+        .bind(&v.name)
+        .bind(&v.description)
+        .bind(json_of(&v.metadata))
+        .bind(ts(v.updated_at))
+        .bind(v.id.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(db_error(&format!("Cannot update volume {}", v.id)))?;
+        if done.rows_affected() == 0 {
+            return Err(Error::not_found("volume", v.id));
+        }
+        Ok(())
+    }
+
+    /// [`set_volume_details`](Store::set_volume_details) for a snapshot.
+    pub async fn set_volume_snapshot_details(&self, s: &VolumeSnapshot) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE volume_snapshots SET name = ?, description = ?, metadata = ?, updated_at = ? \
+             WHERE id = ? AND status <> 'deleted'",
+        )
+        .bind(&s.name)
+        .bind(&s.description)
+        .bind(json_of(&s.metadata))
+        .bind(ts(s.updated_at))
+        .bind(s.id.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(db_error(&format!("Cannot update snapshot {}", s.id)))?;
+        if done.rows_affected() == 0 {
+            return Err(Error::not_found("snapshot", s.id));
+        }
+        Ok(())
+    }
+
     /// Moves a volume from status `expected` to `next` (and its data to
     /// `location`, if given), touching no other field: a background task
     /// ending never undoes a rename made meanwhile. `Conflict` if the

@@ -134,8 +134,8 @@ impl Cloud {
         }
         next.validate()?;
         next.updated_at = Utc::now();
-        self.store.update_volume(&next, volume.status).await?;
-        Ok(next)
+        self.store.set_volume_details(&next).await?;
+        self.store.volume(next.id).await
     }
 
     /// Starts growing a volume to `new_size` GiB (Cinder's `os-extend`).
@@ -159,11 +159,15 @@ impl Cloud {
 
     /// Grows the data of a volume recorded `extending` to its recorded size.
     async fn finish_volume_extend(&self, volume: Volume) {
+        // Shared with creations, exclusive with snapshot releases and
+        // garbage collection: nothing else rewrites the volume's data meanwhile.
+        let gc = self.gc_lock.read().await;
         let grown = match (&volume.location, self.volume_pool()) {
             (Some(location), Ok(pool)) => pool.extend_volume(location, volume.size * GIB).await,
             (None, _) => Err(Error::internal("The volume has no data to extend.")),
             (_, Err(e)) => Err(e),
         };
+        drop(gc);
         let next = match &grown {
             Ok(()) => VolumeStatus::Available,
             Err(e) => {

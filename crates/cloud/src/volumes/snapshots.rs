@@ -11,15 +11,18 @@
 //!  crash anywhere: forward (freezing the recorded location again finds
 //!  what the first attempt made); a failure going forward: snapshot `error`.
 //! ```
-//! Deleting a snapshot marks it deleted; its data stays while volumes made
-//! from it (or the volume's own later layers) stand on it, and garbage
-//! collection releases it once nothing does.
+//! Deleting a snapshot: first its own volume stops standing on its data
+//! where the pool can do it cheaply (file pool: the layer right under the
+//! volume's top is copied into the top, `qemu-img rebase` in safe mode),
+//! then garbage collection releases the data unless volumes made from it (or
+//! the volume's later layers) still stand on it — those keep it until they
+//! go — and then the snapshot is `deleted`.
 
 use std::collections::BTreeMap;
 
 use chrono::Utc;
 use domain::identity::{Caller, Role};
-use domain::volume::{SnapshotStatus, VolumeSnapshot};
+use domain::volume::{SnapshotStatus, VolumeSnapshot, VolumeStatus};
 use domain::{Error, Result, VolumeSnapshotId};
 use serde_json::{json, Value};
 use store::SagaRecord;
@@ -203,10 +206,8 @@ impl Cloud {
         }
         next.validate()?;
         next.updated_at = Utc::now();
-        self.store
-            .update_volume_snapshot(&next, snap.status)
-            .await?;
-        Ok(next)
+        self.store.set_volume_snapshot_details(&next).await?;
+        self.store.volume_snapshot(next.id).await
     }
 
     /// Deletes a snapshot (400 while it is being made); its data is
@@ -222,6 +223,7 @@ impl Cloud {
             .await?;
         let cloud = self.clone();
         tokio::spawn(async move {
+            cloud.release_snapshot_data(&deleting).await;
             // Not a root any more: released now unless volumes stand on it.
             cloud.collect_garbage_quietly().await;
             if let Err(e) = cloud
@@ -238,6 +240,36 @@ impl Cloud {
             }
         });
         Ok(())
+    }
+}
+
+impl Cloud {
+    /// Lets the snapshot's own volume stop standing on its data where the
+    /// pool can (file pool: the layer right under the volume's top is
+    /// copied into the top), so that garbage collection can release it.
+    /// Runs with garbage collection's lock held exclusively, so no snapshot
+    /// of the same volume moves its top meanwhile; only for an `available`
+    /// volume (no QEMU has it open).
+    async fn release_snapshot_data(&self, snap: &VolumeSnapshot) {
+        let (Ok(pool), Some(snapshot)) = (self.volume_pool(), snap.location.as_deref()) else {
+            return;
+        };
+        let _exclusive = self.gc_lock.write().await;
+        let Ok(volume) = self.store.volume(snap.volume_id).await else {
+            return;
+        };
+        let (VolumeStatus::Available, Some(top)) = (volume.status, volume.location.as_deref())
+        else {
+            return;
+        };
+        match pool.release_snapshot(top, snapshot).await {
+            Ok(released) => {
+                tracing::debug!(snapshot = %snap.id, released, "volume snapshot data released from its volume")
+            }
+            Err(e) => {
+                tracing::warn!(snapshot = %snap.id, error = %e, "snapshot data kept under its volume")
+            }
+        }
     }
 }
 

@@ -144,6 +144,13 @@ impl Cloud {
         caller.require(Role::Member, "extend volumes")?;
         volume.check_extend(new_size)?;
         self.volume_pool()?;
+        let snapshots = self.store.snapshots_of_volume(volume.id).await?;
+        if snapshots.iter().any(|s| s.status == SnapshotStatus::Creating) {
+            return Err(Error::invalid(format!(
+                "Invalid volume: a snapshot of volume {} is being taken; extend it afterwards.",
+                volume.id
+            )));
+        }
         let mut extending = volume.clone();
         extending.status = volume.status.transition(VolumeStatus::Extending)?;
         extending.size = new_size;
@@ -159,9 +166,9 @@ impl Cloud {
 
     /// Grows the data of a volume recorded `extending` to its recorded size.
     async fn finish_volume_extend(&self, volume: Volume) {
-        // Shared with creations, exclusive with snapshot releases and
-        // garbage collection: nothing else rewrites the volume's data meanwhile.
-        let gc = self.gc_lock.read().await;
+        // Exclusive (a resize is quick): no snapshot freezes the volume's
+        // data, no release rewrites it, no collection runs meanwhile.
+        let gc = self.gc_lock.write().await;
         let grown = match (&volume.location, self.volume_pool()) {
             (Some(location), Ok(pool)) => pool.extend_volume(location, volume.size * GIB).await,
             (None, _) => Err(Error::internal("The volume has no data to extend.")),

@@ -337,3 +337,60 @@ fn snapshot_delete_when_nothing_made_from_it_then_its_layer_is_merged_into_the_v
     assert!(holds_pattern(top, "qcow2", 0x33, 3 << 20));
     check_every_file(&server);
 }
+
+/// Layers under the top of the qcow2 file at `path` (its backing chain).
+fn chain_depth(path: &std::path::Path) -> usize {
+    let out = common::run(
+        "qemu-img",
+        &[
+            "info",
+            "-U",
+            "--backing-chain",
+            "--output",
+            "json",
+            path.to_str().unwrap(),
+        ],
+    );
+    serde_json::from_str::<Vec<Value>>(&out).unwrap().len() - 1
+}
+
+#[test]
+fn volume_cloned_many_times_when_measured_then_source_and_clones_stay_within_the_depth_bound() {
+    let server = Server::start();
+    let api = VolumeApi::new(server.admin());
+    let v1 = api.blank_volume("v1", 1);
+    write_pattern(&top_of(&server, &v1), 0x44, 0);
+
+    let clones: Vec<String> = (0..10)
+        .map(|i| {
+            let c = api.create_volume(json!({"source_volid": v1, "name": format!("c{i}")}));
+            let c = id_of(&c);
+            api.wait_volume(&c, "available");
+            c
+        })
+        .collect();
+
+    let source_depth = chain_depth(&top_of(&server, &v1));
+    let deepest_clone = clones
+        .iter()
+        .map(|c| chain_depth(&top_of(&server, c)))
+        .max()
+        .unwrap();
+    assert!(source_depth <= 8, "source depth {source_depth}");
+    assert!(deepest_clone <= 8, "clone depth {deepest_clone}");
+    for c in &clones {
+        assert!(holds_pattern(
+            top_of(&server, c).to_str().unwrap(),
+            "qcow2",
+            0x44,
+            0
+        ));
+    }
+    assert!(holds_pattern(
+        top_of(&server, &v1).to_str().unwrap(),
+        "qcow2",
+        0x44,
+        0
+    ));
+    check_every_file(&server);
+}

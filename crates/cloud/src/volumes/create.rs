@@ -303,7 +303,39 @@ impl Cloud {
             .await?;
         self.store.finish_saga(&saga.id, "done").await?;
         tracing::info!(volume = %saga.volume, "volume created");
+        if let (VolumeSource::Volume(source), Some((frozen, _))) = (volume.source, &saga.frozen) {
+            self.keep_source_shallow(source, frozen).await;
+        }
         Ok(())
+    }
+
+    /// Each clone of a volume freezes the source's data under a new top
+    /// (file pool), one layer deeper each time; past the pool's clone depth
+    /// the source stops standing on the layer just frozen (its data is
+    /// copied into the source's top; the clone keeps the layer). Best
+    /// effort: a failure only leaves the source one layer deeper.
+    async fn keep_source_shallow(&self, source: VolumeId, frozen: &str) {
+        let Ok(pool) = self.volume_pool() else {
+            return;
+        };
+        let _exclusive = self.gc_lock.write().await;
+        let Ok(src) = self.store.volume(source).await else {
+            return;
+        };
+        let (VolumeStatus::Available, Some(top)) = (src.status, src.location.as_deref()) else {
+            return;
+        };
+        match pool.clone_depth(top).await {
+            Ok(depth) if depth > pool.max_clone_depth() => {
+                if let Err(e) = pool.release_snapshot(top, frozen).await {
+                    tracing::warn!(volume = %source, error = %e, "source volume left one layer deeper");
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                tracing::warn!(volume = %source, error = %e, "cannot measure a source volume")
+            }
+        }
     }
 
     /// Freezes the source volume's data for a clone (once: a recorded

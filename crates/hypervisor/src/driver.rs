@@ -97,6 +97,12 @@ pub trait Hypervisor: Send + Sync {
         tag: &str,
     ) -> Result<PointTaken>;
 
+    /// `block-stream` job on a live VM: the data of the files between `into`
+    /// and `base` in one of its disk chains is copied into `into`, whose
+    /// backing file becomes `base`; what the guest (and anything reading
+    /// `into`) sees does not change. `into` may be the top or an inner file.
+    async fn stream_into(&self, name: &str, into: &Path, base: &Path) -> Result<()>;
+
     /// The file disk `disk_id` of a live VM currently writes to.
     async fn active_disk_file(&self, name: &str, disk_id: &str) -> Result<PathBuf>;
 

@@ -45,6 +45,7 @@ pub enum Operation {
     ThawFilesystems,
     CreateRestorePoint,
     InternalSnapshot,
+    StreamInto,
 }
 
 /// In-memory hypervisor. See the module header.
@@ -389,6 +390,11 @@ impl Hypervisor for FakeHypervisor {
         let mut state = self.begin(Operation::InternalSnapshot)?;
         state.running_vm(name)?;
         Ok(PointTaken::default())
+    }
+
+    async fn stream_into(&self, name: &str, _into: &Path, _base: &Path) -> Result<()> {
+        let mut state = self.begin(Operation::StreamInto)?;
+        state.running_vm(name).map(drop)
     }
 
     async fn active_disk_file(&self, name: &str, disk_id: &str) -> Result<PathBuf> {

@@ -25,7 +25,7 @@ mod common;
 mod restore_points_support;
 mod snapshot_support;
 
-use common::Server;
+use common::{run, Server};
 use restore_points_support::*;
 use serde_json::json;
 use snapshot_support::*;
@@ -236,6 +236,46 @@ fn requests_when_other_project_or_bad_input_then_404_and_400_and_cli_drives_the_
     let deleted = restore_point_cli(&server, &["delete", "vm1", "B"]);
     let listed_after = restore_point_cli(&server, &["list", "vm1"]);
     let missing = restore_point_cli(&server, &["show", "vm1", "Z"]);
+    // An inner point of a stopped server: its layer is merged into the one
+    // layer standing on it (qemu-img rebase), which reads the same after.
+    for name in ["P1", "P2", "P3"] {
+        assert!(restore_point_cli(&server, &["create", "vm1", "--name", name]).0);
+    }
+    let id_of = |name: &str| {
+        tree(&api, &vm)["restore_points"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|p| p["name"] == name)
+            .unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (p2_layer, p3_layer) = (
+        point_layer(&server, &id_of("P2")),
+        point_layer(&server, &id_of("P3")),
+    );
+    let p3_before = server.dir.path().join("p3-before.raw");
+    run(
+        "qemu-img",
+        &[
+            "convert",
+            "-U",
+            "-O",
+            "raw",
+            p3_layer.to_str().unwrap(),
+            p3_before.to_str().unwrap(),
+        ],
+    );
+    let merged = restore_point_cli(&server, &["delete", "vm1", "P2"]);
+    let p3_same = std::process::Command::new("qemu-img")
+        .args(["compare", "-U", "-f", "raw", "-F", "qcow2"])
+        .arg(&p3_before)
+        .arg(&p3_layer)
+        .status()
+        .unwrap();
+    assert_only_needed_files_with_points(&server, "after merging P2's layer");
 
     assert!(created_a.0 && created_b.0, "{created_a:?} {created_b:?}");
     let lines: Vec<&str> = listed.1.lines().collect();
@@ -264,6 +304,12 @@ fn requests_when_other_project_or_bad_input_then_404_and_400_and_cli_drives_the_
     assert!(
         !missing.0 && missing.2.contains("no restore point named Z"),
         "{missing:?}"
+    );
+    assert!(merged.0, "{merged:?}");
+    assert!(!p2_layer.exists(), "P2's layer was not merged away");
+    assert!(
+        p3_same.success(),
+        "P3's layer reads differently after the merge"
     );
     assert_eq!(other_list, 404);
     assert_eq!(other_create, 404);

@@ -106,6 +106,7 @@ fn service_killed_at_every_restore_point_step_then_tree_consistent_and_points_re
         let api = Api::new(&server);
         let victim = take_point(&api, &vm, "victim", true);
         let victim_id = victim["id"].as_str().unwrap().to_string();
+        let victim_layer = point_layer(&server, &victim_id);
         crash_at(&mut server, step, |s| {
             fire(s, "DELETE", &format!("{path}/{victim_id}"), None);
         });
@@ -113,6 +114,12 @@ fn service_killed_at_every_restore_point_step_then_tree_consistent_and_points_re
         assert_consistent(&server, &api, &vm, step);
         let gone = api.admin.get(&format!("{path}/{victim_id}")).status;
         assert_eq!(gone, 404, "{step}: the deleted point survived");
+        // Only the running top stood on its layer: merged into it, then gone.
+        assert!(
+            !victim_layer.exists(),
+            "{step}: {} kept",
+            victim_layer.display()
+        );
     }
     for step in [
         "restore-point-revert:begun",

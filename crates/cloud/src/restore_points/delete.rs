@@ -6,9 +6,11 @@
 //!  ──▶ done (task cleared)
 //! ```
 //! The point's layer stops being a root: it goes if nothing stands on it (a
-//! leaf point's layer nobody uses), and stays, unchanged, while another
-//! point's layer, an image or the server's own chain stands on it (an inner
-//! point) — what every other point, image and server sees is untouched.
+//! leaf point's layer nobody uses); when exactly one file stands on it, it is
+//! merged into that file first ([`super::merge`]); otherwise it stays,
+//! unchanged, while another point's layer, an image or the server's own
+//! chain stands on it — what every other point, image and server sees is
+//! untouched.
 
 use chrono::Utc;
 use domain::identity::{Caller, Role};
@@ -47,7 +49,10 @@ impl Cloud {
                 server.id
             )));
         }
-        let saga = Saga::new(server.id, point.id);
+        let mut saga = Saga::new(server.id, point.id);
+        if point.method == RestoreMethod::External {
+            saga.old_top = point.disks.first().map(|d| d.layer.clone());
+        }
         self.store.insert_saga(&saga.record(KIND)).await?;
         if let Err(e) = self
             .claim_task(&server, TaskState::RestorePointDeleting)
@@ -85,6 +90,16 @@ impl Cloud {
             }
             Err(e) if e.kind() == domain::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
+        }
+        if let Some(layer) = &saga.old_top {
+            // Under the GC lock: no layer may appear or go meanwhile.
+            let merged = {
+                let _gc = self.gc_lock.read().await;
+                self.merge_released_layer(saga.server()?, layer).await
+            };
+            if let Err(e) = merged {
+                tracing::warn!(%layer, error = %e, "released layer not merged; it stays while used");
+            }
         }
         self.collect_garbage().await?;
         self.clear_point_task(saga.server()?, None, None).await?;

@@ -25,6 +25,7 @@
 mod create;
 mod delete;
 mod internal;
+mod merge;
 mod recover;
 mod revert;
 

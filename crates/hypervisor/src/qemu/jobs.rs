@@ -83,3 +83,64 @@ impl QemuHypervisor {
         })
     }
 }
+
+impl QemuHypervisor {
+    /// See [`Hypervisor::stream_into`](crate::Hypervisor::stream_into).
+    pub(super) async fn run_stream_into(
+        &self,
+        name: &str,
+        into: &std::path::Path,
+        base: &std::path::Path,
+    ) -> Result<()> {
+        let vm = self.vm(name)?;
+        let _op = vm.op.lock().await;
+        let live = self.live(&vm).await?;
+        let timeout = self.config.monitor_timeout;
+        let nodes = block::run(
+            &live.qmp,
+            name,
+            "query-named-block-nodes",
+            json!({ "flat": true }),
+            timeout,
+        )
+        .await?;
+        let canonical =
+            |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+        let node_of = |file: &std::path::Path| {
+            let wanted = canonical(file);
+            nodes
+                .as_array()
+                .into_iter()
+                .flatten()
+                .find(|n| {
+                    n["drv"] != "file"
+                        && n["file"]
+                            .as_str()
+                            .is_some_and(|f| canonical(std::path::Path::new(f)) == wanted)
+                })
+                .and_then(|n| n["node-name"].as_str().map(str::to_string))
+                .ok_or_else(|| {
+                    Error::new(
+                        ErrorKind::InvalidArgument,
+                        format!("VM {name} has no node on {}", file.display()),
+                    )
+                })
+        };
+        let (device, base_node) = (node_of(into)?, node_of(base)?);
+        let job_id = format!("stream-{device}");
+        let args = json!({
+            "job-id": job_id, "device": device, "base-node": base_node, "auto-dismiss": false,
+        });
+        block::run(&live.qmp, name, "block-stream", args, timeout).await?;
+        live.qmp
+            .wait_job(&job_id, self.config.migration_timeout)
+            .await
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Monitor,
+                    format!("block-stream into {} on VM {name} failed", into.display()),
+                )
+                .with_source(e)
+            })
+    }
+}

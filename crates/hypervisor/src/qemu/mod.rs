@@ -785,6 +785,10 @@ impl Hypervisor for QemuHypervisor {
         self.run_internal_snapshot(name, disk_ids, op, tag).await
     }
 
+    async fn stream_into(&self, name: &str, into: &Path, base: &Path) -> Result<()> {
+        self.run_stream_into(name, into, base).await
+    }
+
     async fn active_disk_file(&self, name: &str, disk_id: &str) -> Result<PathBuf> {
         let vm = self.vm(name)?;
         let live = self.live(&vm).await?;

@@ -293,6 +293,11 @@ impl Cloud {
             pool.flatten_volume(&location).await?;
         }
         drop(gc);
+        // Before the clone is available, so that clones made one after the
+        // other each find their frozen layer right under the source's top.
+        if let (VolumeSource::Volume(source), Some((frozen, _))) = (volume.source, &saga.frozen) {
+            self.keep_source_shallow(source, frozen).await;
+        }
         self.store
             .set_volume_status(
                 saga.volume,
@@ -303,9 +308,6 @@ impl Cloud {
             .await?;
         self.store.finish_saga(&saga.id, "done").await?;
         tracing::info!(volume = %saga.volume, "volume created");
-        if let (VolumeSource::Volume(source), Some((frozen, _))) = (volume.source, &saga.frozen) {
-            self.keep_source_shallow(source, frozen).await;
-        }
         Ok(())
     }
 

@@ -145,7 +145,10 @@ impl Cloud {
         volume.check_extend(new_size)?;
         self.volume_pool()?;
         let snapshots = self.store.snapshots_of_volume(volume.id).await?;
-        if snapshots.iter().any(|s| s.status == SnapshotStatus::Creating) {
+        if snapshots
+            .iter()
+            .any(|s| s.status == SnapshotStatus::Creating)
+        {
             return Err(Error::invalid(format!(
                 "Invalid volume: a snapshot of volume {} is being taken; extend it afterwards.",
                 volume.id

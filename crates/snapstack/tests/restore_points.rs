@@ -12,7 +12,9 @@
 //!   file; the pool holds exactly what servers, images and points need;
 //! - deleting points, then the server with its last point, leaves no file
 //!   behind (disks, layers, memory states);
-//! - another project sees 404, bad requests get 400.
+//! - another project sees 404, bad requests get 400; the CLI drives the
+//!   tree; an inner point of a stopped server is merged away; a point whose
+//!   files vanished is shown broken after a restart, and refused (409).
 //!
 //! Evidence: the guest's console (`SEQ n ram=k`, banners), its disks' logs
 //! read by `scripts/guest-check.py` on the points' layers and the server's
@@ -169,7 +171,7 @@ fn points_a_b_c_d_when_guest_writes_then_reverts_give_exact_ram_and_disk_and_not
 
 #[test]
 fn requests_when_other_project_or_bad_input_then_404_and_400_and_cli_drives_the_tree() {
-    let server = Server::start();
+    let mut server = Server::start();
     let _log = LogOnFailure::new(&server);
     server.add_guest_image_and_flavor();
     let api = Api::new(&server);
@@ -276,6 +278,24 @@ fn requests_when_other_project_or_bad_input_then_404_and_400_and_cli_drives_the_
         .status()
         .unwrap();
     assert_only_needed_files_with_points(&server, "after merging P2's layer");
+    // P3's files vanish behind the service's back; a restart keeps the tree.
+    std::fs::remove_file(&p3_layer).unwrap();
+    server.restart();
+    let api = Api::new(&server);
+    let p3_shown = show_point(&api, &vm, &id_of("P3"));
+    let revert_broken = api
+        .admin
+        .post(
+            &format!("{}/{}/action", points_path(&vm), id_of("P3")),
+            json!({"revert": {}}),
+        )
+        .status;
+    let names_after_restart: Vec<String> = tree(&api, &vm)["restore_points"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .collect();
 
     assert!(created_a.0 && created_b.0, "{created_a:?} {created_b:?}");
     let lines: Vec<&str> = listed.1.lines().collect();
@@ -311,6 +331,9 @@ fn requests_when_other_project_or_bad_input_then_404_and_400_and_cli_drives_the_
         p3_same.success(),
         "P3's layer reads differently after the merge"
     );
+    assert_eq!(p3_shown["status"], "broken", "{p3_shown}");
+    assert_eq!(revert_broken, 409);
+    assert_eq!(names_after_restart, ["A", "P1", "P3"]);
     assert_eq!(other_list, 404);
     assert_eq!(other_create, 404);
     assert_eq!(no_name, 400);

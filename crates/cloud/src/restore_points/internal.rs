@@ -115,7 +115,9 @@ impl Cloud {
         self.store
             .set_current_restore_point(server.id, Some(point.id))
             .await?;
-        Ok((VmState::Active, PowerState::Running))
+        // A paused server stays paused (the load keeps the run state).
+        let now = self.store.server(server.id).await?;
+        Ok(self.observed_state(&now).await)
     }
 
     /// The point's file is frozen: a copy of it becomes the server's top

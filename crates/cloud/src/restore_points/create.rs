@@ -100,7 +100,10 @@ impl Cloud {
             .claim_task(&server, TaskState::RestorePointCreating)
             .await
         {
-            self.undo_point_create(&saga, None).await;
+            // Another request claimed the server first: only this point goes
+            // (the task is the winner's).
+            let _ = self.store.delete_restore_point(point.id).await;
+            let _ = self.store.finish_saga(&saga.id, "undone").await;
             return Err(e);
         }
         fault_point("restore-point-create:begun");

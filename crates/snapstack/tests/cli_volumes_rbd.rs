@@ -138,14 +138,25 @@ fn purge_pools() {
     }
 }
 
+/// One service at a time on the test's pools (the tests of this file share them).
+static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// A `snapstack serve` on the test's pools; purges them when dropped.
+/// Holds [`TURN`] until then.
 struct RbdVolumes {
     server: Server,
     _config: tempfile::TempDir,
+    _turn: std::sync::MutexGuard<'static, ()>,
 }
 
 impl RbdVolumes {
     fn start() -> Self {
+        Self::start_with_env(&[])
+    }
+
+    /// Starts with extra environment variables for the service process.
+    fn start_with_env(env: &[(&str, &str)]) -> Self {
+        let turn = TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
         ensure_pools();
         purge_pools();
         let config = tempfile::tempdir().unwrap();
@@ -159,10 +170,11 @@ impl RbdVolumes {
             ),
         )
         .unwrap();
-        let server = Server::start_with(&["--storage-config", path.to_str().unwrap()]);
+        let server = Server::start_full(&["--storage-config", path.to_str().unwrap()], env);
         Self {
             server,
             _config: config,
+            _turn: turn,
         }
     }
 }
@@ -307,4 +319,58 @@ fn write_raw_pattern(image: &str, pattern: u8, offset: u64) {
             image,
         ],
     );
+}
+
+#[test]
+fn volume_sagas_on_rbd_when_killed_at_each_step_then_restart_finishes_them_and_leaves_only_what_records_name(
+) {
+    for point in [
+        "volume-create:made",
+        "volume-create:frozen",
+        "volume-snapshot:frozen",
+    ] {
+        let mut rbd_volumes = RbdVolumes::start_with_env(&[("SNAPSTACK_FAULT_INJECT", point)]);
+        let api = VolumeApi::new(rbd_volumes.server.admin());
+        let source = (point != "volume-create:made").then(|| api.blank_volume("source", 1));
+        let made = match (point, &source) {
+            ("volume-create:frozen", Some(src)) => api.try_post(
+                "/volumes",
+                json!({"volume": {"source_volid": src, "name": "clone"}}),
+            ),
+            ("volume-snapshot:frozen", Some(src)) => api.try_post(
+                "/snapshots",
+                json!({"snapshot": {"volume_id": src, "name": "s"}}),
+            ),
+            _ => api.try_post("/volumes", json!({"volume": {"size": 1, "name": "v"}})),
+        };
+        let exited = rbd_volumes
+            .server
+            .wait_exit(std::time::Duration::from_secs(15));
+        rbd_volumes.server.restart_with_env(&[]);
+        let api = VolumeApi::new(rbd_volumes.server.admin());
+
+        assert!(exited.is_some(), "{point}: the service did not die");
+        let made = made.expect("answered before dying").body;
+        let id = made.as_object().and_then(|o| o.values().next()).unwrap()["id"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let mut expected: Vec<String> = source.iter().map(|s| format!("volume-{s}")).collect();
+        if point.starts_with("volume-snapshot") {
+            api.wait_snapshot(&id, "available");
+            let src = source.as_ref().unwrap();
+            assert_eq!(
+                rbd_snaps(&format!("cv-volumes/volume-{src}")),
+                vec![(format!("snapshot-{id}"), "true".to_string())],
+                "{point}"
+            );
+        } else {
+            api.wait_volume(&id, "available");
+            expected.push(format!("volume-{id}"));
+        }
+        expected.sort();
+        let mut listed = rbd_ls("cv-volumes");
+        listed.sort();
+        assert_eq!(listed, expected, "{point}");
+    }
 }

@@ -3,177 +3,19 @@
 //! driven with the real `openstack` CLI and checked with the real `rbd` CLI.
 //! A missing cluster fails these tests; it never skips them.
 //!
-//! Each test removes the RBD images it made (a guard, also on panic).
-//!
-//! The tests take turns: every `serve` owns the pools it is given (its
-//! garbage collection deletes RBD images its database does not know), so
-//! two servers with two databases must not share pools at the same time.
+//! Each test removes the RBD images it made (a guard, also on panic); the
+//! tests take turns on the pools (see `rbd_support`).
 
 mod common;
+mod rbd_support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
-use std::sync::{Mutex, MutexGuard};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use common::{fails, ok, run, Server};
+use rbd_support::*;
 use serde_json::Value;
-
-fn ceph_conf() -> PathBuf {
-    let conf = std::env::var_os("CEPH_CONF")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            panic!(
-                "CEPH_CONF is not set. These tests need the dev cluster: run \
-             `scripts/ceph-dev.sh start && eval \"$(scripts/ceph-dev.sh env)\"` first"
-            )
-        });
-    assert!(
-        conf.exists(),
-        "CEPH_CONF={} does not exist; is the dev cluster running?",
-        conf.display()
-    );
-    conf
-}
-
-/// `rbd -c $CEPH_CONF ARGS…`, asserting success.
-fn rbd(args: &[&str]) -> String {
-    let conf = ceph_conf();
-    let mut all = vec!["-c", conf.to_str().unwrap()];
-    all.extend_from_slice(args);
-    run("rbd", &all)
-}
-
-fn rbd_ls(pool: &str) -> Vec<String> {
-    rbd(&["ls", pool]).lines().map(str::to_string).collect()
-}
-
-/// (name, protected) of each snapshot of `pool/image`.
-fn rbd_snaps(spec: &str) -> Vec<(String, String)> {
-    let snaps: Value =
-        serde_json::from_str(&rbd(&["snap", "ls", "--format", "json", spec])).unwrap();
-    snaps
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            (
-                s["name"].as_str().unwrap().to_string(),
-                s["protected"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
-}
-
-fn fsid() -> String {
-    let conf = ceph_conf();
-    run(
-        "ceph",
-        &[
-            "-c",
-            conf.to_str().unwrap(),
-            "--connect-timeout",
-            "10",
-            "fsid",
-        ],
-    )
-    .trim()
-    .to_string()
-}
-
-/// A storage configuration naming the dev cluster, in its own directory.
-fn storage_config(dir: &Path, conf: &Path) -> PathBuf {
-    let path = dir.join("storage.toml");
-    let text = format!(
-        "[rbd]\nconf = \"{}\"\nuser = \"admin\"\nimages_pool = \"images\"\nvms_pool = \"vms\"\n\
-         volumes_pool = \"volumes\"\ntimeout_seconds = 5\n",
-        conf.display()
-    );
-    std::fs::write(&path, text).unwrap();
-    path
-}
-
-/// A `snapstack serve` on the dev cluster, and the RBD images to remove at
-/// the end (clones first).
-struct RbdServer {
-    server: Server,
-    _config_dir: tempfile::TempDir,
-    cleanup: Vec<String>,
-    /// Released after `drop` has cleaned up.
-    _turn: MutexGuard<'static, ()>,
-}
-
-/// One `serve` on the shared pools at a time (see the module header).
-static TURN: Mutex<()> = Mutex::new(());
-
-impl RbdServer {
-    fn start() -> Self {
-        let turn = TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        let config_dir = tempfile::tempdir().unwrap();
-        let config = storage_config(config_dir.path(), &ceph_conf());
-        let server = Server::start_with(&["--storage-config", config.to_str().unwrap()]);
-        Self {
-            server,
-            _config_dir: config_dir,
-            cleanup: Vec::new(),
-            _turn: turn,
-        }
-    }
-
-    /// `openstack image create` from `file`; returns the image (JSON).
-    fn create_image(&mut self, name: &str, disk_format: &str, file: &Path) -> Value {
-        let out = self.server.openstack(&[
-            "image",
-            "create",
-            "--disk-format",
-            disk_format,
-            "--container-format",
-            "bare",
-            "--file",
-            file.to_str().unwrap(),
-            "-f",
-            "json",
-            name,
-        ]);
-        let image: Value = serde_json::from_str(&ok(out)).unwrap();
-        self.cleanup
-            .push(format!("images/{}", image["id"].as_str().unwrap()));
-        image
-    }
-
-    fn show(&self, name: &str) -> Value {
-        serde_json::from_str(&ok(self
-            .server
-            .openstack(&["image", "show", "-f", "json", name])))
-        .unwrap()
-    }
-}
-
-impl Drop for RbdServer {
-    fn drop(&mut self) {
-        self.server.kill();
-        for spec in self.cleanup.iter().rev() {
-            purge(spec);
-        }
-    }
-}
-
-/// Removes `pool/image` with its snapshots, quietly (absent is fine).
-fn purge(spec: &str) {
-    let conf = ceph_conf();
-    let rbd = |args: &[&str]| {
-        let _ = Command::new("rbd")
-            .arg("-c")
-            .arg(&conf)
-            .args(args)
-            .stderr(Stdio::null())
-            .stdout(Stdio::null())
-            .status();
-    };
-    rbd(&["snap", "unprotect", &format!("{spec}@snap")]);
-    rbd(&["snap", "purge", "--no-progress", spec]);
-    rbd(&["rm", "--no-progress", spec]);
-}
 
 /// `len` bytes with structure (not all zeros, and a 4 MiB hole).
 fn raw_file(dir: &Path, len: usize) -> PathBuf {
@@ -466,20 +308,6 @@ fn ceph_down_while_serving_then_503_naming_ceph_and_nothing_changed() {
     assert_eq!(admin.image(&id)["status"], "active");
     assert_eq!(admin.image(&queued)["status"], "queued");
     assert!(server.staging_files().is_empty());
-}
-
-/// The test guest's disk (`scripts/build-guest.sh`).
-fn guest_qcow2() -> PathBuf {
-    let dir = std::env::var_os("SNAPSTACK_GUEST_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../build/guest"));
-    let disk = dir.join("guest.qcow2");
-    assert!(
-        disk.is_file(),
-        "the test guest is not at {} — run scripts/build-guest.sh",
-        disk.display()
-    );
-    disk
 }
 
 #[test]

@@ -246,7 +246,11 @@ impl Cloud {
             }
             _ => None,
         };
-        self.publish_snapshot(saga, layer, virtual_size).await
+        self.publish_snapshot(saga, layer, virtual_size).await?;
+        let cloud = self.clone();
+        let image = saga.image;
+        tokio::spawn(async move { cloud.hash_snapshot_image(image).await });
+        Ok(())
     }
 
     /// Pools that snapshot natively (rbd): a snapshot of the disk, cloned
@@ -266,7 +270,10 @@ impl Cloud {
         self.publish_snapshot(saga, location, Some(size)).await?;
         let cloud = self.clone();
         let image = saga.image;
-        tokio::spawn(async move { cloud.flatten_snapshot_image(image).await });
+        tokio::spawn(async move {
+            cloud.flatten_snapshot_image(image).await;
+            cloud.hash_snapshot_image(image).await;
+        });
         Ok(())
     }
 
@@ -331,6 +338,10 @@ impl Cloud {
         active.status = ImageStatus::Active;
         active.location = Some(location);
         active.virtual_size = virtual_size;
+        if active.disk_format.as_deref() == Some("raw") {
+            // Streamed as stored: the download is the raw disk, byte for byte.
+            active.size = virtual_size;
+        }
         active.updated_at = Utc::now();
         self.store
             .update_image(&active, ImageStatus::Saving)
@@ -339,9 +350,6 @@ impl Cloud {
             .saga_step(&saga.id, "published", &saga.data())
             .await?;
         fault_point("snapshot:published");
-        let cloud = self.clone();
-        let image = saga.image;
-        tokio::spawn(async move { cloud.hash_snapshot_image(image).await });
         Ok(())
     }
 
@@ -426,8 +434,8 @@ impl Cloud {
             {
                 let cloud = self.clone();
                 tokio::spawn(async move {
-                    cloud.hash_snapshot_image(img.id).await;
                     cloud.flatten_snapshot_image(img.id).await;
+                    cloud.hash_snapshot_image(img.id).await;
                 });
             }
         }

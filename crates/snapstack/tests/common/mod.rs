@@ -54,7 +54,8 @@ impl Server {
         Server::start_full(&[], env)
     }
 
-    fn start_full(extra: &[&str], env: &[(&str, &str)]) -> Server {
+    /// Starts with extra `serve` flags and extra environment variables.
+    pub fn start_full(extra: &[&str], env: &[(&str, &str)]) -> Server {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         let mut server = Server {

@@ -34,8 +34,9 @@ mod reader;
 mod snapshots;
 mod volumes;
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use ::rbd::{CloneSource, Cluster, ConnectOptions, CreateOptions, IoCtx};
@@ -91,6 +92,11 @@ pub struct RbdPool {
     volumes: IoCtx,
     fsid: String,
     config: RbdConfig,
+    /// Per image: reads share it, a flatten takes it alone. librbd returns
+    /// wrong data (the grandparent's) to a reader of a clone's snapshot in
+    /// the process that flattens that clone at the same time (seen on Ceph
+    /// 16 with deep-flatten); readers in other processes are not affected.
+    flattening: Arc<Mutex<HashMap<String, Arc<tokio::sync::RwLock<()>>>>>,
     _cluster: Cluster,
 }
 
@@ -136,6 +142,7 @@ impl RbdPool {
             volumes,
             fsid,
             config,
+            flattening: Arc::default(),
             _cluster: cluster,
         })
     }
@@ -166,6 +173,15 @@ impl RbdPool {
             image.close().map_err(ceph_error)
         })
         .await
+    }
+
+    /// The read/flatten lock of image `name` of the images pool.
+    fn flatten_lock(&self, name: &str) -> Arc<tokio::sync::RwLock<()>> {
+        let mut locks = self
+            .flattening
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        locks.entry(name.to_string()).or_default().clone()
     }
 
     /// The I/O context of the pool named `name`, if it is one of ours.
@@ -413,6 +429,7 @@ impl Pool for RbdPool {
 
     async fn open_image(&self, location: &str, offset: u64) -> Result<ImageReader> {
         let source = self.own(location, &self.images, true)?;
+        let reading = self.flatten_lock(&source.image).read_owned().await;
         let images = self.images.clone();
         let (image, size) = blocking(move || {
             let snap = source.snap.as_deref();
@@ -423,7 +440,7 @@ impl Pool for RbdPool {
             Ok((image, size))
         })
         .await?;
-        let reader = reader::spawn(image, offset.min(size), size);
+        let reader = reader::spawn(image, offset.min(size), size, reading);
         Ok(ImageReader {
             reader: Box::pin(reader),
             size,
@@ -558,6 +575,7 @@ impl Pool for RbdPool {
         mut progress: Box<dyn FnMut(u8) + Send>,
     ) -> Result<bool> {
         let source = self.own(location, &self.images, true)?;
+        let _alone = self.flatten_lock(&source.image).write_owned().await;
         let pool = self.clone();
         blocking(move || snapshots::flatten_image_blocking(&pool, &source.image, &mut *progress))
             .await
@@ -566,7 +584,15 @@ impl Pool for RbdPool {
     async fn collect_garbage(&self, roots: &BTreeSet<String>) -> Result<Vec<String>> {
         let vms = self.vms.clone();
         let mut removed = blocking(move || snapshots::release_unused_disk_snaps(&vms)).await?;
-        removed.extend(crate::collect_unreferenced(self, roots).await?);
+        // Removing an image can free the disk it was cloned from (and the
+        // other way round): go again while a round removes something.
+        for _ in 0..3 {
+            let round = crate::collect_unreferenced(self, roots).await?;
+            if round.is_empty() {
+                break;
+            }
+            removed.extend(round);
+        }
         Ok(removed)
     }
 

@@ -18,10 +18,17 @@ const CHUNK: u64 = 4 << 20;
 /// Chunks read ahead of the consumer.
 const READ_AHEAD: usize = 2;
 
-/// Streams `image` from byte `offset` to `end`, on a blocking thread.
-pub(crate) fn spawn(image: ::rbd::Image, offset: u64, end: u64) -> ChannelReader {
+/// Streams `image` from byte `offset` to `end`, on a blocking thread that
+/// holds `guard` until it is done.
+pub(crate) fn spawn<G: Send + 'static>(
+    image: ::rbd::Image,
+    offset: u64,
+    end: u64,
+    guard: G,
+) -> ChannelReader {
     let (tx, rx) = mpsc::channel(READ_AHEAD);
     tokio::task::spawn_blocking(move || {
+        let _guard = guard;
         let mut position = offset;
         while position < end {
             let len = usize::try_from(CHUNK.min(end - position)).unwrap_or(usize::MAX);

@@ -170,7 +170,10 @@ impl RbdVolumes {
             ),
         )
         .unwrap();
-        let server = Server::start_full(&["--storage-config", path.to_str().unwrap()], env);
+        let mut server = Server::start_with(&["--storage-config", path.to_str().unwrap()]);
+        if !env.is_empty() {
+            server.restart_with_env(env);
+        }
         Self {
             server,
             _config: config,

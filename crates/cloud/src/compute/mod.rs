@@ -9,6 +9,7 @@
 
 mod flavors;
 mod lifecycle;
+mod quiesce;
 mod snapshot;
 mod snapshot_data;
 mod sync;

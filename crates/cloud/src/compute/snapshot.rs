@@ -73,12 +73,14 @@ struct Saga {
     image: ImageId,
     new_top: Option<String>,
     old_top: Option<String>,
+    /// The guest may be frozen: thaw it, whatever happens.
+    quiesced: bool,
 }
 
 impl Saga {
     fn data(&self) -> Value {
         json!({"server": self.server.to_string(), "image": self.image.to_string(),
-               "new_top": self.new_top, "old_top": self.old_top})
+               "new_top": self.new_top, "old_top": self.old_top, "quiesced": self.quiesced})
     }
 
     fn from_record(r: &SagaRecord) -> Result<Saga> {
@@ -90,6 +92,11 @@ impl Saga {
             image: field("image").ok_or_else(corrupt)?.parse()?,
             new_top: field("new_top"),
             old_top: field("old_top"),
+            quiesced: r
+                .data
+                .get("quiesced")
+                .and_then(Value::as_bool)
+                .unwrap_or(false),
         })
     }
 }
@@ -112,15 +119,7 @@ impl Cloud {
             Some(id) => self.store.image(id).await.ok(),
             None => None,
         };
-        if base
-            .as_ref()
-            .and_then(|b| b.properties.get("os_require_quiesce"))
-            .is_some_and(|v| v == "yes")
-        {
-            return Err(Error::conflict(
-                "The image requires quiescing the guest (os_require_quiesce=yes), but this server has no guest agent channel.",
-            ));
-        }
+        let quiesce = super::quiesce::policy(base.as_ref())?;
         let img = snapshot_image(
             &server,
             base.as_ref(),
@@ -136,6 +135,7 @@ impl Cloud {
             image: img.id,
             new_top: None,
             old_top: None,
+            quiesced: quiesce != super::quiesce::Quiesce::No,
         };
         let record = SagaRecord {
             id: saga.id.clone(),
@@ -158,6 +158,14 @@ impl Cloud {
             self.undo_snapshot(&saga, None).await;
             return Err(e);
         }
+        let mut saga = saga;
+        match self.freeze_for_snapshot(&server, quiesce).await {
+            Ok(frozen) => saga.quiesced = frozen,
+            Err(e) => {
+                self.undo_snapshot(&saga, None).await;
+                return Err(e);
+            }
+        }
         fault_point("snapshot:begun");
         let cloud = self.clone();
         tokio::spawn(async move {
@@ -172,6 +180,7 @@ impl Cloud {
 
     /// Runs the saga forward from `step`.
     async fn snapshot_forward(&self, saga: &mut Saga, step: &str) -> Result<()> {
+        let started = std::time::SystemTime::now();
         match step {
             "begun" => {
                 let server = self.store.server(saga.server).await?;
@@ -203,7 +212,23 @@ impl Cloud {
             "switched" => self.publish_layer(saga).await?,
             _ => {}
         }
+        if saga.quiesced {
+            self.thaw_after_snapshot(saga.server).await;
+        }
+        if step == "begun" {
+            self.log_guest_pause(saga, started).await;
+        }
         self.finish_snapshot(saga).await
+    }
+
+    /// Logs how long the guest's vCPUs were stopped while the snapshot ran
+    /// (QMP STOP → RESUME): none, for a running guest.
+    async fn log_guest_pause(&self, saga: &Saga, from: std::time::SystemTime) {
+        if let Ok(spans) = self.hypervisor.pause_log(&saga.server.to_string()).await {
+            let paused = hypervisor::paused_within(&spans, from, std::time::SystemTime::now());
+            tracing::info!(server = %saga.server, image = %saga.image,
+                paused_ms = paused.as_secs_f64() * 1000.0, "guest pause during the snapshot");
+        }
     }
 
     /// File pool: a new top goes over the disk (QEMU's
@@ -369,8 +394,12 @@ impl Cloud {
         Ok(())
     }
 
-    /// Undo: the image goes, the task is cleared, a half-made top is garbage.
+    /// Undo: the guest thawed, the image gone, the task cleared, a half-made
+    /// top left to the garbage collection.
     async fn undo_snapshot(&self, saga: &Saga, cause: Option<&Error>) {
+        if saga.quiesced {
+            self.thaw_after_snapshot(saga.server).await;
+        }
         if let Ok(img) = self.store.image(saga.image).await {
             if img.status != ImageStatus::Deleted {
                 let mut gone = img.clone();
@@ -444,6 +473,10 @@ impl Cloud {
 
     /// Takes an interrupted saga forward or back, by the step it reached.
     async fn resume_snapshot(&self, saga: &mut Saga, step: &str) -> Result<&'static str> {
+        if saga.quiesced {
+            // The service died while the guest may have been frozen.
+            self.thaw_after_snapshot(saga.server).await;
+        }
         match step {
             "overlay" if self.overlay_took(saga).await => {
                 self.record_switch(saga).await?;

@@ -560,6 +560,13 @@ async fn delete_when_active_then_deleted_vm_undefined_and_disk_gone() {
     let server = rig.active_server("vm1").await;
 
     let after = rig.act(&server, ServerAction::Delete).await;
+    // The disk goes right after the delete is recorded (garbage collection).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    while !rig.pool.disk_locations().await.unwrap().is_empty()
+        && std::time::Instant::now() < deadline
+    {
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
 
     assert_eq!(after.vm_state, VmState::Deleted);
     assert!(rig.pool.disk_locations().await.unwrap().is_empty());

@@ -37,6 +37,9 @@ pub struct CloudConfig {
     pub state_dir: PathBuf,
     /// How long a guest gets to power off cleanly before it is killed.
     pub shutdown_timeout: Duration,
+    /// How many files a running server's disk chain (file pool) may have
+    /// after a snapshot before its layers are merged into its top.
+    pub max_chain_depth: usize,
 }
 
 /// The cloud: every use-case hangs off this.

@@ -46,6 +46,7 @@ impl Rig {
             qemu_img_limits: storage::qemu_img::Limits::default(),
             state_dir: dir.path().join("state"),
             shutdown_timeout: Duration::from_secs(1),
+            max_chain_depth: 16,
         };
         let store = Store::in_memory().await.unwrap();
         let cloud = Cloud::new(store, pool.clone(), Arc::new(FakeHypervisor::new()), config)

@@ -62,6 +62,11 @@ pub struct ServeArgs {
     /// Seconds between checks that servers' QEMU processes are still alive.
     #[arg(long, env = "SNAPSTACK_POWER_SYNC_INTERVAL", default_value_t = 3)]
     pub power_sync_interval: u64,
+    /// Files a running server's disk chain (file pool) may have after a
+    /// snapshot; past it, the layers are streamed into the top (block-stream).
+    #[arg(long, env = "SNAPSTACK_MAX_CHAIN_DEPTH", default_value_t = 16,
+          value_parser = clap::value_parser!(u64).range(2..=64))]
+    pub max_chain_depth: u64,
     #[command(flatten)]
     pub storage: crate::storage_config::StorageArgs,
 }
@@ -124,6 +129,7 @@ impl ServeArgs {
             qemu_img_limits: Limits::default(),
             state_dir: paths.state_dir.clone(),
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout),
+            max_chain_depth: self.max_chain_depth as usize,
         }
     }
 

@@ -308,3 +308,46 @@ fn images_and_servers_when_deleted_in_any_order_then_pool_keeps_only_needed_file
     assert_eq!(names_in_pool(&server, "disks"), Vec::<String>::new());
     assert!(fails(server.openstack(&["image", "show", "sb"])).contains("sb"));
 }
+
+// ---- chain depth --------------------------------------------------------------
+
+#[test]
+fn snapshots_when_chain_exceeds_max_depth_then_streamed_into_top_and_images_intact() {
+    let server = Server::start_with(&["--max-chain-depth", "3"]);
+    let _log = LogOnFailure::new(&server);
+    server.add_guest_image_and_flavor();
+    let api = Api::new(&server);
+    let vm = boot(&server, &api, "vm1", "guest", 1, 1);
+    let pid = qemu_pid(&server, &vm);
+
+    // top + guest, then top + sa + guest: within the depth.
+    snapshot(&server, "vm1", "sa");
+    let open_after_sa = open_pool_files(pid);
+    // top + sb + sa + guest: one too many, streamed into the top.
+    snapshot(&server, "vm1", "sb");
+    // The image is active before the stream; the server's task ends after it.
+    api.wait_settled(&vm, &["ACTIVE"], ACTION);
+    let open_after_sb = open_pool_files(pid);
+    let written = api.console(&vm).last();
+    let after = api.wait_seq_above(&vm, written.seq + 10);
+    let sa = log_of(&save(&server, "sa"));
+    let sb = log_of(&save(&server, "sb"));
+    let needed = assert_only_needed_files(&server, "after the stream");
+
+    assert_eq!(open_after_sa.len(), 3, "{open_after_sa:?}");
+    assert_eq!(
+        open_after_sb.len(),
+        2,
+        "QEMU still reads layers: {open_after_sb:?}\n{}",
+        common::run("qemu-img", &["info", "-U", "--backing-chain", &open_after_sb[0]])
+    );
+    assert!(server.log().contains("disk chain streamed into its top"));
+    // The guest ran on, unaware; both images hold consistent prefixes.
+    assert_eq!(after.banners.len(), 1, "{}", after.text);
+    assert_seqs_continuous(&after.seqs, &after);
+    assert!(sa.0 == 1 && sa.2 == 0 && sb.0 == 1 && sb.2 == 0, "{sa:?} {sb:?}");
+    assert!(sa.1 <= sb.1, "{sa:?} {sb:?}");
+    // The layers stay for the images: guest, sa's, sb's layers and the top.
+    assert_eq!(needed.len(), 4, "{needed:?}");
+    assert_pool_files_check_clean(&server);
+}

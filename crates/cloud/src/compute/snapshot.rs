@@ -218,6 +218,17 @@ impl Cloud {
         if step == "begun" {
             self.log_guest_pause(saga, started).await;
         }
+        if saga.new_top.is_some() {
+            // The image is active already: a failure here only leaves the
+            // chain long (it is tried again after the next snapshot).
+            match self.shorten_chain(saga.server).await {
+                Ok(true) => self.collect_garbage_quietly().await,
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(server = %saga.server, error = %e, "could not shorten the disk chain")
+                }
+            }
+        }
         self.finish_snapshot(saga).await
     }
 
@@ -302,14 +313,14 @@ impl Cloud {
         Ok(())
     }
 
-    async fn vm_is_live(&self, server: &Server) -> bool {
+    pub(super) async fn vm_is_live(&self, server: &Server) -> bool {
         matches!(
             self.hypervisor.status(&server.id.to_string()).await,
             Ok(hypervisor::VmStatus::Running | hypervisor::VmStatus::Paused { .. })
         )
     }
 
-    async fn set_snapshot_task(
+    pub(super) async fn set_snapshot_task(
         &self,
         id: ServerId,
         task: TaskState,

@@ -179,7 +179,7 @@ async fn info(path: &Path) -> Result<Value> {
 }
 
 /// Every file of the backing chain of `path`, top first.
-async fn chain_of(path: &Path) -> Result<Vec<PathBuf>> {
+pub(crate) async fn chain_of(path: &Path) -> Result<Vec<PathBuf>> {
     let Some(p) = path.to_str() else {
         return Ok(Vec::new());
     };

@@ -25,7 +25,7 @@
 mod create;
 mod delete;
 mod internal;
-mod merge;
+pub(crate) mod merge;
 mod recover;
 mod revert;
 

@@ -127,6 +127,7 @@ impl QemuHypervisor {
                 })
         };
         let (device, base_node) = (node_of(into)?, node_of(base)?);
+        let dropped = files_between(&nodes, into, base);
         let job_id = format!("stream-{device}");
         let args = json!({
             "job-id": job_id, "device": device, "base-node": base_node, "auto-dismiss": false,
@@ -141,6 +142,82 @@ impl QemuHypervisor {
                     format!("block-stream into {} on VM {name} failed", into.display()),
                 )
                 .with_source(e)
+            })?;
+        // Nodes made by `-blockdev` (the disk as the VM started) stay open
+        // after the stream dropped them from the chain: delete them, format
+        // node first. Implicit nodes went with the chain; a node still in
+        // use elsewhere refuses, which is fine.
+        let after = block::run(
+            &live.qmp,
+            name,
+            "query-named-block-nodes",
+            json!({ "flat": true }),
+            timeout,
+        )
+        .await?;
+        let mut doomed: Vec<(bool, String)> = after
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|n| {
+                n["file"]
+                    .as_str()
+                    .is_some_and(|f| dropped.contains(&canonical(std::path::Path::new(f))))
             })
+            .filter_map(|n| Some((n["drv"] == "file", n["node-name"].as_str()?.to_string())))
+            .collect();
+        doomed.sort();
+        for (_, node) in doomed {
+            let deleted = block::run(
+                &live.qmp,
+                name,
+                "blockdev-del",
+                json!({ "node-name": node }),
+                timeout,
+            )
+            .await;
+            tracing::debug!(
+                vm = name,
+                node,
+                ok = deleted.is_ok(),
+                "node dropped by a stream deleted"
+            );
+        }
+        Ok(())
     }
+}
+
+/// The files strictly between `into` and `base` in the backing chain that
+/// `nodes` (`query-named-block-nodes`) describe, canonicalised.
+fn files_between(
+    nodes: &serde_json::Value,
+    into: &std::path::Path,
+    base: &std::path::Path,
+) -> Vec<std::path::PathBuf> {
+    let canonical =
+        |p: &std::path::Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
+    let backing_of = |file: &std::path::Path| {
+        nodes
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|n| {
+                n["drv"] != "file"
+                    && n["file"]
+                        .as_str()
+                        .is_some_and(|f| canonical(std::path::Path::new(f)) == file)
+            })
+            .and_then(|n| n["backing_file"].as_str())
+            .map(|b| canonical(std::path::Path::new(b)))
+    };
+    let (mut at, base) = (canonical(into), canonical(base));
+    let mut between = Vec::new();
+    while let Some(next) = backing_of(&at) {
+        if next == base || between.contains(&next) || between.len() > 64 {
+            break;
+        }
+        between.push(next.clone());
+        at = next;
+    }
+    between
 }

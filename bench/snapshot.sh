@@ -1,8 +1,12 @@
 #!/usr/bin/env bash
-# Server snapshots (Nova createImage) on the file pool against the OpenStack
-# way, on disks with every cluster written, in one run.
+# Server snapshots (Nova createImage) against the OpenStack way, on disks
+# with every cluster written, in one run, on the file pool or on RBD.
 #
-#   bench/snapshot.sh [SIZES_GIB...]      (default: 1 8)
+#   bench/snapshot.sh [SIZES_GIB...]            (default: 1 8) — file pool
+#   bench/snapshot.sh --rbd [SIZES_GIB...]      (default: 1 4) — rbd pool, on
+#       a private single-node Ceph cluster started here (memstore: it must
+#       hold the written image and one full copy of it at once, so 2 x the
+#       largest size + 2 GiB of RAM; 8 GiB needs ~18 GiB free)
 #
 # For each size: the test guest's disk grown to SIZE GiB with random data in
 # every cluster after the guest's own partitions, uploaded as qcow2, booted
@@ -10,34 +14,56 @@
 #   - Snapstack: POST createImage → image `active` (API polled every 10 ms);
 #   - the OpenStack way on local files: a full copy of the server's disk chain
 #     into a standalone qcow2 (`qemu-img convert -U`, what Nova's libvirt
-#     driver runs after its drive-mirror), timed on the same files.
+#     driver runs after its drive-mirror), timed on the same files;
+#   - the OpenStack way on RBD (Nova's direct snapshot): `rbd snap create` +
+#     protect of the server's disk, clone into images, `rbd flatten`, snap +
+#     protect — with the rbd CLI on the same disk.
+# The guest's pause is what Snapstack logs for the snapshot: the time between
+# QMP STOP and RESUME events inside the snapshot's window.
 # The guest's console shows whether it kept writing across the snapshot
 # (its `SEQ` lines continue with no gap). Prints a markdown table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
-if [ $# -gt 0 ]; then SIZES=("$@"); else SIZES=(1 8); fi
+POOL=file
+if [ "${1:-}" = "--rbd" ]; then POOL=rbd; shift; fi
+if [ $# -gt 0 ]; then SIZES=("$@"); elif [ $POOL = rbd ]; then SIZES=(1 4); else SIZES=(1 8); fi
 GUEST_DIR=${SNAPSTACK_GUEST_DIR:-$ROOT/build/guest}
 [ -f "$GUEST_DIR/guest.raw" ] || { echo "no test guest at $GUEST_DIR: run scripts/build-guest.sh" >&2; exit 1; }
 mkdir -p build
 WORK=$(mktemp -d "$ROOT/build/bench-snapshot.XXXXXX")
 SERVER_PID=
+CEPH_DIR=$ROOT/build/ceph-bench-snapshot
 cleanup() {
   [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null || true
   for pid in $(pgrep -f "qemu-system-x86_64 .*$WORK/" || true); do kill -KILL "$pid" 2>/dev/null || true; done
+  [ $POOL = rbd ] && { scripts/ceph-dev.sh stop "$CEPH_DIR" >/dev/null 2>&1 || true; }
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
 source bench/lib.sh
-start_snapstack "$WORK"
+EXTRA=()
+CEPH_CONF_FILE=
+if [ $POOL = rbd ]; then
+  largest=$(printf '%s\n' "${SIZES[@]}" | sort -n | tail -1)
+  export CEPH_DEV_MEMSTORE_BYTES=${CEPH_DEV_MEMSTORE_BYTES:-$(( (2 * largest + 2) << 30 ))}
+  scripts/ceph-dev.sh start "$CEPH_DIR" >&2
+  eval "$(scripts/ceph-dev.sh env "$CEPH_DIR")"
+  CEPH_CONF_FILE=$CEPH_CONF
+  printf '[rbd]\nconf = "%s"\nuser = "admin"\n' "$CEPH_CONF" > "$WORK/storage.toml"
+  EXTRA=(--storage-config "$WORK/storage.toml")
+fi
+start_snapstack "$WORK" "${EXTRA[@]}"
 
-echo "bench/snapshot.sh ${SIZES[*]}"
+echo "bench/snapshot.sh $([ $POOL = rbd ] && echo '--rbd ')${SIZES[*]}"
 echo
-BENCH_URL=$URL BENCH_WORK=$WORK BENCH_GUEST=$GUEST_DIR/guest.raw BENCH_SIZES="${SIZES[*]}" python3 - <<'PY'
+BENCH_URL=$URL BENCH_WORK=$WORK BENCH_GUEST=$GUEST_DIR/guest.raw BENCH_SIZES="${SIZES[*]}" \
+BENCH_POOL=$POOL BENCH_CEPH_CONF=$CEPH_CONF_FILE python3 - <<'PY'
 import json, os, re, subprocess, time, urllib.request
 
 URL, WORK = os.environ["BENCH_URL"], os.environ["BENCH_WORK"]
+POOL, CONF = os.environ["BENCH_POOL"], os.environ["BENCH_CEPH_CONF"]
 GUEST = os.environ["BENCH_GUEST"]
 SIZES = [int(s) for s in os.environ["BENCH_SIZES"].split()]
 GIB = 1 << 30
@@ -75,6 +101,50 @@ def console(sid):
 def seqs(text):
     return [int(m) for m in re.findall(r"^SEQ (\d+) ram=", text, re.M)]
 
+def log_of(image):
+    with open(f"{WORK}/serve.log") as f:
+        return "".join(l for l in f if image in l)
+
+def pause_logged(image):
+    text = wait(lambda: (m := re.search(r"paused_ms=([0-9.]+)", re.sub(r"\x1b\[[0-9;]*m", "", log_of(image)))) and m, "the pause log line", every=0.1)
+    return float(text.group(1))
+
+def openstack_file_way(sid):
+    disks = sorted((f for f in os.listdir(f"{WORK}/data/pool/disks") if f.startswith(sid)),
+                   key=lambda f: os.path.getmtime(f"{WORK}/data/pool/disks/{f}"))
+    top = f"{WORK}/data/pool/disks/{disks[-1]}"
+    t0 = time.monotonic()
+    subprocess.run(["qemu-img", "convert", "-q", "-U", "-f", "qcow2", "-O", "qcow2", top, f"{WORK}/copy.qcow2"], check=True)
+    subprocess.run(["sync", f"{WORK}/copy.qcow2"], check=True)
+    took = time.monotonic() - t0
+    os.remove(f"{WORK}/copy.qcow2")
+    return took
+
+def rbd(*args):
+    for attempt in range(5):
+        done = subprocess.run(["rbd", "-c", CONF, *args], capture_output=True, text=True)
+        if done.returncode == 0:
+            return
+        time.sleep(1)
+    raise SystemExit(f"rbd {' '.join(args)}: {done.stderr.strip()}")
+
+def openstack_rbd_way(sid):
+    disk = next(d for d in subprocess.run(["rbd", "-c", CONF, "ls", "vms"], check=True, capture_output=True, text=True).stdout.split() if d.startswith(sid))
+    t0 = time.monotonic()
+    rbd("snap", "create", f"vms/{disk}@nova")
+    rbd("snap", "protect", f"vms/{disk}@nova")
+    rbd("clone", f"vms/{disk}@nova", "images/nova-copy")
+    rbd("flatten", "images/nova-copy")
+    rbd("snap", "create", "images/nova-copy@snap")
+    rbd("snap", "protect", "images/nova-copy@snap")
+    took = time.monotonic() - t0
+    rbd("snap", "unprotect", "images/nova-copy@snap")
+    rbd("snap", "purge", "images/nova-copy")
+    rbd("rm", "images/nova-copy")
+    rbd("snap", "unprotect", f"vms/{disk}@nova")
+    rbd("snap", "rm", f"vms/{disk}@nova")
+    return took
+
 rows = []
 for size in SIZES:
     raw = f"{WORK}/disk-{size}g.raw"
@@ -108,22 +178,25 @@ for size in SIZES:
     after = seqs(console(sid))
     gapless = all(b - a == 10 for a, b in zip(after, after[1:])) and after[-1] > before[-1]
 
-    _, s = call("GET", f"/compute/v2.1/servers/{sid}", None, NOVA, T)
-    disks = sorted((f for f in os.listdir(f"{WORK}/data/pool/disks") if f.startswith(sid)),
-                   key=lambda f: os.path.getmtime(f"{WORK}/data/pool/disks/{f}"))
-    top = f"{WORK}/data/pool/disks/{disks[-1]}"
-    t0 = time.monotonic()
-    subprocess.run(["qemu-img", "convert", "-q", "-U", "-f", "qcow2", "-O", "qcow2", top, f"{WORK}/copy.qcow2"], check=True)
-    subprocess.run(["sync", f"{WORK}/copy.qcow2"], check=True)
-    copy = time.monotonic() - t0
-    os.remove(f"{WORK}/copy.qcow2")
-    rows.append((size, snapstack, copy, gapless))
+    paused = pause_logged(snap)
+    if POOL == "rbd":
+        # Let the background flatten finish and the image go first (memory).
+        wait(lambda: "snapshot image flattened" in log_of(snap), "the flatten", every=0.5)
+        call("DELETE", f"/image/v2/images/{snap}", token=T)
+        time.sleep(2)
+        copy = openstack_rbd_way(sid)
+    else:
+        copy = openstack_file_way(sid)
+    rows.append((size, snapstack, copy, gapless, paused))
     call("DELETE", f"/compute/v2.1/servers/{sid}", None, NOVA, T)
+    wait(lambda: call("GET", "/compute/v2.1/servers", None, NOVA, T)[1]["servers"] == [], "the server's deletion", every=0.5)
+    call("DELETE", f"/image/v2/images/{img['id']}", token=T)
 
-print(f"| disk (every cluster written) | Snapstack createImage → active | OpenStack way (full copy of the chain) | speed-up | guest SEQ without gap |")
-print("|---|---|---|---|---|")
-for size, snap, copy, gapless in rows:
-    print(f"| {size} GiB | {snap*1000:.0f} ms | {copy:.1f} s | {copy/snap:.0f}× | {'yes' if gapless else 'NO'} |")
+way = "clone + flatten" if POOL == "rbd" else "full copy of the chain"
+print(f"| {POOL} pool, disk (every cluster written) | Snapstack createImage → active | OpenStack way ({way}) | speed-up | guest pause (QMP STOP→RESUME) | guest SEQ without gap |")
+print("|---|---|---|---|---|---|")
+for size, snap, copy, gapless, paused in rows:
+    print(f"| {size} GiB | {snap*1000:.0f} ms | {copy:.1f} s | {copy/snap:.0f}× | {paused:.0f} ms | {'yes' if gapless else 'NO'} |")
 if len(rows) >= 2:
     print()
     print(f"Snapstack {rows[-1][0]} GiB / {rows[0][0]} GiB: {rows[-1][1]/rows[0][1]:.2f}")

@@ -331,3 +331,52 @@ fn rbd_snapshot_crash_when_dying_after_the_clone_then_finished_and_flattened() {
 fn rbd_snapshot_crash_when_dying_at_published_then_finished_and_flattened() {
     rbd_snapshot_crash_at("snapshot:published", true);
 }
+
+#[test]
+fn rbd_snapshot_when_paused_or_suspended_then_state_kept_and_data_of_that_instant() {
+    let rbd_server = start(&[]);
+    let server = &rbd_server.server;
+    let _log = LogOnFailure::new(server);
+    let api = Api::new(server);
+    let vm = boot(server, &api, "vm1", "guest", 1, 1);
+
+    ok(server.openstack(&["server", "pause", "vm1"]));
+    api.wait_settled(&vm, &["PAUSED"], ACTION);
+    let paused = api.console(&vm).last().seq;
+    snapshot(server, "vm1", "p1");
+    let still_paused = api.show(&vm);
+    ok(server.openstack(&["server", "unpause", "vm1"]));
+    api.wait_settled(&vm, &["ACTIVE"], ACTION);
+    ok(server.openstack(&["server", "suspend", "vm1"]));
+    api.wait_settled(&vm, &["SUSPENDED"], ACTION);
+    let suspended = api.console(&vm).last().seq;
+    snapshot(server, "vm1", "u1");
+    let still_suspended = api.show(&vm);
+    ok(server.openstack(&["server", "resume", "vm1"]));
+    api.wait_settled(&vm, &["ACTIVE"], ACTION);
+    let resumed = api.wait_seq_above(&vm, suspended);
+    let p1 = log_of(&save(server, "p1"));
+    let u1 = log_of(&save(server, "u1"));
+
+    for (shown, status) in [(&still_paused, "PAUSED"), (&still_suspended, "SUSPENDED")] {
+        assert_eq!(shown["status"], status, "{shown}");
+        assert!(shown["OS-EXT-STS:task_state"].is_null(), "{shown}");
+    }
+    // Up to the last printed record, at most the one not printed yet.
+    assert!(
+        p1.0 == 1 && p1.2 == 0 && (paused..=paused + 10).contains(&p1.1),
+        "{p1:?} paused at {paused}"
+    );
+    assert!(
+        u1.0 == 1 && u1.2 == 0 && (suspended..=suspended + 10).contains(&u1.1),
+        "{u1:?} suspended at {suspended}"
+    );
+    assert_eq!(
+        resumed.banners.len(),
+        1,
+        "resume rebooted:\n{}",
+        resumed.text
+    );
+    assert_seqs_continuous(&resumed.seqs, &resumed);
+    assert_rbd_only_needed(server, "after both snapshots");
+}

@@ -339,13 +339,19 @@ fn snapshots_when_chain_exceeds_max_depth_then_streamed_into_top_and_images_inta
         open_after_sb.len(),
         2,
         "QEMU still reads layers: {open_after_sb:?}\n{}",
-        common::run("qemu-img", &["info", "-U", "--backing-chain", &open_after_sb[0]])
+        common::run(
+            "qemu-img",
+            &["info", "-U", "--backing-chain", &open_after_sb[0]]
+        )
     );
     assert!(server.log().contains("disk chain streamed into its top"));
     // The guest ran on, unaware; both images hold consistent prefixes.
     assert_eq!(after.banners.len(), 1, "{}", after.text);
     assert_seqs_continuous(&after.seqs, &after);
-    assert!(sa.0 == 1 && sa.2 == 0 && sb.0 == 1 && sb.2 == 0, "{sa:?} {sb:?}");
+    assert!(
+        sa.0 == 1 && sa.2 == 0 && sb.0 == 1 && sb.2 == 0,
+        "{sa:?} {sb:?}"
+    );
     assert!(sa.1 <= sb.1, "{sa:?} {sb:?}");
     // The layers stay for the images: guest, sa's, sb's layers and the top.
     assert_eq!(needed.len(), 4, "{needed:?}");

@@ -6,6 +6,7 @@
 //! storage pool only through [`storage::Pool`].
 
 pub mod compute;
+mod fault;
 pub mod identity;
 pub mod images;
 pub mod restore_points;

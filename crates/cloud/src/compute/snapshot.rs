@@ -39,6 +39,7 @@ use serde_json::{json, Value};
 use store::SagaRecord;
 
 use super::hypervisor_error;
+use crate::fault::fault_point;
 use crate::Cloud;
 
 const KIND: &str = "server-image";
@@ -56,15 +57,6 @@ const NOT_INHERITED: &[&str] = &[
     "snapstack_uploaded_os_hash_value",
     "snapstack_uploaded_size",
 ];
-
-/// A test build dies here when `SNAPSTACK_FAULT_INJECT` names this point,
-/// as a SIGKILL would: no cleanup, no unwinding. Release builds ignore it.
-pub(crate) fn fault_point(name: &str) {
-    if cfg!(debug_assertions) && std::env::var("SNAPSTACK_FAULT_INJECT").is_ok_and(|v| v == name) {
-        eprintln!("fault injection: dying at {name}");
-        std::process::abort();
-    }
-}
 
 #[derive(Debug, Clone)]
 struct Saga {

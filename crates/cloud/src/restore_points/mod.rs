@@ -41,6 +41,7 @@ use store::SagaRecord;
 
 pub(crate) use recover::recover;
 
+use crate::fault::fault_point;
 use crate::Cloud;
 
 /// The id of the one disk Snapstack servers have today (as in compute).
@@ -62,15 +63,6 @@ pub struct PointView {
     pub is_current: bool,
     /// Its files are missing: shown, never silently dropped.
     pub broken: bool,
-}
-
-/// A test build dies here when `SNAPSTACK_FAULT_INJECT` names this point,
-/// as a SIGKILL would (same variable as the image snapshot saga's).
-fn fault_point(name: &str) {
-    if cfg!(debug_assertions) && std::env::var("SNAPSTACK_FAULT_INJECT").is_ok_and(|v| v == name) {
-        eprintln!("fault injection: dying at {name}");
-        std::process::abort();
-    }
 }
 
 /// The state of one restore-point saga, stored as its JSON data.

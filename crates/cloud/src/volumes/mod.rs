@@ -33,16 +33,8 @@ use storage::volumes::VolumePool;
 pub use create::NewVolume;
 pub use snapshots::NewSnapshot;
 
+use crate::fault::fault_point;
 use crate::Cloud;
-
-/// A test build dies here when `SNAPSTACK_FAULT_INJECT` names this point,
-/// as a SIGKILL would. Release builds ignore it.
-fn fault_point(name: &str) {
-    if cfg!(debug_assertions) && std::env::var("SNAPSTACK_FAULT_INJECT").is_ok_and(|v| v == name) {
-        eprintln!("fault injection: dying at {name}");
-        std::process::abort();
-    }
-}
 
 /// What a user may change on a volume or snapshot.
 #[derive(Debug, Clone, Default)]

@@ -513,7 +513,12 @@ async fn reconcile_when_delete_interrupted_then_deleted_and_disk_gone() {
 
     let after = rig.cloud.store().server(server.id).await.unwrap();
     assert_eq!(after.vm_state, VmState::Deleted);
-    assert!(rig.pool.disk_locations().await.unwrap().is_empty());
+    let left = rig.pool.disk_locations().await.unwrap();
+    assert!(
+        left.is_empty(),
+        "disks left: {left:?} (server {})",
+        server.id
+    );
     assert!(rig.hv.list().await.unwrap().is_empty());
 }
 

@@ -70,6 +70,22 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// A refused `OpenStack-API-Version`: 400 (`badRequest`) for a malformed
+/// one, 406 (`notAcceptable`) for one out of range — the shape Nova and
+/// Cinder answer with.
+pub(crate) fn version_refused(status: StatusCode, message: String) -> Response {
+    let key = if status == StatusCode::NOT_ACCEPTABLE {
+        "notAcceptable"
+    } else {
+        "badRequest"
+    };
+    (
+        status,
+        Json(json!({key: {"code": status.as_u16(), "message": message}})),
+    )
+        .into_response()
+}
+
 pub(crate) async fn not_found_route(uri: http::Uri) -> ApiError {
     ApiError(Error::new(
         ErrorKind::NotFound,

@@ -6,10 +6,9 @@
 
 use axum::extract::{FromRequestParts, Request};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use http::request::Parts;
 use http::{HeaderMap, HeaderValue, StatusCode};
-use serde_json::json;
 
 use crate::versions::VOLUME_MAX_MICROVERSION;
 
@@ -74,18 +73,7 @@ fn parse(v: Option<String>) -> Result<VolumeVersion, (StatusCode, String)> {
 pub(crate) async fn negotiate(mut req: Request, next: Next) -> Response {
     let version = match parse(requested(req.headers())) {
         Ok(v) => v,
-        Err((status, message)) => {
-            let key = if status == StatusCode::NOT_ACCEPTABLE {
-                "notAcceptable"
-            } else {
-                "badRequest"
-            };
-            return (
-                status,
-                axum::Json(json!({key: {"code": status.as_u16(), "message": message}})),
-            )
-                .into_response();
-        }
+        Err((status, message)) => return crate::error::version_refused(status, message),
     };
     req.extensions_mut().insert(version);
     let mut response = next.run(req).await;

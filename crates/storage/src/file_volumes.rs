@@ -158,6 +158,22 @@ impl VolumePool for FilePool {
         })
     }
 
+    fn live_snapshot_target(
+        &self,
+        volume: &str,
+        snap: &str,
+    ) -> Result<Option<(FrozenVolume, PathBuf)>> {
+        let frozen = self.disk_path_of(volume)?;
+        let top = self.volume_path(&next_top_name(&frozen, snap))?;
+        Ok(Some((
+            FrozenVolume {
+                snapshot: volume.to_string(),
+                volume: location_of(&top),
+            },
+            top,
+        )))
+    }
+
     async fn snapshot_exists(&self, snapshot: &str) -> Result<bool> {
         let path = self.disk_path_of(snapshot)?;
         if !tokio::fs::try_exists(&path).await.unwrap_or(false) {

@@ -72,6 +72,24 @@ pub trait VolumePool: Send + Sync + std::fmt::Debug {
     /// Returns the snapshot's location and the volume's new location.
     async fn snapshot_volume(&self, volume: &str, snap: &str) -> Result<FrozenVolume>;
 
+    /// For a volume a running VM has open: where a snapshot `snap` of it
+    /// puts things when the hypervisor must make the cut — the file pool's
+    /// new top, which QEMU creates and switches to in one
+    /// `blockdev-snapshot-sync` (several volumes in one transaction), so
+    /// the guest never writes the frozen file again. Returns the
+    /// locations as [`snapshot_volume`](Self::snapshot_volume) would and
+    /// the path QEMU creates the new top at. `None` for pools whose
+    /// [`snapshot_volume`](Self::snapshot_volume) works on an open volume
+    /// (rbd: the exclusive-lock owner takes the snapshot). Nothing is
+    /// created; the same names give the same answer.
+    fn live_snapshot_target(
+        &self,
+        _volume: &str,
+        _snap: &str,
+    ) -> Result<Option<(FrozenVolume, std::path::PathBuf)>> {
+        Ok(None)
+    }
+
     /// Whether `snapshot` (a location from [`snapshot_volume`](Self::snapshot_volume))
     /// is complete, for crash recovery.
     async fn snapshot_exists(&self, snapshot: &str) -> Result<bool>;

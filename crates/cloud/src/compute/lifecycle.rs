@@ -13,7 +13,7 @@ use std::path::PathBuf;
 
 use chrono::Utc;
 use domain::image::ImageStatus;
-use domain::server::{Fault, PowerState, Server, ServerAction, VmState};
+use domain::server::{Fault, PowerState, Server, ServerAction, TaskState, VmState};
 use domain::{Error, ErrorKind, Result};
 use hypervisor::{DiskFormat, DiskSpec, VmSpec};
 use storage::DiskSource;
@@ -321,17 +321,27 @@ impl Cloud {
         let expected = (server.vm_state, server.task_state);
         match self.tear_down(&server).await {
             Ok(()) => {
+                // Deleted (no longer a garbage-collection root, 404 to users)
+                // while the task stays until its disk is released: whoever
+                // waits for the task sees the delete complete, and a restart
+                // in between finishes it.
                 let mut gone = server.clone();
                 gone.vm_state = VmState::Deleted;
-                gone.task_state = None;
+                gone.task_state = Some(TaskState::Deleting);
                 gone.power_state = PowerState::NoState;
                 gone.updated_at = Utc::now();
                 if let Err(e) = self.store.update_server(&gone, expected).await {
                     tracing::error!(server = %server.id, error = %e, "could not record the delete");
                     return;
                 }
-                tracing::info!(server = %server.id, "server deleted");
                 self.collect_garbage_quietly().await;
+                let expected = (gone.vm_state, gone.task_state);
+                gone.task_state = None;
+                if let Err(e) = self.store.update_server(&gone, expected).await {
+                    tracing::error!(server = %server.id, error = %e, "could not record the delete");
+                    return;
+                }
+                tracing::info!(server = %server.id, "server deleted");
             }
             Err(e) => {
                 tracing::warn!(server = %server.id, error = %e, "server delete failed");

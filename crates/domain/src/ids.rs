@@ -98,6 +98,10 @@ typed_id!(
     /// A restore point of a server (libvirt-style snapshot).
     RestorePointId, "restore point", false
 );
+typed_id!(
+    /// One attachment of a volume to a server.
+    AttachmentId, "attachment", false
+);
 
 #[cfg(test)]
 mod tests {

@@ -12,5 +12,6 @@ pub mod volume;
 
 pub use error::{Error, ErrorKind, Result};
 pub use ids::{
-    ImageId, ProjectId, RestorePointId, RoleId, ServerId, UserId, VolumeId, VolumeSnapshotId,
+    AttachmentId, ImageId, ProjectId, RestorePointId, RoleId, ServerId, UserId, VolumeId,
+    VolumeSnapshotId,
 };

@@ -30,7 +30,9 @@ use std::fmt;
 
 use chrono::{DateTime, Utc};
 
-use crate::{Error, ImageId, ProjectId, Result, UserId, VolumeId, VolumeSnapshotId};
+use crate::{
+    AttachmentId, Error, ImageId, ProjectId, Result, ServerId, UserId, VolumeId, VolumeSnapshotId,
+};
 
 /// One GiB: Cinder sizes are whole GiB.
 pub const GIB: u64 = 1 << 30;
@@ -286,6 +288,75 @@ impl VolumeSnapshot {
     }
 }
 
+/// One volume attached to one server (Nova's block device mapping of a
+/// volume; Cinder's attachment). A volume has at most one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeAttachment {
+    pub id: AttachmentId,
+    pub volume_id: VolumeId,
+    pub server_id: ServerId,
+    /// The guest device Nova reports ("/dev/vdb").
+    pub device: String,
+    /// The disk's QEMU node name: unique in the server, stable for the
+    /// attachment's life (see [`disk_id_of`]).
+    pub disk_id: String,
+    /// `Some(0)` for the volume the server boots from.
+    pub boot_index: Option<u32>,
+    pub delete_on_termination: bool,
+    pub created_at: DateTime<Utc>,
+}
+
+impl VolumeAttachment {
+    /// Whether this is the server's root (boot) volume.
+    pub fn is_root(&self) -> bool {
+        self.boot_index == Some(0)
+    }
+}
+
+/// The QEMU node name of a volume's disk in any server: `vol-` and the
+/// first 12 hex digits of its id (a letter first, within the hypervisor's
+/// 23 characters, the same whether given at start or hot-plugged).
+pub fn disk_id_of(volume: VolumeId) -> String {
+    format!("vol-{}", &volume.uuid().simple().to_string()[..12])
+}
+
+/// The device names a server's disks take, in order: `/dev/vda`, `/dev/vdb`, …
+pub fn device_name(index: usize) -> Option<String> {
+    let letter = u8::try_from(index).ok().filter(|i| *i < 26)?;
+    Some(format!("/dev/vd{}", (b'a' + letter) as char))
+}
+
+/// The first `/dev/vdX` not in `used` (`/dev/vda` is the root disk of an
+/// image-backed server, so an attachment starts looking at `first`).
+pub fn next_device<'a>(
+    used: impl IntoIterator<Item = &'a str> + Clone,
+    first: usize,
+) -> Result<String> {
+    (first..26)
+        .filter_map(device_name)
+        .find(|d| !used.clone().into_iter().any(|u| u == d))
+        .ok_or_else(|| Error::invalid("No device name left on this server (at most 26 disks)."))
+}
+
+/// Checks a device name a user asks for (`/dev/vdb`, `vdb`, `/dev/sdb`…
+/// are accepted as Nova does and mapped to `/dev/vdX`).
+pub fn normalize_device(device: &str) -> Result<String> {
+    let name = device.strip_prefix("/dev/").unwrap_or(device);
+    let letters = name
+        .strip_prefix("vd")
+        .or_else(|| name.strip_prefix("sd"))
+        .or_else(|| name.strip_prefix("xvd"))
+        .or_else(|| name.strip_prefix("hd"));
+    match letters {
+        Some(l) if l.len() == 1 && l.chars().all(|c| c.is_ascii_lowercase()) => {
+            Ok(format!("/dev/vd{l}"))
+        }
+        _ => Err(Error::invalid(format!(
+            "The supplied device path ({device}) is invalid."
+        ))),
+    }
+}
+
 /// A volume's size must be 1 GiB to [`MAX_SIZE_GIB`].
 pub fn validate_size(size: u64) -> Result<()> {
     if size == 0 || size > MAX_SIZE_GIB {
@@ -401,5 +472,29 @@ mod tests {
             .unwrap_err();
 
         assert_eq!(err.kind(), ErrorKind::InvalidInput);
+    }
+    #[test]
+    fn disk_id_when_made_from_a_volume_then_a_node_name() {
+        let id = disk_id_of(VolumeId::new());
+
+        assert_eq!(id.len(), 16);
+        assert!(id.starts_with("vol-"));
+    }
+
+    #[test]
+    fn next_device_when_vdb_taken_then_vdc() {
+        let used = ["/dev/vda", "/dev/vdb"];
+
+        assert_eq!(next_device(used, 1).unwrap(), "/dev/vdc");
+    }
+
+    #[test]
+    fn device_when_named_like_nova_then_normalized() {
+        assert_eq!(normalize_device("vdc").unwrap(), "/dev/vdc");
+        assert_eq!(normalize_device("/dev/sdb").unwrap(), "/dev/vdb");
+        assert_eq!(
+            normalize_device("/dev/../x").unwrap_err().kind(),
+            ErrorKind::InvalidInput
+        );
     }
 }

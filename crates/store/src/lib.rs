@@ -6,7 +6,9 @@
 //! run on open. Every state change is a compare-and-swap: an update names the
 //! state it expects and fails with `Conflict` if another request moved first.
 
+mod attachments;
 mod identity;
+mod image_snapshots;
 mod images;
 mod restore_points;
 mod sagas;

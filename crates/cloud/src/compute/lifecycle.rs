@@ -15,8 +15,7 @@ use chrono::Utc;
 use domain::image::ImageStatus;
 use domain::server::{Fault, PowerState, Server, ServerAction, TaskState, VmState};
 use domain::{Error, ErrorKind, Result};
-use hypervisor::{DiskFormat, DiskSpec, VmSpec};
-use storage::DiskSource;
+use hypervisor::VmSpec;
 
 use super::hypervisor_error;
 use crate::Cloud;
@@ -28,47 +27,31 @@ impl Cloud {
         self.config.state_dir.join(format!("{}.state", server.id))
     }
 
-    /// What QEMU is started with for `server`.
-    pub(crate) fn vm_spec(&self, server: &Server) -> Result<VmSpec> {
-        let location = server
-            .root_disk
-            .as_deref()
-            .ok_or_else(|| Error::internal(format!("Server {} has no root disk.", server.id)))?;
-        let (source, format) = match self.pool.disk_source(location)? {
-            DiskSource::File { path, format } => (
-                hypervisor::DiskSource::File(path),
-                if format == "raw" {
-                    DiskFormat::Raw
-                } else {
-                    DiskFormat::Qcow2
-                },
-            ),
-            DiskSource::Rbd {
-                pool,
-                image,
-                conf,
-                user,
-            } => (
-                hypervisor::DiskSource::Rbd {
-                    pool,
-                    image,
-                    snapshot: None,
-                    conf: Some(conf),
-                    user: Some(user),
-                },
-                DiskFormat::Raw,
-            ),
-        };
+    /// What QEMU is started with for `server`: its image-backed root disk
+    /// (node `root`), if it has one, then its attached volumes (root volume
+    /// first), each at the volume's current location.
+    pub(crate) async fn vm_spec(&self, server: &Server) -> Result<VmSpec> {
+        let mut disks = Vec::new();
+        if let Some(location) = server.root_disk.as_deref() {
+            disks.push(super::attachments::disk_spec(
+                ROOT_DISK_ID,
+                self.pool.disk_source(location)?,
+            ));
+        }
+        for (attachment, volume) in self.server_volumes(server).await? {
+            disks.push(self.volume_disk_spec(&attachment, &volume)?);
+        }
+        if disks.is_empty() {
+            return Err(Error::internal(format!(
+                "Server {} has no root disk.",
+                server.id
+            )));
+        }
         Ok(VmSpec {
             name: server.id.to_string(),
             memory_mib: u32::try_from(server.flavor.ram).unwrap_or(u32::MAX),
             vcpus: server.flavor.vcpus,
-            disks: vec![DiskSpec {
-                id: ROOT_DISK_ID.into(),
-                source,
-                format,
-                read_only: false,
-            }],
+            disks,
             kernel: None,
             initrd: None,
             cmdline: None,
@@ -131,7 +114,7 @@ impl Cloud {
         server.updated_at = Utc::now();
         self.store.update_server(&server, expected).await?;
         drop(_gc);
-        let spec = self.vm_spec(&server)?;
+        let spec = self.vm_spec(&server).await?;
         self.hypervisor.start(&spec).await.map_err(hypervisor_error)
     }
 
@@ -181,7 +164,7 @@ impl Cloud {
                 Ok((VmState::Stopped, PowerState::Shutdown))
             }
             ServerAction::Start => {
-                hv.start(&self.vm_spec(server)?)
+                hv.start(&self.vm_spec(server).await?)
                     .await
                     .map_err(hypervisor_error)?;
                 Ok((VmState::Active, PowerState::Running))
@@ -202,7 +185,7 @@ impl Cloud {
             }
             ServerAction::Resume => {
                 let state = self.state_file(server);
-                hv.start_incoming(&self.vm_spec(server)?, &state)
+                hv.start_incoming(&self.vm_spec(server).await?, &state)
                     .await
                     .map_err(hypervisor_error)?;
                 remove_file_if_present(&state).await;
@@ -215,7 +198,7 @@ impl Cloud {
             ServerAction::RebootHard => {
                 hv.destroy(&name).await.map_err(hypervisor_error)?;
                 remove_file_if_present(&self.state_file(server)).await;
-                hv.start(&self.vm_spec(server)?)
+                hv.start(&self.vm_spec(server).await?)
                     .await
                     .map_err(hypervisor_error)?;
                 Ok((VmState::Active, PowerState::Running))
@@ -267,7 +250,7 @@ impl Cloud {
             }
             if was_running {
                 self.hypervisor
-                    .start(&self.vm_spec(&rebuilt)?)
+                    .start(&self.vm_spec(&rebuilt).await?)
                     .await
                     .map_err(hypervisor_error)?;
             }

@@ -7,6 +7,7 @@
 //! settled by [`reconcile`] from what the hypervisor observes; QEMU dying on
 //! its own is noticed by [`Cloud::sync_power_states`].
 
+mod attachments;
 mod chain_depth;
 mod flavors;
 mod lifecycle;

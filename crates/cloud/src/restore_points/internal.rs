@@ -162,7 +162,7 @@ impl Cloud {
         self.store.update_server(&next, expected).await?;
         drop(_gc);
         self.hypervisor
-            .start(&self.vm_spec(&next)?)
+            .start(&self.vm_spec(&next).await?)
             .await
             .map_err(hypervisor_error)
     }

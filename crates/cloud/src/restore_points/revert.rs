@@ -144,7 +144,7 @@ impl Cloud {
         let server = self.store.server(point.server_id).await?;
         let settled = match (&point.state_file, point.memory) {
             (Some(state_file), true) => {
-                let spec = self.vm_spec(&server)?;
+                let spec = self.vm_spec(&server).await?;
                 self.hypervisor
                     .start_incoming(&spec, &PathBuf::from(state_file))
                     .await

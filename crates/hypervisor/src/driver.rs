@@ -13,7 +13,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::error::Result;
-use crate::restore::{DiskOverlay, InternalSnapshot, PointTaken};
+use crate::error::{Error, ErrorKind};
+use crate::restore::{DiskOverlay, InternalSnapshot, MemoryState, NativeSnapshot, PointTaken};
 use crate::spec::VmSpec;
 use crate::status::VmStatus;
 
@@ -84,6 +85,42 @@ pub trait Hypervisor: Send + Sync {
         disks: &[DiskOverlay],
         memory: Option<&Path>,
     ) -> Result<PointTaken>;
+
+    /// Restore point of a live VM on disks its storage driver snapshots
+    /// natively (RBD): one `transaction` of `blockdev-snapshot-internal-sync`
+    /// actions, so every disk is cut at one instant without a guest pause;
+    /// with `memory`, the VM is stopped first and the RAM and device state
+    /// of that instant are written there (as for
+    /// [`create_restore_point`](Hypervisor::create_restore_point)). For an
+    /// [`MemoryState::Rbd`] target the call returns when QEMU has sent the
+    /// whole stream; the image appears under its final name once the `rbd`
+    /// CLI has stored it (the caller waits for it).
+    async fn create_native_point(
+        &self,
+        name: &str,
+        _disks: &[NativeSnapshot],
+        _memory: Option<&MemoryState>,
+    ) -> Result<PointTaken> {
+        Err(Error::new(
+            ErrorKind::InvalidArgument,
+            format!("VM {name}: this hypervisor cannot snapshot disks natively"),
+        ))
+    }
+
+    /// [`start_incoming`](Hypervisor::start_incoming) from a memory state
+    /// wherever it is kept.
+    async fn start_incoming_from(&self, spec: &VmSpec, state: &MemoryState) -> Result<()> {
+        match state {
+            MemoryState::File(path) => self.start_incoming(spec, path).await,
+            MemoryState::Rbd(rbd) => Err(Error::new(
+                ErrorKind::InvalidArgument,
+                format!(
+                    "VM {}: this hypervisor cannot load a memory state from RBD ({}/{})",
+                    spec.name, rbd.pool, rbd.image
+                ),
+            )),
+        }
+    }
 
     /// qcow2 internal snapshot `tag` of the current tops of `disk_ids` of a
     /// live VM (with the VM state in the first one): save, load or delete.

@@ -44,6 +44,8 @@ pub use qemu::{
     Accel, QemuConfig, QemuHypervisor, CONSOLE_LOG_LIMIT, GUEST_AGENT_SYNC_TIMEOUT,
     GUEST_AGENT_THAW_TIMEOUT, STORAGE_NODE_SUFFIX,
 };
-pub use restore::{DiskOverlay, InternalSnapshot, PointTaken};
+pub use restore::{
+    DiskOverlay, InternalSnapshot, MemoryState, NativeSnapshot, PointTaken, RbdState,
+};
 pub use spec::{validate_name, DiskFormat, DiskSource, DiskSpec, VmSpec};
 pub use status::{ShutoffReason, VmStatus};

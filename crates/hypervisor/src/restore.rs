@@ -19,6 +19,35 @@ pub struct DiskOverlay {
     pub overlay: PathBuf,
 }
 
+/// Disk `disk_id` is snapshotted natively by its storage driver (QMP
+/// `blockdev-snapshot-internal-sync`: an RBD snapshot named `name`, taken by
+/// QEMU, the image's exclusive-lock owner). The disk goes on writing in place.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NativeSnapshot {
+    pub disk_id: String,
+    pub name: String,
+}
+
+/// Where a memory state is written and read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MemoryState {
+    /// A local file (written through `<file>.part`, renamed when whole).
+    File(PathBuf),
+    /// An RBD image, streamed through the `rbd` CLI: written by
+    /// `rbd import - <pool>/<image>.part` then renamed to `<image>` (so an
+    /// image of that name is always whole), read by `rbd export`.
+    Rbd(RbdState),
+}
+
+/// An RBD image holding a memory state, and how to reach its cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RbdState {
+    pub pool: String,
+    pub image: String,
+    pub conf: PathBuf,
+    pub user: String,
+}
+
 /// How a restore point went, as the guest felt it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct PointTaken {

@@ -1,14 +1,54 @@
 //! Memory states of a QEMU VM: saving one (as `virsh managedsave`) and
 //! loading one into a QEMU started with `-incoming defer`; the migration
 //! mechanics are in [`super::migration`].
+//!
+//! A state may also live in an RBD image (restore points of RBD servers,
+//! so that any host of the cluster could load it). QEMU 7.2 has no rbd
+//! migration URI, so the stream goes through the `rbd` CLI:
+//!
+//! ```text
+//! save  exec:rbd … import --no-progress - <pool>/<image>.part && rbd … mv <pool>/<image>.part <pool>/<image>
+//! load  exec:rbd … export --no-progress <pool>/<image> -
+//! ```
+//! As with files, an image under its final name is always whole.
 
 use std::path::Path;
 
 use qmp::{Client, RunState};
 
+use super::migration::shell_quote;
 use super::{migration, not_found, not_running, Observed, QemuHypervisor, Vm};
 use crate::error::{Error, ErrorKind, Result};
+use crate::restore::RbdState;
+use crate::spec::{utf8_path, VmSpec};
 use crate::status::ShutoffReason;
+
+/// `rbd --conf <conf> --id <user>`, quoted for `/bin/sh`.
+fn rbd_command(state: &RbdState) -> Result<String> {
+    Ok(format!(
+        "rbd --conf {} --id {}",
+        shell_quote(utf8_path(&state.conf)?),
+        shell_quote(&state.user)
+    ))
+}
+
+/// The `exec:` URI that streams a migration into the RBD image of `state`.
+pub(crate) fn rbd_save_uri(state: &RbdState) -> Result<String> {
+    let rbd = rbd_command(state)?;
+    let image = format!("{}/{}", state.pool, state.image);
+    let partial = shell_quote(&format!("{image}.part"));
+    let image = shell_quote(&image);
+    Ok(format!(
+        "exec:{rbd} import --no-progress - {partial} && {rbd} mv {partial} {image}"
+    ))
+}
+
+/// The `exec:` URI that streams the RBD image of `state` into an incoming migration.
+pub(crate) fn rbd_load_uri(state: &RbdState) -> Result<String> {
+    let rbd = rbd_command(state)?;
+    let image = shell_quote(&format!("{}/{}", state.pool, state.image));
+    Ok(format!("exec:{rbd} export --no-progress {image} -"))
+}
 
 impl QemuHypervisor {
     /// [`Hypervisor::save_memory`](crate::Hypervisor::save_memory).
@@ -62,14 +102,37 @@ impl QemuHypervisor {
     /// Loads `state_file` into a QEMU started with `-incoming defer`, then lets it run.
     /// On failure QEMU is gone and the VM is `Shutoff { Crashed }` with QEMU's message.
     pub(super) async fn restore(&self, vm: &Vm, qmp: &Client, state_file: &Path) -> Result<()> {
-        let loaded = migration::load(qmp, state_file, self.config.migration_timeout).await;
+        let uri = migration::load_uri(state_file)?;
+        self.restore_from(vm, qmp, &uri, &state_file.display().to_string())
+            .await
+    }
+
+    /// [`Hypervisor::start_incoming_from`](crate::Hypervisor::start_incoming_from)
+    /// with an RBD state: the image is streamed by `rbd export`.
+    pub(super) async fn start_incoming_rbd(&self, spec: &VmSpec, state: &RbdState) -> Result<()> {
+        spec.validate()?;
+        let uri = rbd_load_uri(state)?;
+        let vm = self.vm(&spec.name)?;
+        let _op = vm.op.lock().await;
+        match self.observe(&vm).await? {
+            Observed::Live(live) if live.state == RunState::Shutdown => {
+                self.quit(&vm, &live, ShutoffReason::Shutdown).await?;
+            }
+            Observed::Live(_) => return Ok(()),
+            Observed::Missing | Observed::Gone => {}
+        }
+        let qmp = self.launch(&vm, spec, true).await?;
+        let what = format!("rbd:{}/{}", state.pool, state.image);
+        self.restore_from(&vm, &qmp, &uri, &what).await
+    }
+
+    /// Loads the stream of `uri` (`what`, for messages) into a QEMU started
+    /// with `-incoming defer`, then lets it run.
+    async fn restore_from(&self, vm: &Vm, qmp: &Client, uri: &str, what: &str) -> Result<()> {
+        let loaded = migration::load_from(qmp, uri, self.config.migration_timeout).await;
         if let Err(error) = loaded {
             // QEMU exits on a bad stream; make sure it is gone whatever happened.
-            let detail = format!(
-                "restoring {} failed: {}",
-                state_file.display(),
-                self.qemu_messages(vm).await
-            );
+            let detail = format!("restoring {what} failed: {}", self.qemu_messages(vm).await);
             match self.live_pid(vm).await {
                 Some(pid) => {
                     self.kill(
@@ -96,5 +159,41 @@ impl QemuHypervisor {
         }
         self.execute(vm, qmp, "cont").await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+
+    fn state() -> RbdState {
+        RbdState {
+            pool: "vms".into(),
+            image: "rp-1-mem".into(),
+            conf: PathBuf::from("/etc/ceph/it's.conf"),
+            user: "admin".into(),
+        }
+    }
+
+    #[test]
+    fn rbd_save_uri_when_built_then_imports_partial_and_renames() {
+        let uri = rbd_save_uri(&state()).unwrap();
+
+        assert_eq!(
+            uri,
+            r"exec:rbd --conf '/etc/ceph/it'\''s.conf' --id 'admin' import --no-progress - 'vms/rp-1-mem.part' && rbd --conf '/etc/ceph/it'\''s.conf' --id 'admin' mv 'vms/rp-1-mem.part' 'vms/rp-1-mem'"
+        );
+    }
+
+    #[test]
+    fn rbd_load_uri_when_built_then_exports_to_stdout() {
+        let uri = rbd_load_uri(&state()).unwrap();
+
+        assert_eq!(
+            uri,
+            r"exec:rbd --conf '/etc/ceph/it'\''s.conf' --id 'admin' export --no-progress 'vms/rp-1-mem' -"
+        );
     }
 }

@@ -48,7 +48,7 @@ pub(crate) fn load_uri(state_file: &Path) -> Result<String> {
 }
 
 /// Quotes `text` for `/bin/sh`, which QEMU runs `exec:` commands with.
-fn shell_quote(text: &str) -> String {
+pub(crate) fn shell_quote(text: &str) -> String {
     format!("'{}'", text.replace('\'', r"'\''"))
 }
 
@@ -135,11 +135,11 @@ async fn sync(path: &Path) -> Result<()> {
         .map_err(|e| Error::io("cannot sync", path, e))
 }
 
-/// Feeds `state_file` to a QEMU started with `-incoming defer` and waits until it is
-/// loaded. Fails with `Disconnected` monitor errors when QEMU exits on a bad stream.
-pub(crate) async fn load(qmp: &Client, state_file: &Path, timeout: Duration) -> Result<()> {
+/// Feeds the stream of `uri` (`exec:…`, see [`load_uri`]) to a QEMU started with
+/// `-incoming defer` and waits until it is loaded. Fails with `Disconnected` monitor
+/// errors when QEMU exits on a bad stream.
+pub(crate) async fn load_from(qmp: &Client, uri: &str, timeout: Duration) -> Result<()> {
     let failed = |what: &str, e: qmp::Error| Error::monitor(format!("{what} failed"), e);
-    let uri = load_uri(state_file)?;
     qmp.execute("migrate-incoming", json!({ "uri": uri }))
         .await
         .map_err(|e| failed("migrate-incoming", e))?;

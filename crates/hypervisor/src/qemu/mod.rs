@@ -64,7 +64,7 @@ use tokio::time::Instant;
 use crate::console;
 use crate::driver::Hypervisor;
 use crate::error::{Error, ErrorKind, Result};
-use crate::restore::{DiskOverlay, InternalSnapshot, PointTaken};
+use crate::restore::{DiskOverlay, InternalSnapshot, MemoryState, NativeSnapshot, PointTaken};
 use crate::spec::{utf8_path, validate_name, VmSpec};
 use crate::status::{ShutoffReason, VmStatus};
 use run_dir::RunDir;
@@ -692,6 +692,22 @@ impl Hypervisor for QemuHypervisor {
         memory: Option<&Path>,
     ) -> Result<PointTaken> {
         self.take_restore_point(name, disks, memory).await
+    }
+
+    async fn create_native_point(
+        &self,
+        name: &str,
+        disks: &[NativeSnapshot],
+        memory: Option<&MemoryState>,
+    ) -> Result<PointTaken> {
+        self.take_native_point(name, disks, memory).await
+    }
+
+    async fn start_incoming_from(&self, spec: &VmSpec, state: &MemoryState) -> Result<()> {
+        match state {
+            MemoryState::File(path) => self.start_incoming(spec, path).await,
+            MemoryState::Rbd(rbd) => self.start_incoming_rbd(spec, rbd).await,
+        }
     }
 
     async fn internal_snapshot(

@@ -19,6 +19,14 @@
 //!  migrate-set-capabilities background-snapshot off (a later suspend must
 //!  be an ordinary migration of a stopped VM)
 //! ```
+//! Native points (RBD disks, [`NativeSnapshot`]): the same, with
+//! `blockdev-snapshot-internal-sync` actions in the transaction — QEMU, the
+//! images' exclusive-lock owner, takes an RBD snapshot of each (its cache
+//! flushed, no guest pause for a disk-only point) — and, for an RBD memory
+//! target, `migrate exec:rbd import - <pool>/<image>.part && rbd mv … <image>`
+//! (QEMU 7.2 has no rbd migration target; the stream goes straight into the
+//! pool, no local file).
+//!
 //! The disks at the transaction instant and the RAM of the migration are the
 //! same instant because the vCPUs do not run in between. Only a running VM
 //! can take a memory point: a background snapshot of a paused VM would be
@@ -33,7 +41,7 @@ use tokio::time::Instant;
 
 use super::{block, migration, QemuHypervisor, Vm};
 use crate::error::{Error, ErrorKind, Result};
-use crate::restore::{DiskOverlay, PointTaken};
+use crate::restore::{DiskOverlay, MemoryState, NativeSnapshot, PointTaken};
 
 /// How often to look at a background snapshot's progress.
 const POLL_INTERVAL: Duration = Duration::from_millis(5);
@@ -70,8 +78,51 @@ impl QemuHypervisor {
                         format!("VM {name} must be running to save its memory at a restore point"),
                     ));
                 }
-                check_parent_dir(state_file)?;
-                self.point_with_memory(&vm, &live.qmp, actions, state_file)
+                let state = MemoryState::File(state_file.to_path_buf());
+                self.point_with_memory(&vm, &live.qmp, actions, &state)
+                    .await?;
+            }
+        }
+        let (guest_pause, stopped) = pause_from_events(&mut events);
+        Ok(PointTaken {
+            guest_pause,
+            stopped,
+            total: started.elapsed(),
+        })
+    }
+
+    /// See [`Hypervisor::create_native_point`](crate::Hypervisor::create_native_point).
+    pub(super) async fn take_native_point(
+        &self,
+        name: &str,
+        disks: &[NativeSnapshot],
+        memory: Option<&MemoryState>,
+    ) -> Result<PointTaken> {
+        let started = Instant::now();
+        let vm = self.vm(name)?;
+        let _op = vm.op.lock().await;
+        let live = self.live(&vm).await?;
+        let timeout = self.config.monitor_timeout;
+        let mut actions = Vec::with_capacity(disks.len());
+        for disk in disks {
+            let top = block::top_of(&live.qmp, name, &disk.disk_id, timeout).await?;
+            let data = json!({ "device": top.node, "name": disk.name });
+            actions.push(json!({ "type": "blockdev-snapshot-internal-sync", "data": data }));
+        }
+        let mut events = live.qmp.events();
+        match memory {
+            None => {
+                let args = json!({ "actions": actions });
+                block::run(&live.qmp, name, "transaction", args, timeout).await?;
+            }
+            Some(state) => {
+                if live.state != RunState::Running {
+                    return Err(Error::new(
+                        ErrorKind::NotRunning,
+                        format!("VM {name} must be running to save its memory at a restore point"),
+                    ));
+                }
+                self.point_with_memory(&vm, &live.qmp, actions, state)
                     .await?;
             }
         }
@@ -88,17 +139,26 @@ impl QemuHypervisor {
         vm: &Vm,
         qmp: &Client,
         actions: Vec<Value>,
-        state_file: &Path,
+        state: &MemoryState,
     ) -> Result<()> {
         let name = vm.name.as_str();
         let timeout = self.config.monitor_timeout;
+        let uri = match state {
+            MemoryState::File(file) => {
+                check_parent_dir(file)?;
+                migration::save_uri(file)?
+            }
+            MemoryState::Rbd(rbd) => super::memory_state::rbd_save_uri(rbd)?,
+        };
         let parameters = json!({ "max-bandwidth": migration::MAX_BANDWIDTH });
         block::run(qmp, name, "migrate-set-parameters", parameters, timeout).await?;
         set_background_snapshot(qmp, name, true, timeout).await?;
-        let taken = self.stop_cut_and_save(vm, qmp, actions, state_file).await;
+        let taken = self.stop_cut_and_save(vm, qmp, actions, &uri, state).await;
         let reset = set_background_snapshot(qmp, name, false, timeout).await;
         if taken.is_err() {
-            let _ = tokio::fs::remove_file(migration::partial_file(state_file)).await;
+            if let MemoryState::File(file) = state {
+                let _ = tokio::fs::remove_file(migration::partial_file(file)).await;
+            }
             if let Ok(status) = qmp.query_status().await {
                 if status.status != RunState::Running {
                     let _ = self.execute(vm, qmp, "cont").await;
@@ -107,7 +167,13 @@ impl QemuHypervisor {
         }
         taken?;
         reset?;
-        migration::wait_written(state_file, self.config.exit_timeout).await
+        match state {
+            MemoryState::File(file) => {
+                migration::wait_written(file, self.config.exit_timeout).await
+            }
+            // The caller sees the image under its final name once stored.
+            MemoryState::Rbd(_) => Ok(()),
+        }
     }
 
     async fn stop_cut_and_save(
@@ -115,14 +181,14 @@ impl QemuHypervisor {
         vm: &Vm,
         qmp: &Client,
         actions: Vec<Value>,
-        state_file: &Path,
+        uri: &str,
+        state: &MemoryState,
     ) -> Result<()> {
         let name = vm.name.as_str();
         let timeout = self.config.monitor_timeout;
         self.execute(vm, qmp, "stop").await?;
         let args = json!({ "actions": actions });
         block::run(qmp, name, "transaction", args, timeout).await?;
-        let uri = migration::save_uri(state_file)?;
         block::run(qmp, name, "migrate", json!({ "uri": uri }), timeout).await?;
         let deadline = Instant::now() + self.config.migration_timeout;
         loop {
@@ -135,7 +201,7 @@ impl QemuHypervisor {
                         ErrorKind::Migration,
                         format!(
                             "VM {name}: saving the memory of a restore point to {} failed: {why}",
-                            state_file.display()
+                            describe(state)
                         ),
                     ));
                 }
@@ -174,6 +240,14 @@ async fn set_background_snapshot(
     block::run(qmp, name, "migrate-set-capabilities", args, timeout)
         .await
         .map(drop)
+}
+
+/// Where a memory state goes, for messages.
+fn describe(state: &MemoryState) -> String {
+    match state {
+        MemoryState::File(file) => file.display().to_string(),
+        MemoryState::Rbd(rbd) => format!("rbd:{}/{}", rbd.pool, rbd.image),
+    }
 }
 
 fn check_parent_dir(state_file: &Path) -> Result<()> {

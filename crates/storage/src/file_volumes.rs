@@ -158,20 +158,20 @@ impl VolumePool for FilePool {
         })
     }
 
-    fn live_snapshot_target(
+    fn planned_snapshot(
         &self,
         volume: &str,
         snap: &str,
-    ) -> Result<Option<(FrozenVolume, PathBuf)>> {
+    ) -> Result<(FrozenVolume, Option<PathBuf>)> {
         let frozen = self.disk_path_of(volume)?;
         let top = self.volume_path(&next_top_name(&frozen, snap))?;
-        Ok(Some((
+        Ok((
             FrozenVolume {
                 snapshot: volume.to_string(),
                 volume: location_of(&top),
             },
-            top,
-        )))
+            Some(top),
+        ))
     }
 
     async fn snapshot_exists(&self, snapshot: &str) -> Result<bool> {

@@ -12,6 +12,7 @@
 pub mod fake;
 pub mod file;
 mod file_volumes;
+pub mod points;
 pub mod qemu_img;
 pub mod rbd;
 pub mod volumes;
@@ -179,6 +180,12 @@ pub trait Pool: Send + Sync + std::fmt::Debug {
 
     /// The pool's volume operations ([`volumes::VolumePool`]), if it has any.
     fn volumes(&self) -> Option<&dyn volumes::VolumePool> {
+        None
+    }
+
+    /// The pool's restore-point operations ([`points::PointPool`]), for
+    /// pools that snapshot disks natively; `None` for pools that layer.
+    fn points(&self) -> Option<&dyn points::PointPool> {
         None
     }
 }

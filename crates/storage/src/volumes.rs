@@ -72,23 +72,19 @@ pub trait VolumePool: Send + Sync + std::fmt::Debug {
     /// Returns the snapshot's location and the volume's new location.
     async fn snapshot_volume(&self, volume: &str, snap: &str) -> Result<FrozenVolume>;
 
-    /// For a volume a running VM has open: where a snapshot `snap` of it
-    /// puts things when the hypervisor must make the cut — the file pool's
-    /// new top, which QEMU creates and switches to in one
-    /// `blockdev-snapshot-sync` (several volumes in one transaction), so
-    /// the guest never writes the frozen file again. Returns the
-    /// locations as [`snapshot_volume`](Self::snapshot_volume) would and
-    /// the path QEMU creates the new top at. `None` for pools whose
-    /// [`snapshot_volume`](Self::snapshot_volume) works on an open volume
-    /// (rbd: the exclusive-lock owner takes the snapshot). Nothing is
-    /// created; the same names give the same answer.
-    fn live_snapshot_target(
+    /// Where [`snapshot_volume`](Self::snapshot_volume)`(volume, snap)`
+    /// puts things, without doing it, so that a saga can record a cut of
+    /// several volumes before it runs. With the path of the new top a
+    /// hypervisor must create itself when a running VM has the volume open
+    /// (file pool: one `blockdev-snapshot-sync` per volume, all in one QMP
+    /// transaction, and the guest never writes the frozen file again);
+    /// `None` when `snapshot_volume` works on an open volume (rbd: the
+    /// exclusive-lock owner takes the snapshot).
+    fn planned_snapshot(
         &self,
-        _volume: &str,
-        _snap: &str,
-    ) -> Result<Option<(FrozenVolume, std::path::PathBuf)>> {
-        Ok(None)
-    }
+        volume: &str,
+        snap: &str,
+    ) -> Result<(FrozenVolume, Option<std::path::PathBuf>)>;
 
     /// Whether `snapshot` (a location from [`snapshot_volume`](Self::snapshot_volume))
     /// is complete, for crash recovery.

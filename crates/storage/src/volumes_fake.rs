@@ -100,6 +100,20 @@ impl VolumePool for FakeVolumes {
         )
     }
 
+    fn planned_snapshot(
+        &self,
+        volume: &str,
+        snap: &str,
+    ) -> Result<(FrozenVolume, Option<std::path::PathBuf>)> {
+        Ok((
+            FrozenVolume {
+                snapshot: format!("{volume}@{snap}"),
+                volume: volume.to_string(),
+            },
+            None,
+        ))
+    }
+
     async fn snapshot_volume(&self, volume: &str, snap: &str) -> Result<FrozenVolume> {
         let entry = self.get(volume)?;
         let snapshot = format!("{volume}@{snap}");

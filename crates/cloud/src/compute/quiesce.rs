@@ -18,7 +18,8 @@
 
 use std::time::Duration;
 
-use domain::image::Image;
+use std::collections::BTreeMap;
+
 use domain::server::Server;
 use domain::{Error, Result, ServerId};
 
@@ -39,8 +40,8 @@ pub(crate) enum Quiesce {
 }
 
 /// Nova's truthy strings for boolean image properties.
-fn is_true(image: Option<&Image>, key: &str) -> bool {
-    image.and_then(|i| i.properties.get(key)).is_some_and(|v| {
+fn is_true(properties: Option<&BTreeMap<String, String>>, key: &str) -> bool {
+    properties.and_then(|p| p.get(key)).is_some_and(|v| {
         matches!(
             v.to_ascii_lowercase().as_str(),
             "yes" | "true" | "1" | "on" | "y" | "t"
@@ -48,9 +49,11 @@ fn is_true(image: Option<&Image>, key: &str) -> bool {
     })
 }
 
-/// The quiesce policy of a snapshot of a server booted from `base`;
-/// `Conflict` when the image requires quiescing a guest it says has no agent.
-pub(crate) fn policy(base: Option<&Image>) -> Result<Quiesce> {
+/// The quiesce policy of a snapshot of a server booted from an image with
+/// `properties` (a volume's `volume_image_metadata` for a volume-backed
+/// server); `Conflict` when they require quiescing a guest they say has no
+/// agent.
+pub(crate) fn policy(properties: Option<&BTreeMap<String, String>>) -> Result<Quiesce> {
     match (
         is_true(base, "hw_qemu_guest_agent"),
         is_true(base, "os_require_quiesce"),

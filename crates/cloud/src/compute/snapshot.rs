@@ -111,7 +111,7 @@ impl Cloud {
             Some(id) => self.store.image(id).await.ok(),
             None => None,
         };
-        let quiesce = super::quiesce::policy(base.as_ref())?;
+        let quiesce = super::quiesce::policy(base.as_ref().map(|i| &i.properties))?;
         let img = snapshot_image(
             &server,
             base.as_ref(),

@@ -172,6 +172,22 @@ impl VolumePool for RbdPool {
         Ok(self.location(&self.volumes, name, None))
     }
 
+    fn planned_snapshot(
+        &self,
+        volume: &str,
+        snap: &str,
+    ) -> Result<(FrozenVolume, Option<std::path::PathBuf>)> {
+        check_name(snap)?;
+        let name = self.own(volume, &self.volumes, false)?.image;
+        Ok((
+            FrozenVolume {
+                snapshot: self.location(&self.volumes, &name, Some(snap)),
+                volume: volume.to_string(),
+            },
+            None,
+        ))
+    }
+
     async fn snapshot_volume(&self, volume: &str, snap: &str) -> Result<FrozenVolume> {
         check_name(snap)?;
         let name = self.own(volume, &self.volumes, false)?.image;

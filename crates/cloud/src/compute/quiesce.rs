@@ -55,8 +55,8 @@ fn is_true(properties: Option<&BTreeMap<String, String>>, key: &str) -> bool {
 /// agent.
 pub(crate) fn policy(properties: Option<&BTreeMap<String, String>>) -> Result<Quiesce> {
     match (
-        is_true(base, "hw_qemu_guest_agent"),
-        is_true(base, "os_require_quiesce"),
+        is_true(properties, "hw_qemu_guest_agent"),
+        is_true(properties, "os_require_quiesce"),
     ) {
         (false, false) => Ok(Quiesce::No),
         (false, true) => Err(Error::conflict(

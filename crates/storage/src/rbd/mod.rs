@@ -30,6 +30,7 @@
 mod errors;
 mod import;
 mod location;
+mod points;
 mod reader;
 mod snapshots;
 mod volumes;
@@ -411,6 +412,10 @@ impl Pool for RbdPool {
         Some(self)
     }
 
+    fn points(&self) -> Option<&dyn crate::points::PointPool> {
+        Some(self)
+    }
+
     async fn import_image(&self, id: ImageId, staged: &Path, format: &str) -> Result<String> {
         if format != "raw" {
             return Err(Error::internal(format!(
@@ -584,10 +589,14 @@ impl Pool for RbdPool {
     async fn collect_garbage(&self, roots: &BTreeSet<String>) -> Result<Vec<String>> {
         let vms = self.vms.clone();
         let mut removed = blocking(move || snapshots::release_unused_disk_snaps(&vms)).await?;
+        // A disk stays while a root (a restore point) names one of its snapshots.
+        let roots = self.with_snapshot_disks(roots);
         // Removing an image can free the disk it was cloned from (and the
         // other way round): go again while a round removes something.
-        for _ in 0..3 {
-            let round = crate::collect_unreferenced(self, roots).await?;
+        for _ in 0..4 {
+            let (pool, job_roots) = (self.clone(), roots.clone());
+            let mut round = blocking(move || pool.release_unused_points(&job_roots)).await?;
+            round.extend(crate::collect_unreferenced(self, &roots).await?);
             if round.is_empty() {
                 break;
             }

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use crate::error::Result;
 use crate::error::{Error, ErrorKind};
 use crate::restore::{DiskOverlay, InternalSnapshot, MemoryState, NativeSnapshot, PointTaken};
-use crate::spec::VmSpec;
+use crate::spec::{DiskSpec, VmSpec};
 use crate::status::VmStatus;
 
 /// Runs VMs. Implementations: [`QemuHypervisor`](crate::QemuHypervisor) and
@@ -160,4 +160,17 @@ pub trait Hypervisor: Send + Sync {
     /// Every interval during which the VM's vCPUs were stopped, oldest first, as far as
     /// this driver saw them (see [`PauseSpan`](crate::PauseSpan)).
     async fn pause_log(&self, name: &str) -> Result<Vec<crate::PauseSpan>>;
+
+    /// Hot-plugs `disk` into a live VM (running or paused): its block nodes, then a
+    /// virtio-blk device `<id>-dev` on a free PCIe port; the guest sees a new disk.
+    /// The disk is then named by its id like a disk given at start (block operations,
+    /// restore points). Succeeds without doing anything if the disk is already there.
+    /// The next start takes the disks of the spec it is given.
+    async fn attach_disk(&self, name: &str, disk: &DiskSpec) -> Result<()>;
+
+    /// Unplugs disk `disk_id` from a live VM: asks the guest to release the device,
+    /// waits up to `timeout` for it (a paused guest cannot answer: it times out), then
+    /// removes its block nodes, so its files are no longer open. Succeeds without doing
+    /// anything if the VM has no such disk.
+    async fn detach_disk(&self, name: &str, disk_id: &str, timeout: Duration) -> Result<()>;
 }

@@ -23,7 +23,7 @@ use crate::driver::Hypervisor;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pauses::{PauseLog, PauseSpan};
 use crate::restore::{DiskOverlay, InternalSnapshot, PointTaken};
-use crate::spec::{validate_name, VmSpec};
+use crate::spec::{validate_name, DiskSpec, VmSpec};
 use crate::status::{ShutoffReason, VmStatus};
 
 /// The operations of [`Hypervisor`] that can be made to fail.
@@ -46,6 +46,8 @@ pub enum Operation {
     CreateRestorePoint,
     InternalSnapshot,
     StreamInto,
+    AttachDisk,
+    DetachDisk,
 }
 
 /// In-memory hypervisor. See the module header.
@@ -117,7 +119,8 @@ impl FakeHypervisor {
         self.lock().vms.get(name).is_some_and(|vm| vm.frozen)
     }
 
-    /// The spec the VM was last started with.
+    /// The spec the VM was last started with, with the disks it has now (hot-plugged
+    /// ones added, unplugged ones gone, snapshots' overlays as sources).
     pub fn spec(&self, name: &str) -> Option<VmSpec> {
         self.lock().vms.get(name).map(|vm| vm.spec.clone())
     }
@@ -413,6 +416,23 @@ impl Hypervisor for FakeHypervisor {
                 format!("VM {name} has no file disk {disk_id}"),
             )),
         }
+    }
+
+    async fn attach_disk(&self, name: &str, disk: &DiskSpec) -> Result<()> {
+        disk.validate()?;
+        let mut state = self.begin(Operation::AttachDisk)?;
+        let vm = state.running_vm(name)?;
+        if !vm.spec.disks.iter().any(|d| d.id == disk.id) {
+            vm.spec.disks.push(disk.clone());
+        }
+        Ok(())
+    }
+
+    async fn detach_disk(&self, name: &str, disk_id: &str, _timeout: Duration) -> Result<()> {
+        let mut state = self.begin(Operation::DetachDisk)?;
+        let vm = state.running_vm(name)?;
+        vm.spec.disks.retain(|d| d.id != disk_id);
+        Ok(())
     }
 
     async fn freeze_filesystems(&self, name: &str, _timeout: Duration) -> Result<u32> {

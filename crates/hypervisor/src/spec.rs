@@ -104,7 +104,8 @@ impl VmSpec {
 }
 
 impl DiskSpec {
-    fn validate(&self) -> Result<()> {
+    /// Checks the disk id and paths (see the module header).
+    pub fn validate(&self) -> Result<()> {
         let id = &self.id;
         let mut chars = id.chars();
         let starts_with_letter = chars.next().is_some_and(|c| c.is_ascii_alphabetic());

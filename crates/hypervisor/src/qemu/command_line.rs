@@ -11,7 +11,10 @@
 //! - each disk is two `-blockdev` nodes, `<id>-storage` (file or rbd) under `<id>`
 //!   (qcow2 or raw), and a `virtio-blk-pci` device `<id>-dev` on node `<id>`: block
 //!   operations name the disk by its id. Options are given as JSON, which needs no
-//!   escaping of commas in paths.
+//!   escaping of commas in paths. Each disk device sits on its own `pcie-root-port`
+//!   (the port given in `ports`), so disks can be hot-plugged and unplugged and a VM
+//!   started from a memory state gets each disk back where it was (see
+//!   `qemu::hotplug`).
 //! - every VM gets a guest agent channel: a `virtio-serial-pci` controller and a
 //!   `virtserialport` named `org.qemu.guest_agent.0` on the unix socket `qga.sock` of
 //!   the run directory (QEMU listens). Always there, whatever the image says, so the
@@ -21,6 +24,7 @@
 
 use serde_json::{json, Value};
 
+use super::hotplug::{port_devices, port_id, Ports};
 use super::run_dir::RunDir;
 use super::{Accel, QemuConfig};
 use crate::error::Result;
@@ -36,6 +40,7 @@ pub(crate) fn build(
     dir: &RunDir,
     spec: &VmSpec,
     incoming: bool,
+    ports: &Ports,
 ) -> Result<Vec<String>> {
     let socket = utf8_path(&dir.qmp_socket())?.to_string();
     let console = utf8_path(&dir.console_log())?.to_string();
@@ -73,8 +78,18 @@ pub(crate) fn build(
         "chardev:serial0",
     ]);
     push(&["-pidfile", &pid_file]);
+    for port in port_devices() {
+        push(&["-device", &port.to_string()]);
+    }
     for disk in &spec.disks {
-        let [storage, format, device] = disk_options(disk)?;
+        let [storage, format, mut device] = disk_options(disk)?;
+        let port = ports.get(&disk.id).ok_or_else(|| {
+            crate::error::Error::new(
+                crate::error::ErrorKind::InvalidArgument,
+                format!("disk {} has no PCIe port", disk.id),
+            )
+        })?;
+        device["bus"] = json!(port_id(*port));
         push(&["-blockdev", &storage.to_string()]);
         push(&["-blockdev", &format.to_string()]);
         push(&["-device", &device.to_string()]);
@@ -98,8 +113,9 @@ pub(crate) fn build(
     Ok(args)
 }
 
-/// The storage node, format node and device of one disk, as QEMU JSON options.
-fn disk_options(disk: &DiskSpec) -> Result<[Value; 3]> {
+/// The storage node, format node and device of one disk, as QEMU JSON options
+/// (the device without its bus).
+pub(crate) fn disk_options(disk: &DiskSpec) -> Result<[Value; 3]> {
     let storage_node = format!("{}{STORAGE_NODE_SUFFIX}", disk.id);
     let mut storage = match &disk.source {
         DiskSource::File(path) => json!({ "driver": "file", "filename": utf8_path(path)? }),
@@ -196,6 +212,10 @@ mod tests {
         }
     }
 
+    fn ports() -> Ports {
+        Ports::from([("disk0".to_string(), 3)])
+    }
+
     fn args_after<'a>(args: &'a [String], flag: &str) -> Vec<&'a str> {
         args.windows(2)
             .filter(|w| w[0] == flag)
@@ -208,7 +228,7 @@ mod tests {
         let config = QemuConfig::new("/run/snapstack");
         let dir = RunDir::new(Path::new("/run/snapstack"), "vm1");
 
-        let args = build(&config, &dir, &spec(vec![file_disk()]), false).unwrap();
+        let args = build(&config, &dir, &spec(vec![file_disk()]), false, &ports()).unwrap();
 
         let blockdevs: Vec<Value> = args_after(&args, "-blockdev")
             .iter()
@@ -218,7 +238,11 @@ mod tests {
         assert_eq!(blockdevs[0]["filename"], "/data/a,b.qcow2");
         assert_eq!(blockdevs[1]["node-name"], "disk0");
         assert_eq!(blockdevs[1]["file"], "disk0-storage");
-        let device: Value = serde_json::from_str(args_after(&args, "-device")[0]).unwrap();
+        let device: Value = args_after(&args, "-device")
+            .iter()
+            .map(|a| serde_json::from_str::<Value>(a).unwrap())
+            .find(|d| d["driver"] == "virtio-blk-pci")
+            .unwrap();
         assert_eq!(device["drive"], "disk0");
     }
 
@@ -227,7 +251,7 @@ mod tests {
         let config = QemuConfig::new("/run/s,s");
         let dir = RunDir::new(Path::new("/run/s,s"), "vm1");
 
-        let args = build(&config, &dir, &spec(Vec::new()), false).unwrap();
+        let args = build(&config, &dir, &spec(Vec::new()), false, &ports()).unwrap();
 
         assert_eq!(args_after(&args, "-accel"), ["tcg"]);
         assert_eq!(
@@ -248,13 +272,15 @@ mod tests {
         let config = QemuConfig::new("/run/snapstack");
         let dir = RunDir::new(Path::new("/run/snapstack"), "vm1");
 
-        let args = build(&config, &dir, &spec(vec![file_disk()]), false).unwrap();
+        let args = build(&config, &dir, &spec(vec![file_disk()]), false, &ports()).unwrap();
 
         let devices: Vec<Value> = args_after(&args, "-device")
             .iter()
-            .map(|a| serde_json::from_str(a).unwrap())
+            .map(|a| serde_json::from_str::<Value>(a).unwrap())
+            .filter(|d| d["driver"] != "pcie-root-port")
             .collect();
         assert_eq!(devices[0]["driver"], "virtio-blk-pci");
+        assert_eq!(devices[0]["bus"], "disk-port3");
         assert_eq!(devices[1]["driver"], "virtio-serial-pci");
         assert_eq!(devices[2]["name"], GUEST_AGENT_PORT);
         assert_eq!(devices[2]["chardev"], "qga0");
@@ -266,7 +292,7 @@ mod tests {
         let config = QemuConfig::new("/run/snapstack");
         let dir = RunDir::new(Path::new("/run/snapstack"), "vm1");
 
-        let args = build(&config, &dir, &spec(Vec::new()), true).unwrap();
+        let args = build(&config, &dir, &spec(Vec::new()), true, &ports()).unwrap();
 
         assert_eq!(args_after(&args, "-incoming"), ["defer"]);
         assert!(args.iter().any(|a| a == "-S"));

@@ -40,6 +40,7 @@
 mod agent;
 mod block;
 mod command_line;
+mod hotplug;
 mod jobs;
 mod memory_state;
 mod migration;
@@ -342,7 +343,8 @@ impl QemuHypervisor {
             ));
         }
         vm.dir.prepare(spec).await?;
-        let args = command_line::build(&self.config, &vm.dir, spec, incoming)?;
+        let ports = hotplug::ports_for_launch(&vm.dir, spec, incoming).await?;
+        let args = command_line::build(&self.config, &vm.dir, spec, incoming, &ports)?;
         let log = self.open_qemu_log(vm, &args).await?;
         let mut child = process::spawn_detached(&self.config.binary, &args, log).map_err(|e| {
             Error::new(
@@ -675,6 +677,14 @@ impl Hypervisor for QemuHypervisor {
             .await
             .map_err(|e| Error::io("cannot read", &path, e))?;
         Ok(console::last_lines(&text, max_lines).to_string())
+    }
+
+    async fn attach_disk(&self, name: &str, disk: &crate::spec::DiskSpec) -> Result<()> {
+        self.hotplug_disk(name, disk).await
+    }
+
+    async fn detach_disk(&self, name: &str, disk_id: &str, timeout: Duration) -> Result<()> {
+        self.unplug_disk(name, disk_id, timeout).await
     }
 
     async fn snapshot_disk(&self, name: &str, disk_id: &str, overlay: &Path) -> Result<()> {

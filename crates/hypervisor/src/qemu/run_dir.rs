@@ -10,6 +10,7 @@
 //!   qemu.log      QEMU's stdout/stderr, each start preceded by a header with the command line
 //!   shutoff.json  why the VM stopped, written *before* we stop it on purpose;
 //!                 removed when it starts. Absent + no process = QEMU died unasked.
+//!   ports.json    which PCIe port each disk's device is on (see `qemu::hotplug`)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -61,6 +62,24 @@ impl RunDir {
 
     fn spec_file(&self) -> PathBuf {
         self.path.join("spec.json")
+    }
+
+    fn ports_file(&self) -> PathBuf {
+        self.path.join("ports.json")
+    }
+
+    /// Disk id → PCIe port index, as last recorded (`None` if never).
+    pub(crate) async fn read_ports(
+        &self,
+    ) -> Result<Option<std::collections::BTreeMap<String, usize>>> {
+        read_json(&self.ports_file()).await
+    }
+
+    pub(crate) async fn write_ports(
+        &self,
+        ports: &std::collections::BTreeMap<String, usize>,
+    ) -> Result<()> {
+        write_json(&self.ports_file(), ports).await
     }
 
     fn shutoff_file(&self) -> PathBuf {

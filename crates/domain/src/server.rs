@@ -126,6 +126,8 @@ string_enum!(
         RestorePointCreating => "restore_point_creating",
         RestorePointReverting => "restore_point_reverting",
         RestorePointDeleting => "restore_point_deleting",
+        AttachingVolume => "attaching_volume",
+        DetachingVolume => "detaching_volume",
     }
 );
 

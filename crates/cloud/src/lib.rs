@@ -53,6 +53,9 @@ pub struct Cloud {
     /// Held (shared) by every operation that creates pool data before the
     /// database refers to it; garbage collection takes it exclusively.
     gc_lock: Arc<tokio::sync::RwLock<()>>,
+    /// Held from a cut of attached volumes until their new locations are
+    /// recorded, so that two snapshots never move one volume at once.
+    cut_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl std::fmt::Debug for Cloud {
@@ -85,6 +88,7 @@ impl Cloud {
             hypervisor,
             config: Arc::new(config),
             gc_lock: Arc::default(),
+            cut_lock: Arc::default(),
         })
     }
 

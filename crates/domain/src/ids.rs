@@ -48,6 +48,14 @@ macro_rules! typed_id {
             }
         }
 
+        /// From its text (either spelling), as it is serialized.
+        impl<'de> serde::Deserialize<'de> for $name {
+            fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+                let text = String::deserialize(d)?;
+                text.parse().map_err(serde::de::Error::custom)
+            }
+        }
+
         impl FromStr for $name {
             type Err = crate::Error;
 

@@ -174,6 +174,10 @@ impl VolumePool for FilePool {
         ))
     }
 
+    async fn seal_snapshot(&self, snapshot: &str) -> Result<()> {
+        set_read_only(&self.disk_path_of(snapshot)?).await
+    }
+
     async fn snapshot_exists(&self, snapshot: &str) -> Result<bool> {
         let path = self.disk_path_of(snapshot)?;
         if !tokio::fs::try_exists(&path).await.unwrap_or(false) {

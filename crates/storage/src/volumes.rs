@@ -86,6 +86,14 @@ pub trait VolumePool: Send + Sync + std::fmt::Debug {
         snap: &str,
     ) -> Result<(FrozenVolume, Option<std::path::PathBuf>)>;
 
+    /// Marks snapshot data a hypervisor froze (see
+    /// [`planned_snapshot`](Self::planned_snapshot)) as immutable, as
+    /// [`snapshot_volume`](Self::snapshot_volume) leaves its own (file pool:
+    /// read-only). Repeating it is harmless.
+    async fn seal_snapshot(&self, _snapshot: &str) -> Result<()> {
+        Ok(())
+    }
+
     /// Whether `snapshot` (a location from [`snapshot_volume`](Self::snapshot_volume))
     /// is complete, for crash recovery.
     async fn snapshot_exists(&self, snapshot: &str) -> Result<bool>;

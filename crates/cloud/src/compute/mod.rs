@@ -15,6 +15,8 @@ mod quiesce;
 mod snapshot;
 mod snapshot_data;
 mod sync;
+mod volume_cut;
+mod volume_image;
 
 use std::collections::BTreeMap;
 

@@ -107,6 +107,11 @@ impl Cloud {
         caller.require(Role::Member, "snapshot servers")?;
         server.check_action(ServerAction::CreateImage)?;
         domain::identity::validate_name("image", &name)?;
+        if self.is_volume_backed(&server).await? {
+            return self
+                .create_volume_backed_image(caller, server, name, metadata)
+                .await;
+        }
         let base = match server.image_id {
             Some(id) => self.store.image(id).await.ok(),
             None => None,
@@ -411,27 +416,37 @@ impl Cloud {
                 let _ = self.store.update_image(&gone, img.status).await;
             }
         }
-        if let Ok(server) = self.store.server(saga.server).await {
-            if server.task_state.is_some_and(is_snapshot_task) {
-                let mut next = server.clone();
-                next.task_state = None;
-                if let Some(e) = cause {
-                    let mut fault = super::lifecycle::fault(e);
-                    fault.message = format!(
-                        "Snapshot into image {} failed: {}",
-                        saga.image, fault.message
-                    );
-                    next.fault = Some(fault);
-                }
-                next.updated_at = Utc::now();
-                let _ = self
-                    .store
-                    .update_server(&next, (server.vm_state, server.task_state))
-                    .await;
-            }
-        }
+        self.clear_snapshot_task(saga.server, saga.image, cause)
+            .await;
         let _ = self.store.finish_saga(&saga.id, "undone").await;
         self.collect_garbage_quietly().await;
+    }
+
+    /// Clears a failed snapshot's task, with a fault saying why.
+    pub(super) async fn clear_snapshot_task(
+        &self,
+        server: ServerId,
+        image: ImageId,
+        cause: Option<&Error>,
+    ) {
+        let Ok(server) = self.store.server(server).await else {
+            return;
+        };
+        if !server.task_state.is_some_and(is_snapshot_task) {
+            return;
+        }
+        let mut next = server.clone();
+        next.task_state = None;
+        if let Some(e) = cause {
+            let mut fault = super::lifecycle::fault(e);
+            fault.message = format!("Snapshot into image {image} failed: {}", fault.message);
+            next.fault = Some(fault);
+        }
+        next.updated_at = Utc::now();
+        let _ = self
+            .store
+            .update_server(&next, (server.vm_state, server.task_state))
+            .await;
     }
 
     /// Finishes or undoes every snapshot saga a previous run left open.
@@ -520,7 +535,7 @@ impl Cloud {
     }
 }
 
-fn is_snapshot_task(t: TaskState) -> bool {
+pub(super) fn is_snapshot_task(t: TaskState) -> bool {
     matches!(
         t,
         TaskState::ImageSnapshotPending | TaskState::ImagePendingUpload | TaskState::ImageUploading

@@ -19,6 +19,7 @@ use crate::Cloud;
 
 pub(crate) async fn reconcile(cloud: &Cloud) -> Result<Vec<String>> {
     let mut repaired = cloud.recover_snapshots().await?;
+    repaired.extend(cloud.recover_volume_images().await?);
     let servers = cloud.store.servers(None).await?;
     for server in servers.iter().filter(|s| s.task_state.is_some()) {
         repaired.push(cloud.settle_interrupted(server.clone()).await?);

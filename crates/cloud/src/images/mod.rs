@@ -173,9 +173,41 @@ impl Cloud {
         // Mark it deleted first: if the data removal then fails or the
         // process dies, start-up reconciliation removes the orphaned data.
         self.store.update_image(&deleted, img.status).await?;
+        self.delete_owned_volume_snapshots(img.id).await;
         // The data goes unless servers or other images still stand on it.
         self.collect_garbage_quietly().await;
         Ok(())
+    }
+
+    /// The volume snapshots a snapshot of a volume-backed server made for
+    /// this image go with it (their data stays while volumes made from
+    /// them stand on it). One that cannot go now is logged and left.
+    async fn delete_owned_volume_snapshots(&self, image: domain::ImageId) {
+        let owned = match self.store.volume_snapshots_of_image(image).await {
+            Ok(owned) => owned,
+            Err(e) => {
+                return tracing::warn!(%image, error = %e, "cannot list the image's volume snapshots")
+            }
+        };
+        for id in owned {
+            let Ok(snap) = self.store.volume_snapshot(id).await else {
+                continue;
+            };
+            if matches!(
+                snap.status,
+                domain::volume::SnapshotStatus::Deleting | domain::volume::SnapshotStatus::Deleted
+            ) {
+                continue;
+            }
+            match self.delete_snapshot_record(snap).await {
+                Ok(()) => {
+                    tracing::info!(%image, snapshot = %id, "volume snapshot of a deleted image deleted")
+                }
+                Err(e) => {
+                    tracing::warn!(%image, snapshot = %id, error = %e, "volume snapshot of a deleted image kept")
+                }
+            }
+        }
     }
 
     /// `deactivate` / `reactivate` (admins only).

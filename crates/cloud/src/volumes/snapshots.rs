@@ -215,6 +215,12 @@ impl Cloud {
     pub async fn delete_volume_snapshot(&self, caller: &Caller, id: &str) -> Result<()> {
         let snap = self.volume_snapshot(caller, id).await?;
         caller.require(Role::Member, "delete snapshots")?;
+        self.delete_snapshot_record(snap).await
+    }
+
+    /// Moves `snap` to `deleting` and releases it in the background (also
+    /// for the snapshots an image owns, when the image is deleted).
+    pub(crate) async fn delete_snapshot_record(&self, snap: VolumeSnapshot) -> Result<()> {
         let mut deleting = snap.clone();
         deleting.status = snap.status.transition(SnapshotStatus::Deleting)?;
         deleting.updated_at = Utc::now();

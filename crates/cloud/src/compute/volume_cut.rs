@@ -1,0 +1,200 @@
+//! Snapshots of several volumes of one server at one instant (a "cut").
+//!
+//! What makes the instant depends on where the volumes live and whether a
+//! QEMU has them open:
+//!
+//! | server | `file` pool | `rbd` pool |
+//! |---|---|---|
+//! | running or paused | one QMP `transaction` of `blockdev-snapshot-sync`: every volume goes on in a new top at once, no guest pause | vCPUs stopped (QEMU flushes every disk), `rbd snap create` of every volume concurrently, vCPUs run again: a pause of milliseconds, measured |
+//! | stopped | `qemu-img` per volume: nothing writes | `rbd snap create` per volume: nothing writes |
+//!
+//! A cut is planned first ([`Cloud::plan_volume_cut`]: names only, no side
+//! effect) so that a saga can record it before it runs, then made
+//! ([`Cloud::cut_volumes`]), and after a crash checked
+//! ([`Cloud::volume_cut_happened`]): a cut is all or nothing — when only part
+//! of it exists the saga undoes it rather than finishing it at a later
+//! instant. The caller holds the garbage collector's read lock from the plan
+//! until the volumes' new locations are recorded (a new top is not yet a
+//! root).
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use domain::server::Server;
+use domain::{Error, Result, VolumeId, VolumeSnapshotId};
+use hypervisor::{DiskOverlay, VmStatus};
+use serde::{Deserialize, Serialize};
+
+use super::hypervisor_error;
+use crate::Cloud;
+
+/// One volume of a cut, as recorded in a saga.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct CutVolume {
+    pub volume: VolumeId,
+    pub snapshot: VolumeSnapshotId,
+    /// The volume's QEMU node name in the server.
+    pub disk_id: String,
+    /// The volume's location before the cut.
+    pub old: String,
+    /// Where the snapshot's data will be.
+    pub frozen: String,
+    /// The volume's location after the cut.
+    pub new: String,
+    /// The new top QEMU creates, on pools where it must (file).
+    pub overlay: Option<PathBuf>,
+}
+
+/// How a cut went.
+#[derive(Debug)]
+pub(crate) struct CutMade {
+    /// Held until the caller has recorded the volumes' new locations.
+    pub _guard: tokio::sync::OwnedMutexGuard<()>,
+    /// How long the guest's vCPUs were stopped for it.
+    pub guest_pause: Duration,
+}
+
+/// The pool's name of a volume snapshot's data.
+pub(crate) fn snapshot_name(snapshot: VolumeSnapshotId) -> String {
+    format!("snapshot-{snapshot}")
+}
+
+impl Cloud {
+    /// Chooses the names a cut of `volumes` ((volume, snapshot, disk id,
+    /// current location)) will use; creates nothing.
+    pub(crate) fn plan_volume_cut(
+        &self,
+        volumes: Vec<(VolumeId, VolumeSnapshotId, String, String)>,
+    ) -> Result<Vec<CutVolume>> {
+        let pool = self.volume_pool()?;
+        volumes
+            .into_iter()
+            .map(|(volume, snapshot, disk_id, old)| {
+                let (frozen, overlay) = pool.planned_snapshot(&old, &snapshot_name(snapshot))?;
+                Ok(CutVolume {
+                    volume,
+                    snapshot,
+                    disk_id,
+                    old,
+                    frozen: frozen.snapshot,
+                    new: frozen.volume,
+                    overlay,
+                })
+            })
+            .collect()
+    }
+
+    /// Makes the cut: every volume's snapshot at one instant. `Conflict`
+    /// when a volume moved since the cut was planned (another snapshot).
+    pub(crate) async fn cut_volumes(&self, server: &Server, cut: &[CutVolume]) -> Result<CutMade> {
+        let guard = self.cut_lock.clone().lock_owned().await;
+        for c in cut {
+            let volume = self.store.volume(c.volume).await?;
+            if volume.location.as_deref() != Some(c.old.as_str()) {
+                return Err(Error::conflict(format!(
+                    "Volume {} changed while it was being snapshotted; try again.",
+                    c.volume
+                )));
+            }
+        }
+        let name = server.id.to_string();
+        let live = self.vm_is_live(server).await;
+        let qemu_cuts = cut.iter().all(|c| c.overlay.is_some());
+        if live && qemu_cuts {
+            let disks: Vec<DiskOverlay> = cut
+                .iter()
+                .filter_map(|c| {
+                    c.overlay.as_ref().map(|overlay| DiskOverlay {
+                        disk_id: c.disk_id.clone(),
+                        overlay: overlay.clone(),
+                    })
+                })
+                .collect();
+            let taken = self
+                .hypervisor
+                .create_restore_point(&name, &disks, None)
+                .await
+                .map_err(hypervisor_error)?;
+            return Ok(CutMade {
+                _guard: guard,
+                guest_pause: taken.guest_pause,
+            });
+        }
+        let running = live && matches!(self.hypervisor.status(&name).await, Ok(VmStatus::Running));
+        let paused_at = Instant::now();
+        if running {
+            self.hypervisor
+                .pause(&name)
+                .await
+                .map_err(hypervisor_error)?;
+        }
+        let made = self.snapshot_each(cut).await;
+        let guest_pause = if running {
+            let resumed = self.hypervisor.resume(&name).await;
+            let pause = paused_at.elapsed();
+            resumed.map_err(hypervisor_error)?;
+            tracing::info!(server = %server.id, volumes = cut.len(), paused_ms = pause.as_millis() as u64, "guest paused for a multi-volume cut");
+            pause
+        } else {
+            Duration::ZERO
+        };
+        made?;
+        Ok(CutMade {
+            _guard: guard,
+            guest_pause,
+        })
+    }
+
+    /// Snapshots every volume through the pool, concurrently (on a paused
+    /// or stopped guest, or on a pool whose snapshots work on open volumes).
+    async fn snapshot_each(&self, cut: &[CutVolume]) -> Result<()> {
+        let pool = self.volume_pool()?;
+        let names: Vec<String> = cut.iter().map(|c| snapshot_name(c.snapshot)).collect();
+        let takes = cut
+            .iter()
+            .zip(&names)
+            .map(|(c, name)| pool.snapshot_volume(&c.old, name));
+        for (c, taken) in cut.iter().zip(futures_util::future::join_all(takes).await) {
+            let taken = taken?;
+            if taken.snapshot != c.frozen || taken.volume != c.new {
+                return Err(Error::internal(format!(
+                    "The pool put the snapshot of {c} elsewhere than it planned."
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// After a crash: whether all of the cut exists — false when it never
+    /// happened or happened only in part (the caller undoes it).
+    pub(crate) async fn volume_cut_happened(
+        &self,
+        server: &Server,
+        cut: &[CutVolume],
+    ) -> Result<bool> {
+        let pool = self.volume_pool()?;
+        let name = server.id.to_string();
+        let live = self.vm_is_live(server).await;
+        for c in cut {
+            let made = match &c.overlay {
+                Some(overlay) if live => self
+                    .hypervisor
+                    .active_disk_file(&name, &c.disk_id)
+                    .await
+                    .is_ok_and(|f| &f == overlay),
+                Some(_) => self.pool.overlay_is_valid(&c.new).await.unwrap_or(false),
+                None => pool.snapshot_exists(&c.frozen).await?,
+            };
+            if !made {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+}
+
+impl std::fmt::Display for CutVolume {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "volume {} ({})", self.volume, self.disk_id)
+    }
+}

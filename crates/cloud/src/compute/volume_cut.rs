@@ -24,6 +24,7 @@ use domain::server::Server;
 use domain::{Error, Result, VolumeId, VolumeSnapshotId};
 use hypervisor::{DiskOverlay, VmStatus};
 use serde::{Deserialize, Serialize};
+use storage::volumes::FrozenVolume;
 
 use super::hypervisor_error;
 use crate::Cloud;
@@ -196,5 +197,56 @@ impl Cloud {
 impl std::fmt::Display for CutVolume {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "volume {} ({})", self.volume, self.disk_id)
+    }
+}
+
+/// A snapshot of one attached volume a hypervisor took.
+#[derive(Debug)]
+pub(crate) struct AttachedCut {
+    pub frozen: FrozenVolume,
+    /// Held until the caller has recorded the volume's new location.
+    pub _made: Option<CutMade>,
+}
+
+impl Cloud {
+    /// Snapshot `snapshot` of `volume` (now at `old`) when a live QEMU has
+    /// it open: a cut of that one volume. `None` when no running server has
+    /// it (the pool's own snapshot is right). With `resumed` (the saga
+    /// restarts at this step), a cut that already happened is not made
+    /// again.
+    pub(crate) async fn cut_attached_volume(
+        &self,
+        volume: VolumeId,
+        snapshot: VolumeSnapshotId,
+        old: &str,
+        resumed: bool,
+    ) -> Result<Option<AttachedCut>> {
+        let Some(attachment) = self.store.attachment_of_volume(volume).await? else {
+            return Ok(None);
+        };
+        let server = self.store.server(attachment.server_id).await?;
+        if !self.vm_is_live(&server).await {
+            return Ok(None);
+        }
+        let cut = self.plan_volume_cut(vec![(
+            volume,
+            snapshot,
+            attachment.disk_id.clone(),
+            old.to_string(),
+        )])?;
+        let made = if resumed && self.volume_cut_happened(&server, &cut).await? {
+            None
+        } else {
+            Some(self.cut_volumes(&server, &cut).await?)
+        };
+        let c = &cut[0];
+        self.volume_pool()?.seal_snapshot(&c.frozen).await?;
+        Ok(Some(AttachedCut {
+            frozen: FrozenVolume {
+                snapshot: c.frozen.clone(),
+                volume: c.new.clone(),
+            },
+            _made: made,
+        }))
     }
 }

@@ -162,9 +162,17 @@ impl Cloud {
             .saga_step(&saga.id, "freezing", &saga.data())
             .await?;
         let gc = self.gc_lock.read().await;
-        let frozen = pool
-            .snapshot_volume(&old, &format!("snapshot-{}", snap.id))
+        // An in-use volume a running QEMU has open is cut by QEMU.
+        let attached = self
+            .cut_attached_volume(volume.id, snap.id, &old, step == "freezing")
             .await?;
+        let frozen = match &attached {
+            Some(cut) => cut.frozen.clone(),
+            None => {
+                pool.snapshot_volume(&old, &format!("snapshot-{}", snap.id))
+                    .await?
+            }
+        };
         fault_point("volume-snapshot:frozen");
         if frozen.volume != old && volume.location.as_deref() == Some(old.as_str()) {
             self.store
@@ -179,6 +187,7 @@ impl Cloud {
                 Some(&frozen.snapshot),
             )
             .await?;
+        drop(attached);
         drop(gc);
         self.store.finish_saga(&saga.id, "done").await?;
         tracing::info!(snapshot = %saga.snapshot, volume = %volume.id, "volume snapshot taken");

@@ -3,7 +3,8 @@
 //! ```text
 //!  spawn:   create_disk (O(1) overlay/clone) ─▶ record root_disk ─▶ start QEMU ─▶ active
 //!  action:  [task claimed by the request] ─▶ hypervisor call ─▶ final CAS clears the task
-//!  delete:  destroy QEMU ─▶ undefine ─▶ delete disk, memory state ─▶ deleted
+//!  delete:  destroy QEMU ─▶ undefine ─▶ memory state removed ─▶ volumes released
+//!           (available, or deleted with delete_on_termination) ─▶ deleted ─▶ disk released
 //!           ─▶ release the image's data if the image was deleted meanwhile
 //! ```
 //! A failure leaves the server in the state the hypervisor shows, with a
@@ -346,7 +347,7 @@ impl Cloud {
             Err(e) => return Err(hypervisor_error(e)),
         }
         remove_file_if_present(&self.state_file(server)).await;
-        Ok(())
+        self.release_server_volumes(server).await
     }
 
     /// What the hypervisor shows, as (vm_state, power_state).

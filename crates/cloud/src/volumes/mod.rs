@@ -192,6 +192,12 @@ impl Cloud {
         let volume = self.volume(caller, id).await?;
         caller.require(Role::Member, "delete volumes")?;
         volume.check_deletable()?;
+        if let Some(a) = self.store.attachment_of_volume(volume.id).await? {
+            return Err(Error::invalid(format!(
+                "Invalid volume: Volume {} is attached to server {}; detach it first.",
+                volume.id, a.server_id
+            )));
+        }
         let snapshots = self.store.snapshots_of_volume(volume.id).await?;
         if !snapshots.is_empty() {
             return Err(Error::invalid(format!(
@@ -212,7 +218,7 @@ impl Cloud {
     /// A volume recorded `deleting`: its data is released (unless other
     /// volumes still stand on it; then it goes with them), then it is
     /// `deleted` — so once `GET` answers 404 the data is gone, as Cinder.
-    async fn finish_volume_delete(&self, volume: Volume) {
+    pub(crate) async fn finish_volume_delete(&self, volume: Volume) {
         self.collect_garbage_quietly().await;
         if let Err(e) = self
             .store
@@ -260,10 +266,12 @@ pub(crate) async fn collect_garbage(
 }
 
 /// Settles what a previous run left half-way: create and snapshot sagas go
-/// forward (or end in `error`), extends are redone, deletes finished.
+/// forward (or end in `error`), attaches and detaches are settled from
+/// what the hypervisor shows, extends are redone, deletes finished.
 pub(crate) async fn reconcile(cloud: &Cloud) -> Result<Vec<String>> {
     let mut repaired = create::recover(cloud).await?;
     repaired.extend(snapshots::recover(cloud).await?);
+    repaired.extend(cloud.recover_attachments().await?);
     for volume in cloud.store.volumes(None).await? {
         match volume.status {
             VolumeStatus::Extending => {

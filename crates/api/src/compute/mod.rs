@@ -10,6 +10,7 @@ mod networks;
 mod restore_points;
 mod servers;
 mod views;
+mod volume_attachments;
 
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
@@ -26,6 +27,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .merge(servers::routes())
         .merge(networks::routes())
         .merge(restore_points::routes())
+        .merge(volume_attachments::routes())
         .layer(axum::middleware::from_fn(microversion::negotiate))
 }
 

@@ -14,7 +14,7 @@ use http::HeaderValue;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
-use super::{views, Microversion, NovaResult};
+use super::{views, volume_attachments, Microversion, NovaResult};
 use crate::auth::Auth;
 use crate::json::JsonBody;
 use crate::AppState;
@@ -167,6 +167,20 @@ fn parse_create(body: &Value, v: Microversion) -> Result<NewServer, Error> {
     })
 }
 
+/// A server as Nova shows it, with its volumes.
+async fn server_view(
+    s: &AppState,
+    server: &domain::server::Server,
+    caller: &domain::identity::Caller,
+    v: Microversion,
+) -> Result<Value, Error> {
+    let mut out = views::server(s, server, caller, v);
+    let attachments = s.cloud.attachments_of(server).await?;
+    out["os-extended-volumes:volumes_attached"] =
+        volume_attachments::volumes_attached(&attachments, v);
+    Ok(out)
+}
+
 async fn create(
     State(s): State<AppState>,
     Auth(caller): Auth,
@@ -247,9 +261,11 @@ async fn list_detail(
     Query(q): Query<ListQuery>,
 ) -> NovaResult<Json<Value>> {
     let servers = filtered(&s, &caller, &q).await?;
-    Ok(Json(
-        json!({"servers": servers.iter().map(|srv| views::server(&s, srv, &caller, v)).collect::<Vec<_>>()}),
-    ))
+    let mut shown = Vec::with_capacity(servers.len());
+    for srv in &servers {
+        shown.push(server_view(&s, srv, &caller, v).await?);
+    }
+    Ok(Json(json!({"servers": shown})))
 }
 
 async fn show(
@@ -260,7 +276,7 @@ async fn show(
 ) -> NovaResult<Json<Value>> {
     let server = s.cloud.server(&caller, &id).await?;
     Ok(Json(
-        json!({"server": views::server(&s, &server, &caller, v)}),
+        json!({"server": server_view(&s, &server, &caller, v).await?}),
     ))
 }
 
@@ -298,7 +314,7 @@ async fn update(
     };
     let server = s.cloud.update_server(&caller, &id, name).await?;
     Ok(Json(
-        json!({"server": views::server(&s, &server, &caller, v)}),
+        json!({"server": server_view(&s, &server, &caller, v).await?}),
     ))
 }
 
@@ -423,7 +439,7 @@ async fn action(
             let server = s.cloud.rebuild_server(&caller, &id, image_ref).await?;
             Ok((
                 StatusCode::ACCEPTED,
-                Json(json!({"server": views::server(&s, &server, &caller, v)})),
+                Json(json!({"server": server_view(&s, &server, &caller, v).await?})),
             )
                 .into_response())
         }

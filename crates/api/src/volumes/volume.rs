@@ -62,6 +62,30 @@ fn parse_create(body: &Value) -> Result<NewVolume, Error> {
     })
 }
 
+/// A volume as Cinder shows it, with its attachment (Cinder's legacy
+/// `attachments` list: one entry while attached to a server).
+async fn volume_view(
+    s: &AppState,
+    volume: &domain::volume::Volume,
+    caller: &domain::identity::Caller,
+    v: VolumeVersion,
+) -> Result<Value, Error> {
+    let mut out = views::volume(s, volume, caller, v);
+    if let Some(a) = s.cloud.attachment_of_volume(volume).await? {
+        let id = volume.id.to_string();
+        out["attachments"] = json!([{
+            "server_id": a.server_id.to_string(),
+            "attachment_id": a.id.to_string(),
+            "attached_at": a.created_at.format("%Y-%m-%dT%H:%M:%S%.6f").to_string(),
+            "host_name": null,
+            "volume_id": id,
+            "device": a.device,
+            "id": id,
+        }]);
+    }
+    Ok(out)
+}
+
 async fn create(
     State(s): State<AppState>,
     Auth(caller): Auth,
@@ -73,7 +97,7 @@ async fn create(
     let volume = s.cloud.create_volume(&caller, parse_create(&body)?).await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"volume": views::volume(&s, &volume, &caller, v)})),
+        Json(json!({"volume": volume_view(&s, &volume, &caller, v).await?})),
     )
         .into_response())
 }
@@ -117,10 +141,10 @@ async fn list_detail(
     Query(q): Query<ListQuery>,
 ) -> NovaResult<Json<Value>> {
     let volumes = filtered(&s, &caller, &project, &q).await?;
-    let shown: Vec<Value> = volumes
-        .iter()
-        .map(|vol| views::volume(&s, vol, &caller, v))
-        .collect();
+    let mut shown = Vec::with_capacity(volumes.len());
+    for vol in &volumes {
+        shown.push(volume_view(&s, vol, &caller, v).await?);
+    }
     Ok(Json(json!({"volumes": shown})))
 }
 
@@ -133,7 +157,7 @@ async fn show(
     check_project(&caller, &project)?;
     let volume = s.cloud.volume(&caller, &id).await?;
     Ok(Json(
-        json!({"volume": views::volume(&s, &volume, &caller, v)}),
+        json!({"volume": volume_view(&s, &volume, &caller, v).await?}),
     ))
 }
 
@@ -153,7 +177,7 @@ async fn update(
     };
     let volume = s.cloud.update_volume(&caller, &id, changes).await?;
     Ok(Json(
-        json!({"volume": views::volume(&s, &volume, &caller, v)}),
+        json!({"volume": volume_view(&s, &volume, &caller, v).await?}),
     ))
 }
 

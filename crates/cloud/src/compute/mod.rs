@@ -26,6 +26,7 @@ use domain::image::ImageStatus;
 use domain::server::{PowerState, Server, ServerAction, TaskState, VmState};
 use domain::{Error, ErrorKind, Result, ServerId};
 
+pub use attachments::AttachVolume;
 pub(crate) use sync::reconcile;
 
 use crate::Cloud;

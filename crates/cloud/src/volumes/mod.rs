@@ -66,6 +66,14 @@ impl Cloud {
         Ok(volume)
     }
 
+    /// The attachment of a volume already read, if it has one.
+    pub async fn attachment_of_volume(
+        &self,
+        volume: &Volume,
+    ) -> Result<Option<domain::volume::VolumeAttachment>> {
+        self.store.attachment_of_volume(volume.id).await
+    }
+
     /// Volumes of the caller's project (of all projects for an admin asking).
     pub async fn volumes(&self, caller: &Caller, all_projects: bool) -> Result<Vec<Volume>> {
         caller.require(Role::Reader, "list volumes")?;

@@ -414,13 +414,16 @@ pub fn names_in_pool(server: &Server, dir: &str) -> Vec<String> {
 }
 
 /// The files some record needs: the root disks of the servers that are not
-/// deleted and the data of the active (or deactivated) images, as the
-/// service's database holds them, each with its whole backing chain.
+/// deleted, the data of the active (or deactivated) images and of the
+/// volumes and volume snapshots that are not deleted, as the service's
+/// database holds them, each with its whole backing chain.
 pub fn needed_files(server: &Server) -> BTreeSet<PathBuf> {
     const QUERY: &str = "import sqlite3, sys\n\
         db = sqlite3.connect('file:' + sys.argv[1] + '?mode=ro', uri=True)\n\
         rows = db.execute(\"SELECT root_disk FROM servers WHERE vm_state <> 'deleted' AND root_disk IS NOT NULL \
-        UNION ALL SELECT location FROM images WHERE status IN ('active', 'deactivated') AND location IS NOT NULL\")\n\
+        UNION ALL SELECT location FROM images WHERE status IN ('active', 'deactivated') AND location IS NOT NULL \
+        UNION ALL SELECT location FROM volumes WHERE status <> 'deleted' AND location IS NOT NULL \
+        UNION ALL SELECT location FROM volume_snapshots WHERE status <> 'deleted' AND location IS NOT NULL\")\n\
         print('\\n'.join(r[0] for r in rows))\n";
     let db = server.data_dir().join("snapstack.db");
     let roots = run("python3", &["-c", QUERY, db.to_str().unwrap()]);

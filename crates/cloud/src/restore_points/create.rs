@@ -18,8 +18,6 @@
 //!  crash at switched: forward — clear the task
 //! ```
 
-use std::path::Path;
-
 use chrono::Utc;
 use domain::identity::{Caller, Role};
 use domain::restore_point::{
@@ -29,7 +27,7 @@ use domain::server::{TaskState, VmState};
 use domain::{Error, Result};
 use hypervisor::DiskOverlay;
 
-use super::{fault_point, overlay_name, remove_state_file, Saga, ROOT_DISK_ID};
+use super::{fault_point, overlay_name, Saga, ROOT_DISK_ID};
 use crate::compute::hypervisor_error;
 use crate::Cloud;
 
@@ -66,7 +64,14 @@ impl Cloud {
             .root_disk
             .clone()
             .ok_or_else(|| Error::conflict("The server has no disk yet."))?;
-        if self.pool.new_overlay(&root, "probe")?.is_none() {
+        let native = self.native_points().is_some();
+        if native && internal {
+            return Err(Error::conflict(format!(
+                "Internal restore points need qcow2 disks; this server's disk is a raw RBD image on the {} pool. Use method external (RBD snapshots, with or without memory).",
+                self.pool.kind()
+            )));
+        }
+        if !native && self.pool.new_overlay(&root, "probe")?.is_none() {
             return Err(Error::conflict(format!(
                 "Restore points of servers on the {} pool are not available yet.",
                 self.pool.kind()
@@ -112,6 +117,8 @@ impl Cloud {
             let mut saga = saga;
             let forward = if saga.internal {
                 cloud.internal_point_forward(&mut saga).await
+            } else if cloud.native_points().is_some() {
+                cloud.native_point_create_forward(&mut saga).await
             } else {
                 cloud.point_create_forward(&mut saga).await
             };
@@ -185,9 +192,19 @@ impl Cloud {
         self.finish_point_create(saga).await
     }
 
+    /// Runs the saga from `begun` on a pool that snapshots natively.
+    async fn native_point_create_forward(&self, saga: &mut Saga) -> Result<()> {
+        let _gc = self.gc_lock.read().await;
+        let pause = self.native_point_cut(saga).await?;
+        fault_point("restore-point-create:cut");
+        self.record_point_switch(saga, pause).await?;
+        drop(_gc);
+        self.finish_point_create(saga).await
+    }
+
     /// Freezes the guest's filesystems through its agent: true when frozen,
     /// false when the guest has no agent (the point is crash-consistent).
-    async fn freeze_for_point(&self, server: &domain::server::Server) -> Result<bool> {
+    pub(super) async fn freeze_for_point(&self, server: &domain::server::Server) -> Result<bool> {
         let name = server.id.to_string();
         match self
             .hypervisor
@@ -213,7 +230,8 @@ impl Cloud {
         pause_us: Option<u64>,
     ) -> Result<()> {
         let server = self.store.server(saga.server()?).await?;
-        if server.root_disk != saga.new_top {
+        // A native point leaves the server on its disk (no new top).
+        if saga.new_top.is_some() && server.root_disk != saga.new_top {
             let mut next = server.clone();
             next.root_disk = saga.new_top.clone();
             next.updated_at = Utc::now();
@@ -264,7 +282,7 @@ impl Cloud {
         if saga.internal {
             self.forget_internal_tag(saga).await;
         }
-        if self.point_cut_took(saga).await {
+        if saga.new_top.is_some() && self.point_cut_took(saga).await {
             // QEMU writes into the new top already: it must stay the disk.
             if let Err(e) = self.keep_point_new_top(saga).await {
                 tracing::error!(error = %e, "could not record a restore point's new top");
@@ -272,10 +290,8 @@ impl Cloud {
             }
         }
         if let Some(id) = saga.point {
-            if let Ok(point) = self.store.restore_point(id).await {
-                let mut with_file = point.clone();
-                with_file.state_file = saga.state_file.clone();
-                remove_state_file(&with_file).await;
+            if self.store.restore_point(id).await.is_ok() {
+                self.remove_point_state(saga.state_file.as_deref()).await;
                 let _ = self.store.delete_restore_point(id).await;
             }
         }
@@ -293,6 +309,11 @@ impl Cloud {
 
     /// Whether the new top of an interrupted cut is in use or complete.
     pub(super) async fn point_cut_took(&self, saga: &Saga) -> bool {
+        if let (Some(points), None, Some(snapshot)) =
+            (self.native_points(), &saga.new_top, &saga.old_top)
+        {
+            return points.snapshot_exists(snapshot).await.unwrap_or(false);
+        }
         let (Some(new_top), Some(server)) = (&saga.new_top, saga.server) else {
             return false;
         };
@@ -312,9 +333,7 @@ impl Cloud {
     /// through a `.part` file renamed at the end).
     pub(super) async fn point_state_saved(&self, saga: &Saga) -> bool {
         match &saga.state_file {
-            Some(file) => tokio::fs::try_exists(Path::new(file))
-                .await
-                .unwrap_or(false),
+            Some(state) => self.point_state_present(state).await,
             None => !saga.memory,
         }
     }

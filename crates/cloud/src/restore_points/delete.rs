@@ -18,7 +18,7 @@ use domain::restore_point::{RestoreMethod, RestorePointStatus};
 use domain::server::TaskState;
 use domain::{Error, Result};
 
-use super::{fault_point, point_of, remove_state_file, Saga};
+use super::{fault_point, point_of, Saga};
 use crate::Cloud;
 
 pub(super) const KIND: &str = "restore-point-delete";
@@ -84,14 +84,16 @@ impl Cloud {
                 if point.method == RestoreMethod::Internal {
                     self.delete_internal_tag(&point).await;
                 }
-                remove_state_file(&point).await;
+                self.remove_point_state(point.state_file.as_deref()).await;
                 fault_point("restore-point-delete:state-removed");
                 self.store.delete_restore_point(id).await?;
             }
             Err(e) if e.kind() == domain::ErrorKind::NotFound => {}
             Err(e) => return Err(e),
         }
-        if let Some(layer) = &saga.old_top {
+        // RBD snapshots are not merged: garbage collection releases them.
+        let layered = self.native_points().is_none();
+        if let Some(layer) = saga.old_top.as_ref().filter(|_| layered) {
             // Under the GC lock: no layer may appear or go meanwhile.
             let merged = {
                 let _gc = self.gc_lock.read().await;

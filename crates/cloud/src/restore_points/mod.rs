@@ -1,5 +1,6 @@
 //! Restore points: libvirt-style snapshots of whole servers, as a tree per
-//! server, on the file pool (RBD servers: 409 for now).
+//! server, on the file pool (below) and on the rbd pool ([`rbd`]: RBD
+//! snapshots, memory states as RBD images, revert by O(1) clone).
 //!
 //! A server's disk is a qcow2 top over immutable layers. A point *freezes*
 //! the top: the server goes on in a new overlay and the old top is the
@@ -26,6 +27,7 @@ mod create;
 mod delete;
 mod internal;
 pub(crate) mod merge;
+mod rbd;
 mod recover;
 mod revert;
 
@@ -210,6 +212,12 @@ impl Cloud {
             return true;
         }
         for disk in &point.disks {
+            if let Some(points) = self.native_points() {
+                if !points.snapshot_exists(&disk.layer).await.unwrap_or(false) {
+                    return false;
+                }
+                continue;
+            }
             let present = match self.pool.disk_source(&disk.layer) {
                 Ok(storage::DiskSource::File { path, .. }) => {
                     tokio::fs::try_exists(&path).await.unwrap_or(false)
@@ -222,7 +230,7 @@ impl Cloud {
             }
         }
         match &point.state_file {
-            Some(file) if point.memory => tokio::fs::try_exists(file).await.unwrap_or(false),
+            Some(state) if point.memory => self.point_state_present(state).await,
             _ => true,
         }
     }
@@ -248,7 +256,7 @@ impl Cloud {
                 Err(e) => return Err(e),
             };
             if server_gone {
-                remove_state_file(&point).await;
+                self.remove_point_state(point.state_file.as_deref()).await;
                 self.store.delete_restore_point(point.id).await?;
                 self.store
                     .set_current_restore_point(point.server_id, None)
@@ -256,8 +264,13 @@ impl Cloud {
                 tracing::info!(point = %point.id, server = %point.server_id, "restore point of a deleted server released");
                 continue;
             }
-            if let Some(file) = &point.state_file {
-                kept_states.insert(PathBuf::from(file));
+            match &point.state_file {
+                // A memory image in the pool: a root like the disks.
+                Some(state) if state.starts_with("rbd://") => roots.push(state.clone()),
+                Some(file) => {
+                    kept_states.insert(PathBuf::from(file));
+                }
+                None => {}
             }
             roots.extend(point.disks.into_iter().map(|d| d.layer));
         }
@@ -357,13 +370,12 @@ fn is_point_task(t: TaskState) -> bool {
     )
 }
 
-async fn remove_state_file(point: &RestorePoint) {
-    if let Some(file) = &point.state_file {
-        for path in [file.clone(), format!("{file}.part")] {
-            if let Err(e) = tokio::fs::remove_file(&path).await {
-                if e.kind() != std::io::ErrorKind::NotFound {
-                    tracing::warn!(%path, error = %e, "could not remove a memory state");
-                }
+/// Removes a memory state file and its partial file; gone is fine.
+async fn remove_state_files(file: &str) {
+    for path in [file.to_string(), format!("{file}.part")] {
+        if let Err(e) = tokio::fs::remove_file(&path).await {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                tracing::warn!(%path, error = %e, "could not remove a memory state");
             }
         }
     }

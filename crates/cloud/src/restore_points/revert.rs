@@ -17,8 +17,6 @@
 //! The point's layer is never written: the server writes into the new top.
 //! Points on other branches keep their layers and stay revertable.
 
-use std::path::PathBuf;
-
 use chrono::Utc;
 use domain::identity::{Caller, Role};
 use domain::restore_point::{RestoreMethod, RestorePoint, RestorePointStatus};
@@ -119,17 +117,21 @@ impl Cloud {
         }
         if step == "begun" {
             let layer = point_layer(&point)?;
-            let (new_top, _) = self
-                .pool
-                .new_overlay(&layer, &overlay_name(point.server_id))?
-                .ok_or_else(|| Error::conflict("This pool cannot layer disks."))?;
-            saga.new_top = Some(new_top.clone());
-            self.store
-                .saga_step(&saga.id, "overlay", &saga.data())
-                .await?;
-            let _gc = self.gc_lock.read().await;
-            self.pool.create_overlay(&layer, &new_top).await?;
-            fault_point("restore-point-revert:overlay");
+            if self.native_points().is_some() {
+                self.native_revert_clone(saga, &layer).await?;
+            } else {
+                let (new_top, _) = self
+                    .pool
+                    .new_overlay(&layer, &overlay_name(point.server_id))?
+                    .ok_or_else(|| Error::conflict("This pool cannot layer disks."))?;
+                saga.new_top = Some(new_top.clone());
+                self.store
+                    .saga_step(&saga.id, "overlay", &saga.data())
+                    .await?;
+                let _gc = self.gc_lock.read().await;
+                self.pool.create_overlay(&layer, &new_top).await?;
+                fault_point("restore-point-revert:overlay");
+            }
             let server = self.store.server(point.server_id).await?;
             self.hypervisor
                 .destroy(&server.id.to_string())
@@ -143,10 +145,10 @@ impl Cloud {
         }
         let server = self.store.server(point.server_id).await?;
         let settled = match (&point.state_file, point.memory) {
-            (Some(state_file), true) => {
+            (Some(state), true) => {
                 let spec = self.vm_spec(&server).await?;
                 self.hypervisor
-                    .start_incoming(&spec, &PathBuf::from(state_file))
+                    .start_incoming_from(&spec, &self.memory_state_of(state)?)
                     .await
                     .map_err(hypervisor_error)?;
                 (VmState::Active, PowerState::Running)
@@ -159,6 +161,7 @@ impl Cloud {
         self.store.finish_saga(&saga.id, "done").await?;
         tracing::info!(server = %point.server_id, point = %point.id, "server reverted");
         self.collect_garbage_quietly().await;
+        self.keep_native_disk_shallow(server.root_disk.clone());
         Ok(())
     }
 

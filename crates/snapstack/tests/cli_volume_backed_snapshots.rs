@@ -23,7 +23,6 @@ mod cli_volumes_support;
 mod common;
 mod snapshot_support;
 
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use cli_volumes_support::{frozen_of, top_of, VolumeApi};
@@ -68,11 +67,6 @@ fn mappings(image: &Value) -> Vec<Value> {
         .as_str()
         .unwrap_or_else(|| panic!("no block_device_mapping: {image}"));
     serde_json::from_str(text).unwrap()
-}
-
-/// What the guest log of a volume file says: (boot, last_seq, corrupt).
-fn log_at(file: &PathBuf) -> (u64, u64, u64) {
-    log_of(file)
 }
 
 #[test]
@@ -147,7 +141,7 @@ fn snapshot_of_volume_backed_server_when_two_volumes_then_one_instant_boot_again
     assert_eq!(maps[1]["volume_size"], 1);
     let (boot_frozen, v1_frozen) = (frozen_of(&server, &boot1), frozen_of(&server, &v1));
     assert_eq!((boot_frozen.len(), v1_frozen.len()), (1, 1));
-    let (boot_log, v1_log) = (log_at(&boot_frozen[0]), log_at(&v1_frozen[0]));
+    let (boot_log, v1_log) = (log_of(&boot_frozen[0]), log_of(&v1_frozen[0]));
     assert!(boot_log.1 > written, "{boot_log:?} after {written}");
     assert_eq!(boot_log.1, v1_log.1, "both disks end at one record");
     assert_eq!((boot_log.2, v1_log.2), (0, 0), "no corrupt record");
@@ -225,9 +219,9 @@ fn snapshot_of_volume_backed_server_when_two_volumes_then_one_instant_boot_again
         .output()
         .unwrap();
     assert!(compare.status.success(), "{compare:?}");
-    let s_log = log_at(&s_file);
+    let s_log = log_of(&s_file);
     assert!(s_log.1 > v1_log.1, "{s_log:?}");
-    assert_eq!(log_at(&v2_top).1, s_log.1);
+    assert_eq!(log_of(&v2_top).1, s_log.1);
     let later = api.wait_seq_above(&vm, s_log.1 + 10);
     assert_seqs_continuous(&later.seqs_since_last_boot(), &later);
 

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use cloud::compute::NewServer;
+use cloud::compute::{BlockDevice, NewServer};
 use domain::server::ServerAction;
 use domain::Error;
 use http::HeaderValue;
@@ -85,17 +85,105 @@ fn is_no_network(entry: &Value) -> bool {
             .is_some_and(|o| o.keys().all(|k| k == "uuid" || k == "tag"))
 }
 
-/// The one block device mapping an image boot may carry: the image itself
-/// as the local root disk (python-openstackclient always sends it).
-fn is_image_root(bdm: &Value, image_ref: Option<&str>) -> bool {
-    let field = |k: &str| bdm.get(k).and_then(Value::as_str);
-    field("source_type") == Some("image")
-        && field("destination_type").unwrap_or("local") == "local"
-        && field("uuid") == image_ref
-        && bdm
-            .get("boot_index")
-            .and_then(|b| b.as_i64().or_else(|| b.as_str()?.parse().ok()))
-            == Some(0)
+/// Keys Nova's schema allows in a `block_device_mapping_v2` entry (those
+/// we do not act on are accepted and ignored).
+const BDM_FIELDS: &[&str] = &[
+    "source_type",
+    "destination_type",
+    "uuid",
+    "boot_index",
+    "volume_size",
+    "delete_on_termination",
+    "device_name",
+    "guest_format",
+    "disk_bus",
+    "device_type",
+    "tag",
+    "volume_type",
+    "no_device",
+    "volume_id",
+    "snapshot_id",
+    "image_id",
+];
+
+/// An integer Nova accepts as a number or a numeric string.
+fn int_field(bdm: &Map<String, Value>, key: &str) -> Result<Option<i64>, Error> {
+    match bdm.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .map(Some)
+            .ok_or_else(|| Error::invalid(format!("'{key}' must be an integer."))),
+        Some(Value::String(t)) if t.is_empty() => Ok(None),
+        Some(Value::String(t)) => t
+            .parse()
+            .map(Some)
+            .map_err(|_| Error::invalid(format!("'{key}' must be an integer ('{t}' is not)."))),
+        Some(_) => Err(Error::invalid(format!("'{key}' must be an integer."))),
+    }
+}
+
+/// One `block_device_mapping_v2` entry, checked for shape.
+fn parse_bdm(entry: &Value) -> Result<BlockDevice, Error> {
+    let bdm = entry
+        .as_object()
+        .ok_or_else(|| Error::invalid("Each block_device_mapping_v2 entry must be an object."))?;
+    if let Some(extra) = bdm.keys().find(|k| !BDM_FIELDS.contains(&k.as_str())) {
+        return Err(Error::invalid(format!(
+            "Additional properties are not allowed ('{extra}' was unexpected)."
+        )));
+    }
+    let text = |key: &str| -> Result<Option<String>, Error> {
+        match bdm.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(Error::invalid(format!("'{key}' must be a string."))),
+        }
+    };
+    let source_type = text("source_type")?
+        .ok_or_else(|| Error::invalid("'source_type' is a required property of a block device mapping."))?;
+    if !["image", "volume", "snapshot", "blank"].contains(&source_type.as_str()) {
+        return Err(Error::invalid(format!(
+            "'{source_type}' is not one of ['blank', 'image', 'snapshot', 'volume']."
+        )));
+    }
+    let destination_type = match text("destination_type")? {
+        Some(d) if d == "local" || d == "volume" => d,
+        Some(d) => return Err(Error::invalid(format!("'{d}' is not one of ['local', 'volume']."))),
+        None if source_type == "volume" || source_type == "snapshot" => "volume".to_string(),
+        None => "local".to_string(),
+    };
+    if text("device_type")?.is_some_and(|t| t != "disk") {
+        return Err(Error::invalid("Only device_type 'disk' is supported."));
+    }
+    let delete_on_termination = match bdm.get("delete_on_termination") {
+        None | Some(Value::Null) => false,
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(t)) => match t.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => true,
+            "false" | "0" | "no" | "off" => false,
+            _ => return Err(Error::invalid(format!("'{t}' is not a valid boolean for delete_on_termination."))),
+        },
+        Some(_) => return Err(Error::invalid("'delete_on_termination' must be a boolean.")),
+    };
+    let volume_size = match int_field(bdm, "volume_size")? {
+        None => None,
+        Some(n) if n > 0 => Some(n as u64),
+        Some(n) => return Err(Error::invalid(format!("volume_size must be 1 or more ({n} is not)."))),
+    };
+    let uuid = text("uuid")?
+        .or(text("volume_id")?)
+        .or(text("snapshot_id")?)
+        .or(text("image_id")?);
+    Ok(BlockDevice {
+        source_type,
+        destination_type,
+        uuid,
+        boot_index: int_field(bdm, "boot_index")?,
+        volume_size,
+        delete_on_termination,
+        device_name: text("device_name")?,
+    })
 }
 
 fn parse_create(body: &Value, v: Microversion) -> Result<NewServer, Error> {
@@ -137,17 +225,19 @@ fn parse_create(body: &Value, v: Microversion) -> Result<NewServer, Error> {
         }
     }
     if obj.contains_key("block_device_mapping") {
-        return Err(Error::invalid("Booting from volumes is not available yet."));
+        return Err(Error::invalid(
+            "The legacy block_device_mapping is not supported: use block_device_mapping_v2.",
+        ));
     }
-    if let Some(bdms) = obj.get("block_device_mapping_v2") {
-        let image_ref = obj.get("imageRef").and_then(Value::as_str);
-        let list = bdms
-            .as_array()
-            .ok_or_else(|| Error::invalid("'block_device_mapping_v2' must be a list."))?;
-        if !list.iter().all(|bdm| is_image_root(bdm, image_ref)) {
-            return Err(Error::invalid("Booting from volumes is not available yet."));
-        }
-    }
+    let block_devices = match obj.get("block_device_mapping_v2") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(list)) => list.iter().map(parse_bdm).collect::<Result<_, _>>()?,
+        Some(_) => return Err(Error::invalid("'block_device_mapping_v2' must be a list.")),
+    };
+    let image_ref = match obj.get("imageRef") {
+        None | Some(Value::Null) if !block_devices.is_empty() => String::new(),
+        _ => text("imageRef")?,
+    };
     for count in ["min_count", "max_count"] {
         if obj
             .get(count)
@@ -161,9 +251,10 @@ fn parse_create(body: &Value, v: Microversion) -> Result<NewServer, Error> {
     }
     Ok(NewServer {
         name: text("name")?,
-        image_ref: text("imageRef")?,
+        image_ref,
         flavor_ref: text("flavorRef")?,
         metadata: string_map(obj.get("metadata"), "metadata")?,
+        block_devices,
     })
 }
 

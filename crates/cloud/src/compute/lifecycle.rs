@@ -1,7 +1,8 @@
 //! The background half of every server operation.
 //!
 //! ```text
-//!  spawn:   create_disk (O(1) overlay/clone) ─▶ record root_disk ─▶ start QEMU ─▶ active
+//!  spawn:   volumes made (see block_devices) ─▶ create_disk (O(1) overlay/clone of the
+//!           image, if it boots from one) ─▶ record root_disk ─▶ start QEMU ─▶ active
 //!  action:  [task claimed by the request] ─▶ hypervisor call ─▶ final CAS clears the task
 //!  delete:  destroy QEMU ─▶ undefine ─▶ memory state removed ─▶ volumes released
 //!           (available, or deleted with delete_on_termination) ─▶ deleted ─▶ disk released
@@ -63,6 +64,7 @@ impl Cloud {
     pub(crate) async fn spawn_server(&self, server: Server) {
         let expected = (server.vm_state, server.task_state);
         let result = self.build(server.clone()).await;
+        self.settle_boot_volumes(&server).await;
         let mut done = match self.store.server(server.id).await {
             Ok(s) => s,
             Err(e) => {
@@ -90,10 +92,19 @@ impl Cloud {
         }
     }
 
-    async fn build(&self, mut server: Server) -> Result<()> {
-        let image_id = server
-            .image_id
-            .ok_or_else(|| Error::internal("A server without an image cannot be built."))?;
+    async fn build(&self, server: Server) -> Result<()> {
+        self.prepare_boot_volumes(&server).await?;
+        let server = match server.image_id {
+            Some(image_id) => self.make_root_disk(server, image_id).await?,
+            None => server,
+        };
+        let spec = self.vm_spec(&server).await?;
+        self.hypervisor.start(&spec).await.map_err(hypervisor_error)
+    }
+
+    /// The root disk of a server booting from an image: an O(1) overlay or
+    /// clone of the image, recorded.
+    async fn make_root_disk(&self, mut server: Server, image_id: domain::ImageId) -> Result<Server> {
         let image = self.store.image(image_id).await?;
         let location = image
             .location
@@ -114,9 +125,7 @@ impl Cloud {
         // stdout, which would corrupt its `-f json` output.
         server.updated_at = Utc::now();
         self.store.update_server(&server, expected).await?;
-        drop(_gc);
-        let spec = self.vm_spec(&server).await?;
-        self.hypervisor.start(&spec).await.map_err(hypervisor_error)
+        Ok(server)
     }
 
     /// Runs a claimed action and clears its task.

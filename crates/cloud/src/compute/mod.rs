@@ -8,6 +8,7 @@
 //! its own is noticed by [`Cloud::sync_power_states`].
 
 mod attachments;
+mod block_devices;
 mod chain_depth;
 mod flavors;
 mod lifecycle;
@@ -27,6 +28,7 @@ use domain::server::{PowerState, Server, ServerAction, TaskState, VmState};
 use domain::{Error, ErrorKind, Result, ServerId};
 
 pub use attachments::AttachVolume;
+pub use block_devices::BlockDevice;
 pub(crate) use sync::reconcile;
 
 use crate::Cloud;
@@ -40,6 +42,9 @@ pub struct NewServer {
     pub image_ref: String,
     pub flavor_ref: String,
     pub metadata: BTreeMap<String, String>,
+    /// `block_device_mapping_v2`: volumes to boot from or attach (see
+    /// `block_devices`); the image root OSC always sends may be here.
+    pub block_devices: Vec<BlockDevice>,
 }
 
 impl Cloud {
@@ -64,8 +69,9 @@ impl Cloud {
         self.store.servers(project).await
     }
 
-    /// Checks the request, records the server `building` and starts it in
-    /// the background.
+    /// Checks the request (its image, or its block device mapping: see
+    /// `block_devices`), records the server `building` with its volumes
+    /// and starts it in the background.
     pub async fn create_server(&self, caller: &Caller, new: NewServer) -> Result<Server> {
         caller.require(Role::Member, "create servers")?;
         let project = caller.project()?;
@@ -73,21 +79,7 @@ impl Cloud {
         if new.name.trim().is_empty() {
             return Err(Error::invalid("A server needs a name."));
         }
-        let image = self
-            .image(caller, &new.image_ref)
-            .await
-            .map_err(|e| match e.kind() {
-                ErrorKind::NotFound => {
-                    Error::invalid(format!("Image {} could not be found.", new.image_ref))
-                }
-                _ => e,
-            })?;
-        if image.status != ImageStatus::Active {
-            return Err(Error::invalid(format!(
-                "Image {} is not active (it is {}).",
-                image.id, image.status
-            )));
-        }
+        let plan = block_devices::plan(&new.image_ref, &new.block_devices)?;
         let flavor = self
             .store
             .flavor(&new.flavor_ref)
@@ -98,6 +90,74 @@ impl Cloud {
                 }
                 _ => e,
             })?;
+        let image_id = match plan.image_root() {
+            Some(image_ref) => Some(self.check_boot_image(caller, image_ref, &flavor).await?),
+            None => None,
+        };
+        let claimed = self.claim_block_devices(caller, &plan).await?;
+        let now = Utc::now();
+        let server = Server {
+            id: ServerId::new(),
+            name: new.name,
+            project_id: project,
+            user_id: caller.user_id,
+            image_id,
+            flavor,
+            vm_state: VmState::Building,
+            task_state: Some(TaskState::Spawning),
+            power_state: PowerState::NoState,
+            progress: 0,
+            fault: None,
+            metadata: new.metadata,
+            root_disk: None,
+            created_at: now,
+            updated_at: now,
+            launched_at: None,
+        };
+        if let Err(e) = self.store.insert_server(&server).await {
+            self.unreserve(&claimed.reserved()).await;
+            return Err(e);
+        }
+        if let Err(e) = self.record_block_devices(caller, &server, claimed).await {
+            let mut failed = server.clone();
+            failed.vm_state = VmState::Error;
+            failed.task_state = None;
+            failed.fault = Some(lifecycle::fault(&e));
+            failed.updated_at = Utc::now();
+            let _ = self
+                .store
+                .update_server(&failed, (server.vm_state, server.task_state))
+                .await;
+            return Err(e);
+        }
+        let cloud = self.clone();
+        let spawned = server.clone();
+        tokio::spawn(async move { cloud.spawn_server(spawned).await });
+        Ok(server)
+    }
+
+    /// The image a server boots from: visible, active, fitting the flavor.
+    async fn check_boot_image(
+        &self,
+        caller: &Caller,
+        image_ref: &str,
+        flavor: &domain::server::Flavor,
+    ) -> Result<domain::ImageId> {
+        let image = self
+            .image(caller, image_ref)
+            .await
+            .map_err(|e| match e.kind() {
+                ErrorKind::NotFound => {
+                    Error::invalid(format!("Image {image_ref} could not be found."))
+                }
+                _ => e,
+            })?;
+        if image.status != ImageStatus::Active {
+            return Err(Error::invalid(format!(
+                "Image {} is not active (it is {}).",
+                image.id, image.status
+            )));
+        }
         let image_size = image.virtual_size.unwrap_or(0);
         if flavor.disk > 0 && flavor.disk * GIB < image_size {
             return Err(Error::invalid(format!(
@@ -117,30 +177,7 @@ impl Cloud {
                 image.min_ram
             )));
         }
-        let now = Utc::now();
-        let server = Server {
-            id: ServerId::new(),
-            name: new.name,
-            project_id: project,
-            user_id: caller.user_id,
-            image_id: Some(image.id),
-            flavor,
-            vm_state: VmState::Building,
-            task_state: Some(TaskState::Spawning),
-            power_state: PowerState::NoState,
-            progress: 0,
-            fault: None,
-            metadata: new.metadata,
-            root_disk: None,
-            created_at: now,
-            updated_at: now,
-            launched_at: None,
-        };
-        self.store.insert_server(&server).await?;
-        let cloud = self.clone();
-        let spawned = server.clone();
-        tokio::spawn(async move { cloud.spawn_server(spawned).await });
-        Ok(server)
+        Ok(image.id)
     }
 
     /// Claims `action`'s task on a server and runs it in the background.
@@ -172,6 +209,11 @@ impl Cloud {
         let server = self.server(caller, id).await?;
         caller.require(Role::Member, "rebuild servers")?;
         server.check_action(ServerAction::Rebuild)?;
+        if server.image_id.is_none() {
+            return Err(Error::invalid(
+                "Rebuilding a volume-backed server with a new image is not supported.",
+            ));
+        }
         let image = self
             .image(caller, image_ref)
             .await

@@ -147,7 +147,7 @@ impl Cloud {
 
     /// The source's kind, the volume's size (GiB), whether it is bootable,
     /// and the image metadata it inherits.
-    async fn resolve_volume_source(
+    pub(crate) async fn resolve_volume_source(
         &self,
         caller: &Caller,
         new: &NewVolume,

@@ -5,7 +5,7 @@
 //!
 //! | server | `file` pool | `rbd` pool |
 //! |---|---|---|
-//! | running or paused | one QMP `transaction` of `blockdev-snapshot-sync`: every volume goes on in a new top at once, no guest pause | vCPUs stopped (QEMU flushes every disk), `rbd snap create` of every volume concurrently, vCPUs run again: a pause of milliseconds, measured |
+//! | running or paused | one QMP `transaction` of `blockdev-snapshot-sync`: every volume goes on in a new top at once, no guest pause | vCPUs stopped (QEMU flushes every disk), `rbd snap create` of every volume concurrently, vCPUs run again: a pause of milliseconds, measured (one volume: no pause) |
 //! | stopped | `qemu-img` per volume: nothing writes | `rbd snap create` per volume: nothing writes |
 //!
 //! A cut is planned first ([`Cloud::plan_volume_cut`]: names only, no side
@@ -121,7 +121,10 @@ impl Cloud {
                 guest_pause: taken.guest_pause,
             });
         }
-        let running = live && matches!(self.hypervisor.status(&name).await, Ok(VmStatus::Running));
+        // One volume's snapshot is its own instant: no pause for it.
+        let running = live
+            && cut.len() > 1
+            && matches!(self.hypervisor.status(&name).await, Ok(VmStatus::Running));
         let paused_at = Instant::now();
         if running {
             self.hypervisor

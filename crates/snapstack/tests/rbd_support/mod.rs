@@ -96,7 +96,7 @@ pub struct RbdServer {
     pub server: Server,
     _config_dir: tempfile::TempDir,
     pub cleanup: Vec<String>,
-    /// Empty the images and vms pools at the end (tests whose service makes
+    /// Empty the volumes, vms and images pools at the end (tests whose service makes
     /// RBD images of its own: snapshots, clones).
     pub purge_pools: bool,
     /// Released after `drop` has cleaned up.
@@ -180,7 +180,7 @@ impl Drop for RbdServer {
         if self.purge_pools {
             // Clones stand on snapshots in the other pool: a few rounds.
             for _ in 0..3 {
-                for pool in ["vms", "images"] {
+                for pool in ["volumes", "vms", "images"] {
                     for image in rbd_ls(pool) {
                         let spec = format!("{pool}/{image}");
                         for (snap, _) in rbd_snaps(&spec) {

@@ -11,6 +11,7 @@ mod attachments;
 mod block_devices;
 mod chain_depth;
 mod flavors;
+mod image_bdm;
 mod lifecycle;
 mod quiesce;
 mod snapshot;
@@ -79,7 +80,10 @@ impl Cloud {
         if new.name.trim().is_empty() {
             return Err(Error::invalid("A server needs a name."));
         }
-        let plan = block_devices::plan(&new.image_ref, &new.block_devices)?;
+        let (image_ref, devices) = self
+            .expand_image_mapping(caller, &new.image_ref, new.block_devices)
+            .await?;
+        let plan = block_devices::plan(&image_ref, &devices)?;
         let flavor = self
             .store
             .flavor(&new.flavor_ref)

@@ -10,7 +10,13 @@ use serde_json::{json, Value};
 use crate::AppState;
 
 pub(crate) const COMPUTE_MAX_MICROVERSION: &str = "2.79";
-pub(crate) const VOLUME_MAX_MICROVERSION: &str = "3.70";
+/// The newest Block Storage microversion served: 3.65. From 3.66 Cinder
+/// snapshots in-use volumes without `force`, and python-openstackclient
+/// then stops sending `--force` while openstacksdk still sends its
+/// snapshot requests at 3.65 — so `volume snapshot create --force` of an
+/// attached volume would fail; 3.67 (URLs without a project id) is not
+/// served either.
+pub(crate) const VOLUME_MAX_MICROVERSION: &str = "3.65";
 
 fn link(href: String) -> Value {
     json!([{"rel": "self", "href": href}])

@@ -194,10 +194,10 @@ fn volume_api_when_bad_requests_then_cinder_errors_and_versions() {
     let not_mine_listed = other.get("/volumes/detail").expect_status(200);
     let wrong_project_url = other.client.get(&volumes_url);
     let version = |v: &str| admin.get_with(&volumes_url, "OpenStack-API-Version", v);
-    let (no_version, v3_0, v3_70, v3_999, garbage) = (
+    let (no_version, v3_0, v3_65, v3_999, garbage) = (
         admin.get(&volumes_url),
         version("volume 3.0"),
-        version("volume 3.70"),
+        version("volume 3.65"),
         version("volume 3.999"),
         version("volume three"),
     );
@@ -229,7 +229,7 @@ fn volume_api_when_bad_requests_then_cinder_errors_and_versions() {
         Some("volume 3.0")
     );
     assert_eq!(v3_0.header("openstack-api-version"), Some("volume 3.0"));
-    assert_eq!(v3_70.header("openstack-api-version"), Some("volume 3.70"));
+    assert_eq!(v3_65.header("openstack-api-version"), Some("volume 3.65"));
     assert_eq!(v3_999.status, 406);
     assert_eq!(garbage.status, 400);
     assert_eq!(api.wait_volume(&v, "available")["size"], 2);

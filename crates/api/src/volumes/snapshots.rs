@@ -1,8 +1,8 @@
 //! `/{project_id}/snapshots`: create, list, show, update, delete, metadata.
 //!
-//! `force`: before microversion 3.66 an `in-use` volume is snapshotted
-//! only with `force: true` (400 otherwise); from 3.66 on it needs none, and
-//! an explicit `force: false` is refused with 400, as Cinder does.
+//! `force`: an `in-use` volume is snapshotted only with `force: true` (400
+//! otherwise), as Cinder does up to microversion 3.65, the newest served
+//! (see [`VOLUME_MAX_MICROVERSION`](crate::versions::VOLUME_MAX_MICROVERSION)).
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
@@ -18,9 +18,6 @@ use crate::auth::Auth;
 use crate::compute::NovaResult;
 use crate::json::JsonBody;
 use crate::AppState;
-
-/// The microversion from which in-use volumes need no `force`.
-const SNAPSHOT_IN_USE: u32 = 66;
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
@@ -40,22 +37,12 @@ pub(crate) fn routes() -> Router<AppState> {
         )
 }
 
-fn parse_create(body: &Value, v: VolumeVersion) -> Result<NewSnapshot, Error> {
+fn parse_create(body: &Value) -> Result<NewSnapshot, Error> {
     let obj = object(body, "snapshot")?;
     let volume_id = opt_text(obj, &["volume_id"])?
         .flatten()
         .ok_or_else(|| Error::invalid("Invalid input received: 'volume_id' is required."))?;
-    let given_force = obj.get("force").filter(|f| !f.is_null());
-    let force = if v.at_least(SNAPSHOT_IN_USE) {
-        if given_force.is_some() && !flag(given_force, "force")? {
-            return Err(Error::invalid(
-                "Invalid input received: the 'force' flag is not allowed to be false from microversion 3.66 on.",
-            ));
-        }
-        true
-    } else {
-        flag(given_force, "force")?
-    };
+    let force = flag(obj.get("force"), "force")?;
     Ok(NewSnapshot {
         volume_id,
         name: opt_text(obj, &["name", "display_name"])?.flatten(),
@@ -75,7 +62,7 @@ async fn create(
     check_project(&caller, &project)?;
     let snap = s
         .cloud
-        .create_volume_snapshot(&caller, parse_create(&body, v)?)
+        .create_volume_snapshot(&caller, parse_create(&body)?)
         .await?;
     Ok((
         StatusCode::ACCEPTED,

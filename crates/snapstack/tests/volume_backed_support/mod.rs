@@ -347,8 +347,11 @@ pub fn snapshot_boot_and_delete(server: &Server, backend: &Backend) -> f64 {
         booted.text
     );
     assert!(!booted.text.contains("RESET"), "{}", booted.text);
-    let shown = cli_json(server, &["server", "show", "-f", "json", "vm2"]);
-    assert_eq!(shown["image"], "", "a volume-backed server shows no image");
+    assert_eq!(
+        api.show(&vm2)["image"],
+        "",
+        "a volume-backed server has no image"
+    );
     let attached = cli_json(server, &["server", "volume", "list", "-f", "json", "vm2"]);
     let attached = attached.as_array().unwrap();
     assert_eq!(attached.len(), 2, "{attached:?}");

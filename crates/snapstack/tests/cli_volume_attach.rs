@@ -83,7 +83,10 @@ fn volume_when_attached_to_running_guest_then_written_and_when_detached_then_rel
         !open_after.iter().any(|f| f.contains(&v1)),
         "QEMU still has v1 open: {open_after:?}"
     );
-    assert_eq!(shown_after["os-extended-volumes:volumes_attached"], json!([]));
+    assert_eq!(
+        shown_after["os-extended-volumes:volumes_attached"],
+        json!([])
+    );
 
     // A stopped server: the attach is recorded, the disk is there at boot.
     let lines_before = disk_lines(&api.console(&vm1)).len();
@@ -117,7 +120,12 @@ fn server_when_booted_from_volumes_then_runs_on_them_and_when_deleted_then_relea
     let _log = LogOnFailure::new(&server);
     let image = server.add_guest_image_and_flavor();
     let (api, volumes) = (Api::new(&server), VolumeApi::new(server.admin()));
-    let boot1 = volume_create(&server, &volumes, &["--image", "guest", "--size", "2"], "boot1");
+    let boot1 = volume_create(
+        &server,
+        &volumes,
+        &["--image", "guest", "--size", "2"],
+        "boot1",
+    );
     let v0 = volume_create(&server, &volumes, &["--size", "1"], "v0");
     let s0 = volumes.snapshot(&v0, "s0");
 
@@ -129,7 +137,9 @@ fn server_when_booted_from_volumes_then_runs_on_them_and_when_deleted_then_relea
             "--block-device",
             "source_type=blank,destination_type=volume,volume_size=1,delete_on_termination=true",
             "--block-device",
-            &format!("source_type=snapshot,uuid={s0},destination_type=volume,delete_on_termination=true"),
+            &format!(
+                "source_type=snapshot,uuid={s0},destination_type=volume,delete_on_termination=true"
+            ),
         ],
         "bfv1",
     );
@@ -144,8 +154,13 @@ fn server_when_booted_from_volumes_then_runs_on_them_and_when_deleted_then_relea
 
     assert_eq!(shown["image"], "");
     assert_eq!(attached.len(), 3, "{shown}");
-    assert_eq!(attached[0], json!({"id": boot1, "delete_on_termination": false}));
-    assert!(attached[1..].iter().all(|a| a["delete_on_termination"] == true));
+    assert_eq!(
+        attached[0],
+        json!({"id": boot1, "delete_on_termination": false})
+    );
+    assert!(attached[1..]
+        .iter()
+        .all(|a| a["delete_on_termination"] == true));
     assert_eq!(root["status"], "in-use");
     assert_eq!(root["attachments"][0]["device"], "/dev/vda");
     let lines = disk_lines(&console);
@@ -166,12 +181,21 @@ fn server_when_booted_from_volumes_then_runs_on_them_and_when_deleted_then_relea
     let shown2 = show_server(&server, &vm2);
     let vol2 = id_of(&shown2["os-extended-volumes:volumes_attached"][0]);
     assert_eq!(shown2["image"], "");
-    assert_eq!(shown2["os-extended-volumes:volumes_attached"][0]["delete_on_termination"], true);
+    assert_eq!(
+        shown2["os-extended-volumes:volumes_attached"][0]["delete_on_termination"],
+        true
+    );
 
     // Refusals.
-    fails_with(server.openstack(&["server", "remove", "volume", "bfv1", "boot1"]), 400);
+    fails_with(
+        server.openstack(&["server", "remove", "volume", "bfv1", "boot1"]),
+        400,
+    );
     fails_with(server.openstack(&["volume", "delete", "boot1"]), 400);
-    fails_with(server.openstack(&["server", "add", "volume", "bfv2", "boot1"]), 400);
+    fails_with(
+        server.openstack(&["server", "add", "volume", "bfv2", "boot1"]),
+        400,
+    );
     let unknown = server.admin().post(
         &format!("/compute/v2.1/servers/{vm2}/os-volume_attachments"),
         json!({"volumeAttachment": {"volumeId": "0b7c3e0e-5b1c-4a4e-9a43-2f7d9b1e0c11"}}),
@@ -201,7 +225,10 @@ fn server_when_booted_from_volumes_then_runs_on_them_and_when_deleted_then_relea
     volume_create(&server, &volumes, &["--size", "1"], "v9");
     ok(server.openstack(&["server", "suspend", "bfv2"]));
     api.wait_settled(&vm2, &["SUSPENDED"], ACTION);
-    fails_with(server.openstack(&["server", "add", "volume", "bfv2", "v9"]), 409);
+    fails_with(
+        server.openstack(&["server", "add", "volume", "bfv2", "v9"]),
+        409,
+    );
     ok(server.openstack(&["server", "resume", "bfv2"]));
     api.wait_settled(&vm2, &["ACTIVE"], ACTION);
     let resumed = api.wait_seq_above(&vm2, api.console(&vm2).last().seq);

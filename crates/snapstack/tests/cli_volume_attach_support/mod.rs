@@ -73,7 +73,10 @@ pub fn disk_lines(console: &Console) -> Vec<String> {
 /// the first `after` disk lines; returns the console.
 pub fn wait_disk_line(api: &Api, id: &str, prefix: &str, after: usize) -> Console {
     api.wait_console(id, prefix, ACTION, |c| {
-        disk_lines(c).iter().skip(after).any(|l| l.starts_with(prefix))
+        disk_lines(c)
+            .iter()
+            .skip(after)
+            .any(|l| l.starts_with(prefix))
     })
 }
 
@@ -83,11 +86,13 @@ pub fn wait_volume_attached(api: &VolumeApi, id: &str, status: &str, attachments
     let deadline = Instant::now() + ACTION;
     loop {
         let v = api.get(&format!("/volumes/{id}")).expect_status(200).body["volume"].clone();
-        if v["status"] == status && v["attachments"].as_array().map_or(0, Vec::len) == attachments
-        {
+        if v["status"] == status && v["attachments"].as_array().map_or(0, Vec::len) == attachments {
             return v;
         }
-        assert!(Instant::now() < deadline, "volume {id} never became {status}: {v}");
+        assert!(
+            Instant::now() < deadline,
+            "volume {id} never became {status}: {v}"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 }
@@ -119,8 +124,12 @@ pub fn wait_running(api: &Api, id: &str, boot: u64, lines: usize) -> Console {
 /// Asserts the CLI run fails with an HTTP `code` in its message.
 pub fn fails_with(out: std::process::Output, code: u16) -> String {
     let err = fails(out);
-    assert!(err.contains(&format!("HTTP {code}")) || err.contains(&format!("({code})")) || err.contains(&code.to_string()),
-        "expected HTTP {code}: {err}");
+    assert!(
+        err.contains(&format!("HTTP {code}"))
+            || err.contains(&format!("({code})"))
+            || err.contains(&code.to_string()),
+        "expected HTTP {code}: {err}"
+    );
     err
 }
 

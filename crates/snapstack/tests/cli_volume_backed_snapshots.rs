@@ -75,14 +75,16 @@ fn snapshot_requests_when_wrong_then_clear_errors_and_nothing_made() {
 
     let unforced =
         fails(server.openstack(&["volume", "snapshot", "create", "--volume", "v1", "s"]));
-    let unknown = fails(server.openstack(&[
-        "volume",
-        "snapshot",
-        "create",
-        "--volume",
-        "0c1f4a52-7a7c-4c1e-9d9a-6d7c3d0b0e11",
-        "s",
-    ]));
+    let unknown_id = "0c1f4a52-7a7c-4c1e-9d9a-6d7c3d0b0e11";
+    let unknown =
+        fails(server.openstack(&["volume", "snapshot", "create", "--volume", unknown_id, "s"]));
+    let unknown_api = volumes
+        .post(
+            "/snapshots",
+            serde_json::json!({"snapshot": {"volume_id": unknown_id, "force": true}}),
+        )
+        .status;
+    let attach_again = fails(server.openstack(&["server", "add", "volume", "vm", "v1"]));
     let s = id_of(&cli_json(
         &server,
         &[
@@ -98,10 +100,9 @@ fn snapshot_requests_when_wrong_then_clear_errors_and_nothing_made() {
         .status;
 
     assert!(unforced.contains("400"), "{unforced}");
-    assert!(
-        unknown.contains("No volume with a name or ID") || unknown.contains("404"),
-        "{unknown}"
-    );
+    assert!(unknown.contains("No Volume found"), "{unknown}");
+    assert_eq!(unknown_api, 404);
+    assert!(attach_again.contains("400"), "{attach_again}");
     assert_eq!(smaller, 400);
     let listed = cli_json(&server, &["volume", "snapshot", "list", "-f", "json"]);
     assert_eq!(listed.as_array().unwrap().len(), 1, "{listed}");

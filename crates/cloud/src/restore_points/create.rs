@@ -60,6 +60,11 @@ impl Cloud {
                 server.vm_state
             )));
         }
+        if !self.store.attachments_of_server(server.id).await?.is_empty() {
+            return Err(Error::conflict(
+                "Restore points of servers with volumes (booted from one or attached) are not available yet: they would not cover the volumes.",
+            ));
+        }
         let root = server
             .root_disk
             .clone()

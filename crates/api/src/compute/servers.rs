@@ -140,8 +140,9 @@ fn parse_bdm(entry: &Value) -> Result<BlockDevice, Error> {
             Some(_) => Err(Error::invalid(format!("'{key}' must be a string."))),
         }
     };
-    let source_type = text("source_type")?
-        .ok_or_else(|| Error::invalid("'source_type' is a required property of a block device mapping."))?;
+    let source_type = text("source_type")?.ok_or_else(|| {
+        Error::invalid("'source_type' is a required property of a block device mapping.")
+    })?;
     if !["image", "volume", "snapshot", "blank"].contains(&source_type.as_str()) {
         return Err(Error::invalid(format!(
             "'{source_type}' is not one of ['blank', 'image', 'snapshot', 'volume']."
@@ -149,7 +150,11 @@ fn parse_bdm(entry: &Value) -> Result<BlockDevice, Error> {
     }
     let destination_type = match text("destination_type")? {
         Some(d) if d == "local" || d == "volume" => d,
-        Some(d) => return Err(Error::invalid(format!("'{d}' is not one of ['local', 'volume']."))),
+        Some(d) => {
+            return Err(Error::invalid(format!(
+                "'{d}' is not one of ['local', 'volume']."
+            )))
+        }
         None if source_type == "volume" || source_type == "snapshot" => "volume".to_string(),
         None => "local".to_string(),
     };
@@ -162,14 +167,22 @@ fn parse_bdm(entry: &Value) -> Result<BlockDevice, Error> {
         Some(Value::String(t)) => match t.to_ascii_lowercase().as_str() {
             "true" | "1" | "yes" | "on" => true,
             "false" | "0" | "no" | "off" => false,
-            _ => return Err(Error::invalid(format!("'{t}' is not a valid boolean for delete_on_termination."))),
+            _ => {
+                return Err(Error::invalid(format!(
+                    "'{t}' is not a valid boolean for delete_on_termination."
+                )))
+            }
         },
         Some(_) => return Err(Error::invalid("'delete_on_termination' must be a boolean.")),
     };
     let volume_size = match int_field(bdm, "volume_size")? {
         None => None,
         Some(n) if n > 0 => Some(n as u64),
-        Some(n) => return Err(Error::invalid(format!("volume_size must be 1 or more ({n} is not)."))),
+        Some(n) => {
+            return Err(Error::invalid(format!(
+                "volume_size must be 1 or more ({n} is not)."
+            )))
+        }
     };
     let uuid = text("uuid")?
         .or(text("volume_id")?)

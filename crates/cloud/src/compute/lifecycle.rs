@@ -104,7 +104,11 @@ impl Cloud {
 
     /// The root disk of a server booting from an image: an O(1) overlay or
     /// clone of the image, recorded.
-    async fn make_root_disk(&self, mut server: Server, image_id: domain::ImageId) -> Result<Server> {
+    async fn make_root_disk(
+        &self,
+        mut server: Server,
+        image_id: domain::ImageId,
+    ) -> Result<Server> {
         let image = self.store.image(image_id).await?;
         let location = image
             .location

@@ -255,3 +255,70 @@ fn server_when_booted_from_volumes_then_runs_on_them_and_when_deleted_then_relea
     volumes.wait_volume_gone(&boot1);
     assert_only_needed_files(&server, "after the volume deletes");
 }
+
+/// The service killed at a step of an attach or detach (a debug build's
+/// fault point), then started again: the step is settled from what QEMU
+/// shows — the attach goes forward (the disk is hot-plugged once), the
+/// detach too — and no volume stays reserved, attaching or detaching.
+#[test]
+fn attach_and_detach_when_service_killed_at_each_step_then_restart_settles_them() {
+    let _one = one_at_a_time();
+    let mut server = Server::start();
+    let _log = LogOnFailure::new(&server);
+    server.add_guest_image_and_flavor();
+    let api = Api::new(&server);
+    let vm = boot(&server, &api, "vm1", "guest", 1, 2);
+    let v1 = volume_create(
+        &server,
+        &VolumeApi::new(server.admin()),
+        &["--size", "1"],
+        "v1",
+    );
+    let pid = qemu_pid(&server, &vm);
+    let steps = [
+        ("attach-reserved", "add", "in-use", 1),
+        ("detach-detaching", "remove", "available", 0),
+        ("attach-plugged", "add", "in-use", 1),
+        ("detach-unplugged", "remove", "available", 0),
+        ("attach-attaching", "add", "in-use", 1),
+        ("detach-row-removed", "remove", "available", 0),
+    ];
+
+    for (point, verb, status, attachments) in steps {
+        let before = disk_lines(&api.console(&vm)).len();
+        server.restart_with_env(&[("SNAPSTACK_FAULT_INJECT", point)]);
+        let _ = server.openstack(&["server", verb, "volume", "vm1", "v1"]);
+        assert!(
+            server
+                .wait_exit(std::time::Duration::from_secs(30))
+                .is_some(),
+            "the service did not die at {point}"
+        );
+        server.restart_with_env(&[]);
+        let volumes = VolumeApi::new(server.admin());
+        let settled = wait_volume_attached(&volumes, &v1, status, attachments);
+        let shown = api.wait_settled(&vm, &["ACTIVE"], ACTION);
+        let line = if verb == "add" {
+            "HOTPLUG vdb"
+        } else {
+            "UNPLUG vdb"
+        };
+        wait_disk_line(&api, &vm, line, before);
+
+        assert_eq!(settled["status"], status, "after {point}");
+        assert!(shown["OS-EXT-STS:task_state"].is_null(), "after {point}");
+    }
+    let console = api.console(&vm);
+
+    assert_eq!(qemu_pid(&server, &vm), pid, "QEMU kept running throughout");
+    assert_eq!(
+        disk_lines(&console)
+            .iter()
+            .filter(|l| *l == "HOTPLUG vdb")
+            .count(),
+        3,
+        "one hot-plug per attach: {:?}",
+        disk_lines(&console)
+    );
+    assert_only_needed_files(&server, "after the crashes");
+}

@@ -178,9 +178,40 @@ fn rbd_volume_data() -> std::collections::BTreeSet<String> {
     held
 }
 
-/// What the records name in the `volumes` pool: volumes and volume
-/// snapshots not deleted.
+/// What the records name in the `volumes` pool — volumes and volume
+/// snapshots not deleted — and the snapshots their clones stand on.
 fn needed_rbd_volume_data(server: &Server) -> std::collections::BTreeSet<String> {
+    let mut needed = named_rbd_volume_data(server);
+    let mut queue: Vec<String> = needed
+        .iter()
+        .filter(|n| !n.contains('@'))
+        .cloned()
+        .collect();
+    while let Some(image) = queue.pop() {
+        let info: Value = serde_json::from_str(&crate::rbd_support::rbd(&[
+            "info",
+            "--format",
+            "json",
+            &format!("volumes/{image}"),
+        ]))
+        .unwrap();
+        let parent = &info["parent"];
+        if parent["pool"] == "volumes" {
+            let (image, snap) = (
+                parent["image"].as_str().unwrap().to_string(),
+                parent["snapshot"].as_str().unwrap(),
+            );
+            needed.insert(format!("{image}@{snap}"));
+            if needed.insert(image.clone()) {
+                queue.push(image);
+            }
+        }
+    }
+    needed
+}
+
+/// What the records name in the `volumes` pool.
+fn named_rbd_volume_data(server: &Server) -> std::collections::BTreeSet<String> {
     const QUERY: &str = "import sqlite3, sys\n\
         db = sqlite3.connect('file:' + sys.argv[1] + '?mode=ro', uri=True)\n\
         rows = db.execute(\"SELECT location FROM volumes WHERE status <> 'deleted' AND location IS NOT NULL \

@@ -387,7 +387,20 @@ impl Cloud {
     }
 
     async fn finish_snapshot(&self, saga: &Saga) -> Result<()> {
-        let server = self.store.server(saga.server).await?;
+        self.end_snapshot_saga(&saga.id, saga.server, saga.image)
+            .await
+    }
+
+    /// A snapshot saga is done: the server's snapshot task cleared
+    /// (progress 100), the saga closed.
+    pub(super) async fn end_snapshot_saga(
+        &self,
+        saga_id: &str,
+        server: ServerId,
+        image: ImageId,
+    ) -> Result<()> {
+        let id = server;
+        let server = self.store.server(id).await?;
         if server.task_state.is_some_and(is_snapshot_task) {
             let mut next = server.clone();
             next.task_state = None;
@@ -397,8 +410,8 @@ impl Cloud {
                 .update_server(&next, (server.vm_state, server.task_state))
                 .await?;
         }
-        self.store.finish_saga(&saga.id, "done").await?;
-        tracing::info!(server = %saga.server, image = %saga.image, "server snapshot done");
+        self.store.finish_saga(saga_id, "done").await?;
+        tracing::info!(server = %id, %image, "server snapshot done");
         Ok(())
     }
 

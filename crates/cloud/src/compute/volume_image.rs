@@ -326,22 +326,8 @@ impl Cloud {
     }
 
     async fn finish_volume_image(&self, saga: &Saga) -> Result<()> {
-        let server = self.store.server(saga.server).await?;
-        if server
-            .task_state
-            .is_some_and(super::snapshot::is_snapshot_task)
-        {
-            let mut next = server.clone();
-            next.task_state = None;
-            next.progress = 100;
-            next.updated_at = Utc::now();
-            self.store
-                .update_server(&next, (server.vm_state, server.task_state))
-                .await?;
-        }
-        self.store.finish_saga(&saga.id, "done").await?;
-        tracing::info!(server = %saga.server, image = %saga.image, "volume-backed server snapshot done");
-        Ok(())
+        self.end_snapshot_saga(&saga.id, saga.server, saga.image)
+            .await
     }
 
     /// Undo: the guest thawed; the snapshots and the image deleted (a

@@ -4,7 +4,21 @@
 # by hand over QMP on a bare QEMU started with the same options on an
 # overlay of the same disk, in one run; and revert time.
 #
-#   bench/restore-points.sh [ROUNDS]     (default 3; medians, min–max)
+#   bench/restore-points.sh [--rbd] [ROUNDS]     (default 3; medians, min–max)
+#
+# Two guests, one after the other: "idle" (the test guest, one record every
+# 100 ms) and "busy" (the same guest booted with a kernel command line that
+# makes the writer write a record every 10 ms and runs `dd if=/dev/urandom
+# of=/dev/null bs=64M` — a 64 MiB buffer rewritten with new data all the
+# time, ~35 MB/s of dirtied memory by QEMU's calc-dirty-rate, and a vCPU
+# that never idles; built here into build/guest-busy by
+# scripts/build-guest.sh with SNAPSTACK_GUEST_CMDLINE).
+#
+# --rbd: Snapstack on the rbd pool of a throw-away Ceph dev cluster
+# (build/ceph-bench-restore-points, memstore): external with memory (RBD
+# snapshot + memory streamed into an RBD image), disk-only (RBD snapshot)
+# and revert (an O(1) clone of the point's snapshot, memory streamed back by
+# `rbd export`); no internal points (raw disks) and no by-hand rows.
 #
 # Snapstack (POST …/restore-points, polled every 10 ms until the point is
 # available and the server idle; pause = the point's guest_pause_ms, from
@@ -17,40 +31,53 @@
 #   `exec:cat > file` until completed (QEMU stops the guest at the end),
 #   transaction blockdev-snapshot-sync, cont;
 #   HMP `savevm` (the internal snapshot libvirt takes without options).
-# The guest is the test guest writing one record every 100 ms ("idle": no
-# memory-heavy load; a busy guest needs a workload the test guest does not
-# have yet).
-#
 # Needs the test guest (scripts/build-guest.sh), curl, python3, qemu.
 # Prints a markdown table.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROOT=$PWD
+POOL=file
+if [ "${1:-}" = "--rbd" ]; then POOL=rbd; shift; fi
 ROUNDS=${1:-3}
 GUEST_DIR=${SNAPSTACK_GUEST_DIR:-$ROOT/build/guest}
 [ -f "$GUEST_DIR/guest.qcow2" ] || { echo "no test guest at $GUEST_DIR: run scripts/build-guest.sh" >&2; exit 1; }
+BUSY_DIR=$ROOT/build/guest-busy
+SNAPSTACK_GUEST_CMDLINE='console=ttyS0,115200 quiet snapstack.interval_ms=10 snapstack.print_every=100 rdinit=/bin/busybox -- sh -c "/bin/busybox mount -t devtmpfs devtmpfs /dev; /bin/busybox dd if=/dev/urandom of=/dev/null bs=64M \& exec /init"' \
+  scripts/build-guest.sh "$BUSY_DIR" >&2
 mkdir -p build
 WORK=$(mktemp -d "$ROOT/build/bench-restore-points.XXXXXX")
 SERVER_PID=
+CEPH_DIR=$ROOT/build/ceph-bench-restore-points
 cleanup() {
   [ -n "$SERVER_PID" ] && kill "$SERVER_PID" 2>/dev/null || true
   for pid in $(pgrep -f "qemu-system-x86_64 .*$WORK/" || true); do kill -KILL "$pid" 2>/dev/null || true; done
+  [ $POOL = rbd ] && { scripts/ceph-dev.sh stop "$CEPH_DIR" >/dev/null 2>&1 || true; }
   rm -rf "$WORK"
 }
 trap cleanup EXIT
 
 source bench/lib.sh
-start_snapstack "$WORK"
+EXTRA=()
+if [ $POOL = rbd ]; then
+  export CEPH_DEV_MEMSTORE_BYTES=${CEPH_DEV_MEMSTORE_BYTES:-$((4 << 30))}
+  scripts/ceph-dev.sh start "$CEPH_DIR" >&2
+  eval "$(scripts/ceph-dev.sh env "$CEPH_DIR")"
+  printf '[rbd]\nconf = "%s"\nuser = "admin"\n' "$CEPH_CONF" > "$WORK/storage.toml"
+  EXTRA=(--storage-config "$WORK/storage.toml")
+fi
+start_snapstack "$WORK" "${EXTRA[@]}"
 
-echo "bench/restore-points.sh $ROUNDS"
+echo "bench/restore-points.sh $([ $POOL = rbd ] && echo '--rbd ')$ROUNDS"
 echo
-BENCH_URL=$URL BENCH_WORK=$WORK BENCH_ROUNDS=$ROUNDS BENCH_GUEST=$GUEST_DIR/guest.qcow2 python3 - <<'PY'
+BENCH_URL=$URL BENCH_WORK=$WORK BENCH_ROUNDS=$ROUNDS BENCH_POOL=$POOL \
+BENCH_GUESTS="idle=$GUEST_DIR/guest.qcow2 busy=$BUSY_DIR/guest.qcow2" python3 - <<'PY'
 import json, os, socket, statistics, subprocess, time, urllib.request, urllib.error
 
 URL = os.environ["BENCH_URL"]
 WORK = os.environ["BENCH_WORK"]
 ROUNDS = int(os.environ["BENCH_ROUNDS"])
-GUEST = os.environ["BENCH_GUEST"]
+GUESTS = [g.split("=", 1) for g in os.environ["BENCH_GUESTS"].split()]
+POOL = os.environ["BENCH_POOL"]
 BANNER = "SNAPSTACK-GUEST "
 
 def call(method, path, body=None, token=None, raw=None, ctype="application/json"):
@@ -217,12 +244,20 @@ class Qmp:
             if "error" in reply:
                 raise RuntimeError(f"{name}: {reply['error']}")
 
+    def wait_event(self, name, timeout=10):
+        """Reads until event `name` has arrived (events come after the reply
+        of the command that caused them)."""
+        t0 = time.monotonic()
+        while not any(e["event"] == name for e in self.events):
+            if time.monotonic() - t0 > timeout:
+                raise SystemExit(f"no {name} event within {timeout} s")
+            self.cmd("query-status")
+            time.sleep(0.001)
+
 
 
 BARE = f"{WORK}/bare"
 os.makedirs(BARE)
-subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", GUEST, "-F", "qcow2",
-                f"{BARE}/disk.qcow2", "1G"], check=True)
 SOCK = f"{BARE}/qmp.sock"
 CONSOLE = f"{BARE}/console.log"
 
@@ -242,12 +277,6 @@ def bare_qemu(extra):
         os.unlink(SOCK)
     return subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=open(f"{BARE}/qemu.log", "a"),
                             start_new_session=True)
-
-
-def read_bare_console():
-    with open(CONSOLE, errors="replace") as f:
-        return f.read()
-
 
 
 def read_bare_console():
@@ -283,6 +312,7 @@ def libvirt_live_memspec(qmp, r):
         "snapshot-node-name": f"live{r}", "format": "qcow2", "mode": "absolute-paths"}}]})
     qmp.cmd("cont")
     total = time.monotonic() - t0
+    qmp.wait_event("RESUME")
     return paused_ms(qmp.events), total
 
 
@@ -292,67 +322,93 @@ def hmp_savevm(qmp, r):
     out = qmp.cmd("human-monitor-command", {"command-line": f"savevm bench{r}"})
     assert not out.strip(), out
     total = time.monotonic() - t0
+    qmp.wait_event("RESUME")
     return paused_ms(qmp.events), total
 
 
+def suite(load, guest):
+    """Every method on one guest (a Snapstack server and, on the file pool,
+    a bare QEMU of the same disk beside it); returns {method: [(pause, total)]}."""
+    image = upload(f"guest-{load}", guest)
+    body = {"server": {"name": f"rp-{load}", "imageRef": image, "flavorRef": "tiny", "networks": "none"}}
+    _, _, created = api("POST", "/compute/v2.1/servers", body)
+    sid = created["server"]["id"]
+    wait_status(sid, "ACTIVE", time.monotonic())
+    wait_console(lambda: console(sid), lambda t: len(seqs(t)) >= 2, time.monotonic(), "SEQ lines")
+    bare = POOL == "file"
+    if bare:
+        for f in ("disk.qcow2", "console.log"):
+            if os.path.exists(f"{BARE}/{f}"):
+                os.unlink(f"{BARE}/{f}")
+        subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", guest, "-F", "qcow2",
+                        f"{BARE}/disk.qcow2", "1G"], check=True)
+        proc = bare_qemu([])
+        qmp = Qmp(SOCK)
+        wait_console(read_bare_console, lambda t: len(seqs(t)) >= 2, time.monotonic(), "bare SEQ lines")
+    results = {k: [] for k in ("memory", "disk", "internal", "libvirt", "savevm", "revert")}
+    for r in range(ROUNDS):
+        mem_id, pause, total = take(sid, f"m{r}", True, "external")
+        results["memory"].append((pause, total))
+        _, pause, total = take(sid, f"d{r}", False, "external")
+        results["disk"].append((pause, total))
+        if bare:
+            _, pause, total = take(sid, f"i{r}", True, "internal")
+            results["internal"].append((pause, total))
+            results["libvirt"].append(libvirt_live_memspec(qmp, r))
+            results["savevm"].append(hmp_savevm(qmp, r))
+        before = len(seqs(console(sid)))
+        t0 = time.monotonic()
+        status, _, _ = api("POST", f"{point_path(sid)}/{mem_id}/action", {"revert": {}})
+        assert status == 202, status
+        active = wait_status(sid, "ACTIVE", t0)
+        running = wait_console(lambda: console(sid), lambda t: len(seqs(t)) > before, t0, "SEQ after revert")
+        results["revert"].append((active, running))
+    if bare:
+        qmp.cmd("quit")
+        proc.wait()
+    delete(sid)
+    return results
+
+
 flavor("tiny", 1)
-image = upload("guest", GUEST)
-body = {"server": {"name": "rp", "imageRef": image, "flavorRef": "tiny", "networks": "none"}}
-_, _, created = api("POST", "/compute/v2.1/servers", body)
-sid = created["server"]["id"]
-wait_status(sid, "ACTIVE", time.monotonic())
-wait_console(lambda: console(sid), lambda t: len(seqs(t)) >= 2, time.monotonic(), "SEQ lines")
-proc = bare_qemu([])
-qmp = Qmp(SOCK)
-wait_console(read_bare_console, lambda t: len(seqs(t)) >= 2, time.monotonic(), "bare SEQ lines")
-
-results = {k: [] for k in ("memory", "disk", "internal", "libvirt", "savevm", "revert")}
-for r in range(ROUNDS):
-    mem_id, pause, total = take(sid, f"m{r}", True, "external")
-    results["memory"].append((pause, total))
-    _, pause, total = take(sid, f"d{r}", False, "external")
-    results["disk"].append((pause, total))
-    _, pause, total = take(sid, f"i{r}", True, "internal")
-    results["internal"].append((pause, total))
-    results["libvirt"].append(libvirt_live_memspec(qmp, r))
-    results["savevm"].append(hmp_savevm(qmp, r))
-    before = len(seqs(console(sid)))
-    t0 = time.monotonic()
-    status, _, _ = api("POST", f"{point_path(sid)}/{mem_id}/action", {"revert": {}})
-    assert status == 202, status
-    active = wait_status(sid, "ACTIVE", t0)
-    running = wait_console(lambda: console(sid), lambda t: len(seqs(t)) > before, t0, "SEQ after revert")
-    results["revert"].append((active, running))
-qmp.cmd("quit")
-proc.wait()
-
+all_results = {load: suite(load, guest) for load, guest in GUESTS}
 
 def fmt(xs, unit="ms", scale=1.0):
     xs = [x * scale for x in xs]
     return f"{statistics.median(xs):.1f} {unit} ({min(xs):.1f}–{max(xs):.1f})"
 
 
-print(f"Restore points, 256 MiB test guest (TCG, QEMU 7.2), {os.cpu_count()} cores, {ROUNDS} rounds: "
-      f"median (min–max), {time.strftime('%Y-%m-%d', time.gmtime())}")
+print(f"Restore points, 256 MiB test guest (TCG, QEMU 7.2), {POOL} pool, {os.cpu_count()} cores, "
+      f"{ROUNDS} rounds: median (min–max), {time.strftime('%Y-%m-%d', time.gmtime())}")
 print()
-print("| method | guest pause | total (request → done) |")
-print("|---|---|---|")
+print("| method | guest | guest pause | total (request → done) |")
+print("|---|---|---|---|")
 rows = [("Snapstack external with memory", "memory"), ("Snapstack disk-only", "disk"),
         ("Snapstack internal (snapshot-save)", "internal"),
         ("libvirt `--live --memspec` sequence, by hand over QMP", "libvirt"),
         ("HMP `savevm`, by hand", "savevm")]
 for label, key in rows:
-    pauses = [p for p, _ in results[key]]
-    totals = [t for _, t in results[key]]
-    print(f"| {label} | {fmt(pauses)} | {fmt(totals, 'ms', 1000)} |")
+    for load, _ in GUESTS:
+        got = all_results[load][key]
+        if not got:
+            continue
+        pauses = [p for p, _ in got]
+        totals = [t for _, t in got]
+        print(f"| {label} | {load} | {fmt(pauses)} | {fmt(totals, 'ms', 1000)} |")
 print()
-print("| revert to the memory point | time |")
-print("|---|---|")
-print(f"| POST revert → server ACTIVE, no task | {fmt([a for a, _ in results['revert']], 'ms', 1000)} |")
-print(f"| POST revert → next SEQ line on the console (printed every 1 s, polled every 100 ms) | "
-      f"{fmt([b for _, b in results['revert']], 'ms', 1000)} |")
-m = statistics.median([p for p, _ in results["memory"]])
-l = statistics.median([p for p, _ in results["libvirt"]])
-print()
-print(f"External with memory pauses {l / m:.1f}× less than the libvirt sequence (medians).")
+print("| revert to the memory point | guest | time |")
+print("|---|---|---|")
+for load, _ in GUESTS:
+    got = all_results[load]["revert"]
+    print(f"| POST revert → server ACTIVE, no task | {load} | {fmt([a for a, _ in got], 'ms', 1000)} |")
+for load, _ in GUESTS:
+    got = all_results[load]["revert"]
+    print(f"| POST revert → next SEQ line on the console (printed every 1 s, polled every 100 ms) | {load} | "
+          f"{fmt([b for _, b in got], 'ms', 1000)} |")
+if POOL == "file":
+    print()
+    for load, _ in GUESTS:
+        m = statistics.median([p for p, _ in all_results[load]["memory"]])
+        l = statistics.median([p for p, _ in all_results[load]["libvirt"]])
+        print(f"{load}: external with memory pauses {l / m:.1f}× less than the libvirt sequence (medians).")
 PY

@@ -492,3 +492,19 @@ async fn reconcile_when_volumes_left_attaching_and_detaching_then_settled_from_t
         None::<TaskState>
     );
 }
+
+#[tokio::test]
+async fn attach_when_server_paused_then_hot_plugged_and_detach_when_paused_then_conflict() {
+    let rig = Rig::new().await;
+    let server = rig.active_server("vm").await;
+    let server = rig.act(&server, ServerAction::Pause).await;
+    let v = rig.blank().await;
+
+    rig.attach(&server, &v).await.unwrap();
+    let err = rig.detach(&server, &v).await.unwrap_err();
+
+    assert_eq!(rig.volume(v.id).await.status, VolumeStatus::InUse);
+    assert_eq!(rig.disk_ids(&server), vec!["root".to_string(), disk_id(&v)]);
+    assert_eq!(err.kind(), ErrorKind::Conflict);
+    assert_eq!(rig.settled(server.id).await.vm_state, VmState::Paused);
+}

@@ -21,7 +21,7 @@ use std::fmt;
 use chrono::{DateTime, Utc};
 
 use crate::server::VmState;
-use crate::{Error, ProjectId, Result, ServerId};
+use crate::{Error, ProjectId, Result, ServerId, VolumeId};
 
 pub use crate::ids::RestorePointId;
 
@@ -94,11 +94,13 @@ impl fmt::Display for RestorePointStatus {
 }
 
 /// One disk of a point: the disk's id in the VM and its frozen layer (a pool
-/// location).
+/// location); for an attached volume, which volume it is (the server's root
+/// disk has none).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PointDisk {
     pub disk_id: String,
     pub layer: String,
+    pub volume_id: Option<VolumeId>,
 }
 
 /// A restore point.

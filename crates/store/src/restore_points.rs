@@ -17,6 +17,9 @@ use crate::{db_error, parse_id, parse_ts, ts, Store};
 struct DiskJson {
     disk_id: String,
     layer: String,
+    /// Set for an attached volume's disk (absent in points of root disks).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    volume_id: Option<String>,
 }
 
 fn disks_json(disks: &[PointDisk]) -> String {
@@ -25,6 +28,7 @@ fn disks_json(disks: &[PointDisk]) -> String {
         .map(|d| DiskJson {
             disk_id: d.disk_id.clone(),
             layer: d.layer.clone(),
+            volume_id: d.volume_id.map(|v| v.to_string()),
         })
         .collect();
     serde_json::to_string(&list).unwrap_or_else(|_| "[]".into())
@@ -35,6 +39,16 @@ fn point_from_row(row: &SqliteRow) -> Result<RestorePoint> {
         |what: &str| Error::internal(format!("Corrupt {what} in the restore_points table."));
     let disks: Vec<DiskJson> =
         serde_json::from_str(row.get("disks")).map_err(|_| corrupt("disks"))?;
+    let disks = disks
+        .into_iter()
+        .map(|d| {
+            Ok(PointDisk {
+                volume_id: d.volume_id.as_deref().map(parse_id).transpose()?,
+                disk_id: d.disk_id,
+                layer: d.layer,
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
     let parent: Option<String> = row.get("parent_id");
     let pause: Option<i64> = row.get("guest_pause_us");
     Ok(RestorePoint {
@@ -47,13 +61,7 @@ fn point_from_row(row: &SqliteRow) -> Result<RestorePoint> {
         memory: row.get::<i64, _>("memory") != 0,
         quiesced: row.get::<i64, _>("quiesced") != 0,
         status: RestorePointStatus::parse(row.get("status")).ok_or_else(|| corrupt("status"))?,
-        disks: disks
-            .into_iter()
-            .map(|d| PointDisk {
-                disk_id: d.disk_id,
-                layer: d.layer,
-            })
-            .collect(),
+        disks,
         state_file: row.get("state_file"),
         vm_state: VmState::parse(row.get("vm_state")).ok_or_else(|| corrupt("vm_state"))?,
         guest_pause_us: pause.and_then(|p| u64::try_from(p).ok()),
@@ -236,6 +244,7 @@ mod tests {
             disks: vec![PointDisk {
                 disk_id: "root".into(),
                 layer: "file:///pool/disks/a.qcow2".into(),
+                volume_id: None,
             }],
             state_file: None,
             vm_state: VmState::Active,
@@ -305,5 +314,23 @@ mod tests {
         store.insert_restore_point(&p).await.unwrap();
 
         assert_eq!(store.restore_point(p.id).await.unwrap(), p);
+    }
+
+    #[tokio::test]
+    async fn point_when_volume_disks_then_volume_ids_read_back() {
+        let store = Store::in_memory().await.unwrap();
+        let mut p = point(ServerId::new(), None);
+        let volume = domain::VolumeId::new();
+        p.disks.push(PointDisk {
+            disk_id: "vol-1".into(),
+            layer: "file:///pool/disks/volume-1.qcow2".into(),
+            volume_id: Some(volume),
+        });
+        store.insert_restore_point(&p).await.unwrap();
+
+        let read = store.restore_point(p.id).await.unwrap();
+
+        assert_eq!(read.disks[0].volume_id, None);
+        assert_eq!(read.disks[1].volume_id, Some(volume));
     }
 }

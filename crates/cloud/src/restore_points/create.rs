@@ -2,12 +2,12 @@
 //!
 //! ```text
 //!  begun ─────────▶ cut ───────────────────────▶ switched ───────▶ done
-//!  (point row       (new top + state file         (server.root_disk =
-//!   `creating`,      chosen and recorded, then     new top, point
-//!   task claimed)    QEMU cuts every disk — and    `available` with the
-//!                    saves memory — at one         old top as its layer,
-//!                    instant; qemu-img when        current = point)
-//!                    no QEMU runs)
+//!  (point row       (new tops + state file        (server.root_disk and
+//!   `creating`,      chosen and recorded, then     each volume's location
+//!   task claimed)    QEMU cuts every disk — root   = new tops (CAS), point
+//!                    and volumes — and saves       `available` with the
+//!                    memory at one instant;        old tops as its layers,
+//!                    qemu-img when no QEMU runs)   current = point)
 //!
 //!  crash at begun:    undo — point removed, task cleared
 //!  crash at cut:      the new top in use (or a complete overlay of a
@@ -21,12 +21,13 @@
 use chrono::Utc;
 use domain::identity::{Caller, Role};
 use domain::restore_point::{
-    NewRestorePoint, PointDisk, RestoreMethod, RestorePoint, RestorePointId, RestorePointStatus,
+    NewRestorePoint, RestoreMethod, RestorePoint, RestorePointId, RestorePointStatus,
 };
 use domain::server::{TaskState, VmState};
 use domain::{Error, Result};
 use hypervisor::DiskOverlay;
 
+use super::volumes::point_disks;
 use super::{fault_point, overlay_name, Saga, ROOT_DISK_ID};
 use crate::compute::hypervisor_error;
 use crate::Cloud;
@@ -60,27 +61,31 @@ impl Cloud {
                 server.vm_state
             )));
         }
-        if !self.store.attachments_of_server(server.id).await?.is_empty() {
-            return Err(Error::conflict(
-                "Restore points of servers with volumes (booted from one or attached) are not available yet: they would not cover the volumes.",
-            ));
-        }
-        let root = server
-            .root_disk
-            .clone()
-            .ok_or_else(|| Error::conflict("The server has no disk yet."))?;
+        self.check_point_volumes(&server, internal).await?;
         let native = self.native_points().is_some();
+        let has_volumes = !self
+            .store
+            .attachments_of_server(server.id)
+            .await?
+            .is_empty();
+        let root = match (server.root_disk.clone(), has_volumes) {
+            (Some(root), _) => Some(root),
+            (None, true) => None,
+            (None, false) => return Err(Error::conflict("The server has no disk yet.")),
+        };
         if native && internal {
             return Err(Error::conflict(format!(
                 "Internal restore points need qcow2 disks; this server's disk is a raw RBD image on the {} pool. Use method external (RBD snapshots, with or without memory).",
                 self.pool.kind()
             )));
         }
-        if !native && self.pool.new_overlay(&root, "probe")?.is_none() {
-            return Err(Error::conflict(format!(
-                "Restore points of servers on the {} pool are not available yet.",
-                self.pool.kind()
-            )));
+        if let Some(root) = root.as_deref().filter(|_| !native) {
+            if self.pool.new_overlay(root, "probe")?.is_none() {
+                return Err(Error::conflict(format!(
+                    "Restore points of servers on the {} pool are not available yet.",
+                    self.pool.kind()
+                )));
+            }
         }
         let now = Utc::now();
         let point = RestorePoint {
@@ -138,15 +143,23 @@ impl Cloud {
     /// Runs the saga from `begun`.
     async fn point_create_forward(&self, saga: &mut Saga) -> Result<()> {
         let server = self.store.server(saga.server()?).await?;
-        let old_top = server
-            .root_disk
-            .clone()
-            .ok_or_else(|| Error::conflict("The server has no disk."))?;
-        let (new_top, path) = self
-            .pool
-            .new_overlay(&old_top, &overlay_name(server.id))?
-            .ok_or_else(|| Error::conflict("This pool cannot layer disks."))?;
         let point_id = saga.point()?;
+        let root = match server.root_disk.clone() {
+            Some(old_top) => {
+                let (new_top, path) = self
+                    .pool
+                    .new_overlay(&old_top, &overlay_name(server.id))?
+                    .ok_or_else(|| Error::conflict("This pool cannot layer disks."))?;
+                Some((old_top, new_top, path))
+            }
+            None => None,
+        };
+        let volumes = self
+            .plan_point_volume_cut(&server, &format!("point-{}", point_id.uuid().simple()))
+            .await?;
+        if root.is_none() && volumes.is_empty() {
+            return Err(Error::conflict("The server has no disk."));
+        }
         let state_file = saga.memory.then(|| self.point_state_file(point_id));
         if let Some(file) = &state_file {
             if let Some(dir) = file.parent() {
@@ -155,16 +168,36 @@ impl Cloud {
                 })?;
             }
         }
-        saga.old_top = Some(old_top.clone());
-        saga.new_top = Some(new_top.clone());
+        saga.old_top = root.as_ref().map(|(old, _, _)| old.clone());
+        saga.new_top = root.as_ref().map(|(_, new, _)| new.clone());
+        saga.volumes = volumes;
         saga.state_file = state_file.as_ref().map(|f| f.display().to_string());
         self.store.saga_step(&saga.id, "cut", &saga.data()).await?;
+        // New tops are no garbage-collection roots until recorded; no
+        // volume snapshot may move a volume meanwhile.
         let _gc = self.gc_lock.read().await;
+        let _cut = self.cut_lock.clone().lock_owned().await;
+        for v in &saga.volumes {
+            let now = self.store.volume(v.volume).await?;
+            if now.location.as_deref() != Some(v.old.as_str()) {
+                return Err(Error::conflict(format!(
+                    "Volume {} changed while the restore point was being taken; try again.",
+                    v.volume
+                )));
+            }
+        }
         let pause = if self.point_qemu_is_up(&server).await {
-            let disks = [DiskOverlay {
-                disk_id: ROOT_DISK_ID.into(),
-                overlay: path,
-            }];
+            let disks: Vec<DiskOverlay> = root
+                .iter()
+                .map(|(_, _, path)| DiskOverlay {
+                    disk_id: ROOT_DISK_ID.into(),
+                    overlay: path.clone(),
+                })
+                .chain(saga.volumes.iter().map(|v| DiskOverlay {
+                    disk_id: v.disk_id.clone(),
+                    overlay: v.overlay.clone(),
+                }))
+                .collect();
             saga.quiesced = saga.quiesce && self.freeze_for_point(&server).await?;
             let taken = self
                 .hypervisor
@@ -180,19 +213,24 @@ impl Cloud {
                 }
             }
             let taken = taken.map_err(hypervisor_error)?;
-            tracing::info!(server = %server.id, pause = ?taken.guest_pause, total = ?taken.total, memory = saga.memory, "restore point cut");
+            tracing::info!(server = %server.id, pause = ?taken.guest_pause, total = ?taken.total, memory = saga.memory, volumes = saga.volumes.len(), "restore point cut");
             Some(taken.guest_pause)
         } else if saga.memory {
             return Err(Error::conflict(
                 "The server stopped before its memory could be saved.",
             ));
         } else {
-            self.pool.create_overlay(&old_top, &new_top).await?;
+            if let Some((old_top, new_top, _)) = &root {
+                self.pool.create_overlay(old_top, new_top).await?;
+            }
+            self.make_point_volume_tops(&saga.volumes).await?;
             None
         };
         fault_point("restore-point-create:cut");
+        self.seal_point_volume_layers(&saga.volumes).await?;
         self.record_point_switch(saga, pause.map(|p| p.as_micros() as u64))
             .await?;
+        drop(_cut);
         drop(_gc);
         self.finish_point_create(saga).await
     }
@@ -244,18 +282,16 @@ impl Cloud {
                 .update_server(&next, (server.vm_state, server.task_state))
                 .await?;
         }
+        self.move_point_volumes_forward(&saga.volumes).await?;
         let point = self.store.restore_point(saga.point()?).await?;
         if point.status == RestorePointStatus::Creating {
-            let old_top = saga
-                .old_top
-                .clone()
-                .ok_or_else(|| Error::internal("A restore-point saga lost its layer."))?;
+            let disks = point_disks(saga.old_top.as_deref(), &saga.volumes);
+            if disks.is_empty() {
+                return Err(Error::internal("A restore-point saga lost its layer."));
+            }
             let mut done = point.clone();
             done.status = RestorePointStatus::Available;
-            done.disks = vec![PointDisk {
-                disk_id: ROOT_DISK_ID.into(),
-                layer: old_top,
-            }];
+            done.disks = disks;
             done.state_file = saga.state_file.clone();
             done.guest_pause_us = pause_us;
             done.quiesced = saga.quiesced;
@@ -287,7 +323,8 @@ impl Cloud {
         if saga.internal {
             self.forget_internal_tag(saga).await;
         }
-        if saga.new_top.is_some() && self.point_cut_took(saga).await {
+        let layered = saga.new_top.is_some() || !saga.volumes.is_empty();
+        if layered && self.point_cut_took(saga).await {
             // QEMU writes into the new top already: it must stay the disk.
             if let Err(e) = self.keep_point_new_top(saga).await {
                 tracing::error!(error = %e, "could not record a restore point's new top");
@@ -319,8 +356,15 @@ impl Cloud {
         {
             return points.snapshot_exists(snapshot).await.unwrap_or(false);
         }
-        let (Some(new_top), Some(server)) = (&saga.new_top, saga.server) else {
+        let Some(server) = saga.server else {
             return false;
+        };
+        if !self.point_volumes_took(server, &saga.volumes).await {
+            return false;
+        }
+        let Some(new_top) = &saga.new_top else {
+            // A server booted from a volume: its volumes are all its disks.
+            return !saga.volumes.is_empty();
         };
         if let Ok(storage::DiskSource::File { path, .. }) = self.pool.disk_source(new_top) {
             if let Ok(active) = self

@@ -10,7 +10,9 @@
 //! merged into that file first ([`super::merge`]); otherwise it stays,
 //! unchanged, while another point's layer, an image or the server's own
 //! chain stands on it — what every other point, image and server sees is
-//! untouched.
+//! untouched. An attached volume's layer is not merged: it goes with garbage
+//! collection when nothing (the volume's chain, another point, a volume
+//! snapshot) stands on it.
 
 use chrono::Utc;
 use domain::identity::{Caller, Role};
@@ -51,7 +53,13 @@ impl Cloud {
         }
         let mut saga = Saga::new(server.id, point.id);
         if point.method == RestoreMethod::External {
-            saga.old_top = point.disks.first().map(|d| d.layer.clone());
+            // The root disk's layer is merged if it can be; volumes' layers
+            // are left to garbage collection.
+            saga.old_top = point
+                .disks
+                .iter()
+                .find(|d| d.volume_id.is_none())
+                .map(|d| d.layer.clone());
         }
         self.store.insert_saga(&saga.record(KIND)).await?;
         if let Err(e) = self

@@ -58,6 +58,7 @@ impl Cloud {
         done.disks = vec![PointDisk {
             disk_id: ROOT_DISK_ID.into(),
             layer: top,
+            volume_id: None,
         }];
         done.guest_pause_us = Some(taken.guest_pause.as_micros() as u64);
         done.updated_at = Utc::now();

@@ -17,6 +17,9 @@
 //! point, an image, the server's chain) stands on it any more — a reference
 //! count kept by the pool's backing chains (see `Cloud::collect_garbage`).
 //!
+//! Attached volumes (file pool) are cut with the root disk, at the same
+//! instant, and reverted onto new tops over their layers ([`volumes`]).
+//!
 //! Each operation is a saga ([`create`], [`revert`], [`delete`]): every step
 //! is recorded in the `sagas` table before it runs, and [`recover`] finishes
 //! or undoes what a previous run left half-way, before the servers' tasks
@@ -30,6 +33,7 @@ pub(crate) mod merge;
 mod rbd;
 mod recover;
 mod revert;
+mod volumes;
 
 use std::path::PathBuf;
 
@@ -81,6 +85,8 @@ struct Saga {
     new_top: Option<String>,
     old_top: Option<String>,
     state_file: Option<String>,
+    /// The attached volumes the saga moves (file pool).
+    volumes: Vec<volumes::SagaVolume>,
 }
 
 impl Saga {
@@ -104,6 +110,7 @@ impl Saga {
             "new_top": self.new_top,
             "old_top": self.old_top,
             "state_file": self.state_file,
+            "volumes": self.volumes,
         })
     }
 
@@ -130,6 +137,12 @@ impl Saga {
             new_top: field("new_top"),
             old_top: field("old_top"),
             state_file: field("state_file"),
+            volumes: match r.data.get("volumes") {
+                Some(v) if !v.is_null() => {
+                    serde_json::from_value(v.clone()).map_err(|_| corrupt())?
+                }
+                _ => Vec::new(),
+            },
         })
     }
 

@@ -103,6 +103,7 @@ impl Cloud {
     }
 
     pub(super) async fn keep_point_new_top(&self, saga: &Saga) -> Result<()> {
+        self.move_point_volumes_forward(&saga.volumes).await?;
         let server = self.store.server(saga.server()?).await?;
         if server.root_disk != saga.new_top {
             let mut next = server.clone();

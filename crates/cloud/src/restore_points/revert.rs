@@ -2,20 +2,24 @@
 //!
 //! ```text
 //!  begun ──────▶ overlay ─────────────────▶ switched ──────────────▶ done
-//!  (task         (new top chosen and         (server.root_disk = new
-//!   claimed)      recorded, then created      top, current = point;
-//!                 over the point's layer;     then QEMU started paused
-//!                 QEMU destroyed)             from the state file and
-//!                                             `cont` — or left off for a
+//!  (task         (new tops chosen and        (volumes' locations and
+//!   claimed)      recorded, then created      server.root_disk = new
+//!                 over the point's layers;    tops (CAS), current =
+//!                 QEMU destroyed)             point; then QEMU started
+//!                                             paused from the state file
+//!                                             with every disk and `cont`
+//!                                             — or left off for a
 //!                                             disk-only point)
 //!
-//!  crash at begun/overlay: undo — task cleared, the server is what the
-//!                          hypervisor shows on its old disk; the new top
-//!                          is garbage
+//!  crash at begun/overlay: undo — task cleared, volumes and root disk
+//!                          back on their old tops, the server is what the
+//!                          hypervisor shows; the new tops are garbage
 //!  crash at switched:      forward — start from the state file (memory)
 //! ```
-//! The point's layer is never written: the server writes into the new top.
-//! Points on other branches keep their layers and stay revertable.
+//! The point's layers are never written: the server writes into new tops.
+//! Points on other branches keep their layers and stay revertable. A server
+//! whose attachments differ from the point's (a volume attached or detached
+//! since) is refused (409).
 
 use chrono::Utc;
 use domain::identity::{Caller, Role};
@@ -68,6 +72,7 @@ impl Cloud {
                 server.id
             )));
         }
+        self.check_point_attachments(&server, &point).await?;
         if !REVERTABLE_FROM.contains(&server.vm_state) {
             return Err(Error::conflict(format!(
                 "Server {} cannot be reverted in vm_state {}.",
@@ -116,22 +121,39 @@ impl Cloud {
             return Ok(());
         }
         if step == "begun" {
-            let layer = point_layer(&point)?;
-            if self.native_points().is_some() {
-                self.native_revert_clone(saga, &layer).await?;
+            saga.old_top = self.store.server(point.server_id).await?.root_disk;
+            // New tops are no garbage-collection roots until the switch.
+            let _gc = if self.native_points().is_some() {
+                self.native_revert_clone(saga, &point_layer(&point)?)
+                    .await?;
+                None
             } else {
-                let (new_top, _) = self
-                    .pool
-                    .new_overlay(&layer, &overlay_name(point.server_id))?
-                    .ok_or_else(|| Error::conflict("This pool cannot layer disks."))?;
-                saga.new_top = Some(new_top.clone());
+                let root_layer = point
+                    .disks
+                    .iter()
+                    .find(|d| d.volume_id.is_none())
+                    .map(|d| d.layer.clone());
+                saga.new_top = match &root_layer {
+                    Some(layer) => Some(
+                        self.pool
+                            .new_overlay(layer, &overlay_name(point.server_id))?
+                            .ok_or_else(|| Error::conflict("This pool cannot layer disks."))?
+                            .0,
+                    ),
+                    None => None,
+                };
+                saga.volumes = self.plan_point_volume_revert(&point).await?;
                 self.store
                     .saga_step(&saga.id, "overlay", &saga.data())
                     .await?;
-                let _gc = self.gc_lock.read().await;
-                self.pool.create_overlay(&layer, &new_top).await?;
+                let gc = self.gc_lock.read().await;
+                if let (Some(layer), Some(new_top)) = (&root_layer, &saga.new_top) {
+                    self.pool.create_overlay(layer, new_top).await?;
+                }
+                self.make_point_volume_tops(&saga.volumes).await?;
                 fault_point("restore-point-revert:overlay");
-            }
+                Some(gc)
+            };
             let server = self.store.server(point.server_id).await?;
             self.hypervisor
                 .destroy(&server.id.to_string())
@@ -142,6 +164,7 @@ impl Cloud {
                 })?;
             remove_if_present(&self.state_file(&server)).await;
             self.record_point_revert_switch(saga).await?;
+            drop(_gc);
         }
         let server = self.store.server(point.server_id).await?;
         let settled = match (&point.state_file, point.memory) {
@@ -167,6 +190,7 @@ impl Cloud {
 
     /// The new top is made and QEMU is gone: the server's disk is the new top.
     async fn record_point_revert_switch(&self, saga: &Saga) -> Result<()> {
+        self.move_point_volumes_forward(&saga.volumes).await?;
         let server = self.store.server(saga.server()?).await?;
         let mut next = server.clone();
         next.root_disk = saga.new_top.clone();
@@ -189,6 +213,9 @@ impl Cloud {
     /// the hypervisor shows; a failure after the switch leaves the server on
     /// the point's disk, stopped, with a fault.
     pub(super) async fn undo_point_revert(&self, saga: &Saga, cause: Option<&Error>) {
+        if let Err(e) = self.undo_point_revert_switch(saga).await {
+            tracing::error!(error = %e, "could not put a server's disks back after a failed revert");
+        }
         if let Some(server) = saga.server {
             if let Ok(now) = self.store.server(server).await {
                 let observed = self.observed_state(&now).await;
@@ -197,6 +224,24 @@ impl Cloud {
         }
         let _ = self.store.finish_saga(&saga.id, "undone").await;
         self.collect_garbage_quietly().await;
+    }
+}
+
+impl Cloud {
+    /// Before `switched`: the volumes and the root disk go back to where
+    /// they were, if the switch had begun (their new tops are garbage).
+    async fn undo_point_revert_switch(&self, saga: &Saga) -> Result<()> {
+        self.move_point_volumes_back(&saga.volumes).await?;
+        let server = self.store.server(saga.server()?).await?;
+        if saga.new_top.is_some() && server.root_disk == saga.new_top && saga.old_top.is_some() {
+            let mut next = server.clone();
+            next.root_disk = saga.old_top.clone();
+            next.updated_at = Utc::now();
+            self.store
+                .update_server(&next, (server.vm_state, server.task_state))
+                .await?;
+        }
+        Ok(())
     }
 }
 

@@ -187,3 +187,69 @@ fn rbd_points_a_b_c_d_when_guest_writes_then_reverts_give_exact_ram_and_disk_and
     assert_eq!(vms_left, Vec::<String>::new());
     assert_eq!(rbd_ls("rp-images"), Vec::<String>::new());
 }
+
+/// Clone generations `spec` stands on (its parent, the parent's parent, …).
+fn clone_depth(spec: &str) -> usize {
+    let mut depth = 0;
+    let mut image = spec.to_string();
+    while let Some(parent) = rbd_parent(&image) {
+        depth += 1;
+        image = parent.split('@').next().unwrap().to_string();
+    }
+    depth
+}
+
+#[test]
+fn rbd_reverts_when_chained_past_clone_depth_then_disk_flattened_data_kept_and_old_disks_released()
+{
+    let rbd_server = RbdPoints::start(&[]);
+    let server = &rbd_server.server;
+    let _log = LogOnFailure::new(server);
+    let api = Api::new(server);
+    let vm = boot(server, &api, "vm1", "guest", 1, 2);
+    api.admin
+        .post(
+            &format!("/compute/v2.1/servers/{vm}/action"),
+            json!({"os-stop": null}),
+        )
+        .expect_status(202);
+    api.wait_settled(&vm, &["SHUTOFF"], ACTION);
+    let written = rbd_log(server, &server_disk(server, &vm));
+
+    // Seven rounds of: point of the stopped server's disk, revert to it.
+    let mut depths = Vec::new();
+    let mut points = Vec::new();
+    for round in 0..7 {
+        let p = take_point(&api, &vm, &format!("P{round}"), false);
+        let id = p["id"].as_str().unwrap().to_string();
+        revert(&api, &vm, &id);
+        api.wait_settled(&vm, &["SHUTOFF"], ACTION);
+        points.push(id);
+        // The flatten runs in the background after the revert.
+        let deadline = std::time::Instant::now() + ACTION;
+        let mut depth = clone_depth(&server_disk(server, &vm));
+        while depth > 5 && std::time::Instant::now() < deadline {
+            std::thread::sleep(POLL);
+            depth = clone_depth(&server_disk(server, &vm));
+        }
+        depths.push(depth);
+    }
+    let disk_now = rbd_log(server, &server_disk(server, &vm));
+    assert_vms_only_needed(server, "with the seven points");
+    let disks_with_points = rbd_ls(VMS).len();
+    for id in &points {
+        delete_point(&api, &vm, id);
+    }
+    assert_vms_only_needed(server, "after deleting the points");
+    let disks_after = rbd_ls(VMS);
+
+    eprintln!("clone depth after each revert: {depths:?}");
+    // The guest's disk is a clone of the image (1), each revert adds one
+    // generation; past 5 the disk is flattened (0) and grows again.
+    assert_eq!(depths, [2, 3, 4, 5, 0, 1, 2]);
+    assert_eq!(disk_now, written);
+    assert_eq!(disks_with_points, 8, "{:?}", rbd_ls(VMS));
+    // The flattened disk's ancestors went with their points; what is left is
+    // the server's disk and the two generations it still stands on.
+    assert_eq!(disks_after.len(), 3, "{disks_after:?}");
+}

@@ -239,7 +239,10 @@ pub fn vms_needed(server: &Server) -> Vec<String> {
     {
         needed.insert(spec_of(disk));
     }
-    for disks in query(server, "SELECT disks FROM restore_points").lines() {
+    for disks in query(server, "SELECT disks FROM restore_points")
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+    {
         let disks: Value = serde_json::from_str(disks).unwrap();
         for disk in disks.as_array().unwrap() {
             let snap = spec_of(disk["layer"].as_str().unwrap());

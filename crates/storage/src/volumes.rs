@@ -42,6 +42,19 @@ pub struct FrozenVolume {
     pub volume: String,
 }
 
+/// Volumes opened ahead of a multi-volume snapshot (see
+/// [`VolumePool::open_for_snapshots`]): what is left to do at the instant is
+/// only the snapshots' creation.
+#[async_trait]
+pub trait OpenVolumes: Send {
+    /// Creates snapshot `snaps[i]` of volume `i`, all at once (what a caller
+    /// stops the guest around). Repeating it is harmless.
+    async fn snapshot_all(&mut self, snaps: &[String]) -> Result<()>;
+
+    /// Finishes the snapshots (e.g. protects them) and lets the volumes go.
+    async fn close(self: Box<Self>, snaps: &[String]) -> Result<()>;
+}
+
 /// The volume operations of a pool; see the module header. Creating calls
 /// are idempotent: repeated after an interruption with the same names, they
 /// finish what the first call began (crash recovery goes forward).
@@ -92,6 +105,18 @@ pub trait VolumePool: Send + Sync + std::fmt::Debug {
     /// read-only). Repeating it is harmless.
     async fn seal_snapshot(&self, _snapshot: &str) -> Result<()> {
         Ok(())
+    }
+
+    /// Opens `volumes` for a snapshot of all of them at one instant, so
+    /// that the instant itself costs only the snapshots' creation (rbd:
+    /// the images are opened here, protected at
+    /// [`close`](OpenVolumes::close)). `None`: the pool has nothing to
+    /// prepare; take each with [`snapshot_volume`](Self::snapshot_volume).
+    async fn open_for_snapshots(
+        &self,
+        _volumes: &[String],
+    ) -> Result<Option<Box<dyn OpenVolumes>>> {
+        Ok(None)
     }
 
     /// Whether `snapshot` (a location from [`snapshot_volume`](Self::snapshot_volume))

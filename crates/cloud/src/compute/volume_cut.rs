@@ -125,24 +125,46 @@ impl Cloud {
         let running = live
             && cut.len() > 1
             && matches!(self.hypervisor.status(&name).await, Ok(VmStatus::Running));
-        let paused_at = Instant::now();
+        let names: Vec<String> = cut.iter().map(|c| snapshot_name(c.snapshot)).collect();
+        let olds: Vec<String> = cut.iter().map(|c| c.old.clone()).collect();
+        let mut open = self.volume_pool()?.open_for_snapshots(&olds).await?;
+        let (from, started) = (std::time::SystemTime::now(), Instant::now());
         if running {
             self.hypervisor
                 .pause(&name)
                 .await
                 .map_err(hypervisor_error)?;
         }
-        let made = self.snapshot_each(cut).await;
+        let stopped = started.elapsed();
+        let made = match &mut open {
+            Some(open) => open.snapshot_all(&names).await,
+            None => self.snapshot_each(cut).await,
+        };
+        let snapped = started.elapsed();
         let guest_pause = if running {
             let resumed = self.hypervisor.resume(&name).await;
-            let pause = paused_at.elapsed();
+            let took = started.elapsed();
             resumed.map_err(hypervisor_error)?;
-            tracing::info!(server = %server.id, volumes = cut.len(), paused_ms = pause.as_millis() as u64, "guest paused for a multi-volume cut");
+            // The vCPUs' own stop, from QEMU's STOP/RESUME events; the
+            // wall-clock span (QMP round trips included) if none was seen.
+            let pause = match self.hypervisor.pause_log(&name).await {
+                Ok(spans) => hypervisor::paused_within(&spans, from, std::time::SystemTime::now()),
+                Err(_) => took,
+            };
+            tracing::info!(server = %server.id, volumes = cut.len(),
+                paused_ms = pause.as_secs_f64() * 1000.0,
+                stop_ms = stopped.as_secs_f64() * 1000.0,
+                snapshots_ms = (snapped - stopped).as_secs_f64() * 1000.0,
+                resume_ms = (took - snapped).as_secs_f64() * 1000.0,
+                "guest paused for a multi-volume cut");
             pause
         } else {
             Duration::ZERO
         };
         made?;
+        if let Some(open) = open {
+            open.close(&names).await?;
+        }
         Ok(CutMade {
             _guard: guard,
             guest_pause,

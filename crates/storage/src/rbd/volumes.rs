@@ -24,7 +24,7 @@ use domain::{Error, Result};
 use super::errors::ceph_error;
 use super::{blocking, remove_with_snapshots, RbdPool, IMAGE_SNAPSHOT};
 use crate::file::is_safe_name;
-use crate::volumes::{FrozenVolume, VolumePool};
+use crate::volumes::{FrozenVolume, OpenVolumes, VolumePool};
 use crate::DiskSource;
 
 /// How many rounds garbage collection makes: a volume removed in one round
@@ -188,6 +188,22 @@ impl VolumePool for RbdPool {
         ))
     }
 
+    async fn open_for_snapshots(&self, volumes: &[String]) -> Result<Option<Box<dyn OpenVolumes>>> {
+        let names = volumes
+            .iter()
+            .map(|v| Ok(self.own(v, &self.volumes, false)?.image))
+            .collect::<Result<Vec<String>>>()?;
+        let pool = self.volumes.clone();
+        let images = blocking(move || {
+            names
+                .iter()
+                .map(|n| pool.open_image(n).map_err(ceph_error))
+                .collect::<Result<Vec<::rbd::Image>>>()
+        })
+        .await?;
+        Ok(Some(Box::new(OpenRbdVolumes { images })))
+    }
+
     async fn snapshot_volume(&self, volume: &str, snap: &str) -> Result<FrozenVolume> {
         check_name(snap)?;
         let name = self.own(volume, &self.volumes, false)?.image;
@@ -328,6 +344,58 @@ impl VolumePool for RbdPool {
                 removed.extend(round);
             }
             Ok(removed)
+        })
+        .await
+    }
+}
+
+/// RBD images open for a snapshot of all of them at one instant.
+struct OpenRbdVolumes {
+    images: Vec<::rbd::Image>,
+}
+
+#[async_trait]
+impl OpenVolumes for OpenRbdVolumes {
+    async fn snapshot_all(&mut self, snaps: &[String]) -> Result<()> {
+        // One thread an image, each creating its snapshot (the exclusive
+        // lock's owner, QEMU, takes it); the images come back with the result.
+        let jobs: Vec<_> = std::mem::take(&mut self.images)
+            .into_iter()
+            .zip(snaps.iter().cloned())
+            .map(|(image, snap)| {
+                tokio::task::spawn_blocking(move || {
+                    let made = match image.snap_exists(&snap) {
+                        Ok(true) => Ok(()),
+                        Ok(false) => image.create_snap(&snap),
+                        Err(e) => Err(e),
+                    };
+                    (image, made)
+                })
+            })
+            .collect();
+        let mut first_error = None;
+        for job in jobs {
+            let (image, made) = job
+                .await
+                .map_err(|e| Error::internal(format!("A Ceph call did not complete: {e}")))?;
+            self.images.push(image);
+            if let Err(e) = made {
+                first_error.get_or_insert(ceph_error(e));
+            }
+        }
+        first_error.map_or(Ok(()), Err)
+    }
+
+    async fn close(self: Box<Self>, snaps: &[String]) -> Result<()> {
+        let (images, snaps) = (self.images, snaps.to_vec());
+        blocking(move || {
+            for (image, snap) in images.into_iter().zip(&snaps) {
+                if !image.is_snap_protected(snap).map_err(ceph_error)? {
+                    image.protect_snap(snap).map_err(ceph_error)?;
+                }
+                image.close().map_err(ceph_error)?;
+            }
+            Ok(())
         })
         .await
     }

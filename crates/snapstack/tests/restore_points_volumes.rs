@@ -224,3 +224,67 @@ fn points_when_volume_attached_then_cut_and_reverted_with_the_root_disk_and_noth
     assert_eq!(names_in_pool(&server, "disks"), Vec::<String>::new());
     assert_eq!(state_files(&server), Vec::<String>::new());
 }
+
+#[test]
+fn point_when_booted_from_volume_then_memory_revert_goes_on_from_the_volume_layer_and_nothing_leaks(
+) {
+    let _one = one_at_a_time();
+    let server = Server::start();
+    let _log = LogOnFailure::new(&server);
+    server.add_guest_image_and_flavor();
+    let (api, volumes) = (Api::new(&server), VolumeApi::new(server.admin()));
+    let boot1 = volume_create(
+        &server,
+        &volumes,
+        &["--image", "guest", "--size", "2"],
+        "boot1",
+    );
+    let vm = id_of(&server_create(&server, &["--volume", "boot1"], "vm2"));
+    api.wait_booted(&vm, 1, 2);
+    let run1 = api.console(&vm).last();
+
+    let b = take_point(&api, &vm, "B", true);
+    let b_id = id_of(&b);
+    let disks: Value = serde_json::from_str(&query(
+        &server,
+        &format!("SELECT disks FROM restore_points WHERE id = '{b_id}'"),
+    ))
+    .unwrap();
+    let b_layer = path_of(disks[0]["layer"].as_str().unwrap());
+    let b_seq = log_of(&b_layer).1;
+    api.wait_seq_above(&vm, b_seq + 20);
+    let lines_before = api.console(&vm).seqs.len();
+    revert(&api, &vm, &b_id);
+    api.wait_settled(&vm, &["ACTIVE"], ACTION);
+    let first_after_b = first_after_revert(&api, &vm, lines_before);
+    let top_after_b = volume_top(&server, &boot1);
+    let layer_after_b = log_of(&b_layer).1;
+
+    delete_point(&api, &vm, &b_id);
+    server_delete(&server, "vm2");
+    wait_volume_attached(&volumes, &boot1, "available", 0);
+    volumes
+        .delete(&format!("/volumes/{boot1}"))
+        .expect_status(202);
+    volumes.wait_volume_gone(&boot1);
+    let deadline = std::time::Instant::now() + ACTION;
+    while !names_in_pool(&server, "disks").is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(POLL);
+    }
+
+    // The point is the volume's layer (no root disk).
+    assert_eq!(disks.as_array().unwrap().len(), 1, "{disks}");
+    assert_eq!(disks[0]["volume_id"], boot1.as_str());
+    assert!(b["guest_pause_ms"].as_f64().unwrap() > 0.0, "{b}");
+    // Revert: B's next record, same run, on a new top; B's layer unwritten.
+    assert!(
+        first_after_b.seq > b_seq && first_after_b.seq <= b_seq + 10,
+        "B's layer ends at {b_seq}; the guest went on at {first_after_b:?}"
+    );
+    assert_eq!(first_after_b.seq - first_after_b.ram, run1.seq - run1.ram);
+    assert_ne!(top_after_b, b_layer);
+    assert_eq!(layer_after_b, b_seq, "B's layer was written");
+    // Nothing left.
+    assert_eq!(names_in_pool(&server, "disks"), Vec::<String>::new());
+    assert_eq!(state_files(&server), Vec::<String>::new());
+}

@@ -227,7 +227,6 @@ impl Cloud {
             None
         };
         fault_point("restore-point-create:cut");
-        self.seal_point_volume_layers(&saga.volumes).await?;
         self.record_point_switch(saga, pause.map(|p| p.as_micros() as u64))
             .await?;
         drop(_cut);
@@ -282,6 +281,7 @@ impl Cloud {
                 .update_server(&next, (server.vm_state, server.task_state))
                 .await?;
         }
+        self.seal_point_volume_layers(&saga.volumes).await?;
         self.move_point_volumes_forward(&saga.volumes).await?;
         let point = self.store.restore_point(saga.point()?).await?;
         if point.status == RestorePointStatus::Creating {

@@ -151,6 +151,7 @@ impl Cloud {
                     self.pool.create_overlay(layer, new_top).await?;
                 }
                 self.make_point_volume_tops(&saga.volumes).await?;
+                self.keep_point_volume_sizes(&saga.volumes).await?;
                 fault_point("restore-point-revert:overlay");
                 Some(gc)
             };

@@ -187,6 +187,19 @@ impl Cloud {
         Ok(())
     }
 
+    /// A reverted volume keeps the size its record says (a volume extended
+    /// since the point stays that big; the point's layer is not changed).
+    pub(super) async fn keep_point_volume_sizes(&self, volumes: &[SagaVolume]) -> Result<()> {
+        let pool = self.volume_pool()?;
+        for v in volumes {
+            let want = self.store.volume(v.volume).await?.size * domain::volume::GIB;
+            if pool.volume_size(&v.new).await? < want {
+                pool.extend_volume(&v.new, want).await?;
+            }
+        }
+        Ok(())
+    }
+
     /// Marks the volumes' frozen layers read-only, as volume snapshots are.
     pub(super) async fn seal_point_volume_layers(&self, volumes: &[SagaVolume]) -> Result<()> {
         let pool = self.volume_pool()?;

@@ -231,7 +231,18 @@ impl Cloud {
 impl Cloud {
     /// Before `switched`: the volumes and the root disk go back to where
     /// they were, if the switch had begun (their new tops are garbage).
+    /// After it, the server stays on the point's disks.
     async fn undo_point_revert_switch(&self, saga: &Saga) -> Result<()> {
+        let step = self
+            .store
+            .open_sagas()
+            .await?
+            .into_iter()
+            .find(|r| r.id == saga.id)
+            .map(|r| r.step);
+        if step.as_deref() != Some("overlay") {
+            return Ok(());
+        }
         self.move_point_volumes_back(&saga.volumes).await?;
         let server = self.store.server(saga.server()?).await?;
         if saga.new_top.is_some() && server.root_disk == saga.new_top && saga.old_top.is_some() {

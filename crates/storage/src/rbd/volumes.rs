@@ -366,7 +366,8 @@ impl OpenVolumes for OpenRbdVolumes {
                 tokio::task::spawn_blocking(move || {
                     let made = match image.snap_exists(&snap) {
                         Ok(true) => Ok(()),
-                        Ok(false) => image.create_snap(&snap),
+                        // The caller stopped the guest (QEMU flushed): no quiesce round trips.
+                        Ok(false) => image.create_snap_unquiesced(&snap),
                         Err(e) => Err(e),
                     };
                     (image, made)

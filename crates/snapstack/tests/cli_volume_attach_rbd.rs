@@ -12,140 +12,17 @@
 mod cli_volume_attach_support;
 mod cli_volumes_support;
 mod common;
+mod rbd_pools_support;
+mod rbd_support;
 mod snapshot_support;
-
-use std::path::PathBuf;
-use std::process::{Command, Stdio};
 
 use cli_volume_attach_support::*;
 use cli_volumes_support::VolumeApi;
-use common::{ok, run, Server};
+use common::{ok, run};
+use rbd_pools_support::PrivateRbd;
+use rbd_support::{ceph_conf, rbd_ls};
 use serde_json::Value;
 use snapshot_support::*;
-
-const POOLS: [&str; 3] = ["va-images", "va-vms", "va-volumes"];
-
-fn ceph_conf() -> PathBuf {
-    let conf = std::env::var_os("CEPH_CONF")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            panic!(
-                "CEPH_CONF is not set. These tests need the dev cluster: run \
-                 `scripts/ceph-dev.sh start && eval \"$(scripts/ceph-dev.sh env)\"` first"
-            )
-        });
-    assert!(conf.exists(), "CEPH_CONF={} does not exist", conf.display());
-    conf
-}
-
-fn rbd(args: &[&str]) -> String {
-    let conf = ceph_conf();
-    let mut all = vec!["-c", conf.to_str().unwrap()];
-    all.extend_from_slice(args);
-    run("rbd", &all)
-}
-
-fn quiet_rbd(args: &[&str]) {
-    let _ = Command::new("rbd")
-        .arg("-c")
-        .arg(ceph_conf())
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-}
-
-fn rbd_ls(pool: &str) -> Vec<String> {
-    rbd(&["ls", pool]).lines().map(str::to_string).collect()
-}
-
-fn ensure_pools() {
-    let conf = ceph_conf();
-    for pool in POOLS {
-        let listed = Command::new("rbd")
-            .args(["-c", conf.to_str().unwrap(), "ls", pool])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .unwrap();
-        if !listed.success() {
-            run(
-                "ceph",
-                &[
-                    "-c",
-                    conf.to_str().unwrap(),
-                    "osd",
-                    "pool",
-                    "create",
-                    pool,
-                    "8",
-                    "8",
-                ],
-            );
-            rbd(&["pool", "init", pool]);
-        }
-    }
-}
-
-/// Empties the test's pools: clones first, a few rounds.
-fn purge_pools() {
-    for _ in 0..4 {
-        for pool in POOLS {
-            for image in rbd_ls(pool) {
-                let spec = format!("{pool}/{image}");
-                let snaps: Value =
-                    serde_json::from_str(&rbd(&["snap", "ls", &spec, "--format", "json"]))
-                        .unwrap_or(Value::Null);
-                for snap in snaps.as_array().into_iter().flatten() {
-                    if let Some(name) = snap["name"].as_str() {
-                        quiet_rbd(&["snap", "unprotect", &format!("{spec}@{name}")]);
-                    }
-                }
-                quiet_rbd(&["snap", "purge", "--no-progress", &spec]);
-                quiet_rbd(&["rm", "--no-progress", &spec]);
-            }
-        }
-    }
-}
-
-/// A `snapstack serve` on the test's pools; purges them when dropped.
-struct RbdAttach {
-    server: Server,
-    _config: tempfile::TempDir,
-    _one: std::sync::MutexGuard<'static, ()>,
-}
-
-impl RbdAttach {
-    fn start() -> Self {
-        let one = one_at_a_time();
-        ensure_pools();
-        purge_pools();
-        let config = tempfile::tempdir().unwrap();
-        let path = config.path().join("storage.toml");
-        std::fs::write(
-            &path,
-            format!(
-                "[rbd]\nconf = \"{}\"\nuser = \"admin\"\nimages_pool = \"va-images\"\n\
-                 vms_pool = \"va-vms\"\nvolumes_pool = \"va-volumes\"\ntimeout_seconds = 5\n",
-                ceph_conf().display()
-            ),
-        )
-        .unwrap();
-        let server = Server::start_with(&["--storage-config", path.to_str().unwrap()]);
-        Self {
-            server,
-            _config: config,
-            _one: one,
-        }
-    }
-}
-
-impl Drop for RbdAttach {
-    fn drop(&mut self) {
-        self.server.kill();
-        purge_pools();
-    }
-}
 
 /// The guest's log on an RBD volume (`scripts/guest-check.py` through
 /// QEMU's rbd driver).
@@ -165,7 +42,7 @@ fn guest_check_rbd(volume_id: &str) -> Value {
 
 #[test]
 fn rbd_volumes_when_attached_detached_and_booted_from_then_guest_writes_them_and_nothing_left() {
-    let rbd_attach = RbdAttach::start();
+    let rbd_attach = PrivateRbd::start("va");
     let server = &rbd_attach.server;
     let _log = LogOnFailure::new(server);
     let image = server.add_guest_image_and_flavor();

@@ -11,69 +11,21 @@
 
 mod cli_volumes_support;
 mod common;
+mod rbd_pools_support;
+mod rbd_support;
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use cli_volumes_support::*;
 use common::{ok, run, Server};
+use rbd_pools_support::PrivateRbd;
+use rbd_support::{ceph_conf, rbd, rbd_ls, rbd_snaps};
 use serde_json::{json, Value};
-
-const POOLS: [&str; 3] = ["cv-images", "cv-vms", "cv-volumes"];
-
-fn ceph_conf() -> PathBuf {
-    let conf = std::env::var_os("CEPH_CONF")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            panic!(
-                "CEPH_CONF is not set. These tests need the dev cluster: run \
-             `scripts/ceph-dev.sh start && eval \"$(scripts/ceph-dev.sh env)\"` first"
-            )
-        });
-    assert!(conf.exists(), "CEPH_CONF={} does not exist", conf.display());
-    conf
-}
-
-fn rbd(args: &[&str]) -> String {
-    let conf = ceph_conf();
-    let mut all = vec!["-c", conf.to_str().unwrap()];
-    all.extend_from_slice(args);
-    run("rbd", &all)
-}
-
-fn quiet_rbd(args: &[&str]) {
-    let _ = Command::new("rbd")
-        .arg("-c")
-        .arg(ceph_conf())
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-}
-
-fn rbd_ls(pool: &str) -> Vec<String> {
-    rbd(&["ls", pool]).lines().map(str::to_string).collect()
-}
 
 fn rbd_json(args: &[&str]) -> Value {
     let mut all = args.to_vec();
     all.extend(["--format", "json"]);
     serde_json::from_str(&rbd(&all)).unwrap()
-}
-
-/// `(name, protected)` of each snapshot of `spec`.
-fn rbd_snaps(spec: &str) -> Vec<(String, String)> {
-    rbd_json(&["snap", "ls", spec])
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            (
-                s["name"].as_str().unwrap().to_string(),
-                s["protected"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
 }
 
 /// `pool/image@snap` of the parent of `spec`, if it is a clone.
@@ -93,102 +45,6 @@ fn qemu_rbd(spec: &str) -> String {
     format!("rbd:{spec}:conf={}", ceph_conf().display())
 }
 
-/// Creates the test's pools once (size 1, as the dev cluster's).
-fn ensure_pools() {
-    let conf = ceph_conf();
-    for pool in POOLS {
-        let listed = Command::new("rbd")
-            .args(["-c", conf.to_str().unwrap(), "ls", pool])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .status()
-            .unwrap();
-        if !listed.success() {
-            run(
-                "ceph",
-                &[
-                    "-c",
-                    conf.to_str().unwrap(),
-                    "osd",
-                    "pool",
-                    "create",
-                    pool,
-                    "8",
-                    "8",
-                ],
-            );
-            rbd(&["pool", "init", pool]);
-        }
-    }
-}
-
-/// Empties the test's pools: clones first, a few rounds.
-fn purge_pools() {
-    for _ in 0..4 {
-        for pool in POOLS {
-            for image in rbd_ls(pool) {
-                let spec = format!("{pool}/{image}");
-                for (snap, _) in rbd_snaps(&spec) {
-                    quiet_rbd(&["snap", "unprotect", &format!("{spec}@{snap}")]);
-                }
-                quiet_rbd(&["snap", "purge", "--no-progress", &spec]);
-                quiet_rbd(&["rm", "--no-progress", &spec]);
-            }
-        }
-    }
-}
-
-/// One service at a time on the test's pools (the tests of this file share them).
-static TURN: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-/// A `snapstack serve` on the test's pools; purges them when dropped.
-/// Holds [`TURN`] until then.
-struct RbdVolumes {
-    server: Server,
-    _config: tempfile::TempDir,
-    _turn: std::sync::MutexGuard<'static, ()>,
-}
-
-impl RbdVolumes {
-    fn start() -> Self {
-        Self::start_with_env(&[])
-    }
-
-    /// Starts with extra environment variables for the service process.
-    fn start_with_env(env: &[(&str, &str)]) -> Self {
-        let turn = TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        ensure_pools();
-        purge_pools();
-        let config = tempfile::tempdir().unwrap();
-        let path = config.path().join("storage.toml");
-        std::fs::write(
-            &path,
-            format!(
-                "[rbd]\nconf = \"{}\"\nuser = \"admin\"\nimages_pool = \"cv-images\"\n\
-                 vms_pool = \"cv-vms\"\nvolumes_pool = \"cv-volumes\"\ntimeout_seconds = 5\n",
-                ceph_conf().display()
-            ),
-        )
-        .unwrap();
-        let mut server = Server::start_with(&["--storage-config", path.to_str().unwrap()]);
-        if !env.is_empty() {
-            server.restart_with_env(env);
-        }
-        Self {
-            server,
-            _config: config,
-            _turn: turn,
-        }
-    }
-}
-
-impl Drop for RbdVolumes {
-    fn drop(&mut self) {
-        self.server.kill();
-        purge_pools();
-    }
-}
-
 fn raw_image(dir: &Path) -> PathBuf {
     let path = dir.join("guest.raw");
     let mut data = vec![0u8; 8 << 20];
@@ -206,7 +62,7 @@ fn cli_id(server: &Server, args: &[&str]) -> String {
 #[test]
 fn volumes_on_rbd_when_cloned_snapshotted_and_deleted_then_same_data_bounded_depth_and_nothing_left(
 ) {
-    let rbd_volumes = RbdVolumes::start();
+    let rbd_volumes = PrivateRbd::start("cv");
     let server = &rbd_volumes.server;
     let api = VolumeApi::new(server.admin());
     let raw = raw_image(server.dir.path());
@@ -332,7 +188,8 @@ fn volume_sagas_on_rbd_when_killed_at_each_step_then_restart_finishes_them_and_l
         "volume-create:frozen",
         "volume-snapshot:frozen",
     ] {
-        let mut rbd_volumes = RbdVolumes::start_with_env(&[("SNAPSTACK_FAULT_INJECT", point)]);
+        let mut rbd_volumes =
+            PrivateRbd::start_with_env("cv", &[("SNAPSTACK_FAULT_INJECT", point)]);
         let api = VolumeApi::new(rbd_volumes.server.admin());
         let source = (point != "volume-create:made").then(|| api.blank_volume("source", 1));
         let made = match (point, &source) {

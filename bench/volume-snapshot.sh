@@ -168,4 +168,11 @@ print(f"| Snapstack createImage (one cut) | {ms(ours)} | one | {pause(ours_pause
 print(f"| OpenStack way (3 volume snapshots, one after the other) | {ms(theirs)} | three, spread over the whole time | not measured (no cut) |")
 print()
 print(f"{ROUNDS} rounds each; guest SEQ lines without gap over the whole run: {'yes' if gapless else 'NO'}")
+with open(f"{WORK}/serve.log") as f:
+    cuts = [re.sub(r"\x1b\[[0-9;]*m", "", l) for l in f if "guest paused for a multi-volume cut" in l]
+if cuts:
+    def part(key):
+        return statistics.median(float(re.search(key + r"=([0-9.]+)", l).group(1)) for l in cuts)
+    print(f"Inside the cut (wall clock, medians): QMP stop {part('stop_ms'):.1f} ms, "
+          f"snapshots {part('snapshots_ms'):.1f} ms, QMP cont {part('resume_ms'):.1f} ms.")
 PY

@@ -78,9 +78,13 @@ impl Cloud {
         server: &Server,
         tag: &str,
     ) -> Result<Vec<SagaVolume>> {
+        let attached = self.server_volumes(server).await?;
+        if attached.is_empty() {
+            return Ok(Vec::new());
+        }
         let pool = self.volume_pool()?;
         let mut planned = Vec::new();
-        for (attachment, volume) in self.server_volumes(server).await? {
+        for (attachment, volume) in attached {
             let old = volume.location.clone().ok_or_else(|| {
                 Error::conflict(format!(
                     "Volume {} has no data yet (it is {}).",
@@ -108,6 +112,9 @@ impl Cloud {
         &self,
         point: &RestorePoint,
     ) -> Result<Vec<SagaVolume>> {
+        if point.disks.iter().all(|d| d.volume_id.is_none()) {
+            return Ok(Vec::new());
+        }
         let pool = self.volume_pool()?;
         let mut planned = Vec::new();
         for disk in &point.disks {
@@ -190,6 +197,9 @@ impl Cloud {
     /// A reverted volume keeps the size its record says (a volume extended
     /// since the point stays that big; the point's layer is not changed).
     pub(super) async fn keep_point_volume_sizes(&self, volumes: &[SagaVolume]) -> Result<()> {
+        if volumes.is_empty() {
+            return Ok(());
+        }
         let pool = self.volume_pool()?;
         for v in volumes {
             let want = self.store.volume(v.volume).await?.size * domain::volume::GIB;
@@ -202,6 +212,9 @@ impl Cloud {
 
     /// Marks the volumes' frozen layers read-only, as volume snapshots are.
     pub(super) async fn seal_point_volume_layers(&self, volumes: &[SagaVolume]) -> Result<()> {
+        if volumes.is_empty() {
+            return Ok(());
+        }
         let pool = self.volume_pool()?;
         for v in volumes {
             pool.seal_snapshot(&v.base).await?;

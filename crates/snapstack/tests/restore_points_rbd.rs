@@ -253,3 +253,48 @@ fn rbd_reverts_when_chained_past_clone_depth_then_disk_flattened_data_kept_and_o
     // the server's disk and the two generations it still stands on.
     assert_eq!(disks_after.len(), 3, "{disks_after:?}");
 }
+
+#[test]
+fn rbd_point_when_its_snapshot_or_memory_image_vanished_then_broken_after_restart_refused_and_deletable(
+) {
+    let mut rbd_server = RbdPoints::start(&[]);
+    let api = Api::new(&rbd_server.server);
+    let vm = boot(&rbd_server.server, &api, "vm1", "guest", 1, 1);
+    let a = take_point(&api, &vm, "A", false);
+    let b = take_point(&api, &vm, "B", true);
+    let (a_id, b_id) = (
+        a["id"].as_str().unwrap().to_string(),
+        b["id"].as_str().unwrap().to_string(),
+    );
+    let a_snap = point_snapshot(&rbd_server.server, &a_id);
+    let b_state = point_state(&rbd_server.server, &b_id).unwrap();
+
+    // Someone removes A's snapshot and B's memory image behind Snapstack's back.
+    rbd_support::rbd(&["snap", "rm", "--no-progress", &a_snap]);
+    rbd_support::rbd(&["rm", "--no-progress", &b_state]);
+    rbd_server.server.restart();
+    let api = Api::new(&rbd_server.server);
+    let a_after = show_point(&api, &vm, &a_id);
+    let b_after = show_point(&api, &vm, &b_id);
+    let revert_a = api.admin.post(
+        &format!("{}/{a_id}/action", points_path(&vm)),
+        json!({"revert": {}}),
+    );
+    let revert_b = api.admin.post(
+        &format!("{}/{b_id}/action", points_path(&vm)),
+        json!({"revert": {}}),
+    );
+    let server_after = api.show(&vm);
+    for id in [&a_id, &b_id] {
+        delete_point(&api, &vm, id);
+    }
+    assert_vms_only_needed(&rbd_server.server, "after deleting the broken points");
+    let tree_after = tree(&api, &vm);
+
+    assert_eq!(a_after["status"], "broken", "{a_after}");
+    assert_eq!(b_after["status"], "broken", "{b_after}");
+    assert_eq!(revert_a.status, 409, "{:?}", revert_a.body);
+    assert_eq!(revert_b.status, 409, "{:?}", revert_b.body);
+    assert_eq!(server_after["status"], "ACTIVE");
+    assert_eq!(tree_after["restore_points"], json!([]));
+}

@@ -125,9 +125,11 @@ impl Cloud {
         let running = live
             && cut.len() > 1
             && matches!(self.hypervisor.status(&name).await, Ok(VmStatus::Running));
-        let names: Vec<String> = cut.iter().map(|c| snapshot_name(c.snapshot)).collect();
-        let olds: Vec<String> = cut.iter().map(|c| c.old.clone()).collect();
-        let mut open = self.volume_pool()?.open_for_snapshots(&olds).await?;
+        let snaps: Vec<(String, String)> = cut
+            .iter()
+            .map(|c| (c.old.clone(), snapshot_name(c.snapshot)))
+            .collect();
+        let mut open = self.volume_pool()?.open_for_snapshots(&snaps).await?;
         let (from, started) = (std::time::SystemTime::now(), Instant::now());
         if running {
             self.hypervisor
@@ -137,7 +139,7 @@ impl Cloud {
         }
         let stopped = started.elapsed();
         let made = match &mut open {
-            Some(open) => open.snapshot_all(&names).await,
+            Some(open) => open.snapshot_all().await,
             None => self.snapshot_each(cut).await,
         };
         let snapped = started.elapsed();
@@ -163,7 +165,7 @@ impl Cloud {
         };
         made?;
         if let Some(open) = open {
-            open.close(&names).await?;
+            open.close().await?;
         }
         Ok(CutMade {
             _guard: guard,

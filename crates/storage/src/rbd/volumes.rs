@@ -188,17 +188,31 @@ impl VolumePool for RbdPool {
         ))
     }
 
-    async fn open_for_snapshots(&self, volumes: &[String]) -> Result<Option<Box<dyn OpenVolumes>>> {
-        let names = volumes
+    async fn open_for_snapshots(
+        &self,
+        snaps: &[(String, String)],
+    ) -> Result<Option<Box<dyn OpenVolumes>>> {
+        let wanted = snaps
             .iter()
-            .map(|v| Ok(self.own(v, &self.volumes, false)?.image))
-            .collect::<Result<Vec<String>>>()?;
+            .map(|(volume, snap)| {
+                check_name(snap)?;
+                Ok((self.own(volume, &self.volumes, false)?.image, snap.clone()))
+            })
+            .collect::<Result<Vec<(String, String)>>>()?;
         let pool = self.volumes.clone();
         let images = blocking(move || {
-            names
-                .iter()
-                .map(|n| pool.open_image(n).map_err(ceph_error))
-                .collect::<Result<Vec<::rbd::Image>>>()
+            wanted
+                .into_iter()
+                .map(|(name, snap)| {
+                    let image = pool.open_image(&name).map_err(ceph_error)?;
+                    let exists = image.snap_exists(&snap).map_err(ceph_error)?;
+                    Ok(OpenImage {
+                        image,
+                        snap,
+                        exists,
+                    })
+                })
+                .collect::<Result<Vec<OpenImage>>>()
         })
         .await?;
         Ok(Some(Box::new(OpenRbdVolumes { images })))
@@ -351,35 +365,43 @@ impl VolumePool for RbdPool {
 
 /// RBD images open for a snapshot of all of them at one instant.
 struct OpenRbdVolumes {
-    images: Vec<::rbd::Image>,
+    images: Vec<OpenImage>,
+}
+
+/// One of them, with its snapshot's name and whether it exists.
+struct OpenImage {
+    image: ::rbd::Image,
+    snap: String,
+    exists: bool,
 }
 
 #[async_trait]
 impl OpenVolumes for OpenRbdVolumes {
-    async fn snapshot_all(&mut self, snaps: &[String]) -> Result<()> {
+    async fn snapshot_all(&mut self) -> Result<()> {
         // One thread an image, each creating its snapshot (the exclusive
         // lock's owner, QEMU, takes it); the images come back with the result.
         let jobs: Vec<_> = std::mem::take(&mut self.images)
             .into_iter()
-            .zip(snaps.iter().cloned())
-            .map(|(image, snap)| {
+            .map(|mut open| {
                 tokio::task::spawn_blocking(move || {
-                    let made = match image.snap_exists(&snap) {
-                        Ok(true) => Ok(()),
-                        // The caller stopped the guest (QEMU flushed): no quiesce round trips.
-                        Ok(false) => image.create_snap_unquiesced(&snap),
-                        Err(e) => Err(e),
+                    // The caller stopped the guest (QEMU flushed): no quiesce
+                    // round trips.
+                    let made = if open.exists {
+                        Ok(())
+                    } else {
+                        open.image.create_snap_unquiesced(&open.snap)
                     };
-                    (image, made)
+                    open.exists |= made.is_ok();
+                    (open, made)
                 })
             })
             .collect();
         let mut first_error = None;
         for job in jobs {
-            let (image, made) = job
+            let (open, made) = job
                 .await
                 .map_err(|e| Error::internal(format!("A Ceph call did not complete: {e}")))?;
-            self.images.push(image);
+            self.images.push(open);
             if let Err(e) = made {
                 first_error.get_or_insert(ceph_error(e));
             }
@@ -387,14 +409,18 @@ impl OpenVolumes for OpenRbdVolumes {
         first_error.map_or(Ok(()), Err)
     }
 
-    async fn close(self: Box<Self>, snaps: &[String]) -> Result<()> {
-        let (images, snaps) = (self.images, snaps.to_vec());
+    async fn close(self: Box<Self>) -> Result<()> {
+        let images = self.images;
         blocking(move || {
-            for (image, snap) in images.into_iter().zip(&snaps) {
-                if !image.is_snap_protected(snap).map_err(ceph_error)? {
-                    image.protect_snap(snap).map_err(ceph_error)?;
+            for open in images {
+                if !open
+                    .image
+                    .is_snap_protected(&open.snap)
+                    .map_err(ceph_error)?
+                {
+                    open.image.protect_snap(&open.snap).map_err(ceph_error)?;
                 }
-                image.close().map_err(ceph_error)?;
+                open.image.close().map_err(ceph_error)?;
             }
             Ok(())
         })

@@ -91,10 +91,9 @@ pub trait Hypervisor: Send + Sync {
     /// actions, so every disk is cut at one instant without a guest pause;
     /// with `memory`, the VM is stopped first and the RAM and device state
     /// of that instant are written there (as for
-    /// [`create_restore_point`](Hypervisor::create_restore_point)). For an
-    /// [`MemoryState::Rbd`] target the call returns when QEMU has sent the
-    /// whole stream; the image appears under its final name once the `rbd`
-    /// CLI has stored it (the caller waits for it).
+    /// [`create_restore_point`](Hypervisor::create_restore_point)). An
+    /// [`MemoryState::Rbd`] target is stored as `<image>.part` and renamed to
+    /// `<image>` when whole, before the call returns.
     async fn create_native_point(
         &self,
         name: &str,

@@ -7,10 +7,15 @@
 //! migration URI, so the stream goes through the `rbd` CLI:
 //!
 //! ```text
-//! save  exec:rbd … import --no-progress - <pool>/<image>.part && rbd … mv <pool>/<image>.part <pool>/<image>
+//! save  exec:rbd … import --no-progress - <pool>/<image>.part && touch <run dir>/rbd-state.imported
+//!       then, once QEMU says the migration completed and the marker is there:
+//!       rbd … mv <pool>/<image>.part <pool>/<image>            (by the driver)
 //! load  exec:rbd … export --no-progress <pool>/<image> -
 //! ```
-//! As with files, an image under its final name is always whole.
+//! The driver renames, not the `exec:` command: `rbd import` also ends well
+//! on a stream cut short (QEMU killed mid-save closes the pipe), so only a
+//! migration QEMU reported complete is renamed. An image under its final
+//! name is always whole; a `.part` image is garbage.
 
 use std::path::Path;
 
@@ -32,15 +37,56 @@ fn rbd_command(state: &RbdState) -> Result<String> {
     ))
 }
 
-/// The `exec:` URI that streams a migration into the RBD image of `state`.
-pub(crate) fn rbd_save_uri(state: &RbdState) -> Result<String> {
+/// The `exec:` URI that streams a migration into `<image>.part` of `state`
+/// and then creates `marker`.
+pub(crate) fn rbd_save_uri(state: &RbdState, marker: &Path) -> Result<String> {
     let rbd = rbd_command(state)?;
-    let image = format!("{}/{}", state.pool, state.image);
-    let partial = shell_quote(&format!("{image}.part"));
-    let image = shell_quote(&image);
+    let partial = shell_quote(&format!("{}/{}.part", state.pool, state.image));
+    let marker = shell_quote(utf8_path(marker)?);
     Ok(format!(
-        "exec:{rbd} import --no-progress - {partial} && {rbd} mv {partial} {image}"
+        "exec:{rbd} import --no-progress - {partial} && touch {marker}"
     ))
+}
+
+/// Waits until the `rbd import` of a completed migration has ended (its
+/// marker appeared), then renames `<image>.part` to `<image>`.
+pub(crate) async fn rbd_finish_save(
+    state: &RbdState,
+    marker: &Path,
+    timeout: std::time::Duration,
+) -> Result<()> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    while !tokio::fs::try_exists(marker).await.unwrap_or(false) {
+        if tokio::time::Instant::now() >= deadline {
+            return Err(Error::new(
+                ErrorKind::Migration,
+                format!(
+                    "the memory state {}/{}.part was never stored",
+                    state.pool, state.image
+                ),
+            ));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let _ = tokio::fs::remove_file(marker).await;
+    let image = format!("{}/{}", state.pool, state.image);
+    let output = tokio::process::Command::new("rbd")
+        .arg("--conf")
+        .arg(&state.conf)
+        .args(["--id", &state.user, "mv", &format!("{image}.part"), &image])
+        .output()
+        .await
+        .map_err(|e| Error::io("cannot run rbd", Path::new("rbd"), e))?;
+    if !output.status.success() {
+        return Err(Error::new(
+            ErrorKind::Migration,
+            format!(
+                "renaming {image}.part to {image} failed: {}",
+                String::from_utf8_lossy(&output.stderr).trim()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// The `exec:` URI that streams the RBD image of `state` into an incoming migration.
@@ -178,12 +224,12 @@ mod tests {
     }
 
     #[test]
-    fn rbd_save_uri_when_built_then_imports_partial_and_renames() {
-        let uri = rbd_save_uri(&state()).unwrap();
+    fn rbd_save_uri_when_built_then_imports_partial_and_marks_the_end() {
+        let uri = rbd_save_uri(&state(), Path::new("/run/vm1/rbd-state.imported")).unwrap();
 
         assert_eq!(
             uri,
-            r"exec:rbd --conf '/etc/ceph/it'\''s.conf' --id 'admin' import --no-progress - 'vms/rp-1-mem.part' && rbd --conf '/etc/ceph/it'\''s.conf' --id 'admin' mv 'vms/rp-1-mem.part' 'vms/rp-1-mem'"
+            r"exec:rbd --conf '/etc/ceph/it'\''s.conf' --id 'admin' import --no-progress - 'vms/rp-1-mem.part' && touch '/run/vm1/rbd-state.imported'"
         );
     }
 

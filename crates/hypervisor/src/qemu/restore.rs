@@ -23,9 +23,9 @@
 //! `blockdev-snapshot-internal-sync` actions in the transaction — QEMU, the
 //! images' exclusive-lock owner, takes an RBD snapshot of each (its cache
 //! flushed, no guest pause for a disk-only point) — and, for an RBD memory
-//! target, `migrate exec:rbd import - <pool>/<image>.part && rbd mv … <image>`
-//! (QEMU 7.2 has no rbd migration target; the stream goes straight into the
-//! pool, no local file).
+//! target, `migrate exec:rbd import - <pool>/<image>.part`, renamed to
+//! `<image>` once complete (QEMU 7.2 has no rbd migration target; the stream
+//! goes straight into the pool, no local file; see `memory_state`).
 //!
 //! The disks at the transaction instant and the RAM of the migration are the
 //! same instant because the vCPUs do not run in between. Only a running VM
@@ -148,7 +148,10 @@ impl QemuHypervisor {
                 check_parent_dir(file)?;
                 migration::save_uri(file)?
             }
-            MemoryState::Rbd(rbd) => super::memory_state::rbd_save_uri(rbd)?,
+            MemoryState::Rbd(rbd) => {
+                let _ = tokio::fs::remove_file(rbd_marker(vm)).await;
+                super::memory_state::rbd_save_uri(rbd, &rbd_marker(vm))?
+            }
         };
         let parameters = json!({ "max-bandwidth": migration::MAX_BANDWIDTH });
         block::run(qmp, name, "migrate-set-parameters", parameters, timeout).await?;
@@ -171,8 +174,10 @@ impl QemuHypervisor {
             MemoryState::File(file) => {
                 migration::wait_written(file, self.config.exit_timeout).await
             }
-            // The caller sees the image under its final name once stored.
-            MemoryState::Rbd(_) => Ok(()),
+            MemoryState::Rbd(rbd) => {
+                let timeout = self.config.migration_timeout;
+                super::memory_state::rbd_finish_save(rbd, &rbd_marker(vm), timeout).await
+            }
         }
     }
 
@@ -240,6 +245,11 @@ async fn set_background_snapshot(
     block::run(qmp, name, "migrate-set-capabilities", args, timeout)
         .await
         .map(drop)
+}
+
+/// The file the `exec:` command of an RBD save creates when `rbd import` is done.
+fn rbd_marker(vm: &Vm) -> std::path::PathBuf {
+    vm.dir.path().join("rbd-state.imported")
 }
 
 /// Where a memory state goes, for messages.

@@ -2,7 +2,10 @@
 //! pools of its own (`rp-images`, `rp-vms`, `rp-volumes`, made here if
 //! missing) — its garbage collection deletes RBD images its database does
 //! not know, so it must not share pools with the other RBD tests — and what
-//! the points are in Ceph, read with the `rbd` CLI.
+//! the points are in Ceph, read with the `rbd` CLI. One service on the pools
+//! at a time, across processes too (a lock file): two test runs on the same
+//! machine (two sessions, or `cargo test` beside a single binary) would
+//! otherwise purge each other's images.
 #![allow(dead_code)]
 
 use std::path::PathBuf;
@@ -81,11 +84,20 @@ pub struct RbdPoints {
     pub server: Server,
     _config: tempfile::TempDir,
     _turn: std::sync::MutexGuard<'static, ()>,
+    /// Locked (exclusive) while the pools are this process's.
+    _lock: std::fs::File,
 }
 
 impl RbdPoints {
     pub fn start(env: &[(&str, &str)]) -> Self {
         let turn = TURN.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(std::env::temp_dir().join("snapstack-test-rp-pools.lock"))
+            .unwrap();
+        lock.lock().unwrap();
         ensure_pools();
         purge_pools();
         let config = tempfile::tempdir().unwrap();
@@ -105,6 +117,7 @@ impl RbdPoints {
             server,
             _config: config,
             _turn: turn,
+            _lock: lock,
         }
     }
 }

@@ -5,7 +5,7 @@
 //!
 //! | server | `file` pool | `rbd` pool |
 //! |---|---|---|
-//! | running or paused | one QMP `transaction` of `blockdev-snapshot-sync`: every volume goes on in a new top at once, no guest pause | vCPUs stopped (QEMU flushes every disk), `rbd snap create` of every volume concurrently, vCPUs run again: a pause of milliseconds, measured (one volume: no pause) |
+//! | running or paused | one QMP `transaction` of `blockdev-snapshot-sync`: every volume goes on in a new top at once, no guest pause | one QMP `transaction` of `blockdev-snapshot-internal-sync` (QEMU's rbd driver snapshots each image, all I/O drained at once), no guest pause; protected afterwards. A hypervisor that cannot: vCPUs stopped around the pool's concurrent `rbd snap create`s (one volume: no pause) |
 //! | stopped | `qemu-img` per volume: nothing writes | `rbd snap create` per volume: nothing writes |
 //!
 //! A cut is planned first ([`Cloud::plan_volume_cut`]: names only, no side
@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 
 use domain::server::Server;
 use domain::{Error, Result, VolumeId, VolumeSnapshotId};
-use hypervisor::{DiskOverlay, VmStatus};
+use hypervisor::{DiskOverlay, NativeSnapshot, VmStatus};
 use serde::{Deserialize, Serialize};
 use storage::volumes::FrozenVolume;
 
@@ -121,6 +121,14 @@ impl Cloud {
                 guest_pause: taken.guest_pause,
             });
         }
+        if live && cut.len() > 1 {
+            if let Some(taken) = self.native_cut(&name, cut).await? {
+                return Ok(CutMade {
+                    _guard: guard,
+                    guest_pause: taken.guest_pause,
+                });
+            }
+        }
         // One volume's snapshot is its own instant: no pause for it.
         let running = live
             && cut.len() > 1
@@ -171,6 +179,37 @@ impl Cloud {
             _guard: guard,
             guest_pause,
         })
+    }
+
+    /// Volumes whose storage QEMU snapshots natively (rbd) cut by QEMU in
+    /// one transaction of `blockdev-snapshot-internal-sync`: every image's
+    /// I/O drained at one instant, the vCPUs never stopped; then protected
+    /// by the pool. `None` when this hypervisor cannot (the caller stops
+    /// the guest around the pool's snapshots instead).
+    async fn native_cut(
+        &self,
+        name: &str,
+        cut: &[CutVolume],
+    ) -> Result<Option<hypervisor::PointTaken>> {
+        let disks: Vec<NativeSnapshot> = cut
+            .iter()
+            .map(|c| NativeSnapshot {
+                disk_id: c.disk_id.clone(),
+                name: snapshot_name(c.snapshot),
+            })
+            .collect();
+        let taken = match self
+            .hypervisor
+            .create_native_point(name, &disks, None)
+            .await
+        {
+            Ok(taken) => taken,
+            Err(e) if e.kind() == hypervisor::ErrorKind::InvalidArgument => return Ok(None),
+            Err(e) => return Err(hypervisor_error(e)),
+        };
+        // Finds each snapshot QEMU made and protects it.
+        self.snapshot_each(cut).await?;
+        Ok(Some(taken))
     }
 
     /// Snapshots every volume through the pool, concurrently (on a paused

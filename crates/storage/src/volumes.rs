@@ -99,10 +99,11 @@ pub trait VolumePool: Send + Sync + std::fmt::Debug {
         snap: &str,
     ) -> Result<(FrozenVolume, Option<std::path::PathBuf>)>;
 
-    /// Marks snapshot data a hypervisor froze (see
-    /// [`planned_snapshot`](Self::planned_snapshot)) as immutable, as
-    /// [`snapshot_volume`](Self::snapshot_volume) leaves its own (file pool:
-    /// read-only). Repeating it is harmless.
+    /// Makes snapshot data a hypervisor froze (see
+    /// [`planned_snapshot`](Self::planned_snapshot)) what
+    /// [`snapshot_volume`](Self::snapshot_volume) leaves: file pool
+    /// read-only, rbd protected (so that it can be cloned). Repeating it is
+    /// harmless.
     async fn seal_snapshot(&self, _snapshot: &str) -> Result<()> {
         Ok(())
     }

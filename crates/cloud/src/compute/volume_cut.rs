@@ -183,8 +183,8 @@ impl Cloud {
 
     /// Volumes whose storage QEMU snapshots natively (rbd) cut by QEMU in
     /// one transaction of `blockdev-snapshot-internal-sync`: every image's
-    /// I/O drained at one instant, the vCPUs never stopped; then protected
-    /// by the pool. `None` when this hypervisor cannot (the caller stops
+    /// I/O drained at one instant, the vCPUs never stopped; protected
+    /// when sealed. `None` when this hypervisor cannot (the caller stops
     /// the guest around the pool's snapshots instead).
     async fn native_cut(
         &self,
@@ -207,8 +207,7 @@ impl Cloud {
             Err(e) if e.kind() == hypervisor::ErrorKind::InvalidArgument => return Ok(None),
             Err(e) => return Err(hypervisor_error(e)),
         };
-        // Finds each snapshot QEMU made and protects it.
-        self.snapshot_each(cut).await?;
+        // Protected when the caller seals the snapshots (off the request's path).
         Ok(Some(taken))
     }
 

@@ -264,9 +264,7 @@ impl Cloud {
     /// The cut exists: the volumes go on from their new tops, the
     /// snapshots are available.
     async fn switch_volumes(&self, saga: &Saga) -> Result<()> {
-        let pool = self.volume_pool()?;
         for c in &saga.cut {
-            pool.seal_snapshot(&c.frozen).await?;
             let volume = self.store.volume(c.volume).await?;
             if c.new != c.old && volume.location.as_deref() == Some(c.old.as_str()) {
                 self.store
@@ -325,7 +323,14 @@ impl Cloud {
         Ok(())
     }
 
+    /// The snapshots sealed (file: read-only; rbd: protected — after the
+    /// image is active, off the request's path), then the task cleared.
     async fn finish_volume_image(&self, saga: &Saga) -> Result<()> {
+        let pool = self.volume_pool()?;
+        let seals = saga.cut.iter().map(|c| pool.seal_snapshot(&c.frozen));
+        for sealed in futures_util::future::join_all(seals).await {
+            sealed?;
+        }
         self.end_snapshot_saga(&saga.id, saga.server, saga.image)
             .await
     }

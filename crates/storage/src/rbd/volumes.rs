@@ -69,6 +69,16 @@ fn clone_and_grow(volumes: &IoCtx, name: &str, from: &CloneSource<'_>, size: u64
     Ok(())
 }
 
+/// Protects snapshot `snap` of `image` (clones of format 1 need it); a
+/// protected one is left alone.
+fn protect_if_needed(volumes: &IoCtx, image: &str, snap: &str) -> Result<()> {
+    let image = volumes.open_image(image).map_err(ceph_error)?;
+    if !image.is_snap_protected(snap).map_err(ceph_error)? {
+        image.protect_snap(snap).map_err(ceph_error)?;
+    }
+    image.close().map_err(ceph_error)
+}
+
 impl RbdPool {
     /// One round of volume garbage collection; returns what went.
     fn collect_volumes_once(&self, roots: &BTreeSet<String>) -> Result<Vec<String>> {
@@ -240,6 +250,15 @@ impl VolumePool for RbdPool {
         })
     }
 
+    async fn seal_snapshot(&self, snapshot: &str) -> Result<()> {
+        let parsed = self.own(snapshot, &self.volumes, true)?;
+        let volumes = self.volumes.clone();
+        blocking(move || {
+            protect_if_needed(&volumes, &parsed.image, &parsed.snap.unwrap_or_default())
+        })
+        .await
+    }
+
     async fn snapshot_exists(&self, snapshot: &str) -> Result<bool> {
         let parsed = self.own(snapshot, &self.volumes, true)?;
         let volumes = self.volumes.clone();
@@ -264,6 +283,9 @@ impl VolumePool for RbdPool {
         let (volumes, job) = (self.volumes.clone(), name.to_string());
         blocking(move || {
             let snap = source.snap.unwrap_or_default();
+            // A snapshot a hypervisor took is protected when sealed; a clone
+            // made before that protects it here.
+            protect_if_needed(&volumes, &source.image, &snap)?;
             let from = CloneSource {
                 pool: &volumes,
                 image: &source.image,

@@ -38,29 +38,6 @@ impl Image {
         check(ret, OP, || self.snap_spec(name)).map(drop)
     }
 
-    /// [`create_snap`](Self::create_snap) without asking the image's other
-    /// clients to quiesce first (`RBD_SNAP_CREATE_SKIP_QUIESCE`): two
-    /// notification round trips fewer. Only for an image whose writer is
-    /// known to be idle — e.g. a VM whose vCPUs are stopped (QEMU flushed
-    /// its disks when it stopped them).
-    pub fn create_snap_unquiesced(&self, name: &str) -> Result<()> {
-        const OP: &str = "rbd_snap_create2";
-        let c_snap = self.c_snap(name, OP)?;
-        let flags = sys::RBD_SNAP_CREATE_SKIP_QUIESCE;
-        // SAFETY: live handle; `c_snap` outlives the call; `no_progress` is a
-        // valid `librbd_progress_fn_t` that ignores its (null) argument.
-        let ret = unsafe {
-            sys::rbd_snap_create2(
-                self.raw(),
-                c_snap.as_ptr(),
-                flags,
-                Some(no_progress),
-                std::ptr::null_mut(),
-            )
-        };
-        check(ret, OP, || self.snap_spec(name)).map(drop)
-    }
-
     /// The image's snapshots, oldest first (by id). Grows its buffer on `-ERANGE`.
     pub fn list_snaps(&self) -> Result<Vec<SnapInfo>> {
         const OP: &str = "rbd_snap_list";
@@ -165,10 +142,4 @@ impl Image {
         let ret = unsafe { sys::rbd_snap_rollback(self.raw(), c_snap.as_ptr()) };
         check(ret, OP, || self.snap_spec(name)).map(drop)
     }
-}
-
-/// A progress callback that ignores progress (librbd calls it, if at all, from
-/// its own threads).
-unsafe extern "C" fn no_progress(_offset: u64, _total: u64, _arg: *mut std::ffi::c_void) -> c_int {
-    0
 }

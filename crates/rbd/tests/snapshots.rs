@@ -203,23 +203,3 @@ fn read_when_opened_at_snapshot_then_content_of_that_instant() {
     assert_eq!(read(&at_snap, 0, 4096), at_snapshot);
     assert_eq!(at_snap.snapshot(), Some("s"));
 }
-
-#[test]
-fn create_snap_unquiesced_when_written_after_then_snapshot_keeps_that_instant() {
-    // Arrange
-    let cluster = cluster();
-    let images = pool(&cluster, "images");
-    let guard = ImageGuard::create(&images, "snap-unquiesced", 4 * MIB);
-    let image = guard.open();
-    let at_snapshot = pattern(5, 4096);
-    image.write_at(0, &at_snapshot).unwrap();
-
-    // Act
-    image.create_snap_unquiesced("s").unwrap();
-    image.write_at(0, &pattern(6, 4096)).unwrap();
-
-    // Assert
-    let at_snap = images.open_image_read_only(&guard.name, Some("s")).unwrap();
-    assert_eq!(read(&at_snap, 0, 4096), at_snapshot);
-    assert_eq!(read(&image, 0, 4096), pattern(6, 4096));
-}

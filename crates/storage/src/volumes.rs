@@ -42,19 +42,6 @@ pub struct FrozenVolume {
     pub volume: String,
 }
 
-/// Volumes opened ahead of a snapshot of all of them at one instant (see
-/// [`VolumePool::open_for_snapshots`]): what is left to do at the instant is
-/// only the snapshots' creation.
-#[async_trait]
-pub trait OpenVolumes: Send {
-    /// Creates the snapshots that do not exist yet, all at once (what a
-    /// caller stops the guest around). Repeating it is harmless.
-    async fn snapshot_all(&mut self) -> Result<()>;
-
-    /// Finishes the snapshots (e.g. protects them) and lets the volumes go.
-    async fn close(self: Box<Self>) -> Result<()>;
-}
-
 /// The volume operations of a pool; see the module header. Creating calls
 /// are idempotent: repeated after an interruption with the same names, they
 /// finish what the first call began (crash recovery goes forward).
@@ -106,19 +93,6 @@ pub trait VolumePool: Send + Sync + std::fmt::Debug {
     /// harmless.
     async fn seal_snapshot(&self, _snapshot: &str) -> Result<()> {
         Ok(())
-    }
-
-    /// Opens the volumes of `snaps` ((volume location, snapshot name)) for
-    /// a snapshot of all of them at one instant, so that the instant itself
-    /// costs only the snapshots' creation (rbd: the images opened and the
-    /// snapshots already there found here, protection at
-    /// [`close`](OpenVolumes::close)). `None`: the pool has nothing to
-    /// prepare; take each with [`snapshot_volume`](Self::snapshot_volume).
-    async fn open_for_snapshots(
-        &self,
-        _snaps: &[(String, String)],
-    ) -> Result<Option<Box<dyn OpenVolumes>>> {
-        Ok(None)
     }
 
     /// Whether `snapshot` (a location from [`snapshot_volume`](Self::snapshot_volume))

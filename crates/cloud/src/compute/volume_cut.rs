@@ -133,11 +133,6 @@ impl Cloud {
         let running = live
             && cut.len() > 1
             && matches!(self.hypervisor.status(&name).await, Ok(VmStatus::Running));
-        let snaps: Vec<(String, String)> = cut
-            .iter()
-            .map(|c| (c.old.clone(), snapshot_name(c.snapshot)))
-            .collect();
-        let mut open = self.volume_pool()?.open_for_snapshots(&snaps).await?;
         let (from, started) = (std::time::SystemTime::now(), Instant::now());
         if running {
             self.hypervisor
@@ -146,10 +141,7 @@ impl Cloud {
                 .map_err(hypervisor_error)?;
         }
         let stopped = started.elapsed();
-        let made = match &mut open {
-            Some(open) => open.snapshot_all().await,
-            None => self.snapshot_each(cut).await,
-        };
+        let made = self.snapshot_each(cut).await;
         let snapped = started.elapsed();
         let guest_pause = if running {
             let resumed = self.hypervisor.resume(&name).await;
@@ -172,9 +164,6 @@ impl Cloud {
             Duration::ZERO
         };
         made?;
-        if let Some(open) = open {
-            open.close().await?;
-        }
         Ok(CutMade {
             _guard: guard,
             guest_pause,

@@ -24,7 +24,7 @@ use domain::{Error, Result};
 use super::errors::ceph_error;
 use super::{blocking, remove_with_snapshots, RbdPool, IMAGE_SNAPSHOT};
 use crate::file::is_safe_name;
-use crate::volumes::{FrozenVolume, OpenVolumes, VolumePool};
+use crate::volumes::{FrozenVolume, VolumePool};
 use crate::DiskSource;
 
 /// How many rounds garbage collection makes: a volume removed in one round
@@ -198,36 +198,6 @@ impl VolumePool for RbdPool {
         ))
     }
 
-    async fn open_for_snapshots(
-        &self,
-        snaps: &[(String, String)],
-    ) -> Result<Option<Box<dyn OpenVolumes>>> {
-        let wanted = snaps
-            .iter()
-            .map(|(volume, snap)| {
-                check_name(snap)?;
-                Ok((self.own(volume, &self.volumes, false)?.image, snap.clone()))
-            })
-            .collect::<Result<Vec<(String, String)>>>()?;
-        let pool = self.volumes.clone();
-        let images = blocking(move || {
-            wanted
-                .into_iter()
-                .map(|(name, snap)| {
-                    let image = pool.open_image(&name).map_err(ceph_error)?;
-                    let exists = image.snap_exists(&snap).map_err(ceph_error)?;
-                    Ok(OpenImage {
-                        image,
-                        snap,
-                        exists,
-                    })
-                })
-                .collect::<Result<Vec<OpenImage>>>()
-        })
-        .await?;
-        Ok(Some(Box::new(OpenRbdVolumes { images })))
-    }
-
     async fn snapshot_volume(&self, volume: &str, snap: &str) -> Result<FrozenVolume> {
         check_name(snap)?;
         let name = self.own(volume, &self.volumes, false)?.image;
@@ -380,71 +350,6 @@ impl VolumePool for RbdPool {
                 removed.extend(round);
             }
             Ok(removed)
-        })
-        .await
-    }
-}
-
-/// RBD images open for a snapshot of all of them at one instant.
-struct OpenRbdVolumes {
-    images: Vec<OpenImage>,
-}
-
-/// One of them, with its snapshot's name and whether it exists.
-struct OpenImage {
-    image: ::rbd::Image,
-    snap: String,
-    exists: bool,
-}
-
-#[async_trait]
-impl OpenVolumes for OpenRbdVolumes {
-    async fn snapshot_all(&mut self) -> Result<()> {
-        // One thread an image, each creating its snapshot (the exclusive
-        // lock's owner, QEMU, takes it); the images come back with the result.
-        let jobs: Vec<_> = std::mem::take(&mut self.images)
-            .into_iter()
-            .map(|mut open| {
-                tokio::task::spawn_blocking(move || {
-                    // The caller stopped the guest (QEMU flushed): no quiesce
-                    // round trips.
-                    let made = if open.exists {
-                        Ok(())
-                    } else {
-                        open.image.create_snap_unquiesced(&open.snap)
-                    };
-                    open.exists |= made.is_ok();
-                    (open, made)
-                })
-            })
-            .collect();
-        let mut first_error = None;
-        for job in jobs {
-            let (open, made) = job
-                .await
-                .map_err(|e| Error::internal(format!("A Ceph call did not complete: {e}")))?;
-            self.images.push(open);
-            if let Err(e) = made {
-                first_error.get_or_insert(ceph_error(e));
-            }
-        }
-        first_error.map_or(Ok(()), Err)
-    }
-
-    async fn close(self: Box<Self>) -> Result<()> {
-        let images = self.images;
-        blocking(move || {
-            for open in images {
-                if !open
-                    .image
-                    .is_snap_protected(&open.snap)
-                    .map_err(ceph_error)?
-                {
-                    open.image.protect_snap(&open.snap).map_err(ceph_error)?;
-                }
-                open.image.close().map_err(ceph_error)?;
-            }
-            Ok(())
         })
         .await
     }

@@ -3,11 +3,13 @@
 //!
 //! Save (as `virsh managedsave`): raise `max-bandwidth` (QEMU 7.2 defaults to 128 MiB/s)
 //! so that saving is not throttled, `stop` the VM so one pass copies a consistent state,
-//! `migrate exec:cat > '<file>.part' && mv '<file>.part' '<file>'`, poll `query-migrate`
+//! `migrate exec:cat > '<file>.part' && touch '<file>.written'`, poll `query-migrate`
 //! until `completed`, then the caller quits QEMU. QEMU reports `completed` before it has
 //! necessarily closed the pipe, so `cat` may still be writing when QEMU is gone: the
-//! rename is the signal that the file is whole, and [`wait_written`] waits for it, then
-//! fsyncs. A state file that exists is therefore always complete.
+//! marker says `cat` is done, and [`wait_written`] — called only once QEMU said
+//! `completed` — waits for it, fsyncs the stream and renames it to `<file>`. `cat` also
+//! ends well when QEMU dies mid-stream (a truncated stream is still an EOF), so the
+//! rename is never the shell's: a state file that exists is always complete.
 //!
 //! Load: QEMU started with `-incoming defer -S`, `migrate-incoming exec:cat '<file>'`,
 //! poll `query-status` until it leaves `inmigrate`. When loading fails QEMU 7.2 exits
@@ -35,11 +37,20 @@ pub(crate) fn partial_file(state_file: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
-/// The `exec:` URI that writes the stream to `state_file` (see the module header).
+/// What `cat` touches once it has written the whole stream it was given.
+fn written_marker(state_file: &Path) -> PathBuf {
+    let mut name = state_file.as_os_str().to_os_string();
+    name.push(".written");
+    PathBuf::from(name)
+}
+
+/// The `exec:` URI that writes the stream to `state_file`'s partial file
+/// (see the module header); a stale marker is removed first.
 pub(crate) fn save_uri(state_file: &Path) -> Result<String> {
-    let file = shell_quote(utf8_path(state_file)?);
+    let _ = std::fs::remove_file(written_marker(state_file));
+    let marker = shell_quote(utf8_path(&written_marker(state_file))?);
     let partial = shell_quote(utf8_path(&partial_file(state_file))?);
-    Ok(format!("exec:cat > {partial} && mv {partial} {file}"))
+    Ok(format!("exec:cat > {partial} && touch {marker}"))
 }
 
 /// The `exec:` URI that reads the stream from `state_file`.
@@ -104,10 +115,12 @@ pub(crate) async fn save(qmp: &Client, state_file: &Path, timeout: Duration) -> 
     }
 }
 
-/// Waits until `state_file` appears (the writer renamed it), then makes it durable.
+/// After QEMU said the migration `completed`: waits until the writer is done
+/// (its marker), makes the stream durable and publishes it as `state_file`.
 pub(crate) async fn wait_written(state_file: &Path, timeout: Duration) -> Result<()> {
     let deadline = Instant::now() + timeout;
-    while !tokio::fs::try_exists(state_file).await.unwrap_or(false) {
+    let marker = written_marker(state_file);
+    while !tokio::fs::try_exists(&marker).await.unwrap_or(false) {
         if Instant::now() >= deadline {
             return Err(Error::new(
                 ErrorKind::Migration,
@@ -119,7 +132,12 @@ pub(crate) async fn wait_written(state_file: &Path, timeout: Duration) -> Result
         }
         tokio::time::sleep(POLL_INTERVAL).await;
     }
-    sync(state_file).await?;
+    let partial = partial_file(state_file);
+    sync(&partial).await?;
+    tokio::fs::rename(&partial, state_file)
+        .await
+        .map_err(|e| Error::io("cannot publish", state_file, e))?;
+    let _ = tokio::fs::remove_file(&marker).await;
     if let Some(parent) = state_file.parent() {
         sync(parent).await?;
     }
@@ -174,12 +192,12 @@ mod tests {
 
         assert_eq!(
             uri,
-            r"exec:cat > '/states/it'\''s.mem.part' && mv '/states/it'\''s.mem.part' '/states/it'\''s.mem'"
+            r"exec:cat > '/states/it'\''s.mem.part' && touch '/states/it'\''s.mem.written'"
         );
     }
 
     #[tokio::test]
-    async fn save_uri_when_run_by_sh_then_writes_file_through_partial() {
+    async fn save_uri_when_run_by_sh_then_partial_written_and_published_by_wait_written() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("odd 'name'.mem");
         let command = save_uri(&file)
@@ -199,9 +217,25 @@ mod tests {
             .unwrap();
         drop(stdin);
         let status = child.wait().await.unwrap();
+        let before_publish = file.exists();
+        wait_written(&file, Duration::from_secs(5)).await.unwrap();
 
         assert!(status.success());
+        assert!(!before_publish, "the shell never publishes the state");
         assert_eq!(std::fs::read(&file).unwrap(), b"memory");
         assert!(!partial_file(&file).exists());
+        assert!(!written_marker(&file).exists());
+    }
+
+    #[tokio::test]
+    async fn wait_written_when_writer_never_finished_then_no_state_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cut.mem");
+        std::fs::write(partial_file(&file), b"half").unwrap();
+
+        let waited = wait_written(&file, Duration::from_millis(50)).await;
+
+        assert!(waited.is_err());
+        assert!(!file.exists());
     }
 }

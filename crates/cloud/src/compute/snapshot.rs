@@ -359,26 +359,15 @@ impl Cloud {
         location: String,
         virtual_size: Option<u64>,
     ) -> Result<()> {
-        let img = self.store.image(saga.image).await?;
-        if img.status == ImageStatus::Active {
-            return Ok(());
-        }
-        let mut saving = img.clone();
-        saving.status = img.status.transition(ImageStatus::Saving)?;
-        saving.updated_at = Utc::now();
-        self.store.update_image(&saving, img.status).await?;
-        let mut active = saving.clone();
-        active.status = ImageStatus::Active;
-        active.location = Some(location);
-        active.virtual_size = virtual_size;
-        if active.disk_format.as_deref() == Some("raw") {
-            // Streamed as stored: the download is the raw disk, byte for byte.
-            active.size = virtual_size;
-        }
-        active.updated_at = Utc::now();
-        self.store
-            .update_image(&active, ImageStatus::Saving)
-            .await?;
+        self.activate_snapshot_image(saga.image, |active| {
+            active.location = Some(location);
+            active.virtual_size = virtual_size;
+            if active.disk_format.as_deref() == Some("raw") {
+                // Streamed as stored: the download is the raw disk, byte for byte.
+                active.size = virtual_size;
+            }
+        })
+        .await?;
         self.store
             .saga_step(&saga.id, "published", &saga.data())
             .await?;
@@ -421,7 +410,39 @@ impl Cloud {
         if saga.quiesced {
             self.thaw_after_snapshot(saga.server).await;
         }
-        if let Ok(img) = self.store.image(saga.image).await {
+        self.drop_snapshot_image(saga.image).await;
+        self.clear_snapshot_task(saga.server, saga.image, cause)
+            .await;
+        let _ = self.store.finish_saga(&saga.id, "undone").await;
+        self.collect_garbage_quietly().await;
+    }
+
+    /// A snapshot's image goes queued → saving → `active`, with `fill`
+    /// setting what the snapshot made; an image active already is left.
+    pub(super) async fn activate_snapshot_image(
+        &self,
+        image: ImageId,
+        fill: impl FnOnce(&mut Image),
+    ) -> Result<()> {
+        let img = self.store.image(image).await?;
+        if img.status == ImageStatus::Active {
+            return Ok(());
+        }
+        let mut saving = img.clone();
+        saving.status = img.status.transition(ImageStatus::Saving)?;
+        saving.updated_at = Utc::now();
+        self.store.update_image(&saving, img.status).await?;
+        let mut active = saving;
+        active.status = ImageStatus::Active;
+        fill(&mut active);
+        active.updated_at = Utc::now();
+        self.store.update_image(&active, ImageStatus::Saving).await
+    }
+
+    /// An undone snapshot's image is `deleted` (best effort: start-up
+    /// recovery tries again).
+    pub(super) async fn drop_snapshot_image(&self, image: ImageId) {
+        if let Ok(img) = self.store.image(image).await {
             if img.status != ImageStatus::Deleted {
                 let mut gone = img.clone();
                 gone.status = ImageStatus::Deleted;
@@ -429,10 +450,6 @@ impl Cloud {
                 let _ = self.store.update_image(&gone, img.status).await;
             }
         }
-        self.clear_snapshot_task(saga.server, saga.image, cause)
-            .await;
-        let _ = self.store.finish_saga(&saga.id, "undone").await;
-        self.collect_garbage_quietly().await;
     }
 
     /// Clears a failed snapshot's task, with a fault saying why.

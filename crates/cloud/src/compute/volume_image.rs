@@ -34,7 +34,7 @@ use std::collections::BTreeMap;
 
 use chrono::Utc;
 use domain::identity::{Caller, Role};
-use domain::image::{Image, ImageStatus, Visibility};
+use domain::image::{Image, Visibility};
 use domain::server::{Server, TaskState};
 use domain::volume::{SnapshotStatus, Volume, VolumeAttachment, VolumeSnapshot};
 use domain::{Error, ImageId, Result, ServerId, VolumeSnapshotId};
@@ -294,14 +294,7 @@ impl Cloud {
 
     /// The image goes `active`: size 0, the mapping in its properties.
     async fn publish_volume_image(&self, saga: &Saga) -> Result<()> {
-        let img = self.store.image(saga.image).await?;
-        if img.status != ImageStatus::Active {
-            let mut saving = img.clone();
-            saving.status = img.status.transition(ImageStatus::Saving)?;
-            saving.updated_at = Utc::now();
-            self.store.update_image(&saving, img.status).await?;
-            let mut active = saving.clone();
-            active.status = ImageStatus::Active;
+        self.activate_snapshot_image(saga.image, |active| {
             active.size = Some(0);
             active.properties.insert(
                 "block_device_mapping".into(),
@@ -311,11 +304,8 @@ impl Cloud {
             active
                 .properties
                 .insert("root_device_name".into(), root_device_name(&saga.mappings));
-            active.updated_at = Utc::now();
-            self.store
-                .update_image(&active, ImageStatus::Saving)
-                .await?;
-        }
+        })
+        .await?;
         self.store
             .saga_step(&saga.id, "published", &saga.data())
             .await?;
@@ -345,14 +335,7 @@ impl Cloud {
         for c in &saga.cut {
             self.drop_snapshot_record(c.snapshot).await;
         }
-        if let Ok(img) = self.store.image(saga.image).await {
-            if img.status != ImageStatus::Deleted {
-                let mut gone = img.clone();
-                gone.status = ImageStatus::Deleted;
-                gone.updated_at = Utc::now();
-                let _ = self.store.update_image(&gone, img.status).await;
-            }
-        }
+        self.drop_snapshot_image(saga.image).await;
         self.clear_snapshot_task(saga.server, saga.image, cause)
             .await;
         let _ = self.store.finish_saga(&saga.id, "undone").await;

@@ -10,6 +10,7 @@ mod fault;
 pub mod identity;
 pub mod images;
 pub mod restore_points;
+pub mod saga;
 pub mod volumes;
 
 use std::path::PathBuf;
@@ -56,7 +57,16 @@ pub struct Cloud {
     /// Held from a cut of attached volumes until their new locations are
     /// recorded, so that two snapshots never move one volume at once.
     cut_lock: Arc<tokio::sync::Mutex<()>>,
+    /// False until start-up recovery has finished or undone every open
+    /// saga: no garbage is collected before.
+    gc_ready: Arc<std::sync::atomic::AtomicBool>,
+    /// Fake-based crash tests: a saga stops (as if the process died) at
+    /// the fault point this returns true for.
+    crash_hook: Option<CrashHook>,
 }
+
+/// Says, for a fault point's name, whether to "die" there.
+pub type CrashHook = Arc<dyn Fn(&str) -> bool + Send + Sync>;
 
 impl std::fmt::Debug for Cloud {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -89,7 +99,16 @@ impl Cloud {
             config: Arc::new(config),
             gc_lock: Arc::default(),
             cut_lock: Arc::default(),
+            gc_ready: Arc::default(),
+            crash_hook: None,
         })
+    }
+
+    /// For crash tests on fakes: sagas of this cloud stop dead at every
+    /// fault point `hook` returns true for (see [`saga`]).
+    pub fn with_crash_hook(mut self, hook: CrashHook) -> Cloud {
+        self.crash_hook = Some(hook);
+        self
     }
 
     pub fn store(&self) -> &Store {
@@ -103,10 +122,13 @@ impl Cloud {
     /// Finishes or undoes whatever a previous run left half-way; run once at
     /// start-up before serving. Returns a line per thing it repaired.
     pub async fn reconcile(&self) -> Result<Vec<String>> {
-        let mut repaired = restore_points::recover(self).await?;
+        let mut repaired = self.recover_sagas().await?;
+        repaired.extend(restore_points::recover(self).await?);
         repaired.extend(compute::reconcile(self).await?);
         repaired.extend(images::reconcile(self).await?);
         repaired.extend(volumes::reconcile(self).await?);
+        self.gc_ready
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         let removed = self.collect_garbage().await?;
         repaired.extend(
             removed
@@ -121,8 +143,12 @@ impl Cloud {
     /// volume snapshots not deleted; the pool
     /// keeps whatever those stand on (backing layers, cloned snapshots).
     pub async fn collect_garbage(&self) -> Result<Vec<String>> {
+        if !self.gc_ready.load(std::sync::atomic::Ordering::SeqCst) {
+            tracing::debug!("garbage collection waits for start-up recovery");
+            return Ok(Vec::new());
+        }
         let _exclusive = self.gc_lock.write().await;
-        let mut roots = std::collections::BTreeSet::new();
+        let mut roots = self.saga_roots().await?;
         for server in self.store.servers(None).await? {
             roots.extend(server.root_disk);
         }

@@ -314,6 +314,7 @@ async fn creation_saga_when_left_at_begun_then_reconcile_makes_the_volume() {
         id: "saga-1".into(),
         kind: "volume-create".into(),
         step: "begun".into(),
+        phase: store::SagaPhase::Running,
         data: serde_json::json!({"volume": v.id.to_string(), "source_old": null, "frozen": null}),
         created_at: Utc::now(),
     };

@@ -95,22 +95,22 @@ fn snapshot_crash_at(point: &str, expected: Outcome) {
 
 #[test]
 fn snapshot_crash_when_dying_at_begun_then_image_undone_and_server_runs_on() {
-    snapshot_crash_at("snapshot:begun", Outcome::Undone);
+    snapshot_crash_at("server-image:cut:start", Outcome::Undone);
 }
 
 #[test]
 fn snapshot_crash_when_dying_at_overlay_then_image_finished_and_server_runs_on() {
-    snapshot_crash_at("snapshot:overlay", Outcome::Finished);
+    snapshot_crash_at("server-image:cut", Outcome::Finished);
 }
 
 #[test]
 fn snapshot_crash_when_dying_at_switched_then_image_finished_and_server_runs_on() {
-    snapshot_crash_at("snapshot:switched", Outcome::Finished);
+    snapshot_crash_at("server-image:switch", Outcome::Finished);
 }
 
 #[test]
 fn snapshot_crash_when_dying_at_published_then_image_finished_and_server_runs_on() {
-    snapshot_crash_at("snapshot:published", Outcome::Finished);
+    snapshot_crash_at("server-image:publish", Outcome::Finished);
 }
 
 #[test]

@@ -81,10 +81,10 @@ fn volume_backed_snapshot_crash_when_dying_at_each_step_then_image_whole_or_gone
     let pid = qemu_pid(&server, &vm);
 
     for (n, (point, expected)) in [
-        ("volume-image:begun", Outcome::Undone),
-        ("volume-image:cut", Outcome::Finished),
-        ("volume-image:switched", Outcome::Finished),
-        ("volume-image:published", Outcome::Finished),
+        ("server-volume-image:cut:start", Outcome::Undone),
+        ("server-volume-image:cut", Outcome::Finished),
+        ("server-volume-image:switch", Outcome::Finished),
+        ("server-volume-image:publish", Outcome::Finished),
     ]
     .into_iter()
     .enumerate()

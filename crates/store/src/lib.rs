@@ -24,7 +24,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::SqlitePool;
 
 pub use images::{ImageFilter, ImageMember, ImagePage, MemberStatus, SortDir};
-pub use sagas::SagaRecord;
+pub use sagas::{SagaPhase, SagaRecord};
 pub use tokens::TokenRecord;
 
 /// The database behind Snapstack.

@@ -15,7 +15,6 @@
 //! the job to QEMU, which finishes it alone. Stopped servers are left as
 //! they are (their chain is shortened at their next snapshot while running).
 
-use domain::server::TaskState;
 use domain::Result;
 
 use super::hypervisor_error;
@@ -40,7 +39,7 @@ impl Cloud {
         if !self.vm_is_live(&srv).await {
             return Ok(false);
         }
-        self.set_snapshot_task(server, TaskState::ImageUploading, 90)
+        self.set_snapshot_task(server, domain::server::TaskState::ImageUploading, 90)
             .await?;
         let started = std::time::Instant::now();
         self.hypervisor

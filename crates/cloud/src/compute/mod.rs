@@ -14,11 +14,12 @@ mod flavors;
 mod image_bdm;
 mod lifecycle;
 mod quiesce;
-mod snapshot;
+pub(crate) mod snapshot;
+mod snapshot_common;
 mod snapshot_data;
 mod sync;
 mod volume_cut;
-mod volume_image;
+pub(crate) mod volume_image;
 
 use std::collections::BTreeMap;
 

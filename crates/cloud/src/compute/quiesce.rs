@@ -29,7 +29,7 @@ use crate::Cloud;
 const FREEZE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the image asks of a snapshot.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub(crate) enum Quiesce {
     /// No agent: crash-consistent.
     No,

@@ -10,39 +10,49 @@
 //! releases a layer only when nothing stands on it any more (the pool's
 //! garbage collection follows the backing chains).
 //!
-//! The saga, each step recorded before it runs:
+//! On the rbd pool the disk is snapshotted natively and the snapshot cloned
+//! into the image (`Pool::image_from_disk`, O(1)); the clone is flattened
+//! later, in the background.
+//!
+//! The saga (`server-image`, on the engine in [`crate::saga`]); the first
+//! two steps run in the request, the rest in the background:
 //!
 //! ```text
-//!  begun ──▶ overlay ──────────────▶ switched ───────────▶ published ──▶ done
-//!  (image     (new top chosen,        (server.root_disk =    (image active,
-//!   queued,    then created by QEMU    new top recorded)      location = frozen
-//!   task       or qemu-img)                                   layer)
-//!   claimed)
+//!  claim ──▶ quiesce ──▶ cut ──────────────▶ switch ─────────▶ thaw ──▶ publish ──▶ shorten ──▶ release
+//!  (image     (guest      (file: new top       (server's          (guest    (image      (file: a     (task
+//!   queued,    frozen if   over the disk, by    root_disk = the    thawed)   active at   chain past   cleared)
+//!   task       the image   QEMU or qemu-img;    new top; rbd:                the frozen  the depth
+//!   claimed)   asks)       rbd: snap + clone)   nothing)                     layer/clone) streamed)
 //!
-//!  crash at begun:     undo  — image deleted, task cleared
-//!  crash at overlay:   forward if the new top is in use / a valid overlay,
-//!                      else undo (the half-made file is garbage)
-//!  crash at switched:  forward — publish the image
-//!  crash at published: forward — clear the task
+//!  crash in …   recovery
+//!  claim        probe: the server is in a snapshot task → on; else undone
+//!  quiesce      run again (the guest is thawed first, always)
+//!  cut          file: probe — QEMU writes the new top, or it is a complete
+//!               overlay → on; else undone (the half-made file is garbage);
+//!               rbd: run again (image_from_disk finishes what it began)
+//!  switch …     run again: every later step is idempotent
+//!  undo         the image deleted, the task cleared with a fault, the guest
+//!               thawed; a new top QEMU already writes stays the server's disk
 //! ```
 //! Server `task_state`: image_snapshot_pending → image_pending_upload →
 //! image_uploading → None, as Nova.
 
 use std::collections::BTreeMap;
+use std::time::SystemTime;
 
+use async_trait::async_trait;
 use chrono::Utc;
 use domain::identity::{Caller, Role};
-use domain::image::{Image, ImageStatus, Visibility};
+use domain::image::{Image, Visibility};
 use domain::server::{Server, ServerAction, TaskState};
 use domain::{Error, ImageId, Result, ServerId};
-use serde_json::{json, Value};
-use store::SagaRecord;
+use serde::{Deserialize, Serialize};
 
 use super::hypervisor_error;
-use crate::fault::fault_point;
+use super::quiesce::Quiesce;
+use crate::saga::{Probe, Saga, SagaStep};
 use crate::Cloud;
 
-const KIND: &str = "server-image";
 const ROOT_DISK_ID: &str = "root";
 
 /// Properties of the server's image a snapshot does not inherit.
@@ -58,44 +68,302 @@ const NOT_INHERITED: &[&str] = &[
     "snapstack_uploaded_size",
 ];
 
-#[derive(Debug, Clone)]
-struct Saga {
-    id: String,
+/// The `server-image` saga's state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct ServerImage {
     server: ServerId,
     image: ImageId,
-    new_top: Option<String>,
-    old_top: Option<String>,
+    /// The image record, inserted `queued` by `claim` (which runs in the
+    /// request: recovery probes it, never runs it again).
+    #[serde(skip)]
+    record: Option<Image>,
+    quiesce: Quiesce,
     /// The guest may be frozen: thaw it, whatever happens.
     quiesced: bool,
+    claimed: bool,
+    /// The server's disk when the saga began (file pool: the layer frozen
+    /// into the image; rbd: the disk snapshotted).
+    old_top: String,
+    /// File pool: the new top's location and path, chosen before it exists.
+    new_top: Option<(String, std::path::PathBuf)>,
+    /// The image's data once made, and its virtual size.
+    location: Option<String>,
+    virtual_size: Option<u64>,
+    started: SystemTime,
+    /// The server's chain was streamed into its top: layers may be free.
+    #[serde(default)]
+    shortened: bool,
 }
 
-impl Saga {
-    fn data(&self) -> Value {
-        json!({"server": self.server.to_string(), "image": self.image.to_string(),
-               "new_top": self.new_top, "old_top": self.old_top, "quiesced": self.quiesced})
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    Claim,
+    Quiesce,
+    Cut,
+    Switch,
+    Thaw,
+    Publish,
+    Shorten,
+    Release,
+}
+
+impl SagaStep for Step {
+    const ALL: &'static [Step] = &[
+        Step::Claim,
+        Step::Quiesce,
+        Step::Cut,
+        Step::Switch,
+        Step::Thaw,
+        Step::Publish,
+        Step::Shorten,
+        Step::Release,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Step::Claim => "claim",
+            Step::Quiesce => "quiesce",
+            Step::Cut => "cut",
+            Step::Switch => "switch",
+            Step::Thaw => "thaw",
+            Step::Publish => "publish",
+            Step::Shorten => "shorten",
+            Step::Release => "release",
+        }
+    }
+}
+
+#[async_trait]
+impl Saga for ServerImage {
+    const KIND: &'static str = "server-image";
+    type Step = Step;
+
+    fn describe(&self) -> String {
+        format!("of server {} into image {}", self.server, self.image)
     }
 
-    fn from_record(r: &SagaRecord) -> Result<Saga> {
-        let field = |k: &str| r.data.get(k).and_then(Value::as_str).map(str::to_owned);
-        let corrupt = || Error::internal(format!("Saga {} has corrupt data.", r.id));
-        Ok(Saga {
-            id: r.id.clone(),
-            server: field("server").ok_or_else(corrupt)?.parse()?,
-            image: field("image").ok_or_else(corrupt)?.parse()?,
-            new_top: field("new_top"),
-            old_top: field("old_top"),
-            quiesced: r
-                .data
-                .get("quiesced")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
+    fn pool_names(&self) -> Vec<String> {
+        let mut names = vec![self.old_top.clone()];
+        names.extend(self.new_top.iter().map(|(l, _)| l.clone()));
+        names.extend(self.location.clone());
+        names
+    }
+
+    async fn run(&mut self, cloud: &Cloud, step: Step) -> Result<()> {
+        match step {
+            Step::Claim => {
+                let record = self.record.as_ref().ok_or_else(lost_record)?;
+                cloud.record_snapshot_image(record).await?;
+                cloud.claim_snapshot_task(self.server).await?;
+                self.claimed = true;
+            }
+            Step::Quiesce => {
+                let server = cloud.store.server(self.server).await?;
+                self.quiesced = cloud.freeze_for_snapshot(&server, self.quiesce).await?;
+            }
+            Step::Cut => self.cut(cloud).await?,
+            Step::Switch => {
+                if let Some((new_top, _)) = &self.new_top {
+                    cloud
+                        .switch_root_disk(self.server, &self.old_top, new_top)
+                        .await?;
+                }
+            }
+            Step::Thaw => {
+                if self.quiesced {
+                    cloud.thaw_after_snapshot(self.server).await;
+                    self.quiesced = false;
+                }
+            }
+            Step::Publish => {
+                let location = self
+                    .location
+                    .clone()
+                    .ok_or_else(|| Error::internal("The snapshot saga lost its image's data."))?;
+                let virtual_size = self.virtual_size;
+                cloud
+                    .activate_snapshot_image(self.image, |active| {
+                        active.location = Some(location);
+                        active.virtual_size = virtual_size;
+                        if active.disk_format.as_deref() == Some("raw") {
+                            // Streamed as stored: the download is the raw disk.
+                            active.size = virtual_size;
+                        }
+                    })
+                    .await?;
+            }
+            Step::Shorten => {
+                // The image is active already: a failure here only leaves
+                // the chain long (tried again after the next snapshot).
+                if self.new_top.is_some() {
+                    match cloud.shorten_chain(self.server).await {
+                        Ok(shortened) => self.shortened = shortened,
+                        Err(e) => {
+                            tracing::warn!(server = %self.server, error = %e, "could not shorten the disk chain")
+                        }
+                    }
+                }
+            }
+            Step::Release => cloud.clear_snapshot_task(self.server).await?,
+        }
+        Ok(())
+    }
+
+    async fn undo(&mut self, cloud: &Cloud, step: Step) -> Result<()> {
+        match step {
+            Step::Claim => {
+                cloud.drop_snapshot_image(self.image).await?;
+                if self.claimed {
+                    cloud.clear_snapshot_task(self.server).await?;
+                }
+            }
+            Step::Quiesce | Step::Thaw => {
+                if self.quiesced {
+                    cloud.thaw_after_snapshot(self.server).await;
+                    self.quiesced = false;
+                }
+            }
+            // A new top QEMU already writes is the server's disk from now
+            // on: recorded, even though the image is undone.
+            Step::Cut | Step::Switch => {
+                if let Some((new_top, _)) = &self.new_top {
+                    if self.new_top_took(cloud).await {
+                        cloud
+                            .switch_root_disk(self.server, &self.old_top, new_top)
+                            .await?;
+                    }
+                }
+            }
+            Step::Publish | Step::Shorten | Step::Release => {}
+        }
+        Ok(())
+    }
+
+    async fn probe(&mut self, cloud: &Cloud, step: Step) -> Result<Probe> {
+        Ok(match step {
+            Step::Claim if cloud.in_snapshot_task(self.server).await? => {
+                self.claimed = true;
+                Probe::Took
+            }
+            Step::Claim => Probe::NotTaken,
+            Step::Cut if self.new_top.is_some() => {
+                if self.new_top_took(cloud).await {
+                    self.location = Some(self.old_top.clone());
+                    self.virtual_size = layer_size(cloud, &self.old_top).await;
+                    Probe::Took
+                } else {
+                    Probe::NotTaken
+                }
+            }
+            _ => Probe::Rerun,
         })
+    }
+
+    async fn before_recovery(&mut self, cloud: &Cloud) {
+        if self.quiesced || self.quiesce != Quiesce::No {
+            // The service died while the guest may have been frozen.
+            cloud.thaw_after_snapshot(self.server).await;
+            self.quiesced = false;
+        }
+    }
+
+    async fn finished(&mut self, cloud: &Cloud) {
+        cloud.log_guest_pause(self).await;
+        tracing::info!(server = %self.server, image = %self.image, "server snapshot done");
+        if self.shortened {
+            cloud.collect_garbage_quietly().await;
+        }
+        let (cloud, image, layered) = (cloud.clone(), self.image, self.new_top.is_some());
+        tokio::spawn(async move {
+            if !layered {
+                cloud.flatten_snapshot_image(image).await;
+            }
+            cloud.hash_snapshot_image(image).await;
+        });
+    }
+
+    async fn undone(&mut self, cloud: &Cloud, cause: Option<&Error>) {
+        if let Some(cause) = cause {
+            cloud
+                .record_snapshot_fault(self.server, self.image, cause)
+                .await;
+        }
+    }
+}
+
+impl ServerImage {
+    /// The disk's content at this instant becomes the image's data.
+    async fn cut(&mut self, cloud: &Cloud) -> Result<()> {
+        let server = cloud
+            .set_snapshot_task(self.server, TaskState::ImagePendingUpload, 30)
+            .await?;
+        match &self.new_top {
+            Some((new_top, path)) => {
+                if cloud.vm_is_live(&server).await {
+                    cloud
+                        .hypervisor
+                        .snapshot_disk(&server.id.to_string(), ROOT_DISK_ID, path)
+                        .await
+                        .map_err(hypervisor_error)?;
+                } else {
+                    cloud.pool.create_overlay(&self.old_top, new_top).await?;
+                }
+                self.location = Some(self.old_top.clone());
+                self.virtual_size = layer_size(cloud, &self.old_top).await;
+            }
+            None => {
+                let (location, size) = cloud
+                    .pool
+                    .image_from_disk(&self.old_top, self.image)
+                    .await?;
+                self.location = Some(location);
+                self.virtual_size = Some(size);
+            }
+        }
+        cloud
+            .set_snapshot_task(self.server, TaskState::ImageUploading, 50)
+            .await?;
+        Ok(())
+    }
+
+    /// Whether the new top is the disk QEMU writes, or (no QEMU) a complete
+    /// overlay of the old top — the same content, so going on is safe.
+    async fn new_top_took(&self, cloud: &Cloud) -> bool {
+        let Some((new_top, path)) = &self.new_top else {
+            return false;
+        };
+        if let Ok(active) = cloud
+            .hypervisor
+            .active_disk_file(&self.server.to_string(), ROOT_DISK_ID)
+            .await
+        {
+            return &active == path;
+        }
+        cloud.pool.overlay_is_valid(new_top).await.unwrap_or(false)
+    }
+}
+
+pub(super) fn lost_record() -> Error {
+    Error::internal("A snapshot saga lost the records it was to insert.")
+}
+
+/// The virtual size of a file-pool layer, when it can be read.
+async fn layer_size(cloud: &Cloud, layer: &str) -> Option<u64> {
+    match cloud.pool.disk_source(layer) {
+        Ok(storage::DiskSource::File { path, format }) => {
+            storage::qemu_img::info_of_own(&path, &format)
+                .await
+                .ok()
+                .map(|i| i.virtual_size)
+        }
+        _ => None,
     }
 }
 
 impl Cloud {
     /// Starts a snapshot of `server` into a new image; returns the image
-    /// (queued) at once, the rest runs in the background.
+    /// (queued) once the server is claimed (and its guest quiesced); the
+    /// rest runs in the background.
     pub async fn create_server_image(
         &self,
         caller: &Caller,
@@ -125,385 +393,81 @@ impl Cloud {
             self.pool.stored_format("qcow2"),
         );
         img.validate()?;
-
-        let saga = Saga {
-            id: uuid::Uuid::new_v4().to_string(),
-            server: server.id,
-            image: img.id,
-            new_top: None,
-            old_top: None,
-            quiesced: quiesce != super::quiesce::Quiesce::No,
-        };
-        let record = SagaRecord {
-            id: saga.id.clone(),
-            kind: KIND.into(),
-            step: "begun".into(),
-            data: saga.data(),
-            created_at: Utc::now(),
-        };
-        self.store.insert_saga(&record).await?;
-        self.store.insert_image(&img).await?;
-        let mut claimed = server.clone();
-        claimed.task_state = Some(TaskState::ImageSnapshotPending);
-        claimed.progress = 0;
-        claimed.updated_at = Utc::now();
-        if let Err(e) = self
-            .store
-            .update_server(&claimed, (server.vm_state, None))
-            .await
-        {
-            self.undo_snapshot(&saga, None).await;
-            return Err(e);
-        }
-        let mut saga = saga;
-        match self.freeze_for_snapshot(&server, quiesce).await {
-            Ok(frozen) => saga.quiesced = frozen,
-            Err(e) => {
-                self.undo_snapshot(&saga, None).await;
-                return Err(e);
-            }
-        }
-        fault_point("snapshot:begun");
-        let cloud = self.clone();
-        tokio::spawn(async move {
-            let mut saga = saga;
-            if let Err(e) = cloud.snapshot_forward(&mut saga, "begun").await {
-                tracing::warn!(server = %saga.server, image = %saga.image, error = %e, "server snapshot failed; undoing");
-                cloud.undo_snapshot(&saga, Some(&e)).await;
-            }
-        });
+        let old_top = server
+            .root_disk
+            .clone()
+            .ok_or_else(|| Error::conflict("The server has no disk to snapshot."))?;
+        let overlay_name = format!(
+            "{}-{}",
+            server.id,
+            &uuid::Uuid::new_v4().simple().to_string()[..12]
+        );
+        let new_top = self.pool.new_overlay(&old_top, &overlay_name)?;
+        let mut saga = self
+            .begin_saga(ServerImage {
+                server: server.id,
+                image: img.id,
+                record: Some(img.clone()),
+                quiesce,
+                quiesced: false,
+                claimed: false,
+                old_top,
+                new_top,
+                location: None,
+                virtual_size: None,
+                started: SystemTime::now(),
+                shortened: false,
+            })
+            .await?;
+        saga.run_through(Step::Quiesce).await?;
+        saga.spawn();
         Ok(img)
-    }
-
-    /// Runs the saga forward from `step`.
-    async fn snapshot_forward(&self, saga: &mut Saga, step: &str) -> Result<()> {
-        let started = std::time::SystemTime::now();
-        match step {
-            "begun" => {
-                let server = self.store.server(saga.server).await?;
-                let old_top = server
-                    .root_disk
-                    .clone()
-                    .ok_or_else(|| Error::conflict("The server has no disk to snapshot."))?;
-                let name = format!(
-                    "{}-{}",
-                    server.id,
-                    &uuid::Uuid::new_v4().simple().to_string()[..12]
-                );
-                saga.old_top = Some(old_top.clone());
-                match self.pool.new_overlay(&old_top, &name)? {
-                    Some((new_top, path)) => {
-                        saga.new_top = Some(new_top);
-                        self.freeze_top(saga, &server, &path).await?;
-                        self.publish_layer(saga).await?;
-                    }
-                    None => {
-                        self.store
-                            .saga_step(&saga.id, "cloning", &saga.data())
-                            .await?;
-                        self.clone_into_image(saga).await?;
-                    }
-                }
-            }
-            "cloning" => self.clone_into_image(saga).await?,
-            "switched" => self.publish_layer(saga).await?,
-            _ => {}
-        }
-        if saga.quiesced {
-            self.thaw_after_snapshot(saga.server).await;
-        }
-        if step == "begun" {
-            self.log_guest_pause(saga, started).await;
-        }
-        if saga.new_top.is_some() {
-            // The image is active already: a failure here only leaves the
-            // chain long (it is tried again after the next snapshot).
-            match self.shorten_chain(saga.server).await {
-                Ok(true) => self.collect_garbage_quietly().await,
-                Ok(false) => {}
-                Err(e) => {
-                    tracing::warn!(server = %saga.server, error = %e, "could not shorten the disk chain")
-                }
-            }
-        }
-        self.finish_snapshot(saga).await
     }
 
     /// Logs how long the guest's vCPUs were stopped while the snapshot ran
     /// (QMP STOP → RESUME): none, for a running guest.
-    async fn log_guest_pause(&self, saga: &Saga, from: std::time::SystemTime) {
+    async fn log_guest_pause(&self, saga: &ServerImage) {
         if let Ok(spans) = self.hypervisor.pause_log(&saga.server.to_string()).await {
-            let paused = hypervisor::paused_within(&spans, from, std::time::SystemTime::now());
+            let paused = hypervisor::paused_within(&spans, saga.started, SystemTime::now());
             tracing::info!(server = %saga.server, image = %saga.image,
                 paused_ms = paused.as_secs_f64() * 1000.0, "guest pause during the snapshot");
         }
     }
 
-    /// File pool: a new top goes over the disk (QEMU's
-    /// `blockdev-snapshot-sync`, or `qemu-img` when no QEMU runs); the old
-    /// top is frozen from then on.
-    async fn freeze_top(&self, saga: &Saga, server: &Server, path: &std::path::Path) -> Result<()> {
-        let (Some(old_top), Some(new_top)) = (&saga.old_top, &saga.new_top) else {
-            return Err(Error::internal("The snapshot saga lost its layers."));
-        };
-        self.store
-            .saga_step(&saga.id, "overlay", &saga.data())
-            .await?;
-        self.set_snapshot_task(saga.server, TaskState::ImagePendingUpload, 30)
-            .await?;
-        let _gc = self.gc_lock.read().await;
-        if self.vm_is_live(server).await {
-            self.hypervisor
-                .snapshot_disk(&server.id.to_string(), ROOT_DISK_ID, path)
-                .await
-                .map_err(hypervisor_error)?;
-        } else {
-            self.pool.create_overlay(old_top, new_top).await?;
-        }
-        fault_point("snapshot:overlay");
-        self.record_switch(saga).await
-    }
-
-    /// File pool: the frozen layer becomes the image's data.
-    async fn publish_layer(&self, saga: &Saga) -> Result<()> {
-        let layer = saga
-            .old_top
-            .clone()
-            .ok_or_else(|| Error::internal("The snapshot saga lost its layer."))?;
-        let virtual_size = match self.pool.disk_source(&layer) {
-            Ok(storage::DiskSource::File { path, format }) => {
-                storage::qemu_img::info_of_own(&path, &format)
-                    .await
-                    .ok()
-                    .map(|i| i.virtual_size)
-            }
-            _ => None,
-        };
-        self.publish_snapshot(saga, layer, virtual_size).await?;
-        let cloud = self.clone();
-        let image = saga.image;
-        tokio::spawn(async move { cloud.hash_snapshot_image(image).await });
-        Ok(())
-    }
-
-    /// Pools that snapshot natively (rbd): a snapshot of the disk, cloned
-    /// into the image, O(1); the clone is flattened later, in the background.
-    async fn clone_into_image(&self, saga: &Saga) -> Result<()> {
-        let disk = saga
-            .old_top
-            .clone()
-            .ok_or_else(|| Error::internal("The snapshot saga lost its disk."))?;
-        self.set_snapshot_task(saga.server, TaskState::ImageUploading, 50)
-            .await?;
-        // Held until the image record points at the clone, so that garbage
-        // collection never sees the clone unreferenced.
-        let _gc = self.gc_lock.read().await;
-        let (location, size) = self.pool.image_from_disk(&disk, saga.image).await?;
-        fault_point("snapshot:cloning");
-        self.publish_snapshot(saga, location, Some(size)).await?;
-        let cloud = self.clone();
-        let image = saga.image;
-        tokio::spawn(async move {
-            cloud.flatten_snapshot_image(image).await;
-            cloud.hash_snapshot_image(image).await;
-        });
-        Ok(())
-    }
-
-    pub(super) async fn vm_is_live(&self, server: &Server) -> bool {
-        matches!(
-            self.hypervisor.status(&server.id.to_string()).await,
-            Ok(hypervisor::VmStatus::Running | hypervisor::VmStatus::Paused { .. })
-        )
-    }
-
-    pub(super) async fn set_snapshot_task(
+    /// The server's disk moves from `old_top` to `new_top` (compare and
+    /// swap; done already is fine).
+    pub(super) async fn switch_root_disk(
         &self,
         id: ServerId,
-        task: TaskState,
-        progress: u8,
-    ) -> Result<Server> {
+        old_top: &str,
+        new_top: &str,
+    ) -> Result<()> {
         let server = self.store.server(id).await?;
+        if server.root_disk.as_deref() == Some(new_top) {
+            return Ok(());
+        }
+        if server.root_disk.as_deref() != Some(old_top) {
+            return Err(Error::conflict(format!(
+                "The disk of server {id} moved during the snapshot."
+            )));
+        }
         let mut next = server.clone();
-        next.task_state = Some(task);
-        next.progress = progress;
-        next.updated_at = Utc::now();
-        self.store
-            .update_server(&next, (server.vm_state, server.task_state))
-            .await?;
-        Ok(next)
-    }
-
-    /// The new top is in place: the server's disk is now the new top.
-    async fn record_switch(&self, saga: &Saga) -> Result<()> {
-        let server = self.store.server(saga.server).await?;
-        let mut next = server.clone();
-        next.root_disk = saga.new_top.clone();
-        next.task_state = Some(TaskState::ImageUploading);
+        next.root_disk = Some(new_top.to_string());
         next.progress = 60;
         next.updated_at = Utc::now();
         self.store
             .update_server(&next, (server.vm_state, server.task_state))
-            .await?;
-        self.store
-            .saga_step(&saga.id, "switched", &saga.data())
-            .await?;
-        fault_point("snapshot:switched");
-        Ok(())
-    }
-
-    /// The image's data is pinned at `location`: `active`.
-    async fn publish_snapshot(
-        &self,
-        saga: &Saga,
-        location: String,
-        virtual_size: Option<u64>,
-    ) -> Result<()> {
-        self.activate_snapshot_image(saga.image, |active| {
-            active.location = Some(location);
-            active.virtual_size = virtual_size;
-            if active.disk_format.as_deref() == Some("raw") {
-                // Streamed as stored: the download is the raw disk, byte for byte.
-                active.size = virtual_size;
-            }
-        })
-        .await?;
-        self.store
-            .saga_step(&saga.id, "published", &saga.data())
-            .await?;
-        fault_point("snapshot:published");
-        Ok(())
-    }
-
-    async fn finish_snapshot(&self, saga: &Saga) -> Result<()> {
-        self.end_snapshot_saga(&saga.id, saga.server, saga.image)
             .await
     }
 
-    /// A snapshot saga is done: the server's snapshot task cleared
-    /// (progress 100), the saga closed.
-    pub(super) async fn end_snapshot_saga(
-        &self,
-        saga_id: &str,
-        server: ServerId,
-        image: ImageId,
-    ) -> Result<()> {
-        let id = server;
-        let server = self.store.server(id).await?;
-        if server.task_state.is_some_and(is_snapshot_task) {
-            let mut next = server.clone();
-            next.task_state = None;
-            next.progress = 100;
-            next.updated_at = Utc::now();
-            self.store
-                .update_server(&next, (server.vm_state, server.task_state))
-                .await?;
-        }
-        self.store.finish_saga(saga_id, "done").await?;
-        tracing::info!(server = %id, %image, "server snapshot done");
-        Ok(())
-    }
-
-    /// Undo: the guest thawed, the image gone, the task cleared, a half-made
-    /// top left to the garbage collection.
-    async fn undo_snapshot(&self, saga: &Saga, cause: Option<&Error>) {
-        if saga.quiesced {
-            self.thaw_after_snapshot(saga.server).await;
-        }
-        self.drop_snapshot_image(saga.image).await;
-        self.clear_snapshot_task(saga.server, saga.image, cause)
-            .await;
-        let _ = self.store.finish_saga(&saga.id, "undone").await;
-        self.collect_garbage_quietly().await;
-    }
-
-    /// A snapshot's image goes queued → saving → `active`, with `fill`
-    /// setting what the snapshot made; an image active already is left.
-    pub(super) async fn activate_snapshot_image(
-        &self,
-        image: ImageId,
-        fill: impl FnOnce(&mut Image),
-    ) -> Result<()> {
-        let img = self.store.image(image).await?;
-        if img.status == ImageStatus::Active {
-            return Ok(());
-        }
-        let mut saving = img.clone();
-        saving.status = img.status.transition(ImageStatus::Saving)?;
-        saving.updated_at = Utc::now();
-        self.store.update_image(&saving, img.status).await?;
-        let mut active = saving;
-        active.status = ImageStatus::Active;
-        fill(&mut active);
-        active.updated_at = Utc::now();
-        self.store.update_image(&active, ImageStatus::Saving).await
-    }
-
-    /// An undone snapshot's image is `deleted` (best effort: start-up
-    /// recovery tries again).
-    pub(super) async fn drop_snapshot_image(&self, image: ImageId) {
-        if let Ok(img) = self.store.image(image).await {
-            if img.status != ImageStatus::Deleted {
-                let mut gone = img.clone();
-                gone.status = ImageStatus::Deleted;
-                gone.updated_at = Utc::now();
-                let _ = self.store.update_image(&gone, img.status).await;
-            }
-        }
-    }
-
-    /// Clears a failed snapshot's task, with a fault saying why.
-    pub(super) async fn clear_snapshot_task(
-        &self,
-        server: ServerId,
-        image: ImageId,
-        cause: Option<&Error>,
-    ) {
-        let Ok(server) = self.store.server(server).await else {
-            return;
-        };
-        if !server.task_state.is_some_and(is_snapshot_task) {
-            return;
-        }
-        let mut next = server.clone();
-        next.task_state = None;
-        if let Some(e) = cause {
-            let mut fault = super::lifecycle::fault(e);
-            fault.message = format!("Snapshot into image {image} failed: {}", fault.message);
-            next.fault = Some(fault);
-        }
-        next.updated_at = Utc::now();
-        let _ = self
+    /// Resumes the background work of active snapshot images (flatten,
+    /// checksum) that a previous run left unfinished.
+    pub(crate) async fn resume_snapshot_images(&self) -> Result<()> {
+        for img in self
             .store
-            .update_server(&next, (server.vm_state, server.task_state))
-            .await;
-    }
-
-    /// Finishes or undoes every snapshot saga a previous run left open.
-    pub(crate) async fn recover_snapshots(&self) -> Result<Vec<String>> {
-        let mut repaired = Vec::new();
-        for record in self
-            .store
-            .open_sagas()
+            .images_in_status(domain::image::ImageStatus::Active)
             .await?
-            .into_iter()
-            .filter(|r| r.kind == KIND)
         {
-            let mut saga = Saga::from_record(&record)?;
-            let outcome = self.resume_snapshot(&mut saga, &record.step).await;
-            let outcome = match outcome {
-                Ok(o) => o.to_string(),
-                Err(e) => {
-                    self.undo_snapshot(&saga, None).await;
-                    format!("undone after {e}")
-                }
-            };
-            repaired.push(format!(
-                "snapshot of server {} into image {} (at {}): {outcome}",
-                saga.server, saga.image, record.step
-            ));
-        }
-        for img in self.store.images_in_status(ImageStatus::Active).await? {
             if img
                 .properties
                 .get("image_type")
@@ -516,60 +480,8 @@ impl Cloud {
                 });
             }
         }
-        Ok(repaired)
+        Ok(())
     }
-
-    /// Takes an interrupted saga forward or back, by the step it reached.
-    async fn resume_snapshot(&self, saga: &mut Saga, step: &str) -> Result<&'static str> {
-        if saga.quiesced {
-            // The service died while the guest may have been frozen.
-            self.thaw_after_snapshot(saga.server).await;
-        }
-        match step {
-            "overlay" if self.overlay_took(saga).await => {
-                self.record_switch(saga).await?;
-                self.snapshot_forward(saga, "switched").await?;
-                Ok("finished")
-            }
-            "cloning" | "switched" | "published" => {
-                self.snapshot_forward(saga, step).await?;
-                Ok("finished")
-            }
-            _ => {
-                self.undo_snapshot(saga, None).await;
-                Ok("undone")
-            }
-        }
-    }
-
-    /// Whether the new top of an interrupted snapshot is in use or complete.
-    async fn overlay_took(&self, saga: &Saga) -> bool {
-        let Some(new_top) = &saga.new_top else {
-            return false;
-        };
-        let Ok(server) = self.store.server(saga.server).await else {
-            return false;
-        };
-        if let Ok(storage::DiskSource::File { path, .. }) = self.pool.disk_source(new_top) {
-            if let Ok(active) = self
-                .hypervisor
-                .active_disk_file(&server.id.to_string(), ROOT_DISK_ID)
-                .await
-            {
-                return active == path;
-            }
-        }
-        // No live QEMU: a complete overlay of the old top has the same
-        // content, so going forward is safe whether or not it was switched.
-        self.pool.overlay_is_valid(new_top).await.unwrap_or(false)
-    }
-}
-
-pub(super) fn is_snapshot_task(t: TaskState) -> bool {
-    matches!(
-        t,
-        TaskState::ImageSnapshotPending | TaskState::ImagePendingUpload | TaskState::ImageUploading
-    )
 }
 
 /// The image record a snapshot of `server` gets (Nova's snapshot metadata).

@@ -18,8 +18,8 @@ use hypervisor::{ShutoffReason, VmStatus};
 use crate::Cloud;
 
 pub(crate) async fn reconcile(cloud: &Cloud) -> Result<Vec<String>> {
-    let mut repaired = cloud.recover_snapshots().await?;
-    repaired.extend(cloud.recover_volume_images().await?);
+    cloud.resume_snapshot_images().await?;
+    let mut repaired = Vec::new();
     let servers = cloud.store.servers(None).await?;
     for server in servers.iter().filter(|s| s.task_state.is_some()) {
         repaired.push(cloud.settle_interrupted(server.clone()).await?);

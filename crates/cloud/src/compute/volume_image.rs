@@ -13,25 +13,30 @@
 //! was. The image owns its snapshots: deleting it deletes them (their data
 //! stays while volumes made from them still stand on it).
 //!
-//! The saga, each step recorded before it runs:
+//! The saga (`server-volume-image`, on the engine in [`crate::saga`]); the
+//! first two steps run in the request, the rest in the background:
 //!
 //! ```text
-//!  begun ──────────▶ cut ─────────────────────▶ switched ───────▶ published ──▶ done
-//!  (image queued,    (the cut of every volume    (volumes on their   (image active,
-//!   snapshots         planned and recorded,       new tops; snapshots  size 0, BDM
-//!   creating, task    then made at one instant:   available; guest     properties)
-//!   claimed, guest    see volume_cut)             thawed)
-//!   maybe frozen)
+//!  claim ──────▶ quiesce ──▶ cut ──────────────▶ switch ──────────▶ thaw ──▶ publish ──▶ seal ──▶ release
+//!  (image queued, (guest      (every volume at     (volumes on their           (image      (file:     (task
+//!   snapshots      frozen if   one instant, as     new tops; snapshots         active,     read-only; cleared)
+//!   creating and   the image   planned in the      available)                  size 0,     rbd:
+//!   owned by it,   asks)       saga's state: see                               BDM props)  protected)
+//!   task claimed)              volume_cut)
 //!
-//!  crash at begun:     undo — snapshots and image deleted, task cleared
-//!  crash at cut:       the whole cut exists? forward : undo (a partial cut
-//!                      is never finished at a later instant)
-//!  crash at switched, published: forward
-//!  guest thawed at every end, and at start-up when it may be frozen
+//!  crash in …   recovery
+//!  claim        probe: the server is in a snapshot task → on; else undone
+//!  cut          probe: the whole cut exists → on; else undone (a partial
+//!               cut is never finished at a later instant)
+//!  any other    run again (idempotent)
+//!  undo         snapshots and image deleted, the task cleared with a fault,
+//!               the guest thawed; volumes QEMU already writes in new tops
+//!               are moved to them (their data is there from the cut on)
 //! ```
 
 use std::collections::BTreeMap;
 
+use async_trait::async_trait;
 use chrono::Utc;
 use domain::identity::{Caller, Role};
 use domain::image::{Image, Visibility};
@@ -40,14 +45,11 @@ use domain::volume::{SnapshotStatus, Volume, VolumeAttachment, VolumeSnapshot};
 use domain::{Error, ImageId, Result, ServerId, VolumeSnapshotId};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use store::SagaRecord;
 
 use super::quiesce::{self, Quiesce};
-use super::volume_cut::CutVolume;
-use crate::fault::fault_point;
+use super::volume_cut::{CutMade, CutVolume};
+use crate::saga::{Probe, Saga, SagaStep};
 use crate::Cloud;
-
-pub(super) const KIND: &str = "server-volume-image";
 
 /// Image properties of the server's image that a snapshot does not copy.
 const NOT_INHERITED: &[&str] = &[
@@ -76,28 +78,226 @@ struct Mapping {
     delete_on_termination: bool,
 }
 
-#[derive(Debug, Clone, Serialize, Deserialize)]
-struct Saga {
-    #[serde(skip)]
-    id: String,
+/// The `server-volume-image` saga's state.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct VolumeImage {
     server: ServerId,
     image: ImageId,
+    /// The image record and the snapshots it owns, inserted by `claim`
+    /// (which runs in the request: recovery probes it, never runs it again).
+    #[serde(skip)]
+    records: Option<(Image, Vec<VolumeSnapshot>)>,
     cut: Vec<CutVolume>,
     mappings: Vec<Mapping>,
+    quiesce: Quiesce,
     /// The guest may be frozen: thaw it, whatever happens.
     quiesced: bool,
+    claimed: bool,
+    /// From the cut until the volumes' new locations are recorded: no
+    /// other cut moves these volumes meanwhile (in this process).
+    #[serde(skip)]
+    cut_made: Option<CutMade>,
 }
 
-impl Saga {
-    fn data(&self) -> Value {
-        serde_json::to_value(self).unwrap_or(Value::Null)
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    Claim,
+    Quiesce,
+    Cut,
+    Switch,
+    Thaw,
+    Publish,
+    Seal,
+    Release,
+}
+
+impl SagaStep for Step {
+    const ALL: &'static [Step] = &[
+        Step::Claim,
+        Step::Quiesce,
+        Step::Cut,
+        Step::Switch,
+        Step::Thaw,
+        Step::Publish,
+        Step::Seal,
+        Step::Release,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Step::Claim => "claim",
+            Step::Quiesce => "quiesce",
+            Step::Cut => "cut",
+            Step::Switch => "switch",
+            Step::Thaw => "thaw",
+            Step::Publish => "publish",
+            Step::Seal => "seal",
+            Step::Release => "release",
+        }
+    }
+}
+
+#[async_trait]
+impl Saga for VolumeImage {
+    const KIND: &'static str = "server-volume-image";
+    type Step = Step;
+
+    fn describe(&self) -> String {
+        format!(
+            "of volume-backed server {} into image {}",
+            self.server, self.image
+        )
     }
 
-    fn from_record(r: &SagaRecord) -> Result<Saga> {
-        let mut saga: Saga = serde_json::from_value(r.data.clone())
-            .map_err(|e| Error::internal(format!("Saga {} has corrupt data: {e}", r.id)))?;
-        saga.id = r.id.clone();
-        Ok(saga)
+    fn pool_names(&self) -> Vec<String> {
+        self.cut
+            .iter()
+            .flat_map(|c| [c.old.clone(), c.frozen.clone(), c.new.clone()])
+            .collect()
+    }
+
+    async fn run(&mut self, cloud: &Cloud, step: Step) -> Result<()> {
+        match step {
+            Step::Claim => {
+                let (image, snapshots) = self
+                    .records
+                    .as_ref()
+                    .ok_or_else(super::snapshot::lost_record)?;
+                cloud.record_snapshot_image(image).await?;
+                for snap in snapshots {
+                    cloud.store.insert_volume_snapshot(snap).await?;
+                    cloud.store.own_volume_snapshot(self.image, snap.id).await?;
+                }
+                cloud.claim_snapshot_task(self.server).await?;
+                self.claimed = true;
+            }
+            Step::Quiesce => {
+                let server = cloud.store.server(self.server).await?;
+                self.quiesced = cloud.freeze_for_snapshot(&server, self.quiesce).await?;
+            }
+            Step::Cut => {
+                cloud
+                    .set_snapshot_task(self.server, TaskState::ImagePendingUpload, 30)
+                    .await?;
+                let server = cloud.store.server(self.server).await?;
+                let made = cloud.cut_volumes(&server, &self.cut).await?;
+                tracing::info!(server = %self.server, image = %self.image, volumes = self.cut.len(),
+                    paused_ms = made.guest_pause.as_secs_f64() * 1000.0, "guest pause during the snapshot");
+                self.cut_made = Some(made);
+            }
+            Step::Switch => {
+                cloud.switch_cut_volumes(&self.cut).await?;
+                for c in &self.cut {
+                    cloud.make_snapshot_available(c).await?;
+                }
+                self.cut_made = None;
+                cloud
+                    .set_snapshot_task(self.server, TaskState::ImageUploading, 60)
+                    .await?;
+            }
+            Step::Thaw => {
+                if self.quiesced {
+                    cloud.thaw_after_snapshot(self.server).await;
+                    self.quiesced = false;
+                }
+            }
+            Step::Publish => {
+                let mappings = &self.mappings;
+                cloud
+                    .activate_snapshot_image(self.image, |active| {
+                        active.size = Some(0);
+                        active.properties.insert(
+                            "block_device_mapping".into(),
+                            block_device_mapping(mappings),
+                        );
+                        active.properties.insert("bdm_v2".into(), "True".into());
+                        active
+                            .properties
+                            .insert("root_device_name".into(), root_device_name(mappings));
+                    })
+                    .await?;
+            }
+            Step::Seal => {
+                // After the image is active, off the request's path (rbd:
+                // protection is a round trip to the lock owner per volume).
+                let pool = cloud.volume_pool()?;
+                let seals = self.cut.iter().map(|c| pool.seal_snapshot(&c.frozen));
+                for sealed in futures_util::future::join_all(seals).await {
+                    sealed?;
+                }
+            }
+            Step::Release => cloud.clear_snapshot_task(self.server).await?,
+        }
+        Ok(())
+    }
+
+    async fn undo(&mut self, cloud: &Cloud, step: Step) -> Result<()> {
+        match step {
+            Step::Claim => {
+                for c in &self.cut {
+                    cloud.drop_snapshot_record(c.snapshot).await;
+                }
+                cloud.drop_snapshot_image(self.image).await?;
+                if self.claimed {
+                    cloud.clear_snapshot_task(self.server).await?;
+                }
+            }
+            Step::Quiesce | Step::Thaw => {
+                if self.quiesced {
+                    cloud.thaw_after_snapshot(self.server).await;
+                    self.quiesced = false;
+                }
+            }
+            Step::Cut => {
+                // A cut that took has the volumes' data in their new tops
+                // from then on: they move there, the snapshots still go.
+                let server = cloud.store.server(self.server).await?;
+                if cloud.volume_cut_happened(&server, &self.cut).await? {
+                    cloud.switch_cut_volumes(&self.cut).await?;
+                }
+                self.cut_made = None;
+            }
+            Step::Switch | Step::Publish | Step::Seal | Step::Release => {}
+        }
+        Ok(())
+    }
+
+    async fn probe(&mut self, cloud: &Cloud, step: Step) -> Result<Probe> {
+        Ok(match step {
+            Step::Claim if cloud.in_snapshot_task(self.server).await? => {
+                self.claimed = true;
+                Probe::Took
+            }
+            Step::Claim => Probe::NotTaken,
+            Step::Cut => {
+                let server = cloud.store.server(self.server).await?;
+                if cloud.volume_cut_happened(&server, &self.cut).await? {
+                    Probe::Took
+                } else {
+                    Probe::NotTaken
+                }
+            }
+            _ => Probe::Rerun,
+        })
+    }
+
+    async fn before_recovery(&mut self, cloud: &Cloud) {
+        if self.quiesced || self.quiesce != Quiesce::No {
+            cloud.thaw_after_snapshot(self.server).await;
+            self.quiesced = false;
+        }
+    }
+
+    async fn finished(&mut self, _cloud: &Cloud) {
+        tracing::info!(server = %self.server, image = %self.image, "server snapshot done");
+    }
+
+    async fn undone(&mut self, cloud: &Cloud, cause: Option<&Error>) {
+        if let Some(cause) = cause {
+            cloud
+                .record_snapshot_fault(self.server, self.image, cause)
+                .await;
+        }
     }
 }
 
@@ -114,7 +314,8 @@ impl Cloud {
     }
 
     /// Starts the snapshot of a volume-backed server; returns the image
-    /// (queued) at once, the rest runs in the background.
+    /// (queued) once the server is claimed and its guest quiesced, the
+    /// rest runs in the background.
     pub(super) async fn create_volume_backed_image(
         &self,
         caller: &Caller,
@@ -167,179 +368,52 @@ impl Cloud {
             });
             snapshots.push(snap);
         }
-        let mut saga = Saga {
-            id: uuid::Uuid::new_v4().to_string(),
-            server: server.id,
-            image: img.id,
-            cut: self.plan_volume_cut(planned)?,
-            mappings,
-            quiesced: policy != Quiesce::No,
-        };
-        self.store
-            .insert_saga(&SagaRecord {
-                id: saga.id.clone(),
-                kind: KIND.into(),
-                step: "begun".into(),
-                data: saga.data(),
-                created_at: now,
+        let mut saga = self
+            .begin_saga(VolumeImage {
+                server: server.id,
+                image: img.id,
+                records: Some((img.clone(), snapshots)),
+                cut: self.plan_volume_cut(planned)?,
+                mappings,
+                quiesce: policy,
+                quiesced: false,
+                claimed: false,
+                cut_made: None,
             })
             .await?;
-        if let Err(e) = self.record_volume_image(&server, &img, &snapshots).await {
-            self.undo_volume_image(&saga, None).await;
-            return Err(e);
-        }
-        match self.freeze_for_snapshot(&server, policy).await {
-            Ok(frozen) => saga.quiesced = frozen,
-            Err(e) => {
-                self.undo_volume_image(&saga, None).await;
-                return Err(e);
-            }
-        }
-        fault_point("volume-image:begun");
-        let cloud = self.clone();
-        tokio::spawn(async move {
-            if let Err(e) = cloud.volume_image_forward(&saga, "begun").await {
-                tracing::warn!(server = %saga.server, image = %saga.image, error = %e, "volume-backed snapshot failed; undoing");
-                cloud.undo_volume_image(&saga, Some(&e)).await;
-            }
-        });
+        saga.run_through(Step::Quiesce).await?;
+        saga.spawn();
         Ok(img)
     }
 
-    /// The image, its snapshots (owned by it) and the server's task.
-    async fn record_volume_image(
-        &self,
-        server: &Server,
-        img: &Image,
-        snapshots: &[VolumeSnapshot],
-    ) -> Result<()> {
-        self.store.insert_image(img).await?;
-        for snap in snapshots {
-            self.store.insert_volume_snapshot(snap).await?;
-            self.store.own_volume_snapshot(img.id, snap.id).await?;
-        }
-        let mut claimed = server.clone();
-        claimed.task_state = Some(TaskState::ImageSnapshotPending);
-        claimed.progress = 0;
-        claimed.updated_at = Utc::now();
-        self.store
-            .update_server(&claimed, (server.vm_state, None))
-            .await
-    }
-
-    /// Runs the saga forward from `step`.
-    async fn volume_image_forward(&self, saga: &Saga, step: &str) -> Result<()> {
-        let result = self.volume_image_steps(saga, step).await;
-        if saga.quiesced {
-            self.thaw_after_snapshot(saga.server).await;
-        }
-        result?;
-        self.finish_volume_image(saga).await
-    }
-
-    async fn volume_image_steps(&self, saga: &Saga, step: &str) -> Result<()> {
-        match step {
-            "begun" => {
-                self.store.saga_step(&saga.id, "cut", &saga.data()).await?;
-                self.set_snapshot_task(saga.server, TaskState::ImagePendingUpload, 30)
-                    .await?;
-                let server = self.store.server(saga.server).await?;
-                // Held until the volumes' new tops are recorded: until then
-                // nothing makes them garbage-collection roots.
-                let _gc = self.gc_lock.read().await;
-                let made = self.cut_volumes(&server, &saga.cut).await?;
-                tracing::info!(server = %saga.server, image = %saga.image, volumes = saga.cut.len(),
-                    paused_ms = made.guest_pause.as_secs_f64() * 1000.0, "guest pause during the snapshot");
-                fault_point("volume-image:cut");
-                self.switch_volumes(saga).await?;
-                drop(made);
-                drop(_gc);
-                self.publish_volume_image(saga).await
-            }
-            "switched" => self.publish_volume_image(saga).await,
-            _ => Ok(()),
-        }
-    }
-
-    /// The cut exists: the volumes go on from their new tops, the
-    /// snapshots are available.
-    async fn switch_volumes(&self, saga: &Saga) -> Result<()> {
-        for c in &saga.cut {
+    /// The volumes of a cut go on from their new tops (compare and swap;
+    /// moved already is fine).
+    pub(crate) async fn switch_cut_volumes(&self, cut: &[CutVolume]) -> Result<()> {
+        for c in cut {
             let volume = self.store.volume(c.volume).await?;
             if c.new != c.old && volume.location.as_deref() == Some(c.old.as_str()) {
                 self.store
                     .move_volume_location(c.volume, &c.old, &c.new)
                     .await?;
             }
-            let snap = self.store.volume_snapshot(c.snapshot).await?;
-            if snap.status == SnapshotStatus::Creating {
-                self.store
-                    .set_volume_snapshot_status(
-                        c.snapshot,
-                        SnapshotStatus::Creating,
-                        SnapshotStatus::Available,
-                        Some(&c.frozen),
-                    )
-                    .await?;
-            }
         }
-        self.set_snapshot_task(saga.server, TaskState::ImageUploading, 60)
-            .await?;
-        self.store
-            .saga_step(&saga.id, "switched", &saga.data())
-            .await?;
-        fault_point("volume-image:switched");
         Ok(())
     }
 
-    /// The image goes `active`: size 0, the mapping in its properties.
-    async fn publish_volume_image(&self, saga: &Saga) -> Result<()> {
-        self.activate_snapshot_image(saga.image, |active| {
-            active.size = Some(0);
-            active.properties.insert(
-                "block_device_mapping".into(),
-                block_device_mapping(&saga.mappings),
-            );
-            active.properties.insert("bdm_v2".into(), "True".into());
-            active
-                .properties
-                .insert("root_device_name".into(), root_device_name(&saga.mappings));
-        })
-        .await?;
-        self.store
-            .saga_step(&saga.id, "published", &saga.data())
-            .await?;
-        fault_point("volume-image:published");
+    /// A cut's snapshot has its data: `available`.
+    async fn make_snapshot_available(&self, c: &CutVolume) -> Result<()> {
+        let snap = self.store.volume_snapshot(c.snapshot).await?;
+        if snap.status == SnapshotStatus::Creating {
+            self.store
+                .set_volume_snapshot_status(
+                    c.snapshot,
+                    SnapshotStatus::Creating,
+                    SnapshotStatus::Available,
+                    Some(&c.frozen),
+                )
+                .await?;
+        }
         Ok(())
-    }
-
-    /// The snapshots sealed (file: read-only; rbd: protected — after the
-    /// image is active, off the request's path), then the task cleared.
-    async fn finish_volume_image(&self, saga: &Saga) -> Result<()> {
-        let pool = self.volume_pool()?;
-        let seals = saga.cut.iter().map(|c| pool.seal_snapshot(&c.frozen));
-        for sealed in futures_util::future::join_all(seals).await {
-            sealed?;
-        }
-        self.end_snapshot_saga(&saga.id, saga.server, saga.image)
-            .await
-    }
-
-    /// Undo: the guest thawed; the snapshots and the image deleted (a
-    /// partial cut's data is released by garbage collection); the task
-    /// cleared with a fault when something failed.
-    async fn undo_volume_image(&self, saga: &Saga, cause: Option<&Error>) {
-        if saga.quiesced {
-            self.thaw_after_snapshot(saga.server).await;
-        }
-        for c in &saga.cut {
-            self.drop_snapshot_record(c.snapshot).await;
-        }
-        self.drop_snapshot_image(saga.image).await;
-        self.clear_snapshot_task(saga.server, saga.image, cause)
-            .await;
-        let _ = self.store.finish_saga(&saga.id, "undone").await;
-        self.collect_garbage_quietly().await;
     }
 
     /// A snapshot record that never became usable goes to `deleted`.
@@ -361,62 +435,6 @@ impl Cloud {
                     .is_ok()
             {
                 status = next;
-            }
-        }
-    }
-
-    /// Finishes or undoes every volume-backed snapshot saga a previous run
-    /// left open.
-    pub(crate) async fn recover_volume_images(&self) -> Result<Vec<String>> {
-        let mut repaired = Vec::new();
-        for record in self
-            .store
-            .open_sagas()
-            .await?
-            .into_iter()
-            .filter(|r| r.kind == KIND)
-        {
-            let saga = Saga::from_record(&record)?;
-            let outcome = match self.resume_volume_image(&saga, &record.step).await {
-                Ok(o) => o.to_string(),
-                Err(e) => {
-                    self.undo_volume_image(&saga, None).await;
-                    format!("undone after {e}")
-                }
-            };
-            repaired.push(format!(
-                "snapshot of volume-backed server {} into image {} (at {}): {outcome}",
-                saga.server, saga.image, record.step
-            ));
-        }
-        Ok(repaired)
-    }
-
-    async fn resume_volume_image(&self, saga: &Saga, step: &str) -> Result<&'static str> {
-        if saga.quiesced {
-            self.thaw_after_snapshot(saga.server).await;
-        }
-        match step {
-            "cut" => {
-                let server = self.store.server(saga.server).await?;
-                let _gc = self.gc_lock.read().await;
-                if !self.volume_cut_happened(&server, &saga.cut).await? {
-                    drop(_gc);
-                    self.undo_volume_image(saga, None).await;
-                    return Ok("undone");
-                }
-                self.switch_volumes(saga).await?;
-                drop(_gc);
-                self.volume_image_forward(saga, "switched").await?;
-                Ok("finished")
-            }
-            "switched" | "published" => {
-                self.volume_image_forward(saga, step).await?;
-                Ok("finished")
-            }
-            _ => {
-                self.undo_volume_image(saga, None).await;
-                Ok("undone")
             }
         }
     }

@@ -161,6 +161,7 @@ impl Saga {
             id: self.id.clone(),
             kind: kind.into(),
             step: "begun".into(),
+            phase: store::SagaPhase::Running,
             data: self.data(),
             created_at: Utc::now(),
         }

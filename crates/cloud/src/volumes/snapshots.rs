@@ -105,6 +105,7 @@ impl Cloud {
                 id: saga.id.clone(),
                 kind: KIND.into(),
                 step: "begun".into(),
+                phase: store::SagaPhase::Running,
                 data: saga.data(),
                 created_at: now,
             })

@@ -48,6 +48,8 @@ impl Rig {
         let cloud = Cloud::new(store, Arc::new(FakePool::new()), hv.clone(), config)
             .await
             .unwrap();
+        // As `serve` does: recovery first (it enables garbage collection).
+        cloud.reconcile().await.unwrap();
         cloud
             .bootstrap("admin", "admin", ADMIN_PASSWORD, false)
             .await

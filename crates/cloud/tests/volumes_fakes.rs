@@ -52,6 +52,8 @@ impl Rig {
         let cloud = Cloud::new(store, pool.clone(), Arc::new(FakeHypervisor::new()), config)
             .await
             .unwrap();
+        // As `serve` does: recovery first (it enables garbage collection).
+        cloud.reconcile().await.unwrap();
         cloud
             .bootstrap("admin", "admin", ADMIN_PASSWORD, false)
             .await
@@ -300,7 +302,7 @@ async fn snapshot_with_a_volume_made_from_it_when_deleted_then_its_data_stays_un
 }
 
 #[tokio::test]
-async fn creation_saga_when_left_at_begun_then_reconcile_makes_the_volume() {
+async fn creation_saga_when_left_after_record_then_reconcile_makes_the_volume() {
     let rig = Rig::new().await;
     let mut v = Volume::new_creating(
         rig.admin.project_id.unwrap(),
@@ -311,11 +313,11 @@ async fn creation_saga_when_left_at_begun_then_reconcile_makes_the_volume() {
     );
     v.name = Some("left".into());
     let saga = SagaRecord {
-        id: "saga-1".into(),
+        id: uuid::Uuid::new_v4().to_string(),
         kind: "volume-create".into(),
-        step: "begun".into(),
-        phase: store::SagaPhase::Running,
-        data: serde_json::json!({"volume": v.id.to_string(), "source_old": null, "frozen": null}),
+        step: "record".into(),
+        phase: store::SagaPhase::Done,
+        data: serde_json::json!({"volume": v.id.to_string(), "source_old": null, "frozen": null, "location": null}),
         created_at: Utc::now(),
     };
     rig.cloud.store().insert_saga(&saga).await.unwrap();

@@ -242,21 +242,21 @@ fn uuid_like() -> String {
 #[test]
 fn volume_sagas_when_killed_at_each_step_then_restart_finishes_them_cleanly() {
     for point in [
-        "volume-create:begun",
-        "volume-create:made",
-        "volume-create:frozen",
-        "volume-snapshot:begun",
-        "volume-snapshot:frozen",
+        "volume-create:record",
+        "volume-create:make",
+        "volume-create:freeze",
+        "volume-snapshot:record",
+        "volume-snapshot:freeze",
     ] {
         let mut server = Server::start_with_env(&[("SNAPSTACK_FAULT_INJECT", point)]);
         let api = VolumeApi::new(server.admin());
-        let source = if point == "volume-create:begun" || point == "volume-create:made" {
+        let source = if point == "volume-create:record" || point == "volume-create:make" {
             None
         } else {
             Some(api.blank_volume("source", 1))
         };
         let made = match (point, &source) {
-            ("volume-create:frozen", Some(src)) => api.try_post(
+            ("volume-create:freeze", Some(src)) => api.try_post(
                 "/volumes",
                 json!({"volume": {"source_volid": src, "name": "clone"}}),
             ),

@@ -184,20 +184,20 @@ fn write_raw_pattern(image: &str, pattern: u8, offset: u64) {
 fn volume_sagas_on_rbd_when_killed_at_each_step_then_restart_finishes_them_and_leaves_only_what_records_name(
 ) {
     for point in [
-        "volume-create:made",
-        "volume-create:frozen",
-        "volume-snapshot:frozen",
+        "volume-create:make",
+        "volume-create:freeze",
+        "volume-snapshot:freeze",
     ] {
         let mut rbd_volumes =
             PrivateRbd::start_with_env("cv", &[("SNAPSTACK_FAULT_INJECT", point)]);
         let api = VolumeApi::new(rbd_volumes.server.admin());
-        let source = (point != "volume-create:made").then(|| api.blank_volume("source", 1));
+        let source = (point != "volume-create:make").then(|| api.blank_volume("source", 1));
         let made = match (point, &source) {
-            ("volume-create:frozen", Some(src)) => api.try_post(
+            ("volume-create:freeze", Some(src)) => api.try_post(
                 "/volumes",
                 json!({"volume": {"source_volid": src, "name": "clone"}}),
             ),
-            ("volume-snapshot:frozen", Some(src)) => api.try_post(
+            ("volume-snapshot:freeze", Some(src)) => api.try_post(
                 "/snapshots",
                 json!({"snapshot": {"volume_id": src, "name": "s"}}),
             ),

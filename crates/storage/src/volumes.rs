@@ -33,7 +33,7 @@ use domain::Result;
 use crate::DiskSource;
 
 /// Where a snapshot put things.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct FrozenVolume {
     /// The snapshot's data (immutable from now on).
     pub snapshot: String,

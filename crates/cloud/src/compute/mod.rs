@@ -18,7 +18,7 @@ pub(crate) mod snapshot;
 mod snapshot_common;
 mod snapshot_data;
 mod sync;
-mod volume_cut;
+pub(crate) mod volume_cut;
 pub(crate) mod volume_image;
 
 use std::collections::BTreeMap;

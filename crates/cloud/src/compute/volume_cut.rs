@@ -303,4 +303,28 @@ impl Cloud {
             _made: made,
         }))
     }
+
+    /// After a crash or a failure: whether a running server's QEMU cut
+    /// `volume` (at `old`) for `snapshot` — it then writes the new top.
+    pub(crate) async fn attached_cut_took(
+        &self,
+        volume: VolumeId,
+        snapshot: VolumeSnapshotId,
+        old: &str,
+    ) -> Result<bool> {
+        let Some(attachment) = self.store.attachment_of_volume(volume).await? else {
+            return Ok(false);
+        };
+        let server = self.store.server(attachment.server_id).await?;
+        if !self.vm_is_live(&server).await {
+            return Ok(false);
+        }
+        let cut = self.plan_volume_cut(vec![(
+            volume,
+            snapshot,
+            attachment.disk_id.clone(),
+            old.to_string(),
+        )])?;
+        self.volume_cut_happened(&server, &cut).await
+    }
 }

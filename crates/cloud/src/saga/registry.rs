@@ -34,13 +34,13 @@ pub(crate) fn kinds() -> Vec<Kind> {
     vec![
         Kind::of::<crate::compute::snapshot::ServerImage>(),
         Kind::of::<crate::compute::volume_image::VolumeImage>(),
+        Kind::of::<crate::volumes::create::VolumeCreate>(),
+        Kind::of::<crate::volumes::snapshots::VolumeSnapshotCreate>(),
     ]
 }
 
 /// Kinds still recovered by their own code (being moved onto the engine).
 const LEGACY: &[&str] = &[
-    "volume-create",
-    "volume-snapshot",
     "restore-point-create",
     "restore-point-revert",
     "restore-point-delete",

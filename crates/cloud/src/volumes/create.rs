@@ -1,36 +1,34 @@
-//! Volume creation: a short saga, recorded before it runs, so a crash at any
-//! point ends in an `available` or an `error` volume and no stray data.
+//! Volume creation: a saga (`volume-create`, on the engine in
+//! [`crate::saga`]), so a crash at any point ends in an `available` or an
+//! `error` volume and no stray data.
 //!
 //! ```text
-//!  begun ────────────────────────────────▶ made ──────────────▶ done
-//!  (volume `creating`,     (blank / from image / from snapshot:
-//!   saga recorded)          one O(1) pool call, idempotent)
-//!    │
-//!    └─ from a volume: freezing ──▶ frozen ──▶ made
-//!       (source's data frozen      (the frozen data and the source's
-//!        as `clone-<id>`: a        new top recorded; the source moved
-//!        layer or an RBD snap)     to it by compare-and-swap)
+//!  record ──▶ freeze ──────────────▶ move-source ──▶ make ────────────▶ flatten ──────────▶ publish
+//!  (volume     (from a volume: its    (the source     (blank / from      (past the pool's    (volume
+//!   `creating`) data frozen as        goes on from    image / snapshot   clone depth: the    `available`
+//!              `clone-<id>`: a layer  its new top,    / the frozen       data copied in,     at its
+//!              or an RBD snap;        by compare-     source: one O(1)   while `creating`)   location)
+//!              others: nothing)       and-swap)       pool call)
 //!
-//!  then: flattened if deeper than the pool's clone depth; `available`.
 //!  crash anywhere: forward from the recorded step (every pool call can be
-//!  repeated); a failure going forward: volume `error`, saga undone, the
-//!  data nothing records is garbage.
+//!  repeated; `record` is probed: the row exists → on, else undone); a
+//!  failure going forward: volume `error`, the data nothing records is
+//!  garbage once the saga is over.
 //! ```
 
 use std::collections::BTreeMap;
 
+use async_trait::async_trait;
 use chrono::Utc;
 use domain::identity::{Caller, Role};
 use domain::image::ImageStatus;
 use domain::volume::{SnapshotStatus, Volume, VolumeSource, VolumeStatus, GIB};
 use domain::{Error, ErrorKind, Result, VolumeId};
-use serde_json::{json, Value};
-use store::SagaRecord;
+use serde::{Deserialize, Serialize};
+use storage::volumes::FrozenVolume;
 
-use super::fault_point;
+use crate::saga::{Probe, Saga, SagaStep};
 use crate::Cloud;
-
-const KIND: &str = "volume-create";
 
 /// What `POST /volumes` asks for.
 #[derive(Debug, Clone, Default)]
@@ -45,40 +43,177 @@ pub struct NewVolume {
     pub metadata: BTreeMap<String, String>,
 }
 
-/// The saga's memory: the volume, and for a clone of a volume, where the
-/// source's data was frozen.
-#[derive(Debug, Clone)]
-struct Saga {
-    id: String,
+/// The `volume-create` saga's state.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct VolumeCreate {
     volume: VolumeId,
-    /// The source volume's location when it was frozen.
+    /// The record `record` inserts (in the request: recovery probes that
+    /// step, never runs it again).
+    #[serde(skip)]
+    record: Option<Volume>,
+    /// A source volume's location when it was frozen, and where its frozen
+    /// data and its new top are.
     source_old: Option<String>,
-    /// The frozen data of the source and its new top.
-    frozen: Option<(String, String)>,
+    frozen: Option<FrozenVolume>,
+    /// The new volume's data.
+    location: Option<String>,
 }
 
-impl Saga {
-    fn data(&self) -> Value {
-        json!({"volume": self.volume.to_string(), "source_old": self.source_old,
-               "frozen": self.frozen.as_ref().map(|(s, v)| json!({"snapshot": s, "volume": v}))})
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    Record,
+    Freeze,
+    MoveSource,
+    Make,
+    Flatten,
+    Publish,
+}
+
+impl SagaStep for Step {
+    const ALL: &'static [Step] = &[
+        Step::Record,
+        Step::Freeze,
+        Step::MoveSource,
+        Step::Make,
+        Step::Flatten,
+        Step::Publish,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Step::Record => "record",
+            Step::Freeze => "freeze",
+            Step::MoveSource => "move-source",
+            Step::Make => "make",
+            Step::Flatten => "flatten",
+            Step::Publish => "publish",
+        }
+    }
+}
+
+#[async_trait]
+impl Saga for VolumeCreate {
+    const KIND: &'static str = "volume-create";
+    type Step = Step;
+
+    fn describe(&self) -> String {
+        format!("of volume {}", self.volume)
     }
 
-    fn from_record(r: &SagaRecord) -> Result<Saga> {
-        let corrupt = || Error::internal(format!("Saga {} has corrupt data.", r.id));
-        let text = |v: &Value, k: &str| v.get(k).and_then(Value::as_str).map(str::to_owned);
-        let frozen = match r.data.get("frozen") {
-            Some(f @ Value::Object(_)) => Some((
-                text(f, "snapshot").ok_or_else(corrupt)?,
-                text(f, "volume").ok_or_else(corrupt)?,
-            )),
-            _ => None,
-        };
-        Ok(Saga {
-            id: r.id.clone(),
-            volume: text(&r.data, "volume").ok_or_else(corrupt)?.parse()?,
-            source_old: text(&r.data, "source_old"),
-            frozen,
+    fn pool_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.source_old.iter().cloned().collect();
+        if let Some(f) = &self.frozen {
+            names.extend([f.snapshot.clone(), f.volume.clone()]);
+        }
+        names.extend(self.location.clone());
+        names
+    }
+
+    async fn run(&mut self, cloud: &Cloud, step: Step) -> Result<()> {
+        let pool = cloud.volume_pool()?;
+        match step {
+            Step::Record => {
+                let record = self
+                    .record
+                    .as_ref()
+                    .ok_or_else(|| Error::internal("The volume creation saga lost its record."))?;
+                cloud.store.insert_volume(record).await?;
+            }
+            Step::Freeze => {
+                let volume = cloud.creating_volume(self.volume).await?;
+                if let VolumeSource::Volume(source) = volume.source {
+                    let src = cloud.store.volume(source).await?;
+                    let old = src.location.ok_or_else(|| {
+                        Error::invalid(format!("Source volume {source} has no data."))
+                    })?;
+                    let frozen = pool
+                        .snapshot_volume(&old, &format!("clone-{}", self.volume))
+                        .await?;
+                    self.source_old = Some(old);
+                    self.frozen = Some(frozen);
+                }
+            }
+            Step::MoveSource => {
+                let volume = cloud.creating_volume(self.volume).await?;
+                if let (VolumeSource::Volume(source), Some(old), Some(frozen)) =
+                    (volume.source, &self.source_old, &self.frozen)
+                {
+                    let now = cloud.store.volume(source).await?;
+                    if frozen.volume != *old && now.location.as_deref() == Some(old.as_str()) {
+                        cloud
+                            .store
+                            .move_volume_location(source, old, &frozen.volume)
+                            .await?;
+                    }
+                }
+            }
+            Step::Make => {
+                let volume = cloud.creating_volume(self.volume).await?;
+                self.location = Some(
+                    cloud
+                        .make_volume_data(&volume, self.frozen.as_ref())
+                        .await?,
+                );
+            }
+            Step::Flatten => {
+                let location = self.location()?;
+                if pool.clone_depth(location).await? > pool.max_clone_depth() {
+                    tracing::info!(volume = %self.volume, "volume deeper than the clone depth bound; flattening");
+                    pool.flatten_volume(location).await?;
+                }
+            }
+            Step::Publish => {
+                let location = self.location()?.to_string();
+                let volume = cloud.store.volume(self.volume).await?;
+                if volume.status == VolumeStatus::Creating {
+                    cloud
+                        .store
+                        .set_volume_status(
+                            self.volume,
+                            VolumeStatus::Creating,
+                            VolumeStatus::Available,
+                            Some(&location),
+                        )
+                        .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    async fn undo(&mut self, cloud: &Cloud, step: Step) -> Result<()> {
+        if step == Step::Record {
+            cloud.fail_volume_create(self.volume).await?;
+        }
+        Ok(())
+    }
+
+    async fn probe(&mut self, cloud: &Cloud, step: Step) -> Result<Probe> {
+        Ok(match step {
+            Step::Record => match cloud.store.volume(self.volume).await {
+                Ok(_) => Probe::Took,
+                Err(e) if e.kind() == ErrorKind::NotFound => Probe::NotTaken,
+                Err(e) => return Err(e),
+            },
+            _ => Probe::Rerun,
         })
+    }
+
+    async fn finished(&mut self, cloud: &Cloud) {
+        tracing::info!(volume = %self.volume, "volume created");
+        if let (Some(frozen), Ok(volume)) = (&self.frozen, cloud.store.volume(self.volume).await) {
+            if let VolumeSource::Volume(source) = volume.source {
+                cloud.keep_source_shallow(source, &frozen.snapshot).await;
+            }
+        }
+    }
+}
+
+impl VolumeCreate {
+    fn location(&self) -> Result<&str> {
+        self.location
+            .as_deref()
+            .ok_or_else(|| Error::internal("The volume creation saga lost its data."))
     }
 }
 
@@ -117,32 +252,17 @@ impl Cloud {
         volume.image_metadata = image_metadata;
         volume.validate()?;
 
-        let saga = Saga {
-            id: uuid::Uuid::new_v4().to_string(),
-            volume: volume.id,
-            source_old: None,
-            frozen: None,
-        };
-        self.store
-            .insert_saga(&SagaRecord {
-                id: saga.id.clone(),
-                kind: KIND.into(),
-                step: "begun".into(),
-                phase: store::SagaPhase::Running,
-                data: saga.data(),
-                created_at: now,
+        let mut saga = self
+            .begin_saga(VolumeCreate {
+                volume: volume.id,
+                record: Some(volume.clone()),
+                source_old: None,
+                frozen: None,
+                location: None,
             })
             .await?;
-        if let Err(e) = self.store.insert_volume(&volume).await {
-            let _ = self.store.finish_saga(&saga.id, "undone").await;
-            return Err(e);
-        }
-        fault_point("volume-create:begun");
-        let cloud = self.clone();
-        tokio::spawn(async move {
-            let mut saga = saga;
-            cloud.run_volume_create(&mut saga, "begun").await;
-        });
+        saga.run_through(Step::Record).await?;
+        saga.spawn();
         Ok(volume)
     }
 
@@ -245,26 +365,31 @@ impl Cloud {
         Ok((VolumeSource::Blank, size, false, BTreeMap::new()))
     }
 
-    /// Runs the saga forward from `step`; a failure leaves the volume in
-    /// `error` and the saga undone.
-    async fn run_volume_create(&self, saga: &mut Saga, step: &str) {
-        if let Err(e) = self.volume_create_forward(saga, step).await {
-            tracing::warn!(volume = %saga.volume, error = %e, "volume creation failed");
-            self.fail_volume_create(saga).await;
+    /// A volume the saga still makes (`creating`): anything else means
+    /// another actor settled it, and the saga stops (undone).
+    async fn creating_volume(&self, id: VolumeId) -> Result<Volume> {
+        let volume = self.store.volume(id).await?;
+        if volume.status != VolumeStatus::Creating {
+            return Err(Error::conflict(format!(
+                "Volume {id} is {} and no longer being created.",
+                volume.status
+            )));
         }
+        Ok(volume)
     }
 
-    async fn volume_create_forward(&self, saga: &mut Saga, step: &str) -> Result<()> {
-        let volume = self.store.volume(saga.volume).await?;
-        if volume.status != VolumeStatus::Creating {
-            return self.store.finish_saga(&saga.id, "done").await;
-        }
+    /// Makes a new volume's data from its source (one O(1) pool call that
+    /// can be repeated) and returns its location.
+    async fn make_volume_data(
+        &self,
+        volume: &Volume,
+        frozen: Option<&FrozenVolume>,
+    ) -> Result<String> {
         let pool = self.volume_pool()?;
         let name = format!("volume-{}", volume.id);
         let size = volume.size * GIB;
-        let gc = self.gc_lock.read().await;
-        let location = match volume.source {
-            VolumeSource::Blank => pool.create_volume(&name, size).await?,
+        match volume.source {
+            VolumeSource::Blank => pool.create_volume(&name, size).await,
             VolumeSource::Image(id) => {
                 let img = self.store.image(id).await?;
                 let location = img
@@ -272,8 +397,7 @@ impl Cloud {
                     .clone()
                     .ok_or_else(|| Error::invalid(format!("Image {id} has no data.")))?;
                 let format = crate::images::qemu_format_of(&img);
-                pool.volume_from_image(&name, &location, format, size)
-                    .await?
+                pool.volume_from_image(&name, &location, format, size).await
             }
             VolumeSource::Snapshot(id) => {
                 let snap = self.store.volume_snapshot(id).await?;
@@ -281,35 +405,18 @@ impl Cloud {
                     .location
                     .clone()
                     .ok_or_else(|| Error::invalid(format!("Snapshot {id} has no data.")))?;
-                pool.volume_from_snapshot(&name, &location, size).await?
+                pool.volume_from_snapshot(&name, &location, size).await
             }
             VolumeSource::Volume(source) => {
-                let frozen = self.freeze_source_volume(saga, step, source).await?;
-                pool.volume_from_snapshot(&name, &frozen, size).await?
+                let frozen = frozen.ok_or_else(|| {
+                    Error::internal(format!(
+                        "The clone of volume {source} lost its frozen source."
+                    ))
+                })?;
+                pool.volume_from_snapshot(&name, &frozen.snapshot, size)
+                    .await
             }
-        };
-        fault_point("volume-create:made");
-        if pool.clone_depth(&location).await? > pool.max_clone_depth() {
-            tracing::info!(volume = %volume.id, "volume deeper than the clone depth bound; flattening");
-            pool.flatten_volume(&location).await?;
         }
-        drop(gc);
-        // Before the clone is available, so that clones made one after the
-        // other each find their frozen layer right under the source's top.
-        if let (VolumeSource::Volume(source), Some((frozen, _))) = (volume.source, &saga.frozen) {
-            self.keep_source_shallow(source, frozen).await;
-        }
-        self.store
-            .set_volume_status(
-                saga.volume,
-                VolumeStatus::Creating,
-                VolumeStatus::Available,
-                Some(&location),
-            )
-            .await?;
-        self.store.finish_saga(&saga.id, "done").await?;
-        tracing::info!(volume = %saga.volume, "volume created");
-        Ok(())
     }
 
     /// Each clone of a volume freezes the source's data under a new top
@@ -341,89 +448,18 @@ impl Cloud {
         }
     }
 
-    /// Freezes the source volume's data for a clone (once: a recorded
-    /// freeze is reused) and returns the frozen data's location.
-    async fn freeze_source_volume(
-        &self,
-        saga: &mut Saga,
-        step: &str,
-        source: VolumeId,
-    ) -> Result<String> {
-        let pool = self.volume_pool()?;
-        if step != "frozen" || saga.frozen.is_none() {
-            let old = match (&saga.source_old, step) {
-                (Some(old), "freezing") => old.clone(),
-                _ => {
-                    let src = self.store.volume(source).await?;
-                    src.location.ok_or_else(|| {
-                        Error::invalid(format!("Source volume {source} has no data."))
-                    })?
-                }
-            };
-            saga.source_old = Some(old.clone());
-            self.store
-                .saga_step(&saga.id, "freezing", &saga.data())
-                .await?;
-            let frozen = pool
-                .snapshot_volume(&old, &format!("clone-{}", saga.volume))
-                .await?;
-            saga.frozen = Some((frozen.snapshot, frozen.volume));
-            self.store
-                .saga_step(&saga.id, "frozen", &saga.data())
-                .await?;
-            fault_point("volume-create:frozen");
-        }
-        let (Some(old), Some((snapshot, new_top))) = (&saga.source_old, &saga.frozen) else {
-            return Err(Error::internal(
-                "The volume creation saga lost its frozen source.",
-            ));
-        };
-        if old != new_top {
-            let now = self.store.volume(source).await?;
-            if now.location.as_deref() == Some(old.as_str()) {
+    /// A volume whose creation failed: `error` (Cinder's way; the user
+    /// deletes it).
+    async fn fail_volume_create(&self, id: VolumeId) -> Result<()> {
+        match self.store.volume(id).await {
+            Ok(volume) if volume.status == VolumeStatus::Creating => {
                 self.store
-                    .move_volume_location(source, old, new_top)
-                    .await?;
+                    .set_volume_status(id, VolumeStatus::Creating, VolumeStatus::Error, None)
+                    .await
             }
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
         }
-        Ok(snapshot.clone())
     }
-
-    async fn fail_volume_create(&self, saga: &Saga) {
-        if let Ok(volume) = self.store.volume(saga.volume).await {
-            if volume.status == VolumeStatus::Creating {
-                let _ = self
-                    .store
-                    .set_volume_status(volume.id, VolumeStatus::Creating, VolumeStatus::Error, None)
-                    .await;
-            }
-        }
-        let _ = self.store.finish_saga(&saga.id, "undone").await;
-        self.collect_garbage_quietly().await;
-    }
-}
-
-/// Takes every creation saga a previous run left open forward.
-pub(super) async fn recover(cloud: &Cloud) -> Result<Vec<String>> {
-    let mut repaired = Vec::new();
-    for record in cloud
-        .store
-        .open_sagas()
-        .await?
-        .into_iter()
-        .filter(|r| r.kind == KIND)
-    {
-        let mut saga = Saga::from_record(&record)?;
-        cloud.run_volume_create(&mut saga, &record.step).await;
-        let outcome = match cloud.store.volume(saga.volume).await {
-            Ok(v) => v.status.to_string(),
-            Err(e) if e.kind() == ErrorKind::NotFound => "never recorded".to_string(),
-            Err(e) => return Err(e),
-        };
-        repaired.push(format!(
-            "creation of volume {} (at {}): {outcome}",
-            saga.volume, record.step
-        ));
-    }
-    Ok(repaired)
 }

@@ -19,8 +19,8 @@
 //!
 //! Project isolation: another project's volume or snapshot is 404.
 
-mod create;
-mod snapshots;
+pub(crate) mod create;
+pub(crate) mod snapshots;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -33,7 +33,6 @@ use storage::volumes::VolumePool;
 pub use create::NewVolume;
 pub use snapshots::NewSnapshot;
 
-use crate::fault::fault_point;
 use crate::Cloud;
 
 /// What a user may change on a volume or snapshot.
@@ -277,9 +276,7 @@ pub(crate) async fn collect_garbage(
 /// forward (or end in `error`), attaches and detaches are settled from
 /// what the hypervisor shows, extends are redone, deletes finished.
 pub(crate) async fn reconcile(cloud: &Cloud) -> Result<Vec<String>> {
-    let mut repaired = create::recover(cloud).await?;
-    repaired.extend(snapshots::recover(cloud).await?);
-    repaired.extend(cloud.recover_attachments().await?);
+    let mut repaired = cloud.recover_attachments().await?;
     for volume in cloud.store.volumes(None).await? {
         match volume.status {
             VolumeStatus::Extending => {

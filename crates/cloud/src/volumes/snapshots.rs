@@ -1,15 +1,19 @@
-//! Volume snapshots: O(1), as a short saga recorded before it runs.
+//! Volume snapshots: O(1), as a saga (`volume-snapshot`, on the engine in
+//! [`crate::saga`]).
 //!
 //! ```text
-//!  begun ──────────▶ freezing ───────────────────▶ done
-//!  (snapshot          (the volume's location        (volume moved to its new
-//!   `creating`)        recorded, then its data       top by compare-and-swap;
-//!                      frozen: file = the top        snapshot `available` with
-//!                      becomes a layer under a       the frozen data)
-//!                      new top; rbd = snap+protect)
+//!  record ──────▶ plan ──────────────▶ freeze ───────────────────▶ switch
+//!  (snapshot       (the volume's        (file: the top becomes a     (volume on its new top by
+//!   `creating`)     location and the     layer under a new top —     compare-and-swap; snapshot
+//!                   names the freeze     by QEMU when a running      `available` with the
+//!                   will use recorded)   server has the volume       frozen data)
+//!                                        open; rbd: snap + protect)
 //!
-//!  crash anywhere: forward (freezing the recorded location again finds
-//!  what the first attempt made); a failure going forward: snapshot `error`.
+//!  crash in record: probed (the row exists → on); anywhere else: forward
+//!  (freezing the recorded location again finds what the first attempt
+//!  made; a cut QEMU made is found, not made twice); a failure going
+//!  forward: snapshot `error`, and a volume QEMU already writes in its new
+//!  top is moved there.
 //! ```
 //! Deleting a snapshot: first its own volume stops standing on its data
 //! where the pool can do it cheaply (file pool: the layer right under the
@@ -20,17 +24,18 @@
 
 use std::collections::BTreeMap;
 
+use async_trait::async_trait;
 use chrono::Utc;
 use domain::identity::{Caller, Role};
 use domain::volume::{SnapshotStatus, VolumeSnapshot, VolumeStatus};
-use domain::{Error, Result, VolumeSnapshotId};
-use serde_json::{json, Value};
-use store::SagaRecord;
+use domain::{Error, ErrorKind, Result, VolumeId, VolumeSnapshotId};
+use serde::{Deserialize, Serialize};
+use storage::volumes::FrozenVolume;
 
-use super::{fault_point, VolumeChanges};
+use super::VolumeChanges;
+use crate::compute::volume_cut::{snapshot_name, AttachedCut};
+use crate::saga::{Probe, Saga, SagaStep};
 use crate::Cloud;
-
-const KIND: &str = "volume-snapshot";
 
 /// What `POST /snapshots` asks for.
 #[derive(Debug, Clone, Default)]
@@ -43,28 +48,174 @@ pub struct NewSnapshot {
     pub force: bool,
 }
 
-#[derive(Debug, Clone)]
-struct Saga {
-    id: String,
+/// The `volume-snapshot` saga's state.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct VolumeSnapshotCreate {
     snapshot: VolumeSnapshotId,
-    /// The volume's location when it was frozen.
+    volume: VolumeId,
+    /// The record `record` inserts (in the request: recovery probes that
+    /// step, never runs it again).
+    #[serde(skip)]
+    record: Option<VolumeSnapshot>,
+    /// The volume's location when it is frozen, and where the freeze puts
+    /// the snapshot's data and the volume's new top.
     old: Option<String>,
+    frozen: Option<FrozenVolume>,
+    /// A crash interrupted `freeze`: a cut QEMU already made is not made again.
+    #[serde(default)]
+    resumed: bool,
+    /// From a cut QEMU made until the volume's new location is recorded.
+    #[serde(skip)]
+    cut: Option<AttachedCut>,
 }
 
-impl Saga {
-    fn data(&self) -> Value {
-        json!({"snapshot": self.snapshot.to_string(), "old": self.old})
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    Record,
+    Plan,
+    Freeze,
+    Switch,
+}
+
+impl SagaStep for Step {
+    const ALL: &'static [Step] = &[Step::Record, Step::Plan, Step::Freeze, Step::Switch];
+
+    fn name(self) -> &'static str {
+        match self {
+            Step::Record => "record",
+            Step::Plan => "plan",
+            Step::Freeze => "freeze",
+            Step::Switch => "switch",
+        }
+    }
+}
+
+#[async_trait]
+impl Saga for VolumeSnapshotCreate {
+    const KIND: &'static str = "volume-snapshot";
+    type Step = Step;
+
+    fn describe(&self) -> String {
+        format!("{} of volume {}", self.snapshot, self.volume)
     }
 
-    fn from_record(r: &SagaRecord) -> Result<Saga> {
-        let text = |k: &str| r.data.get(k).and_then(Value::as_str).map(str::to_owned);
-        Ok(Saga {
-            id: r.id.clone(),
-            snapshot: text("snapshot")
-                .ok_or_else(|| Error::internal(format!("Saga {} has corrupt data.", r.id)))?
-                .parse()?,
-            old: text("old"),
+    fn pool_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.old.iter().cloned().collect();
+        if let Some(f) = &self.frozen {
+            names.extend([f.snapshot.clone(), f.volume.clone()]);
+        }
+        names
+    }
+
+    async fn run(&mut self, cloud: &Cloud, step: Step) -> Result<()> {
+        let pool = cloud.volume_pool()?;
+        match step {
+            Step::Record => {
+                let record = self
+                    .record
+                    .as_ref()
+                    .ok_or_else(|| Error::internal("The volume snapshot saga lost its record."))?;
+                cloud.store.insert_volume_snapshot(record).await?;
+            }
+            Step::Plan => {
+                let volume = cloud.store.volume(self.volume).await?;
+                let old = volume.location.ok_or_else(|| {
+                    Error::invalid(format!("Volume {} has no data.", self.volume))
+                })?;
+                let (frozen, _) = pool.planned_snapshot(&old, &snapshot_name(self.snapshot))?;
+                self.old = Some(old);
+                self.frozen = Some(frozen);
+            }
+            Step::Freeze => {
+                let old = self.old()?.to_string();
+                // An in-use volume a running QEMU has open is cut by QEMU.
+                let cut = cloud
+                    .cut_attached_volume(self.volume, self.snapshot, &old, self.resumed)
+                    .await?;
+                let frozen = match &cut {
+                    Some(cut) => cut.frozen.clone(),
+                    None => {
+                        pool.snapshot_volume(&old, &snapshot_name(self.snapshot))
+                            .await?
+                    }
+                };
+                self.frozen = Some(frozen);
+                self.cut = cut;
+            }
+            Step::Switch => {
+                let frozen = self.frozen()?.clone();
+                cloud
+                    .move_frozen_volume(self.volume, self.old()?, &frozen)
+                    .await?;
+                let snap = cloud.store.volume_snapshot(self.snapshot).await?;
+                if snap.status == SnapshotStatus::Creating {
+                    cloud
+                        .store
+                        .set_volume_snapshot_status(
+                            self.snapshot,
+                            SnapshotStatus::Creating,
+                            SnapshotStatus::Available,
+                            Some(&frozen.snapshot),
+                        )
+                        .await?;
+                }
+                self.cut = None;
+            }
+        }
+        Ok(())
+    }
+
+    async fn undo(&mut self, cloud: &Cloud, step: Step) -> Result<()> {
+        match step {
+            Step::Record => cloud.fail_volume_snapshot(self.snapshot).await?,
+            Step::Freeze => {
+                // A volume QEMU already writes in its new top stays there.
+                if let (Some(old), Some(frozen)) = (self.old.clone(), self.frozen.clone()) {
+                    if cloud
+                        .attached_cut_took(self.volume, self.snapshot, &old)
+                        .await?
+                    {
+                        cloud.move_frozen_volume(self.volume, &old, &frozen).await?;
+                    }
+                }
+                self.cut = None;
+            }
+            Step::Plan | Step::Switch => {}
+        }
+        Ok(())
+    }
+
+    async fn probe(&mut self, cloud: &Cloud, step: Step) -> Result<Probe> {
+        Ok(match step {
+            Step::Record => match cloud.store.volume_snapshot(self.snapshot).await {
+                Ok(_) => Probe::Took,
+                Err(e) if e.kind() == ErrorKind::NotFound => Probe::NotTaken,
+                Err(e) => return Err(e),
+            },
+            Step::Freeze => {
+                self.resumed = true;
+                Probe::Rerun
+            }
+            _ => Probe::Rerun,
         })
+    }
+
+    async fn finished(&mut self, _cloud: &Cloud) {
+        tracing::info!(snapshot = %self.snapshot, volume = %self.volume, "volume snapshot taken");
+    }
+}
+
+impl VolumeSnapshotCreate {
+    fn old(&self) -> Result<&str> {
+        self.old
+            .as_deref()
+            .ok_or_else(|| Error::internal("The volume snapshot saga lost the volume's location."))
+    }
+
+    fn frozen(&self) -> Result<&FrozenVolume> {
+        self.frozen
+            .as_ref()
+            .ok_or_else(|| Error::internal("The volume snapshot saga lost its frozen data."))
     }
 }
 
@@ -95,103 +246,55 @@ impl Cloud {
             updated_at: now,
         };
         snap.validate()?;
-        let saga = Saga {
-            id: uuid::Uuid::new_v4().to_string(),
-            snapshot: snap.id,
-            old: None,
-        };
-        self.store
-            .insert_saga(&SagaRecord {
-                id: saga.id.clone(),
-                kind: KIND.into(),
-                step: "begun".into(),
-                phase: store::SagaPhase::Running,
-                data: saga.data(),
-                created_at: now,
+        let mut saga = self
+            .begin_saga(VolumeSnapshotCreate {
+                snapshot: snap.id,
+                volume: volume.id,
+                record: Some(snap.clone()),
+                old: None,
+                frozen: None,
+                resumed: false,
+                cut: None,
             })
             .await?;
-        if let Err(e) = self.store.insert_volume_snapshot(&snap).await {
-            let _ = self.store.finish_saga(&saga.id, "undone").await;
-            return Err(e);
-        }
-        fault_point("volume-snapshot:begun");
-        let cloud = self.clone();
-        tokio::spawn(async move {
-            let mut saga = saga;
-            cloud.run_volume_snapshot(&mut saga, "begun").await;
-        });
+        saga.run_through(Step::Record).await?;
+        saga.spawn();
         Ok(snap)
     }
 
-    async fn run_volume_snapshot(&self, saga: &mut Saga, step: &str) {
-        if let Err(e) = self.volume_snapshot_forward(saga, step).await {
-            tracing::warn!(snapshot = %saga.snapshot, error = %e, "volume snapshot failed");
-            if let Ok(snap) = self.store.volume_snapshot(saga.snapshot).await {
-                if snap.status == SnapshotStatus::Creating {
-                    let _ = self
-                        .store
-                        .set_volume_snapshot_status(
-                            snap.id,
-                            SnapshotStatus::Creating,
-                            SnapshotStatus::Error,
-                            None,
-                        )
-                        .await;
-                }
+    /// A snapshot whose creation failed: `error` (Cinder's way).
+    async fn fail_volume_snapshot(&self, id: VolumeSnapshotId) -> Result<()> {
+        match self.store.volume_snapshot(id).await {
+            Ok(snap) if snap.status == SnapshotStatus::Creating => {
+                self.store
+                    .set_volume_snapshot_status(
+                        id,
+                        SnapshotStatus::Creating,
+                        SnapshotStatus::Error,
+                        None,
+                    )
+                    .await
             }
-            let _ = self.store.finish_saga(&saga.id, "undone").await;
-            self.collect_garbage_quietly().await;
+            Ok(_) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
         }
     }
 
-    async fn volume_snapshot_forward(&self, saga: &mut Saga, step: &str) -> Result<()> {
-        let snap = self.store.volume_snapshot(saga.snapshot).await?;
-        if snap.status != SnapshotStatus::Creating {
-            return self.store.finish_saga(&saga.id, "done").await;
-        }
-        let pool = self.volume_pool()?;
-        let volume = self.store.volume(snap.volume_id).await?;
-        let old = match (&saga.old, step) {
-            (Some(old), "freezing") => old.clone(),
-            _ => volume
-                .location
-                .clone()
-                .ok_or_else(|| Error::invalid(format!("Volume {} has no data.", volume.id)))?,
-        };
-        saga.old = Some(old.clone());
-        self.store
-            .saga_step(&saga.id, "freezing", &saga.data())
-            .await?;
-        let gc = self.gc_lock.read().await;
-        // An in-use volume a running QEMU has open is cut by QEMU.
-        let attached = self
-            .cut_attached_volume(volume.id, snap.id, &old, step == "freezing")
-            .await?;
-        let frozen = match &attached {
-            Some(cut) => cut.frozen.clone(),
-            None => {
-                pool.snapshot_volume(&old, &format!("snapshot-{}", snap.id))
-                    .await?
-            }
-        };
-        fault_point("volume-snapshot:frozen");
-        if frozen.volume != old && volume.location.as_deref() == Some(old.as_str()) {
+    /// The volume goes on from the new top a freeze gave it (compare and
+    /// swap; moved already is fine).
+    async fn move_frozen_volume(
+        &self,
+        volume: VolumeId,
+        old: &str,
+        frozen: &FrozenVolume,
+    ) -> Result<()> {
+        let now = self.store.volume(volume).await?;
+        if frozen.volume != old && now.location.as_deref() == Some(old) {
             self.store
-                .move_volume_location(volume.id, &old, &frozen.volume)
+                .move_volume_location(volume, old, &frozen.volume)
                 .await?;
         }
-        self.store
-            .set_volume_snapshot_status(
-                snap.id,
-                SnapshotStatus::Creating,
-                SnapshotStatus::Available,
-                Some(&frozen.snapshot),
-            )
-            .await?;
-        drop(attached);
-        drop(gc);
-        self.store.finish_saga(&saga.id, "done").await?;
-        tracing::info!(snapshot = %saga.snapshot, volume = %volume.id, "volume snapshot taken");
         Ok(())
     }
 
@@ -287,29 +390,4 @@ impl Cloud {
             }
         }
     }
-}
-
-/// Takes every snapshot saga a previous run left open forward.
-pub(super) async fn recover(cloud: &Cloud) -> Result<Vec<String>> {
-    let mut repaired = Vec::new();
-    for record in cloud
-        .store
-        .open_sagas()
-        .await?
-        .into_iter()
-        .filter(|r| r.kind == KIND)
-    {
-        let mut saga = Saga::from_record(&record)?;
-        cloud.run_volume_snapshot(&mut saga, &record.step).await;
-        let outcome = cloud
-            .store
-            .volume_snapshot(saga.snapshot)
-            .await
-            .map_or_else(|_| "never recorded".to_string(), |s| s.status.to_string());
-        repaired.push(format!(
-            "snapshot {} (at {}): {outcome}",
-            saga.snapshot, record.step
-        ));
-    }
-    Ok(repaired)
 }

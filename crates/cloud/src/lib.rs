@@ -123,7 +123,6 @@ impl Cloud {
     /// start-up before serving. Returns a line per thing it repaired.
     pub async fn reconcile(&self) -> Result<Vec<String>> {
         let mut repaired = self.recover_sagas().await?;
-        repaired.extend(restore_points::recover(self).await?);
         repaired.extend(compute::reconcile(self).await?);
         repaired.extend(images::reconcile(self).await?);
         repaired.extend(volumes::reconcile(self).await?);

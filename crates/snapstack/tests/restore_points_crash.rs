@@ -82,10 +82,10 @@ fn service_killed_at_every_restore_point_step_then_tree_consistent_and_points_re
 
     let mut outcomes = Vec::new();
     for (step, memory, internal) in [
-        ("restore-point-create:begun", true, false),
+        ("restore-point-create:cut:start", true, false),
         ("restore-point-create:cut", true, false),
-        ("restore-point-create:switched", false, false),
-        ("restore-point-internal:saved", true, true),
+        ("restore-point-create:switch", false, false),
+        ("restore-point-create:cut", true, true),
     ] {
         crash_at(&mut server, step, |s| {
             let method = if internal { "internal" } else { "external" };
@@ -99,10 +99,7 @@ fn service_killed_at_every_restore_point_step_then_tree_consistent_and_points_re
             tree(&api, &vm)["restore_points"].as_array().unwrap().len(),
         ));
     }
-    for step in [
-        "restore-point-delete:begun",
-        "restore-point-delete:state-removed",
-    ] {
+    for step in ["restore-point-delete:claim", "restore-point-delete:remove"] {
         let api = Api::new(&server);
         let victim = take_point(&api, &vm, "victim", true);
         let victim_id = victim["id"].as_str().unwrap().to_string();
@@ -122,10 +119,10 @@ fn service_killed_at_every_restore_point_step_then_tree_consistent_and_points_re
         );
     }
     for step in [
-        "restore-point-revert:begun",
+        "restore-point-revert:claim",
         "restore-point-revert:overlay",
-        "restore-point-revert:switched",
-        "restore-point-revert:started",
+        "restore-point-revert:switch",
+        "restore-point-revert:start",
     ] {
         crash_at(&mut server, step, |s| {
             fire(

@@ -102,9 +102,9 @@ fn rbd_service_killed_at_every_restore_point_step_then_tree_consistent_and_point
 
     let mut outcomes = Vec::new();
     for (step, memory) in [
-        ("restore-point-create:begun", true),
+        ("restore-point-create:cut:start", true),
         ("restore-point-create:cut", true),
-        ("restore-point-create:switched", false),
+        ("restore-point-create:switch", false),
     ] {
         crash_at(server, step, |s| {
             let body = json!({"restore_point": {"name": step, "memory": memory}});
@@ -115,10 +115,7 @@ fn rbd_service_killed_at_every_restore_point_step_then_tree_consistent_and_point
         outcomes.push(tree(&api, &vm)["restore_points"].as_array().unwrap().len());
     }
     let mut victims_left = Vec::new();
-    for step in [
-        "restore-point-delete:begun",
-        "restore-point-delete:state-removed",
-    ] {
+    for step in ["restore-point-delete:claim", "restore-point-delete:remove"] {
         let api = Api::new(server);
         let victim = take_point(&api, &vm, "victim", true);
         let victim_id = victim["id"].as_str().unwrap().to_string();
@@ -135,10 +132,10 @@ fn rbd_service_killed_at_every_restore_point_step_then_tree_consistent_and_point
         }
     }
     for step in [
-        "restore-point-revert:begun",
+        "restore-point-revert:claim",
         "restore-point-revert:overlay",
-        "restore-point-revert:switched",
-        "restore-point-revert:started",
+        "restore-point-revert:switch",
+        "restore-point-revert:start",
     ] {
         crash_at(server, step, |s| {
             fire(

@@ -121,7 +121,7 @@ fn service_killed_at_volume_point_steps_then_consistent_and_both_disks_revert() 
     let mut counts = Vec::new();
     for (step, memory) in [
         ("restore-point-create:cut", true),
-        ("restore-point-create:switched", false),
+        ("restore-point-create:switch", false),
     ] {
         crash_at(&mut server, step, |s| {
             let body = json!({"restore_point": {"name": step, "memory": memory}});
@@ -133,7 +133,7 @@ fn service_killed_at_volume_point_steps_then_consistent_and_both_disks_revert() 
     }
     for step in [
         "restore-point-revert:overlay",
-        "restore-point-revert:switched",
+        "restore-point-revert:switch",
     ] {
         crash_at(&mut server, step, |s| {
             fire(

@@ -93,12 +93,6 @@ impl Store {
         Ok(())
     }
 
-    /// Records that saga `id` is about to run `step` (flows not yet on the
-    /// saga engine).
-    pub async fn saga_step(&self, id: &str, step: &str, data: &serde_json::Value) -> Result<()> {
-        self.saga_progress(id, step, SagaPhase::Running, data).await
-    }
-
     /// Closes saga `id` with `outcome` (`done`, `undone`, …).
     pub async fn finish_saga(&self, id: &str, outcome: &str) -> Result<()> {
         sqlx::query("UPDATE sagas SET outcome = ?, done = 1, updated_at = ? WHERE id = ?")

@@ -1,23 +1,27 @@
-//! Creating a restore point: a saga, each step recorded before it runs.
+//! Creating a restore point: a saga (`restore-point-create`, on the engine
+//! in [`crate::saga`]); `record` runs in the request, the rest in the
+//! background.
 //!
 //! ```text
-//!  begun ─────────▶ cut ───────────────────────▶ switched ───────▶ done
-//!  (point row       (new tops + state file        (server.root_disk and
-//!   `creating`,      chosen and recorded, then     each volume's location
-//!   task claimed)    QEMU cuts every disk — root   = new tops (CAS), point
-//!                    and volumes — and saves       `available` with the
-//!                    memory at one instant;        old tops as its layers,
-//!                    qemu-img when no QEMU runs)   current = point)
+//!  record ──────▶ plan ─────────────────▶ cut ──────────────────────────▶ switch ───────────▶ release
+//!  (point row     (new tops, the memory   (QEMU cuts every disk — root   (server.root_disk    (task
+//!   `creating`,    state's name, the       and volumes — and saves        and each volume's    cleared)
+//!   task           native snapshot's       memory at one instant;         location = new
+//!   claimed)       name: recorded before   qemu-img / librbd when no      tops (CAS); point
+//!                  anything is made)       QEMU runs; internal: the       `available`, its
+//!                                          snapshot-save job)             layers, current)
 //!
-//!  crash at begun:    undo — point removed, task cleared
-//!  crash at cut:      the new top in use (or a complete overlay of a
-//!                     stopped disk)? forward; with memory and no complete
-//!                     state file, the server keeps the new top but the
-//!                     point is removed. Otherwise undo (the half-made
-//!                     overlay is garbage). A VM left paused is resumed.
-//!  crash at switched: forward — clear the task
+//!  crash in …  recovery
+//!  record      probe: the point exists and the task is claimed → on; else undone
+//!  cut         probe: every new top in use (or a complete overlay of a
+//!              stopped disk) and the memory state whole → on; else undone:
+//!              a new top QEMU already writes stays the server's disk, the
+//!              point goes (internal: the tag is deleted). A VM left paused
+//!              is resumed first.
+//!  other       run again (idempotent)
 //! ```
 
+use async_trait::async_trait;
 use chrono::Utc;
 use domain::identity::{Caller, Role};
 use domain::restore_point::{
@@ -26,15 +30,175 @@ use domain::restore_point::{
 use domain::server::{TaskState, VmState};
 use domain::{Error, Result};
 use hypervisor::DiskOverlay;
+use serde::{Deserialize, Serialize};
 
 use super::volumes::point_disks;
-use super::{fault_point, overlay_name, Saga, ROOT_DISK_ID};
+use super::{overlay_name, PointState, ROOT_DISK_ID};
 use crate::compute::hypervisor_error;
+use crate::saga::{Probe, Saga, SagaStep};
 use crate::Cloud;
-
-pub(super) const KIND: &str = "restore-point-create";
 /// How long the guest agent may take to freeze the guest's filesystems.
 const FREEZE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The `restore-point-create` saga.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct PointCreate {
+    #[serde(flatten)]
+    state: PointState,
+    /// The point's row, inserted by `record` (in the request: recovery
+    /// probes that step, never runs it again).
+    #[serde(skip)]
+    record: Option<RestorePoint>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    Record,
+    Plan,
+    Cut,
+    Switch,
+    Release,
+}
+
+impl SagaStep for Step {
+    const ALL: &'static [Step] = &[
+        Step::Record,
+        Step::Plan,
+        Step::Cut,
+        Step::Switch,
+        Step::Release,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Step::Record => "record",
+            Step::Plan => "plan",
+            Step::Cut => "cut",
+            Step::Switch => "switch",
+            Step::Release => "release",
+        }
+    }
+}
+
+#[async_trait]
+impl Saga for PointCreate {
+    const KIND: &'static str = "restore-point-create";
+    type Step = Step;
+
+    fn describe(&self) -> String {
+        self.state.describe()
+    }
+
+    fn pool_names(&self) -> Vec<String> {
+        self.state.pool_names()
+    }
+
+    async fn run(&mut self, cloud: &Cloud, step: Step) -> Result<()> {
+        let saga = &mut self.state;
+        match step {
+            Step::Record => {
+                let point = self.record.as_ref().ok_or_else(|| {
+                    Error::internal("The restore-point saga lost the point's record.")
+                })?;
+                cloud.store.insert_restore_point(point).await?;
+                let server = cloud.store.server(saga.server()?).await?;
+                cloud
+                    .claim_task(&server, TaskState::RestorePointCreating)
+                    .await?;
+                saga.claimed = true;
+            }
+            Step::Plan => cloud.plan_point_create(saga).await?,
+            Step::Cut => {
+                if saga.internal {
+                    cloud.internal_point_cut(saga).await?;
+                } else if cloud.native_points().is_some() {
+                    saga.pause_us = cloud.native_point_cut(saga).await?;
+                } else {
+                    cloud.point_cut(saga).await?;
+                }
+            }
+            Step::Switch => {
+                cloud.record_point_switch(saga).await?;
+                saga.cut_guard = None;
+            }
+            Step::Release => cloud.clear_point_task(saga.server()?, None, None).await?,
+        }
+        Ok(())
+    }
+
+    async fn undo(&mut self, cloud: &Cloud, step: Step) -> Result<()> {
+        let saga = &mut self.state;
+        match step {
+            Step::Record => {
+                if let Some(id) = saga.point {
+                    if cloud.store.restore_point(id).await.is_ok() {
+                        cloud.remove_point_state(saga.state_file.as_deref()).await;
+                        cloud.store.delete_restore_point(id).await?;
+                    }
+                }
+                if saga.claimed {
+                    // QEMU may have died meanwhile: the server is what it shows.
+                    let now = cloud.store.server(saga.server()?).await?;
+                    let observed = cloud.observed_state(&now).await;
+                    cloud.clear_point_task(now.id, Some(observed), None).await?;
+                }
+            }
+            Step::Cut => {
+                if saga.internal {
+                    cloud.forget_internal_tag(saga).await;
+                }
+                let layered = saga.new_top.is_some() || !saga.volumes.is_empty();
+                if layered && cloud.point_cut_took(saga).await {
+                    // QEMU writes into the new top already: it stays the disk.
+                    cloud.keep_point_new_top(saga).await?;
+                }
+                saga.cut_guard = None;
+            }
+            Step::Plan | Step::Switch | Step::Release => {}
+        }
+        Ok(())
+    }
+
+    async fn probe(&mut self, cloud: &Cloud, step: Step) -> Result<Probe> {
+        let saga = &mut self.state;
+        Ok(match step {
+            Step::Record => {
+                let point = cloud.store.restore_point(saga.point()?).await.is_ok();
+                let task = cloud.store.server(saga.server()?).await?.task_state;
+                if point && task == Some(TaskState::RestorePointCreating) {
+                    saga.claimed = true;
+                    Probe::Took
+                } else {
+                    Probe::NotTaken
+                }
+            }
+            // An interrupted snapshot-save is undone (its tag deleted).
+            Step::Cut if saga.internal => Probe::NotTaken,
+            Step::Cut => {
+                if cloud.point_cut_took(saga).await && cloud.point_state_saved(saga).await {
+                    Probe::Took
+                } else {
+                    Probe::NotTaken
+                }
+            }
+            _ => Probe::Rerun,
+        })
+    }
+
+    async fn before_recovery(&mut self, cloud: &Cloud) {
+        cloud.resume_point_vm_if_paused(&self.state).await;
+    }
+
+    async fn finished(&mut self, _cloud: &Cloud) {
+        tracing::info!(server = ?self.state.server, point = ?self.state.point, "restore point created");
+    }
+
+    async fn undone(&mut self, cloud: &Cloud, cause: Option<&Error>) {
+        if let (Some(cause), Some(server)) = (cause, self.state.server) {
+            cloud.record_point_fault(server, cause).await;
+        }
+    }
+}
 
 impl Cloud {
     /// Starts a restore point of a server; returns it (`creating`) at once,
@@ -105,52 +269,57 @@ impl Cloud {
             created_at: now,
             updated_at: now,
         };
-        let mut saga = Saga::new(server.id, point.id);
-        saga.memory = point.memory;
-        saga.internal = internal;
-        saga.quiesce = new.quiesce;
-        self.store.insert_saga(&saga.record(KIND)).await?;
-        self.store.insert_restore_point(&point).await?;
-        if let Err(e) = self
-            .claim_task(&server, TaskState::RestorePointCreating)
-            .await
-        {
-            // Another request claimed the server first: only this point goes
-            // (the task is the winner's).
-            let _ = self.store.delete_restore_point(point.id).await;
-            let _ = self.store.finish_saga(&saga.id, "undone").await;
-            return Err(e);
-        }
-        fault_point("restore-point-create:begun");
-        let cloud = self.clone();
-        tokio::spawn(async move {
-            let mut saga = saga;
-            let forward = if saga.internal {
-                cloud.internal_point_forward(&mut saga).await
-            } else if cloud.native_points().is_some() {
-                cloud.native_point_create_forward(&mut saga).await
-            } else {
-                cloud.point_create_forward(&mut saga).await
-            };
-            if let Err(e) = forward {
-                tracing::warn!(point = ?saga.point, error = %e, "restore point failed; undoing");
-                cloud.undo_point_create(&saga, Some(&e)).await;
-            }
-        });
+        let mut state = PointState::new(server.id, point.id);
+        state.memory = point.memory;
+        state.internal = internal;
+        state.quiesce = new.quiesce;
+        let mut saga = self
+            .begin_saga(PointCreate {
+                state,
+                record: Some(point.clone()),
+            })
+            .await?;
+        saga.run_through(Step::Record).await?;
+        saga.spawn();
         Ok(point)
     }
+}
 
-    /// Runs the saga from `begun`.
-    async fn point_create_forward(&self, saga: &mut Saga) -> Result<()> {
+impl Cloud {
+    /// Names what the cut will make (new tops, the memory state, the
+    /// native snapshot), before anything is made.
+    async fn plan_point_create(&self, saga: &mut PointState) -> Result<()> {
         let server = self.store.server(saga.server()?).await?;
         let point_id = saga.point()?;
+        if saga.internal {
+            saga.old_top = Some(
+                server
+                    .root_disk
+                    .clone()
+                    .ok_or_else(|| Error::conflict("The server has no disk."))?,
+            );
+            return Ok(());
+        }
+        if let Some(points) = self.native_points() {
+            let disk = server
+                .root_disk
+                .clone()
+                .ok_or_else(|| Error::conflict("The server has no disk."))?;
+            let snapshot = points.point_snapshot(&disk, &point_id.to_string())?;
+            saga.old_top = Some(snapshot.location);
+            saga.state_file = match saga.memory {
+                true => Some(points.point_state(&point_id.to_string())?),
+                false => None,
+            };
+            return Ok(());
+        }
         let root = match server.root_disk.clone() {
             Some(old_top) => {
-                let (new_top, path) = self
+                let (new_top, _) = self
                     .pool
                     .new_overlay(&old_top, &overlay_name(server.id))?
                     .ok_or_else(|| Error::conflict("This pool cannot layer disks."))?;
-                Some((old_top, new_top, path))
+                Some((old_top, new_top))
             }
             None => None,
         };
@@ -168,15 +337,19 @@ impl Cloud {
                 })?;
             }
         }
-        saga.old_top = root.as_ref().map(|(old, _, _)| old.clone());
-        saga.new_top = root.as_ref().map(|(_, new, _)| new.clone());
+        saga.old_top = root.as_ref().map(|(old, _)| old.clone());
+        saga.new_top = root.map(|(_, new)| new);
         saga.volumes = volumes;
-        saga.state_file = state_file.as_ref().map(|f| f.display().to_string());
-        self.store.saga_step(&saga.id, "cut", &saga.data()).await?;
-        // New tops are no garbage-collection roots until recorded; no
-        // volume snapshot may move a volume meanwhile.
-        let _gc = self.gc_lock.read().await;
-        let _cut = self.cut_lock.clone().lock_owned().await;
+        saga.state_file = state_file.map(|f| f.display().to_string());
+        Ok(())
+    }
+
+    /// The cut on the file pool: every disk (and the memory) at one
+    /// instant by QEMU, or overlays made by qemu-img when no QEMU runs.
+    async fn point_cut(&self, saga: &mut PointState) -> Result<()> {
+        let server = self.store.server(saga.server()?).await?;
+        // No volume snapshot may move a volume until the switch is recorded.
+        saga.cut_guard = Some(self.cut_lock.clone().lock_owned().await);
         for v in &saga.volumes {
             let now = self.store.volume(v.volume).await?;
             if now.location.as_deref() != Some(v.old.as_str()) {
@@ -186,10 +359,17 @@ impl Cloud {
                 )));
             }
         }
-        let pause = if self.point_qemu_is_up(&server).await {
-            let disks: Vec<DiskOverlay> = root
+        let root_overlay = match &saga.new_top {
+            Some(new_top) => match self.pool.disk_source(new_top)? {
+                storage::DiskSource::File { path, .. } => Some(path),
+                _ => return Err(Error::conflict("This pool cannot layer disks.")),
+            },
+            None => None,
+        };
+        if self.point_qemu_is_up(&server).await {
+            let disks: Vec<DiskOverlay> = root_overlay
                 .iter()
-                .map(|(_, _, path)| DiskOverlay {
+                .map(|path| DiskOverlay {
                     disk_id: ROOT_DISK_ID.into(),
                     overlay: path.clone(),
                 })
@@ -199,6 +379,7 @@ impl Cloud {
                 }))
                 .collect();
             saga.quiesced = saga.quiesce && self.freeze_for_point(&server).await?;
+            let state_file = saga.state_file.as_ref().map(std::path::PathBuf::from);
             let taken = self
                 .hypervisor
                 .create_restore_point(&server.id.to_string(), &disks, state_file.as_deref())
@@ -214,34 +395,67 @@ impl Cloud {
             }
             let taken = taken.map_err(hypervisor_error)?;
             tracing::info!(server = %server.id, pause = ?taken.guest_pause, total = ?taken.total, memory = saga.memory, volumes = saga.volumes.len(), "restore point cut");
-            Some(taken.guest_pause)
+            saga.pause_us = Some(taken.guest_pause.as_micros() as u64);
         } else if saga.memory {
             return Err(Error::conflict(
                 "The server stopped before its memory could be saved.",
             ));
         } else {
-            if let Some((old_top, new_top, _)) = &root {
+            if let (Some(old_top), Some(new_top)) = (&saga.old_top, &saga.new_top) {
                 self.pool.create_overlay(old_top, new_top).await?;
             }
             self.make_point_volume_tops(&saga.volumes).await?;
-            None
-        };
-        fault_point("restore-point-create:cut");
-        self.record_point_switch(saga, pause.map(|p| p.as_micros() as u64))
-            .await?;
-        drop(_cut);
-        drop(_gc);
-        self.finish_point_create(saga).await
+        }
+        Ok(())
     }
 
-    /// Runs the saga from `begun` on a pool that snapshots natively.
-    async fn native_point_create_forward(&self, saga: &mut Saga) -> Result<()> {
-        let _gc = self.gc_lock.read().await;
-        let pause = self.native_point_cut(saga).await?;
-        fault_point("restore-point-create:cut");
-        self.record_point_switch(saga, pause).await?;
-        drop(_gc);
-        self.finish_point_create(saga).await
+    /// Records on the server why a restore-point operation failed, best effort.
+    pub(super) async fn record_point_fault(&self, server: domain::ServerId, cause: &Error) {
+        let Ok(now) = self.store.server(server).await else {
+            return;
+        };
+        let mut next = now.clone();
+        next.fault = Some(super::fault_of(cause));
+        next.updated_at = Utc::now();
+        if let Err(e) = self
+            .store
+            .update_server(&next, (now.vm_state, now.task_state))
+            .await
+        {
+            tracing::warn!(%server, error = %e, "could not record a restore point's fault");
+        }
+    }
+
+    /// A crash between `stop` and the end of a memory point leaves the
+    /// guest paused on QEMU ≥ 9 (7.2 resumes it itself): resume an active
+    /// server's VM.
+    async fn resume_point_vm_if_paused(&self, saga: &PointState) {
+        let Some(id) = saga.server else { return };
+        let Ok(server) = self.store.server(id).await else {
+            return;
+        };
+        let paused = matches!(
+            self.hypervisor.status(&id.to_string()).await,
+            Ok(hypervisor::VmStatus::Paused { .. })
+        );
+        if server.vm_state == VmState::Active && paused {
+            let _ = self.hypervisor.resume(&id.to_string()).await;
+        }
+    }
+
+    /// The new tops QEMU writes are the server's and the volumes' disks.
+    async fn keep_point_new_top(&self, saga: &PointState) -> Result<()> {
+        self.move_point_volumes_forward(&saga.volumes).await?;
+        let server = self.store.server(saga.server()?).await?;
+        if saga.new_top.is_some() && server.root_disk != saga.new_top {
+            let mut next = server.clone();
+            next.root_disk = saga.new_top.clone();
+            next.updated_at = Utc::now();
+            self.store
+                .update_server(&next, (server.vm_state, server.task_state))
+                .await?;
+        }
+        Ok(())
     }
 
     /// Freezes the guest's filesystems through its agent: true when frozen,
@@ -266,11 +480,7 @@ impl Cloud {
     }
 
     /// The cut took: the server is on the new top, the point holds the old one.
-    pub(super) async fn record_point_switch(
-        &self,
-        saga: &Saga,
-        pause_us: Option<u64>,
-    ) -> Result<()> {
+    pub(super) async fn record_point_switch(&self, saga: &PointState) -> Result<()> {
         let server = self.store.server(saga.server()?).await?;
         // A native point leaves the server on its disk (no new top).
         if saga.new_top.is_some() && server.root_disk != saga.new_top {
@@ -293,7 +503,7 @@ impl Cloud {
             done.status = RestorePointStatus::Available;
             done.disks = disks;
             done.state_file = saga.state_file.clone();
-            done.guest_pause_us = pause_us;
+            done.guest_pause_us = saga.pause_us;
             done.quiesced = saga.quiesced;
             done.updated_at = Utc::now();
             self.store
@@ -303,54 +513,11 @@ impl Cloud {
         self.store
             .set_current_restore_point(point.server_id, Some(point.id))
             .await?;
-        self.store
-            .saga_step(&saga.id, "switched", &saga.data())
-            .await?;
-        fault_point("restore-point-create:switched");
         Ok(())
-    }
-
-    pub(super) async fn finish_point_create(&self, saga: &Saga) -> Result<()> {
-        self.clear_point_task(saga.server()?, None, None).await?;
-        self.store.finish_saga(&saga.id, "done").await?;
-        tracing::info!(server = ?saga.server, point = ?saga.point, "restore point created");
-        Ok(())
-    }
-
-    /// Undo: the point goes, the task is cleared; a half-made top and a
-    /// partial state file are garbage.
-    pub(super) async fn undo_point_create(&self, saga: &Saga, cause: Option<&Error>) {
-        if saga.internal {
-            self.forget_internal_tag(saga).await;
-        }
-        let layered = saga.new_top.is_some() || !saga.volumes.is_empty();
-        if layered && self.point_cut_took(saga).await {
-            // QEMU writes into the new top already: it must stay the disk.
-            if let Err(e) = self.keep_point_new_top(saga).await {
-                tracing::error!(error = %e, "could not record a restore point's new top");
-                return;
-            }
-        }
-        if let Some(id) = saga.point {
-            if self.store.restore_point(id).await.is_ok() {
-                self.remove_point_state(saga.state_file.as_deref()).await;
-                let _ = self.store.delete_restore_point(id).await;
-            }
-        }
-        if let Some(server) = saga.server {
-            // QEMU may have died meanwhile: the server is what it shows.
-            let observed = match self.store.server(server).await {
-                Ok(now) => Some(self.observed_state(&now).await),
-                Err(_) => None,
-            };
-            let _ = self.clear_point_task(server, observed, cause).await;
-        }
-        let _ = self.store.finish_saga(&saga.id, "undone").await;
-        self.collect_garbage_quietly().await;
     }
 
     /// Whether the new top of an interrupted cut is in use or complete.
-    pub(super) async fn point_cut_took(&self, saga: &Saga) -> bool {
+    pub(super) async fn point_cut_took(&self, saga: &PointState) -> bool {
         if let (Some(points), None, Some(snapshot)) =
             (self.native_points(), &saga.new_top, &saga.old_top)
         {
@@ -380,7 +547,7 @@ impl Cloud {
 
     /// Whether an interrupted cut's memory state is complete (written
     /// through a `.part` file renamed at the end).
-    pub(super) async fn point_state_saved(&self, saga: &Saga) -> bool {
+    pub(super) async fn point_state_saved(&self, saga: &PointState) -> bool {
         match &saga.state_file {
             Some(state) => self.point_state_present(state).await,
             None => !saga.memory,

@@ -1,9 +1,13 @@
-//! Deleting a restore point: a short saga, always finished forward.
+//! Deleting a restore point: a saga (`restore-point-delete`, on the engine
+//! in [`crate::saga`]), run in the request, always finished forward once
+//! the point is `deleting`.
 //!
 //! ```text
-//!  begun (task claimed, point `deleting`) ──▶ state file removed, record
-//!  removed (children re-parented, current moves up) ──▶ garbage collection
-//!  ──▶ done (task cleared)
+//!  claim ──────────▶ remove ──────────────▶ merge ─────────────▶ release
+//!  (task claimed,    (the internal tag,     (the root layer      (task cleared;
+//!   point            the memory state and   merged into the one   then garbage
+//!   `deleting`)      the record removed;    file standing on it,  collection)
+//!                    children re-parented)  if there is one)
 //! ```
 //! The point's layer stops being a root: it goes if nothing stands on it (a
 //! leaf point's layer nobody uses); when exactly one file stands on it, it is
@@ -14,16 +18,17 @@
 //! collection when nothing (the volume's chain, another point, a volume
 //! snapshot) stands on it.
 
+use async_trait::async_trait;
 use chrono::Utc;
 use domain::identity::{Caller, Role};
 use domain::restore_point::{RestoreMethod, RestorePointStatus};
 use domain::server::TaskState;
 use domain::{Error, Result};
+use serde::{Deserialize, Serialize};
 
-use super::{fault_point, point_of, Saga};
+use super::{point_of, PointState};
+use crate::saga::{Probe, Saga, SagaStep};
 use crate::Cloud;
-
-pub(super) const KIND: &str = "restore-point-delete";
 
 impl Cloud {
     /// Deletes a point of a server the caller can see; done when it returns.
@@ -51,70 +56,153 @@ impl Cloud {
                 server.id
             )));
         }
-        let mut saga = Saga::new(server.id, point.id);
+        let mut state = PointState::new(server.id, point.id);
         if point.method == RestoreMethod::External {
             // The root disk's layer is merged if it can be; volumes' layers
             // are left to garbage collection.
-            saga.old_top = point
+            state.old_top = point
                 .disks
                 .iter()
                 .find(|d| d.volume_id.is_none())
                 .map(|d| d.layer.clone());
         }
-        self.store.insert_saga(&saga.record(KIND)).await?;
-        if let Err(e) = self
-            .claim_task(&server, TaskState::RestorePointDeleting)
-            .await
-        {
-            let _ = self.store.finish_saga(&saga.id, "undone").await;
-            return Err(e);
+        self.begin_saga(PointDelete(state))
+            .await?
+            .run_to_end()
+            .await?;
+        Ok(())
+    }
+}
+
+/// The `restore-point-delete` saga.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct PointDelete(PointState);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    Claim,
+    Remove,
+    Merge,
+    Release,
+}
+
+impl SagaStep for Step {
+    const ALL: &'static [Step] = &[Step::Claim, Step::Remove, Step::Merge, Step::Release];
+
+    fn name(self) -> &'static str {
+        match self {
+            Step::Claim => "claim",
+            Step::Remove => "remove",
+            Step::Merge => "merge",
+            Step::Release => "release",
         }
-        let mut deleting = point.clone();
-        deleting.status = RestorePointStatus::Deleting;
-        deleting.updated_at = Utc::now();
-        if let Err(e) = self
-            .store
-            .update_restore_point(&deleting, point.status)
-            .await
-        {
-            let _ = self.clear_point_task(server.id, None, None).await;
-            let _ = self.store.finish_saga(&saga.id, "undone").await;
-            return Err(e);
-        }
-        fault_point("restore-point-delete:begun");
-        self.point_delete_forward(&saga).await
+    }
+}
+
+#[async_trait]
+impl Saga for PointDelete {
+    const KIND: &'static str = "restore-point-delete";
+    type Step = Step;
+
+    fn describe(&self) -> String {
+        self.0.describe()
     }
 
-    pub(super) async fn point_delete_forward(&self, saga: &Saga) -> Result<()> {
-        let id = saga.point()?;
-        match self.store.restore_point(id).await {
-            Ok(point) => {
-                if point.method == RestoreMethod::Internal {
-                    self.delete_internal_tag(&point).await;
+    fn pool_names(&self) -> Vec<String> {
+        // The layer being released is no root: it goes once merged.
+        Vec::new()
+    }
+
+    async fn run(&mut self, cloud: &Cloud, step: Step) -> Result<()> {
+        let saga = &mut self.0;
+        match step {
+            Step::Claim => {
+                let server = cloud.store.server(saga.server()?).await?;
+                let point = cloud.store.restore_point(saga.point()?).await?;
+                if !saga.claimed {
+                    cloud
+                        .claim_task(&server, TaskState::RestorePointDeleting)
+                        .await?;
+                    saga.claimed = true;
                 }
-                self.remove_point_state(point.state_file.as_deref()).await;
-                fault_point("restore-point-delete:state-removed");
-                self.store.delete_restore_point(id).await?;
+                if point.status == RestorePointStatus::Deleting {
+                    return Ok(());
+                }
+                let mut deleting = point.clone();
+                deleting.status = RestorePointStatus::Deleting;
+                deleting.updated_at = Utc::now();
+                cloud
+                    .store
+                    .update_restore_point(&deleting, point.status)
+                    .await?;
             }
-            Err(e) if e.kind() == domain::ErrorKind::NotFound => {}
-            Err(e) => return Err(e),
-        }
-        // RBD snapshots are not merged: garbage collection releases them.
-        let layered = self.native_points().is_none();
-        if let Some(layer) = saga.old_top.as_ref().filter(|_| layered) {
-            // Under the GC lock: no layer may appear or go meanwhile.
-            let merged = {
-                let _gc = self.gc_lock.read().await;
-                self.merge_released_layer(saga.server()?, layer).await
-            };
-            if let Err(e) = merged {
-                tracing::warn!(%layer, error = %e, "released layer not merged; it stays while used");
+            Step::Remove => {
+                let id = saga.point()?;
+                match cloud.store.restore_point(id).await {
+                    Ok(point) => {
+                        if point.method == RestoreMethod::Internal {
+                            cloud.delete_internal_tag(&point).await;
+                        }
+                        cloud.remove_point_state(point.state_file.as_deref()).await;
+                        cloud.store.delete_restore_point(id).await?;
+                    }
+                    Err(e) if e.kind() == domain::ErrorKind::NotFound => {}
+                    Err(e) => return Err(e),
+                }
             }
+            Step::Merge => {
+                // RBD snapshots are not merged: garbage collection releases them.
+                let layered = cloud.native_points().is_none();
+                if let Some(layer) = saga.old_top.as_ref().filter(|_| layered) {
+                    if let Err(e) = cloud.merge_released_layer(saga.server()?, layer).await {
+                        tracing::warn!(%layer, error = %e, "released layer not merged; it stays while used");
+                    }
+                }
+            }
+            Step::Release => cloud.clear_point_task(saga.server()?, None, None).await?,
         }
-        self.collect_garbage().await?;
-        self.clear_point_task(saga.server()?, None, None).await?;
-        self.store.finish_saga(&saga.id, "done").await?;
-        tracing::info!(point = %id, "restore point deleted");
         Ok(())
+    }
+
+    async fn undo(&mut self, cloud: &Cloud, step: Step) -> Result<()> {
+        let saga = &mut self.0;
+        if step == Step::Claim && saga.claimed {
+            if let Ok(point) = cloud.store.restore_point(saga.point()?).await {
+                if point.status == RestorePointStatus::Deleting {
+                    let mut back = point.clone();
+                    back.status = RestorePointStatus::Available;
+                    back.updated_at = Utc::now();
+                    cloud
+                        .store
+                        .update_restore_point(&back, RestorePointStatus::Deleting)
+                        .await?;
+                }
+            }
+            cloud.clear_point_task(saga.server()?, None, None).await?;
+        }
+        Ok(())
+    }
+
+    async fn probe(&mut self, cloud: &Cloud, step: Step) -> Result<Probe> {
+        let saga = &mut self.0;
+        Ok(match step {
+            Step::Claim => {
+                let task = cloud.store.server(saga.server()?).await?.task_state;
+                if task == Some(TaskState::RestorePointDeleting) {
+                    saga.claimed = true;
+                    // A point claimed but still `available` is marked now.
+                    Probe::Rerun
+                } else {
+                    Probe::NotTaken
+                }
+            }
+            _ => Probe::Rerun,
+        })
+    }
+
+    async fn finished(&mut self, cloud: &Cloud) {
+        tracing::info!(point = ?self.0.point, "restore point deleted");
+        cloud.collect_garbage_quietly().await;
     }
 }

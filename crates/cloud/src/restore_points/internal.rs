@@ -6,9 +6,9 @@
 //! point's `guest_pause_ms`.
 //!
 //! ```text
-//!  create: begun ──▶ saving (top recorded; snapshot-save) ──▶ done (point
-//!          available, current)           crash at saving: undo (the tag is
-//!                                        deleted if it was written)
+//!  create: plan (top recorded) ──▶ cut (snapshot-save) ──▶ switch (point
+//!          available, current)    crash in cut: undo (the tag is deleted if
+//!                                 it was written)
 //!  revert: the file is still the live top ──▶ snapshot-load in place
 //!          otherwise (an external point or a revert froze it since) ──▶ a
 //!          copy of the file becomes the server's new top (the frozen file
@@ -18,27 +18,20 @@
 //! ```
 
 use chrono::Utc;
-use domain::restore_point::{PointDisk, RestorePoint, RestorePointStatus};
+use domain::restore_point::RestorePoint;
 use domain::server::{PowerState, Server, VmState};
 use domain::{Error, Result};
 use hypervisor::InternalSnapshot;
 
-use super::{fault_point, overlay_name, Saga, ROOT_DISK_ID};
+use super::{overlay_name, PointState, ROOT_DISK_ID};
 use crate::compute::hypervisor_error;
 use crate::Cloud;
 
 impl Cloud {
-    /// The `saving` step: the snapshot-save job, then the point is available.
-    pub(super) async fn internal_point_forward(&self, saga: &mut Saga) -> Result<()> {
+    /// The `cut` of an internal point: QEMU's snapshot-save job writes the
+    /// disk and VM state into the live top under the point's id.
+    pub(super) async fn internal_point_cut(&self, saga: &mut PointState) -> Result<()> {
         let server = self.store.server(saga.server()?).await?;
-        let top = server
-            .root_disk
-            .clone()
-            .ok_or_else(|| Error::conflict("The server has no disk."))?;
-        saga.old_top = Some(top.clone());
-        self.store
-            .saga_step(&saga.id, "saving", &saga.data())
-            .await?;
         let point_id = saga.point()?;
         let taken = self
             .hypervisor
@@ -51,28 +44,12 @@ impl Cloud {
             .await
             .map_err(hypervisor_error)?;
         tracing::info!(server = %server.id, pause = ?taken.guest_pause, "internal restore point saved");
-        fault_point("restore-point-internal:saved");
-        let point = self.store.restore_point(point_id).await?;
-        let mut done = point.clone();
-        done.status = RestorePointStatus::Available;
-        done.disks = vec![PointDisk {
-            disk_id: ROOT_DISK_ID.into(),
-            layer: top,
-            volume_id: None,
-        }];
-        done.guest_pause_us = Some(taken.guest_pause.as_micros() as u64);
-        done.updated_at = Utc::now();
-        self.store
-            .update_restore_point(&done, RestorePointStatus::Creating)
-            .await?;
-        self.store
-            .set_current_restore_point(server.id, Some(point_id))
-            .await?;
-        self.finish_point_create(saga).await
+        saga.pause_us = Some(taken.guest_pause.as_micros() as u64);
+        Ok(())
     }
 
     /// Undo of an interrupted internal save: the tag goes if it was written.
-    pub(super) async fn forget_internal_tag(&self, saga: &Saga) {
+    pub(super) async fn forget_internal_tag(&self, saga: &PointState) {
         let (Some(server), Some(point)) = (saga.server, saga.point) else {
             return;
         };
@@ -90,7 +67,7 @@ impl Cloud {
     /// Reverts to an internal point; returns the server's settled states.
     pub(super) async fn revert_internal(
         &self,
-        saga: &mut Saga,
+        saga: &mut PointState,
         point: &RestorePoint,
     ) -> Result<(VmState, PowerState)> {
         let server = self.store.server(point.server_id).await?;
@@ -123,20 +100,21 @@ impl Cloud {
 
     /// The point's file is frozen: a copy of it becomes the server's top
     /// (same backing file), and QEMU starts on it.
-    async fn start_on_copy(&self, saga: &mut Saga, server: &Server, layer: &str) -> Result<()> {
+    async fn start_on_copy(
+        &self,
+        saga: &mut PointState,
+        server: &Server,
+        layer: &str,
+    ) -> Result<()> {
         let (new_top, path) = self
             .pool
             .new_overlay(layer, &overlay_name(server.id))?
             .ok_or_else(|| Error::conflict("This pool cannot layer disks."))?;
         saga.new_top = Some(new_top.clone());
-        self.store
-            .saga_step(&saga.id, "copying", &saga.data())
-            .await?;
         let source = match self.pool.disk_source(layer)? {
             storage::DiskSource::File { path, .. } => path,
             _ => return Err(Error::conflict("Internal points need qcow2 files.")),
         };
-        let _gc = self.gc_lock.read().await;
         let partial = path.with_extension("qcow2.part");
         tokio::fs::copy(&source, &partial)
             .await
@@ -161,7 +139,6 @@ impl Cloud {
         next.root_disk = Some(new_top);
         next.updated_at = Utc::now();
         self.store.update_server(&next, expected).await?;
-        drop(_gc);
         self.hypervisor
             .start(&self.vm_spec(&next).await?)
             .await

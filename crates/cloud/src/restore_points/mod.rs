@@ -20,19 +20,18 @@
 //! Attached volumes (file pool) are cut with the root disk, at the same
 //! instant, and reverted onto new tops over their layers ([`volumes`]).
 //!
-//! Each operation is a saga ([`create`], [`revert`], [`delete`]): every step
-//! is recorded in the `sagas` table before it runs, and [`recover`] finishes
-//! or undoes what a previous run left half-way, before the servers' tasks
-//! are settled. One task per server: each operation claims the server's
-//! `task_state` by compare-and-swap (a concurrent request gets 409).
+//! Each operation is a saga of the engine in [`crate::saga`] ([`create`],
+//! [`revert`], [`delete`]): the engine records every step and, at start-up,
+//! finishes or undoes what a previous run left half-way, before the servers'
+//! tasks are settled. One task per server: each operation claims the
+//! server's `task_state` by compare-and-swap (a concurrent request gets 409).
 
-mod create;
-mod delete;
+pub(crate) mod create;
+pub(crate) mod delete;
 mod internal;
 pub(crate) mod merge;
 mod rbd;
-mod recover;
-mod revert;
+pub(crate) mod revert;
 mod volumes;
 
 use std::path::PathBuf;
@@ -42,12 +41,8 @@ use domain::identity::{Caller, Role};
 use domain::restore_point::{RestorePoint, RestorePointId, RestorePointStatus};
 use domain::server::{Server, TaskState, VmState};
 use domain::{Error, Result, ServerId};
-use serde_json::{json, Value};
-use store::SagaRecord;
+use serde::{Deserialize, Serialize};
 
-pub(crate) use recover::recover;
-
-use crate::fault::fault_point;
 use crate::Cloud;
 
 /// The id of the one disk Snapstack servers have today (as in compute).
@@ -71,10 +66,9 @@ pub struct PointView {
     pub broken: bool,
 }
 
-/// The state of one restore-point saga, stored as its JSON data.
-#[derive(Debug, Clone, Default)]
-struct Saga {
-    id: String,
+/// The state the three restore-point sagas share (each kind wraps it).
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub(crate) struct PointState {
     server: Option<ServerId>,
     point: Option<RestorePointId>,
     memory: bool,
@@ -87,63 +81,32 @@ struct Saga {
     state_file: Option<String>,
     /// The attached volumes the saga moves (file pool).
     volumes: Vec<volumes::SagaVolume>,
+    /// A revert on a native pool: the name of the clone `new_top` locates.
+    #[serde(default)]
+    clone_name: Option<String>,
+    /// The first step claimed the server's task (undo clears it only then).
+    #[serde(default)]
+    claimed: bool,
+    /// The guest's pause for the cut, in µs, when a QEMU took it.
+    #[serde(default)]
+    pause_us: Option<u64>,
+    /// The server's disks were switched (revert): a later failure leaves
+    /// them on the point's disks.
+    #[serde(default)]
+    switched: bool,
+    /// From a cut until the volumes' new locations are recorded: no volume
+    /// snapshot moves them meanwhile (in this process).
+    #[serde(skip)]
+    cut_guard: Option<tokio::sync::OwnedMutexGuard<()>>,
 }
 
-impl Saga {
-    fn new(server: ServerId, point: RestorePointId) -> Saga {
-        Saga {
-            id: uuid::Uuid::new_v4().to_string(),
+impl PointState {
+    fn new(server: ServerId, point: RestorePointId) -> PointState {
+        PointState {
             server: Some(server),
             point: Some(point),
-            ..Saga::default()
+            ..PointState::default()
         }
-    }
-
-    fn data(&self) -> Value {
-        json!({
-            "server": self.server.map(|s| s.to_string()),
-            "point": self.point.map(|p| p.to_string()),
-            "memory": self.memory,
-            "internal": self.internal,
-            "quiesce": self.quiesce,
-            "quiesced": self.quiesced,
-            "new_top": self.new_top,
-            "old_top": self.old_top,
-            "state_file": self.state_file,
-            "volumes": self.volumes,
-        })
-    }
-
-    fn from_record(r: &SagaRecord) -> Result<Saga> {
-        let field = |k: &str| r.data.get(k).and_then(Value::as_str).map(str::to_owned);
-        let corrupt = || Error::internal(format!("Saga {} has corrupt data.", r.id));
-        let flag = |k: &str| r.data.get(k).and_then(Value::as_bool).unwrap_or(false);
-        Ok(Saga {
-            id: r.id.clone(),
-            server: Some(field("server").ok_or_else(corrupt)?.parse()?),
-            point: Some(field("point").ok_or_else(corrupt)?.parse()?),
-            memory: r
-                .data
-                .get("memory")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-            internal: r
-                .data
-                .get("internal")
-                .and_then(Value::as_bool)
-                .unwrap_or(false),
-            quiesce: flag("quiesce"),
-            quiesced: flag("quiesced"),
-            new_top: field("new_top"),
-            old_top: field("old_top"),
-            state_file: field("state_file"),
-            volumes: match r.data.get("volumes") {
-                Some(v) if !v.is_null() => {
-                    serde_json::from_value(v.clone()).map_err(|_| corrupt())?
-                }
-                _ => Vec::new(),
-            },
-        })
     }
 
     fn server(&self) -> Result<ServerId> {
@@ -156,15 +119,30 @@ impl Saga {
             .ok_or_else(|| Error::internal("A restore-point saga lost its point."))
     }
 
-    fn record(&self, kind: &str) -> SagaRecord {
-        SagaRecord {
-            id: self.id.clone(),
-            kind: kind.into(),
-            step: "begun".into(),
-            phase: store::SagaPhase::Running,
-            data: self.data(),
-            created_at: Utc::now(),
+    fn describe(&self) -> String {
+        format!(
+            "of point {} on server {}",
+            self.point.map(|p| p.to_string()).unwrap_or_default(),
+            self.server.map(|s| s.to_string()).unwrap_or_default()
+        )
+    }
+
+    /// The pool data the state names: garbage-collection roots while the
+    /// saga is open.
+    fn pool_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self
+            .new_top
+            .iter()
+            .chain(self.old_top.iter())
+            .cloned()
+            .collect();
+        if let Some(state) = self.state_file.as_ref().filter(|s| s.starts_with("rbd://")) {
+            names.push(state.clone());
         }
+        for v in &self.volumes {
+            names.extend(v.pool_names());
+        }
+        names
     }
 }
 
@@ -360,7 +338,7 @@ async fn point_of(server: &Server, point_id: &str, cloud: &Cloud) -> Result<Rest
 }
 
 /// A server fault for a failed restore-point operation (Nova's shape).
-fn fault_of(e: &Error) -> domain::server::Fault {
+pub(super) fn fault_of(e: &Error) -> domain::server::Fault {
     let code = match e.kind() {
         domain::ErrorKind::InvalidInput => 400,
         domain::ErrorKind::Conflict => 409,

@@ -27,7 +27,7 @@ use domain::{Error, Result};
 use hypervisor::{MemoryState, NativeSnapshot, RbdState};
 use storage::points::PointPool;
 
-use super::{fault_point, Saga, ROOT_DISK_ID};
+use super::{PointState, ROOT_DISK_ID};
 use crate::compute::hypervisor_error;
 use crate::Cloud;
 
@@ -40,24 +40,17 @@ impl Cloud {
         self.pool.points()
     }
 
-    /// The cut of a point on a native pool (saga step `cut`); returns the
-    /// guest pause in µs when a QEMU took it.
-    pub(super) async fn native_point_cut(&self, saga: &mut Saga) -> Result<Option<u64>> {
+    /// The cut of a point on a native pool (saga step `cut`, its names
+    /// recorded by `plan`); returns the guest pause in µs when a QEMU took it.
+    pub(super) async fn native_point_cut(&self, saga: &mut PointState) -> Result<Option<u64>> {
         let points = self.native_points().ok_or_else(not_native)?;
         let server = self.store.server(saga.server()?).await?;
         let disk = server
             .root_disk
             .clone()
             .ok_or_else(|| Error::conflict("The server has no disk."))?;
-        let point_id = saga.point()?.to_string();
-        let snapshot = points.point_snapshot(&disk, &point_id)?;
-        let state = match saga.memory {
-            true => Some(points.point_state(&point_id)?),
-            false => None,
-        };
-        saga.old_top = Some(snapshot.location.clone());
-        saga.state_file = state.clone();
-        self.store.saga_step(&saga.id, "cut", &saga.data()).await?;
+        let snapshot = points.point_snapshot(&disk, &saga.point()?.to_string())?;
+        let state = saga.state_file.clone();
         if self.point_qemu_is_up(&server).await {
             let target = match &state {
                 Some(state) => Some(self.memory_state_of(state)?),
@@ -156,18 +149,15 @@ impl Cloud {
         }
     }
 
-    /// Revert on a native pool, step `begun` → `overlay`: the new disk is
-    /// named and recorded, then cloned from the point's snapshot (O(1)).
-    pub(super) async fn native_revert_clone(&self, saga: &mut Saga, layer: &str) -> Result<()> {
+    /// Revert on a native pool, step `overlay`: the new disk (named by
+    /// `plan`) cloned from the point's snapshot (O(1)).
+    pub(super) async fn native_revert_clone(&self, saga: &PointState, layer: &str) -> Result<()> {
         let points = self.native_points().ok_or_else(not_native)?;
-        let name = super::overlay_name(saga.server()?);
-        saga.new_top = Some(points.clone_location(&name)?);
-        self.store
-            .saga_step(&saga.id, "overlay", &saga.data())
-            .await?;
-        let _gc = self.gc_lock.read().await;
-        points.clone_snapshot(layer, &name).await?;
-        fault_point("restore-point-revert:overlay");
+        let name = saga
+            .clone_name
+            .as_deref()
+            .ok_or_else(|| Error::internal("A revert lost its new disk's name."))?;
+        points.clone_snapshot(layer, name).await?;
         Ok(())
     }
 

@@ -1,37 +1,40 @@
-//! Reverting a server to one of its restore points: a saga.
+//! Reverting a server to one of its restore points: a saga
+//! (`restore-point-revert`, on the engine in [`crate::saga`]); `claim` runs
+//! in the request, the rest in the background.
 //!
 //! ```text
-//!  begun ──────▶ overlay ─────────────────▶ switched ──────────────▶ done
-//!  (task         (new tops chosen and        (volumes' locations and
-//!   claimed)      recorded, then created      server.root_disk = new
-//!                 over the point's layers;    tops (CAS), current =
-//!                 QEMU destroyed)             point; then QEMU started
-//!                                             paused from the state file
-//!                                             with every disk and `cont`
-//!                                             — or left off for a
-//!                                             disk-only point)
+//!  claim ──▶ plan ────────────▶ overlay ──────────▶ stop ────────▶ switch ─────────────▶ start ──────────────▶ release
+//!  (task     (new tops / the    (new tops made      (QEMU          (volumes' locations   (QEMU started paused   (task
+//!   claimed)  RBD clone named    over the point's    destroyed,     and root_disk = new   from the state file    cleared,
+//!             and recorded)      layers: overlays    a suspended    tops (CAS), current   and `cont` — or left   states as
+//!                                or an O(1) clone)   state gone)    = point)              off for a disk-only    settled)
+//!                                                                                         point; internal: the
+//!                                                                                         snapshot-load)
 //!
-//!  crash at begun/overlay: undo — task cleared, volumes and root disk
-//!                          back on their old tops, the server is what the
-//!                          hypervisor shows; the new tops are garbage
-//!  crash at switched:      forward — start from the state file (memory)
+//!  crash in claim: probed (the task is the saga's → on; else undone);
+//!  anywhere else: run again (every step is idempotent).
+//!  undo: before the switch ends, the volumes and the root disk go back to
+//!  their old tops (the new ones are garbage); after it the server stays on
+//!  the point's disks. The task is cleared, the server shows what the
+//!  hypervisor shows, with a fault.
 //! ```
 //! The point's layers are never written: the server writes into new tops.
 //! Points on other branches keep their layers and stay revertable. A server
 //! whose attachments differ from the point's (a volume attached or detached
 //! since) is refused (409).
 
+use async_trait::async_trait;
 use chrono::Utc;
 use domain::identity::{Caller, Role};
 use domain::restore_point::{RestoreMethod, RestorePoint, RestorePointStatus};
 use domain::server::{PowerState, Server, TaskState, VmState};
 use domain::{Error, Result};
+use serde::{Deserialize, Serialize};
 
-use super::{fault_point, overlay_name, point_of, Saga};
+use super::{overlay_name, point_of, PointState};
 use crate::compute::hypervisor_error;
+use crate::saga::{Probe, Saga, SagaStep};
 use crate::Cloud;
-
-pub(super) const KIND: &str = "restore-point-revert";
 
 /// Server states a revert may start from.
 const REVERTABLE_FROM: &[VmState] = &[
@@ -79,118 +82,80 @@ impl Cloud {
                 server.id, server.vm_state
             )));
         }
-        let mut saga = Saga::new(server.id, point.id);
-        saga.memory = point.memory;
-        saga.state_file = point.state_file.clone();
-        self.store.insert_saga(&saga.record(KIND)).await?;
-        let claimed = match self
-            .claim_task(&server, TaskState::RestorePointReverting)
-            .await
-        {
-            Ok(claimed) => claimed,
-            Err(e) => {
-                let _ = self.store.finish_saga(&saga.id, "undone").await;
-                return Err(e);
-            }
-        };
-        fault_point("restore-point-revert:begun");
-        let cloud = self.clone();
-        tokio::spawn(async move {
-            let mut saga = saga;
-            if let Err(e) = cloud.point_revert_forward(&mut saga, "begun").await {
-                tracing::warn!(point = ?saga.point, error = %e, "revert failed");
-                cloud.undo_point_revert(&saga, Some(&e)).await;
-            }
-        });
-        Ok(claimed)
+        let mut state = PointState::new(server.id, point.id);
+        state.memory = point.memory;
+        state.internal = point.method == RestoreMethod::Internal;
+        state.state_file = point.state_file.clone();
+        let mut saga = self.begin_saga(PointRevert(state)).await?;
+        saga.run_through(Step::Claim).await?;
+        saga.spawn();
+        self.store.server(server.id).await
     }
 
-    /// Runs the saga forward from `step`.
-    pub(super) async fn point_revert_forward(&self, saga: &mut Saga, step: &str) -> Result<()> {
-        let point = self.store.restore_point(saga.point()?).await?;
-        if point.method == RestoreMethod::Internal {
-            self.store
-                .saga_step(&saga.id, "loading", &saga.data())
-                .await?;
-            let settled = self.revert_internal(saga, &point).await?;
-            self.clear_point_task(point.server_id, Some(settled), None)
-                .await?;
-            self.store.finish_saga(&saga.id, "done").await?;
-            tracing::info!(server = %point.server_id, point = %point.id, "server reverted to an internal point");
-            self.collect_garbage_quietly().await;
+    /// Names the new tops (or the RBD clone) before anything is made.
+    async fn plan_point_revert(&self, saga: &mut PointState, point: &RestorePoint) -> Result<()> {
+        saga.old_top = self.store.server(point.server_id).await?.root_disk;
+        if let Some(points) = self.native_points() {
+            let name = overlay_name(point.server_id);
+            saga.new_top = Some(points.clone_location(&name)?);
+            saga.clone_name = Some(name);
             return Ok(());
         }
-        if step == "begun" {
-            saga.old_top = self.store.server(point.server_id).await?.root_disk;
-            // New tops are no garbage-collection roots until the switch.
-            let _gc = if self.native_points().is_some() {
-                self.native_revert_clone(saga, &point_layer(&point)?)
-                    .await?;
-                None
-            } else {
-                let root_layer = point
-                    .disks
-                    .iter()
-                    .find(|d| d.volume_id.is_none())
-                    .map(|d| d.layer.clone());
-                saga.new_top = match &root_layer {
-                    Some(layer) => Some(
-                        self.pool
-                            .new_overlay(layer, &overlay_name(point.server_id))?
-                            .ok_or_else(|| Error::conflict("This pool cannot layer disks."))?
-                            .0,
-                    ),
-                    None => None,
-                };
-                saga.volumes = self.plan_point_volume_revert(&point).await?;
-                self.store
-                    .saga_step(&saga.id, "overlay", &saga.data())
-                    .await?;
-                let gc = self.gc_lock.read().await;
-                if let (Some(layer), Some(new_top)) = (&root_layer, &saga.new_top) {
-                    self.pool.create_overlay(layer, new_top).await?;
-                }
-                self.make_point_volume_tops(&saga.volumes).await?;
-                self.keep_point_volume_sizes(&saga.volumes).await?;
-                fault_point("restore-point-revert:overlay");
-                Some(gc)
-            };
-            let server = self.store.server(point.server_id).await?;
-            self.hypervisor
-                .destroy(&server.id.to_string())
-                .await
-                .or_else(|e| match e.kind() {
-                    hypervisor::ErrorKind::NotFound => Ok(()),
-                    _ => Err(hypervisor_error(e)),
-                })?;
-            remove_if_present(&self.state_file(&server)).await;
-            self.record_point_revert_switch(saga).await?;
-            drop(_gc);
-        }
-        let server = self.store.server(point.server_id).await?;
-        let settled = match (&point.state_file, point.memory) {
-            (Some(state), true) => {
-                let spec = self.vm_spec(&server).await?;
-                self.hypervisor
-                    .start_incoming_from(&spec, &self.memory_state_of(state)?)
-                    .await
-                    .map_err(hypervisor_error)?;
-                (VmState::Active, PowerState::Running)
-            }
-            _ => (VmState::Stopped, PowerState::Shutdown),
+        saga.new_top = match root_layer(point) {
+            Some(layer) => Some(
+                self.pool
+                    .new_overlay(&layer, &overlay_name(point.server_id))?
+                    .ok_or_else(|| Error::conflict("This pool cannot layer disks."))?
+                    .0,
+            ),
+            None => None,
         };
-        fault_point("restore-point-revert:started");
-        self.clear_point_task(point.server_id, Some(settled), None)
-            .await?;
-        self.store.finish_saga(&saga.id, "done").await?;
-        tracing::info!(server = %point.server_id, point = %point.id, "server reverted");
-        self.collect_garbage_quietly().await;
-        self.keep_native_disk_shallow(server.root_disk.clone());
+        saga.volumes = self.plan_point_volume_revert(point).await?;
         Ok(())
     }
 
-    /// The new top is made and QEMU is gone: the server's disk is the new top.
-    async fn record_point_revert_switch(&self, saga: &Saga) -> Result<()> {
+    /// Makes the new tops over the point's layers (or the RBD clone).
+    async fn make_revert_tops(&self, saga: &PointState, point: &RestorePoint) -> Result<()> {
+        if self.native_points().is_some() {
+            return self.native_revert_clone(saga, &point_layer(point)?).await;
+        }
+        if let (Some(layer), Some(new_top)) = (root_layer(point), &saga.new_top) {
+            self.pool.create_overlay(&layer, new_top).await?;
+        }
+        self.make_point_volume_tops(&saga.volumes).await?;
+        self.keep_point_volume_sizes(&saga.volumes).await
+    }
+
+    /// QEMU goes (its disks are about to change under it).
+    async fn stop_for_revert(&self, server: domain::ServerId) -> Result<()> {
+        let server = self.store.server(server).await?;
+        self.hypervisor
+            .destroy(&server.id.to_string())
+            .await
+            .or_else(|e| match e.kind() {
+                hypervisor::ErrorKind::NotFound => Ok(()),
+                _ => Err(hypervisor_error(e)),
+            })?;
+        remove_if_present(&self.state_file(&server)).await;
+        Ok(())
+    }
+
+    /// Starts the server from the point's memory, or leaves it off.
+    async fn start_reverted(&self, point: &RestorePoint) -> Result<()> {
+        if let (Some(state), true) = (&point.state_file, point.memory) {
+            let server = self.store.server(point.server_id).await?;
+            let spec = self.vm_spec(&server).await?;
+            self.hypervisor
+                .start_incoming_from(&spec, &self.memory_state_of(state)?)
+                .await
+                .map_err(hypervisor_error)?;
+        }
+        Ok(())
+    }
+
+    /// The new tops are made and QEMU is gone: the server's disks are the
+    /// new tops.
+    async fn record_point_revert_switch(&self, saga: &PointState) -> Result<()> {
         self.move_point_volumes_forward(&saga.volumes).await?;
         let server = self.store.server(saga.server()?).await?;
         let mut next = server.clone();
@@ -202,47 +167,12 @@ impl Cloud {
             .await?;
         self.store
             .set_current_restore_point(server.id, Some(saga.point()?))
-            .await?;
-        self.store
-            .saga_step(&saga.id, "switched", &saga.data())
-            .await?;
-        fault_point("restore-point-revert:switched");
-        Ok(())
+            .await
     }
 
-    /// Undo before the switch: the server stays on its disk, in the state
-    /// the hypervisor shows; a failure after the switch leaves the server on
-    /// the point's disk, stopped, with a fault.
-    pub(super) async fn undo_point_revert(&self, saga: &Saga, cause: Option<&Error>) {
-        if let Err(e) = self.undo_point_revert_switch(saga).await {
-            tracing::error!(error = %e, "could not put a server's disks back after a failed revert");
-        }
-        if let Some(server) = saga.server {
-            if let Ok(now) = self.store.server(server).await {
-                let observed = self.observed_state(&now).await;
-                let _ = self.clear_point_task(server, Some(observed), cause).await;
-            }
-        }
-        let _ = self.store.finish_saga(&saga.id, "undone").await;
-        self.collect_garbage_quietly().await;
-    }
-}
-
-impl Cloud {
-    /// Before `switched`: the volumes and the root disk go back to where
-    /// they were, if the switch had begun (their new tops are garbage).
-    /// After it, the server stays on the point's disks.
-    async fn undo_point_revert_switch(&self, saga: &Saga) -> Result<()> {
-        let step = self
-            .store
-            .open_sagas()
-            .await?
-            .into_iter()
-            .find(|r| r.id == saga.id)
-            .map(|r| r.step);
-        if step.as_deref() != Some("overlay") {
-            return Ok(());
-        }
+    /// A switch cut short: the volumes and the root disk go back to where
+    /// they were (their new tops are garbage).
+    async fn undo_point_revert_switch(&self, saga: &PointState) -> Result<()> {
         self.move_point_volumes_back(&saga.volumes).await?;
         let server = self.store.server(saga.server()?).await?;
         if saga.new_top.is_some() && server.root_disk == saga.new_top && saga.old_top.is_some() {
@@ -255,6 +185,158 @@ impl Cloud {
         }
         Ok(())
     }
+}
+
+/// The `restore-point-revert` saga.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(transparent)]
+pub(crate) struct PointRevert(PointState);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Step {
+    Claim,
+    Plan,
+    Overlay,
+    Stop,
+    Switch,
+    Start,
+    Release,
+}
+
+impl SagaStep for Step {
+    const ALL: &'static [Step] = &[
+        Step::Claim,
+        Step::Plan,
+        Step::Overlay,
+        Step::Stop,
+        Step::Switch,
+        Step::Start,
+        Step::Release,
+    ];
+
+    fn name(self) -> &'static str {
+        match self {
+            Step::Claim => "claim",
+            Step::Plan => "plan",
+            Step::Overlay => "overlay",
+            Step::Stop => "stop",
+            Step::Switch => "switch",
+            Step::Start => "start",
+            Step::Release => "release",
+        }
+    }
+}
+
+#[async_trait]
+impl Saga for PointRevert {
+    const KIND: &'static str = "restore-point-revert";
+    type Step = Step;
+
+    fn describe(&self) -> String {
+        self.0.describe()
+    }
+
+    fn pool_names(&self) -> Vec<String> {
+        self.0.pool_names()
+    }
+
+    async fn run(&mut self, cloud: &Cloud, step: Step) -> Result<()> {
+        let saga = &mut self.0;
+        let point = cloud.store.restore_point(saga.point()?).await?;
+        let external = !saga.internal;
+        match step {
+            Step::Claim => {
+                let server = cloud.store.server(saga.server()?).await?;
+                cloud
+                    .claim_task(&server, TaskState::RestorePointReverting)
+                    .await?;
+                saga.claimed = true;
+            }
+            Step::Plan if external => cloud.plan_point_revert(saga, &point).await?,
+            Step::Overlay if external => cloud.make_revert_tops(saga, &point).await?,
+            Step::Stop if external => cloud.stop_for_revert(point.server_id).await?,
+            Step::Switch if external => {
+                cloud.record_point_revert_switch(saga).await?;
+                saga.switched = true;
+            }
+            Step::Start if external => cloud.start_reverted(&point).await?,
+            Step::Start => {
+                cloud.revert_internal(saga, &point).await?;
+                saga.switched = true;
+            }
+            Step::Release => {
+                let settled = if saga.internal {
+                    let now = cloud.store.server(point.server_id).await?;
+                    cloud.observed_state(&now).await
+                } else if point.memory && point.state_file.is_some() {
+                    (VmState::Active, PowerState::Running)
+                } else {
+                    (VmState::Stopped, PowerState::Shutdown)
+                };
+                cloud
+                    .clear_point_task(point.server_id, Some(settled), None)
+                    .await?;
+            }
+            Step::Plan | Step::Overlay | Step::Stop | Step::Switch => {}
+        }
+        Ok(())
+    }
+
+    async fn undo(&mut self, cloud: &Cloud, step: Step) -> Result<()> {
+        let saga = &mut self.0;
+        match step {
+            // After the switch the server stays on the point's disks.
+            Step::Switch if !saga.switched && !saga.internal => {
+                cloud.undo_point_revert_switch(saga).await?;
+            }
+            Step::Claim if saga.claimed => {
+                let now = cloud.store.server(saga.server()?).await?;
+                let observed = cloud.observed_state(&now).await;
+                cloud.clear_point_task(now.id, Some(observed), None).await?;
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    async fn probe(&mut self, cloud: &Cloud, step: Step) -> Result<Probe> {
+        let saga = &mut self.0;
+        Ok(match step {
+            Step::Claim => {
+                let task = cloud.store.server(saga.server()?).await?.task_state;
+                if task == Some(TaskState::RestorePointReverting) {
+                    saga.claimed = true;
+                    Probe::Took
+                } else {
+                    Probe::NotTaken
+                }
+            }
+            _ => Probe::Rerun,
+        })
+    }
+
+    async fn finished(&mut self, cloud: &Cloud) {
+        tracing::info!(server = ?self.0.server, point = ?self.0.point, "server reverted");
+        cloud.collect_garbage_quietly().await;
+        if !self.0.internal {
+            cloud.keep_native_disk_shallow(self.0.new_top.clone());
+        }
+    }
+
+    async fn undone(&mut self, cloud: &Cloud, cause: Option<&Error>) {
+        if let (Some(cause), Some(server)) = (cause, self.0.server) {
+            cloud.record_point_fault(server, cause).await;
+        }
+    }
+}
+
+/// The layer of the point's root disk, if it has one.
+fn root_layer(point: &RestorePoint) -> Option<String> {
+    point
+        .disks
+        .iter()
+        .find(|d| d.volume_id.is_none())
+        .map(|d| d.layer.clone())
 }
 
 /// The layer of the point's (only) disk.

@@ -45,6 +45,13 @@ pub(super) struct SagaVolume {
     pub overlay: PathBuf,
 }
 
+impl SagaVolume {
+    /// The locations it names (garbage-collection roots while its saga is open).
+    pub(super) fn pool_names(&self) -> [String; 3] {
+        [self.old.clone(), self.new.clone(), self.base.clone()]
+    }
+}
+
 impl Cloud {
     /// Refuses (409) what restore points cannot cover: volumes on a pool
     /// other than `file`, internal points of servers with volumes.

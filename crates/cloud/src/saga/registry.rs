@@ -36,15 +36,11 @@ pub(crate) fn kinds() -> Vec<Kind> {
         Kind::of::<crate::compute::volume_image::VolumeImage>(),
         Kind::of::<crate::volumes::create::VolumeCreate>(),
         Kind::of::<crate::volumes::snapshots::VolumeSnapshotCreate>(),
+        Kind::of::<crate::restore_points::create::PointCreate>(),
+        Kind::of::<crate::restore_points::revert::PointRevert>(),
+        Kind::of::<crate::restore_points::delete::PointDelete>(),
     ]
 }
-
-/// Kinds still recovered by their own code (being moved onto the engine).
-const LEGACY: &[&str] = &[
-    "restore-point-create",
-    "restore-point-revert",
-    "restore-point-delete",
-];
 
 fn kind_of(record: &SagaRecord) -> Result<Kind> {
     kinds()
@@ -63,8 +59,7 @@ fn kind_of(record: &SagaRecord) -> Result<Kind> {
 impl Cloud {
     /// Finishes or undoes every open saga, oldest first; a line for each.
     pub(crate) async fn recover_sagas(&self) -> Result<Vec<String>> {
-        let mut open = self.store.open_sagas().await?;
-        open.retain(|r| !LEGACY.contains(&r.kind.as_str()));
+        let open = self.store.open_sagas().await?;
         // Every kind is checked before any saga is touched.
         let kinds = open.iter().map(kind_of).collect::<Result<Vec<_>>>()?;
         let mut lines = Vec::with_capacity(open.len());
@@ -78,9 +73,6 @@ impl Cloud {
     pub(crate) async fn saga_roots(&self) -> Result<BTreeSet<String>> {
         let mut roots = BTreeSet::new();
         for record in self.store.open_sagas().await? {
-            if LEGACY.contains(&record.kind.as_str()) {
-                continue;
-            }
             roots.extend((kind_of(&record)?.pool_names)(&record)?);
         }
         Ok(roots)

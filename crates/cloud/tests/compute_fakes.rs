@@ -344,7 +344,7 @@ async fn action_when_another_task_claimed_then_conflict_and_task_kept() {
     claimed.task_state = Some(TaskState::Suspending);
     rig.cloud
         .store()
-        .update_server(&claimed, (VmState::Active, None))
+        .update_server(&server, &claimed)
         .await
         .unwrap();
 
@@ -488,7 +488,7 @@ async fn reconcile_when_action_interrupted_then_settled_to_what_the_vm_shows() {
     claimed.task_state = Some(TaskState::PoweringOff);
     rig.cloud
         .store()
-        .update_server(&claimed, (VmState::Active, None))
+        .update_server(&server, &claimed)
         .await
         .unwrap();
 
@@ -507,7 +507,7 @@ async fn reconcile_when_delete_interrupted_then_deleted_and_disk_gone() {
     claimed.task_state = Some(TaskState::Deleting);
     rig.cloud
         .store()
-        .update_server(&claimed, (VmState::Active, None))
+        .update_server(&server, &claimed)
         .await
         .unwrap();
 

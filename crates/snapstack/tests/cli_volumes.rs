@@ -248,13 +248,16 @@ fn volume_sagas_when_killed_at_each_step_then_restart_finishes_them_cleanly() {
         "volume-snapshot:record",
         "volume-snapshot:freeze",
     ] {
-        let mut server = Server::start_with_env(&[("SNAPSTACK_FAULT_INJECT", point)]);
+        let mut server = Server::start();
         let api = VolumeApi::new(server.admin());
         let source = if point == "volume-create:record" || point == "volume-create:make" {
             None
         } else {
             Some(api.blank_volume("source", 1))
         };
+        // Armed only now: every volume creation passes every step.
+        server.restart_with_env(&[("SNAPSTACK_FAULT_INJECT", point)]);
+        let api = VolumeApi::new(server.admin());
         let made = match (point, &source) {
             ("volume-create:freeze", Some(src)) => api.try_post(
                 "/volumes",

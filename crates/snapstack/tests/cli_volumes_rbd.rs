@@ -188,10 +188,14 @@ fn volume_sagas_on_rbd_when_killed_at_each_step_then_restart_finishes_them_and_l
         "volume-create:freeze",
         "volume-snapshot:freeze",
     ] {
-        let mut rbd_volumes =
-            PrivateRbd::start_with_env("cv", &[("SNAPSTACK_FAULT_INJECT", point)]);
+        let mut rbd_volumes = PrivateRbd::start_with_env("cv", &[]);
         let api = VolumeApi::new(rbd_volumes.server.admin());
         let source = (point != "volume-create:make").then(|| api.blank_volume("source", 1));
+        // Armed only now: every volume creation passes every step.
+        rbd_volumes
+            .server
+            .restart_with_env(&[("SNAPSTACK_FAULT_INJECT", point)]);
+        let api = VolumeApi::new(rbd_volumes.server.admin());
         let made = match (point, &source) {
             ("volume-create:freeze", Some(src)) => api.try_post(
                 "/volumes",

@@ -1,5 +1,6 @@
 //! Flavors and servers. A server's state changes are compare-and-swap on
-//! `(vm_state, task_state)`: [`Store::update_server`] names what it expects.
+//! what the caller read: [`Store::update_server`] writes only the fields
+//! that change, guarded by their values as read.
 
 use std::collections::BTreeMap;
 
@@ -238,46 +239,122 @@ impl Store {
         rows.iter().map(server_from_row).collect()
     }
 
-    /// Writes every field of `s`, provided the stored server still has
-    /// `expected` (vm_state, task_state). Returns `Conflict` otherwise.
-    pub async fn update_server(
-        &self,
-        s: &Server,
-        expected: (VmState, Option<TaskState>),
-    ) -> Result<()> {
-        let done = sqlx::query(
-            "UPDATE servers SET name = ?, vm_state = ?, task_state = ?, power_state = ?, progress = ?, fault = ?, \
-             metadata = ?, root_disk = ?, image_id = ?, updated_at = ?, launched_at = ? \
-             WHERE id = ? AND vm_state = ? AND task_state IS ?",
-        )
-        .bind(&s.name)
-        .bind(s.vm_state.as_str())
-        .bind(s.task_state.map(TaskState::as_str))
-        .bind(s.power_state as i64)
-        .bind(i64::from(s.progress))
-        .bind(fault_json(&s.fault))
-        .bind(serde_json::to_string(&s.metadata).unwrap_or_default())
-        .bind(&s.root_disk)
-        .bind(s.image_id.map(|i| i.to_string()))
-        .bind(ts(s.updated_at))
-        .bind(s.launched_at.map(ts))
-        .bind(s.id.to_string())
-        .bind(expected.0.as_str())
-        .bind(expected.1.map(TaskState::as_str))
-        .execute(&self.pool)
-        .await
-        .map_err(db_error(&format!("Cannot update server {}", s.id)))?;
+    /// Writes the fields in which `next` differs from `prev` (what the
+    /// caller read) — and only those — provided the stored server still
+    /// has `prev`'s value in each of them that is not an observation
+    /// (power state, progress and fault are last-writer-wins) and, unless
+    /// only its name, metadata or fault change, `prev`'s vm_state and
+    /// task_state. Returns `Conflict` otherwise: another request changed it
+    /// first. Nothing to write is a success.
+    pub async fn update_server(&self, prev: &Server, next: &Server) -> Result<()> {
+        let changed: Vec<(&str, Column, Column)> = server_columns(prev)
+            .into_iter()
+            .zip(server_columns(next))
+            .filter(|((_, old), (_, new))| old != new)
+            .map(|((name, old), (_, new))| (name, old, new))
+            .collect();
+        if changed.is_empty() {
+            return Ok(());
+        }
+        let descriptive = changed
+            .iter()
+            .all(|(name, _, _)| matches!(*name, "name" | "metadata" | "fault"));
+        let mut guards: Vec<(&str, Column)> = changed
+            .iter()
+            .filter(|(name, _, _)| !matches!(*name, "power_state" | "progress" | "fault"))
+            .map(|(name, old, _)| (*name, old.clone()))
+            .collect();
+        if !descriptive {
+            for (name, value) in server_columns(prev) {
+                if matches!(name, "vm_state" | "task_state")
+                    && !guards.iter().any(|(n, _)| *n == name)
+                {
+                    guards.push((name, value));
+                }
+            }
+        }
+        let sets: Vec<String> = changed
+            .iter()
+            .map(|(name, _, _)| format!("{name} = ?"))
+            .chain(std::iter::once("updated_at = ?".to_string()))
+            .collect();
+        let wheres: String = guards
+            .iter()
+            .map(|(name, _)| format!(" AND {name} IS ?"))
+            .collect();
+        let sql = format!(
+            "UPDATE servers SET {} WHERE id = ?{wheres}",
+            sets.join(", ")
+        );
+        let mut query = sqlx::query(&sql);
+        for (_, _, new) in &changed {
+            query = new.bind(query);
+        }
+        query = query.bind(ts(next.updated_at)).bind(next.id.to_string());
+        for (_, old) in &guards {
+            query = old.bind(query);
+        }
+        let done = query
+            .execute(&self.pool)
+            .await
+            .map_err(db_error(&format!("Cannot update server {}", next.id)))?;
         if done.rows_affected() == 0 {
-            let now = self.server(s.id).await?;
+            let now = self.server(next.id).await?;
+            let fields: Vec<&str> = guards.iter().map(|(n, _)| *n).collect();
             return Err(Error::conflict(format!(
-                "Server {} is {} (task {}); another request changed it first.",
-                s.id,
+                "Server {} is {} (task {}); another request changed it first ({}).",
+                next.id,
                 now.vm_state,
-                now.task_state.map_or("none", TaskState::as_str)
+                now.task_state.map_or("none", TaskState::as_str),
+                fields.join(", ")
             )));
         }
         Ok(())
     }
+}
+
+/// One column's value, as bound.
+#[derive(Debug, Clone, PartialEq)]
+enum Column {
+    Text(Option<String>),
+    Int(i64),
+}
+
+impl Column {
+    fn bind<'q>(
+        &self,
+        query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    ) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+        match self {
+            Column::Text(t) => query.bind(t.clone()),
+            Column::Int(i) => query.bind(*i),
+        }
+    }
+}
+
+/// The columns an update may change, in a fixed order (updated_at apart).
+fn server_columns(s: &Server) -> [(&'static str, Column); 10] {
+    [
+        ("name", Column::Text(Some(s.name.clone()))),
+        (
+            "vm_state",
+            Column::Text(Some(s.vm_state.as_str().to_string())),
+        ),
+        (
+            "task_state",
+            Column::Text(s.task_state.map(|t| t.as_str().to_string())),
+        ),
+        ("power_state", Column::Int(s.power_state as i64)),
+        ("progress", Column::Int(i64::from(s.progress))),
+        ("fault", Column::Text(fault_json(&s.fault))),
+        (
+            "metadata",
+            Column::Text(Some(serde_json::to_string(&s.metadata).unwrap_or_default())),
+        ),
+        ("root_disk", Column::Text(s.root_disk.clone())),
+        ("image_id", Column::Text(s.image_id.map(|i| i.to_string()))),
+        ("launched_at", Column::Text(s.launched_at.map(ts))),
+    ]
 }
 
 #[cfg(test)]
@@ -332,17 +409,55 @@ mod tests {
         store.insert_server(&s).await.unwrap();
         let mut claimed = s.clone();
         claimed.task_state = Some(TaskState::PoweringOff);
-        store
-            .update_server(&claimed, (VmState::Active, None))
-            .await
-            .unwrap();
+        store.update_server(&s, &claimed).await.unwrap();
 
-        let err = store
-            .update_server(&claimed, (VmState::Active, None))
-            .await
-            .unwrap_err();
+        let err = store.update_server(&s, &claimed).await.unwrap_err();
 
         assert_eq!(err.kind(), ErrorKind::Conflict);
+    }
+
+    #[tokio::test]
+    async fn update_when_two_writers_change_different_fields_then_both_kept() {
+        let store = Store::in_memory().await.unwrap();
+        let mut s = server();
+        s.vm_state = VmState::Active;
+        s.task_state = Some(TaskState::RestorePointCreating);
+        s.root_disk = Some("old-top".into());
+        store.insert_server(&s).await.unwrap();
+        let mut renamed = s.clone();
+        renamed.name = "renamed".into();
+        let mut switched = s.clone();
+        switched.root_disk = Some("new-top".into());
+
+        store.update_server(&s, &switched).await.unwrap();
+        store.update_server(&s, &renamed).await.unwrap();
+
+        let now = store.server(s.id).await.unwrap();
+        assert_eq!(now.name, "renamed");
+        assert_eq!(now.root_disk.as_deref(), Some("new-top"));
+    }
+
+    #[tokio::test]
+    async fn update_when_field_changed_since_read_then_conflict_and_nothing_written() {
+        let store = Store::in_memory().await.unwrap();
+        let mut s = server();
+        s.root_disk = Some("a".into());
+        store.insert_server(&s).await.unwrap();
+        let mut first = s.clone();
+        first.root_disk = Some("b".into());
+        store.update_server(&s, &first).await.unwrap();
+        let mut stale = s.clone();
+        stale.root_disk = Some("c".into());
+        stale.progress = 50;
+
+        let err = store.update_server(&s, &stale).await.unwrap_err();
+
+        assert_eq!(err.kind(), ErrorKind::Conflict);
+        let now = store.server(s.id).await.unwrap();
+        assert_eq!(
+            (now.root_disk.as_deref(), now.progress),
+            (Some("b"), s.progress)
+        );
     }
 
     #[tokio::test]

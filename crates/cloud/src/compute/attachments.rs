@@ -415,10 +415,10 @@ impl Cloud {
         if now.task_state != server.task_state {
             return;
         }
-        let expected = (now.vm_state, now.task_state);
+        let prev = now.clone();
         now.task_state = None;
         now.updated_at = Utc::now();
-        if let Err(e) = self.store.update_server(&now, expected).await {
+        if let Err(e) = self.store.update_server(&prev, &now).await {
             tracing::error!(server = %server.id, error = %e, "cannot clear the task");
         }
     }

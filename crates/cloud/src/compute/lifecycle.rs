@@ -62,7 +62,6 @@ impl Cloud {
 
     /// Builds a new server: its disk, then QEMU.
     pub(crate) async fn spawn_server(&self, server: Server) {
-        let expected = (server.vm_state, server.task_state);
         let result = self.build(server.clone()).await;
         self.settle_boot_volumes(&server).await;
         let mut done = match self.store.server(server.id).await {
@@ -70,6 +69,12 @@ impl Cloud {
             Err(e) => {
                 return tracing::error!(server = %server.id, error = %e, "server vanished while building")
             }
+        };
+        // Guarded by the states the build claimed, and by what is read here.
+        let prev = Server {
+            vm_state: server.vm_state,
+            task_state: server.task_state,
+            ..done.clone()
         };
         match result {
             Ok(()) => {
@@ -87,7 +92,7 @@ impl Cloud {
         }
         done.task_state = None;
         done.updated_at = Utc::now();
-        if let Err(e) = self.store.update_server(&done, expected).await {
+        if let Err(e) = self.store.update_server(&prev, &done).await {
             tracing::error!(server = %server.id, error = %e, "could not record the end of the build");
         }
     }
@@ -122,19 +127,18 @@ impl Cloud {
             .pool
             .create_disk(&server.id.to_string(), &location, format, size)
             .await?;
-        let expected = (server.vm_state, server.task_state);
+        let prev = server.clone();
         server.root_disk = Some(disk);
         // Progress stays 0 until active, as Nova's libvirt driver reports it:
         // `openstack server create --wait` prints any non-zero progress to
         // stdout, which would corrupt its `-f json` output.
         server.updated_at = Utc::now();
-        self.store.update_server(&server, expected).await?;
+        self.store.update_server(&prev, &server).await?;
         Ok(server)
     }
 
     /// Runs a claimed action and clears its task.
     pub(crate) async fn run_action(&self, server: Server, action: ServerAction) {
-        let expected = (server.vm_state, server.task_state);
         if action == ServerAction::Delete {
             return self.finish_delete(server).await;
         }
@@ -156,7 +160,7 @@ impl Cloud {
         }
         done.task_state = None;
         done.updated_at = Utc::now();
-        if let Err(e) = self.store.update_server(&done, expected).await {
+        if let Err(e) = self.store.update_server(&server, &done).await {
             tracing::error!(server = %server.id, error = %e, "could not record the end of an action");
         }
     }
@@ -228,7 +232,6 @@ impl Cloud {
     /// on it (if it was running); the old disk is garbage unless images
     /// stand on it.
     pub(crate) async fn finish_rebuild(&self, server: Server, image_id: domain::ImageId) {
-        let expected = (server.vm_state, server.task_state);
         let was_running = server.vm_state == VmState::Active;
         let result = async {
             self.hypervisor
@@ -260,7 +263,7 @@ impl Cloud {
                 rebuilt.root_disk = Some(disk);
                 rebuilt.image_id = Some(image_id);
                 rebuilt.updated_at = Utc::now();
-                self.store.update_server(&rebuilt, expected).await?;
+                self.store.update_server(&server, &rebuilt).await?;
             }
             if was_running {
                 self.hypervisor
@@ -277,7 +280,7 @@ impl Cloud {
                 return tracing::error!(server = %server.id, error = %e, "server vanished while rebuilding")
             }
         };
-        let now_expected = (done.vm_state, done.task_state);
+        let prev = done.clone();
         match result {
             Ok(_) => {
                 done.vm_state = if was_running {
@@ -307,7 +310,7 @@ impl Cloud {
         }
         done.task_state = None;
         done.updated_at = Utc::now();
-        if let Err(e) = self.store.update_server(&done, now_expected).await {
+        if let Err(e) = self.store.update_server(&prev, &done).await {
             tracing::error!(server = %server.id, error = %e, "could not record the end of a rebuild");
         }
         self.collect_garbage_quietly().await;
@@ -315,7 +318,6 @@ impl Cloud {
 
     /// Removes everything a server has, then its record.
     pub(crate) async fn finish_delete(&self, server: Server) {
-        let expected = (server.vm_state, server.task_state);
         match self.tear_down(&server).await {
             Ok(()) => {
                 // Deleted (no longer a garbage-collection root, 404 to users)
@@ -327,14 +329,14 @@ impl Cloud {
                 gone.task_state = Some(TaskState::Deleting);
                 gone.power_state = PowerState::NoState;
                 gone.updated_at = Utc::now();
-                if let Err(e) = self.store.update_server(&gone, expected).await {
+                if let Err(e) = self.store.update_server(&server, &gone).await {
                     tracing::error!(server = %server.id, error = %e, "could not record the delete");
                     return;
                 }
                 self.collect_garbage_quietly().await;
-                let expected = (gone.vm_state, gone.task_state);
+                let prev = gone.clone();
                 gone.task_state = None;
-                if let Err(e) = self.store.update_server(&gone, expected).await {
+                if let Err(e) = self.store.update_server(&prev, &gone).await {
                     tracing::error!(server = %server.id, error = %e, "could not record the delete");
                     return;
                 }
@@ -347,7 +349,7 @@ impl Cloud {
                 failed.task_state = None;
                 failed.fault = Some(fault(&e));
                 failed.updated_at = Utc::now();
-                let _ = self.store.update_server(&failed, expected).await;
+                let _ = self.store.update_server(&server, &failed).await;
             }
         }
     }

@@ -129,10 +129,7 @@ impl Cloud {
             failed.task_state = None;
             failed.fault = Some(lifecycle::fault(&e));
             failed.updated_at = Utc::now();
-            let _ = self
-                .store
-                .update_server(&failed, (server.vm_state, server.task_state))
-                .await;
+            let _ = self.store.update_server(&server, &failed).await;
             return Err(e);
         }
         let cloud = self.clone();
@@ -245,12 +242,16 @@ impl Cloud {
     /// Claims `task` on an idle server by compare-and-swap: a concurrent
     /// request that claimed first makes this one fail with 409.
     pub(crate) async fn claim_task(&self, server: &Server, task: TaskState) -> Result<Server> {
+        if let Some(busy) = server.task_state {
+            return Err(Error::conflict(format!(
+                "Server {} is busy (task_state {busy}).",
+                server.id
+            )));
+        }
         let mut claimed = server.clone();
         claimed.task_state = Some(task);
         claimed.updated_at = Utc::now();
-        self.store
-            .update_server(&claimed, (server.vm_state, None))
-            .await?;
+        self.store.update_server(server, &claimed).await?;
         Ok(claimed)
     }
 
@@ -289,9 +290,7 @@ impl Cloud {
             changed.name = name;
         }
         changed.updated_at = Utc::now();
-        self.store
-            .update_server(&changed, (server.vm_state, server.task_state))
-            .await?;
+        self.store.update_server(&server, &changed).await?;
         Ok(changed)
     }
 }

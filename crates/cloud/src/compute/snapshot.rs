@@ -455,9 +455,7 @@ impl Cloud {
         next.root_disk = Some(new_top.to_string());
         next.progress = 60;
         next.updated_at = Utc::now();
-        self.store
-            .update_server(&next, (server.vm_state, server.task_state))
-            .await
+        self.store.update_server(&server, &next).await
     }
 
     /// Resumes the background work of active snapshot images (flatten,

@@ -28,13 +28,16 @@ impl Cloud {
     /// compare-and-swap on a server with no task (a second request gets 409).
     pub(super) async fn claim_snapshot_task(&self, id: ServerId) -> Result<()> {
         let server = self.store.server(id).await?;
+        if let Some(busy) = server.task_state {
+            return Err(Error::conflict(format!(
+                "Server {id} is busy (task_state {busy})."
+            )));
+        }
         let mut claimed = server.clone();
         claimed.task_state = Some(TaskState::ImageSnapshotPending);
         claimed.progress = 0;
         claimed.updated_at = Utc::now();
-        self.store
-            .update_server(&claimed, (server.vm_state, None))
-            .await
+        self.store.update_server(&server, &claimed).await
     }
 
     /// Moves the snapshot task on (`image_pending_upload`, …) with `progress`.
@@ -54,9 +57,7 @@ impl Cloud {
         next.task_state = Some(task);
         next.progress = progress;
         next.updated_at = Utc::now();
-        self.store
-            .update_server(&next, (server.vm_state, server.task_state))
-            .await?;
+        self.store.update_server(&server, &next).await?;
         Ok(next)
     }
 
@@ -71,9 +72,7 @@ impl Cloud {
         next.task_state = None;
         next.progress = 100;
         next.updated_at = Utc::now();
-        self.store
-            .update_server(&next, (server.vm_state, server.task_state))
-            .await
+        self.store.update_server(&server, &next).await
     }
 
     /// Records on the server why a snapshot into `image` failed (Nova's
@@ -87,11 +86,7 @@ impl Cloud {
         fault.message = format!("Snapshot into image {image} failed: {}", fault.message);
         next.fault = Some(fault);
         next.updated_at = Utc::now();
-        if let Err(e) = self
-            .store
-            .update_server(&next, (server.vm_state, server.task_state))
-            .await
-        {
+        if let Err(e) = self.store.update_server(&server, &next).await {
             tracing::warn!(server = %id, error = %e, "could not record the snapshot's fault");
         }
     }

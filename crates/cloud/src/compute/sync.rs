@@ -52,7 +52,6 @@ impl Cloud {
                 server.id
             ));
         }
-        let expected = (server.vm_state, server.task_state);
         let (observed, power) = self.observed_state(&server).await;
         let mut settled = server.clone();
         settled.task_state = None;
@@ -71,7 +70,7 @@ impl Cloud {
                 settled.launched_at = Some(Utc::now());
             }
         }
-        self.store.update_server(&settled, expected).await?;
+        self.store.update_server(&server, &settled).await?;
         Ok(format!(
             "server {}: task {task} interrupted, now {}",
             server.id, settled.vm_state
@@ -124,10 +123,7 @@ impl Cloud {
             }
             changed.updated_at = Utc::now();
             // A request may have claimed a task meanwhile: then it wins.
-            let _ = self
-                .store
-                .update_server(&changed, (server.vm_state, None))
-                .await;
+            let _ = self.store.update_server(&server, &changed).await;
         }
         Ok(())
     }

@@ -417,11 +417,7 @@ impl Cloud {
         let mut next = now.clone();
         next.fault = Some(super::fault_of(cause));
         next.updated_at = Utc::now();
-        if let Err(e) = self
-            .store
-            .update_server(&next, (now.vm_state, now.task_state))
-            .await
-        {
+        if let Err(e) = self.store.update_server(&now, &next).await {
             tracing::warn!(%server, error = %e, "could not record a restore point's fault");
         }
     }
@@ -451,9 +447,7 @@ impl Cloud {
             let mut next = server.clone();
             next.root_disk = saga.new_top.clone();
             next.updated_at = Utc::now();
-            self.store
-                .update_server(&next, (server.vm_state, server.task_state))
-                .await?;
+            self.store.update_server(&server, &next).await?;
         }
         Ok(())
     }
@@ -487,9 +481,7 @@ impl Cloud {
             let mut next = server.clone();
             next.root_disk = saga.new_top.clone();
             next.updated_at = Utc::now();
-            self.store
-                .update_server(&next, (server.vm_state, server.task_state))
-                .await?;
+            self.store.update_server(&server, &next).await?;
         }
         self.seal_point_volume_layers(&saga.volumes).await?;
         self.move_point_volumes_forward(&saga.volumes).await?;

@@ -135,10 +135,10 @@ impl Cloud {
             }
         }
         let mut next = self.store.server(server.id).await?;
-        let expected = (next.vm_state, next.task_state);
+        let prev = next.clone();
         next.root_disk = Some(new_top);
         next.updated_at = Utc::now();
-        self.store.update_server(&next, expected).await?;
+        self.store.update_server(&prev, &next).await?;
         self.hypervisor
             .start(&self.vm_spec(&next).await?)
             .await

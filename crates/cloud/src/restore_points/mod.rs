@@ -321,9 +321,7 @@ impl Cloud {
             next.fault = Some(fault_of(e));
         }
         next.updated_at = Utc::now();
-        self.store
-            .update_server(&next, (now.vm_state, now.task_state))
-            .await
+        self.store.update_server(&now, &next).await
     }
 }
 

@@ -162,9 +162,7 @@ impl Cloud {
         next.root_disk = saga.new_top.clone();
         next.fault = None;
         next.updated_at = Utc::now();
-        self.store
-            .update_server(&next, (server.vm_state, server.task_state))
-            .await?;
+        self.store.update_server(&server, &next).await?;
         self.store
             .set_current_restore_point(server.id, Some(saga.point()?))
             .await
@@ -179,9 +177,7 @@ impl Cloud {
             let mut next = server.clone();
             next.root_disk = saga.old_top.clone();
             next.updated_at = Utc::now();
-            self.store
-                .update_server(&next, (server.vm_state, server.task_state))
-                .await?;
+            self.store.update_server(&server, &next).await?;
         }
         Ok(())
     }

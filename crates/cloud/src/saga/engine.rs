@@ -17,6 +17,23 @@ enum Stop {
     Unrecorded(Error),
 }
 
+/// The collector's lock as a step holds it (held, never read).
+#[allow(dead_code)]
+enum GcGuard<'a> {
+    Shared(tokio::sync::RwLockReadGuard<'a, ()>),
+    Exclusive(tokio::sync::RwLockWriteGuard<'a, ()>),
+}
+
+impl<'a> GcGuard<'a> {
+    async fn take(cloud: &'a Cloud, exclusive: bool) -> GcGuard<'a> {
+        if exclusive {
+            GcGuard::Exclusive(cloud.gc_lock.write().await)
+        } else {
+            GcGuard::Shared(cloud.gc_lock.read().await)
+        }
+    }
+}
+
 /// A saga that has been recorded and has steps left to run.
 pub(crate) struct Running<S: Saga> {
     cloud: Cloud,
@@ -105,7 +122,7 @@ impl<S: Saga> Running<S> {
             {
                 // Data the step makes is named in the state recorded below
                 // before the collector can decide anything.
-                let _gc = self.cloud.gc_lock.read().await;
+                let _gc = GcGuard::take(&self.cloud, S::exclusive(step)).await;
                 if let Err(error) = self.saga.run(&self.cloud, step).await {
                     return Err(Stop::Failed { at, error });
                 }

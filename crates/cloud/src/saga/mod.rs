@@ -120,6 +120,12 @@ pub trait Saga: Serialize + DeserializeOwned + Send + Sync + Sized + 'static {
         Vec::new()
     }
 
+    /// Whether `step` needs the collector's lock exclusively (it moves
+    /// data that other sagas' steps might move too); most steps share it.
+    fn exclusive(_step: Self::Step) -> bool {
+        false
+    }
+
     /// Runs `step`.
     async fn run(&mut self, cloud: &Cloud, step: Self::Step) -> Result<()>;
 

@@ -3,12 +3,12 @@
 //! `error` volume and no stray data.
 //!
 //! ```text
-//!  record ──▶ freeze ──────────────▶ move-source ──▶ make ────────────▶ flatten ──────────▶ publish
-//!  (volume     (from a volume: its    (the source     (blank / from      (past the pool's    (volume
-//!   `creating`) data frozen as        goes on from    image / snapshot   clone depth: the    `available`
-//!              `clone-<id>`: a layer  its new top,    / the frozen       data copied in,     at its
-//!              or an RBD snap;        by compare-     source: one O(1)   while `creating`)   location)
-//!              others: nothing)       and-swap)       pool call)
+//!  record ──▶ freeze ──────────────▶ move-source ──▶ make ────────────▶ flatten ──────────▶ shallow ─────────▶ publish
+//!  (volume     (from a volume: its    (the source     (blank / from      (past the pool's    (a source past    (volume
+//!   `creating`) data frozen as        goes on from    image / snapshot   clone depth: the    the clone depth:  `available`
+//!              `clone-<id>`: a layer  its new top,    / the frozen       data copied in,     the frozen layer  at its
+//!              or an RBD snap;        by compare-     source: one O(1)   while `creating`)   copied into its   location)
+//!              others: nothing)       and-swap)       pool call)                             top; exclusive)
 //!
 //!  crash anywhere: forward from the recorded step (every pool call can be
 //!  repeated; `record` is probed: the row exists → on, else undone); a
@@ -66,6 +66,7 @@ pub(crate) enum Step {
     MoveSource,
     Make,
     Flatten,
+    Shallow,
     Publish,
 }
 
@@ -76,6 +77,7 @@ impl SagaStep for Step {
         Step::MoveSource,
         Step::Make,
         Step::Flatten,
+        Step::Shallow,
         Step::Publish,
     ];
 
@@ -86,6 +88,7 @@ impl SagaStep for Step {
             Step::MoveSource => "move-source",
             Step::Make => "make",
             Step::Flatten => "flatten",
+            Step::Shallow => "shallow",
             Step::Publish => "publish",
         }
     }
@@ -162,6 +165,17 @@ impl Saga for VolumeCreate {
                     pool.flatten_volume(location).await?;
                 }
             }
+            // Before the clone is available, so that clones made one after
+            // the other each find their frozen layer right under the
+            // source's top.
+            Step::Shallow => {
+                if let Some(frozen) = &self.frozen {
+                    let volume = cloud.store.volume(self.volume).await?;
+                    if let VolumeSource::Volume(source) = volume.source {
+                        cloud.keep_source_shallow(source, &frozen.snapshot).await;
+                    }
+                }
+            }
             Step::Publish => {
                 let location = self.location()?.to_string();
                 let volume = cloud.store.volume(self.volume).await?;
@@ -199,13 +213,13 @@ impl Saga for VolumeCreate {
         })
     }
 
-    async fn finished(&mut self, cloud: &Cloud) {
+    /// `shallow` moves the source's top: no other step may move it meanwhile.
+    fn exclusive(step: Step) -> bool {
+        step == Step::Shallow
+    }
+
+    async fn finished(&mut self, _cloud: &Cloud) {
         tracing::info!(volume = %self.volume, "volume created");
-        if let (Some(frozen), Ok(volume)) = (&self.frozen, cloud.store.volume(self.volume).await) {
-            if let VolumeSource::Volume(source) = volume.source {
-                cloud.keep_source_shallow(source, &frozen.snapshot).await;
-            }
-        }
     }
 }
 
@@ -423,12 +437,12 @@ impl Cloud {
     /// (file pool), one layer deeper each time; past the pool's clone depth
     /// the source stops standing on the layer just frozen (its data is
     /// copied into the source's top; the clone keeps the layer). Best
-    /// effort: a failure only leaves the source one layer deeper.
+    /// effort: a failure only leaves the source one layer deeper. Runs in
+    /// a step that holds the collector's lock exclusively.
     async fn keep_source_shallow(&self, source: VolumeId, frozen: &str) {
         let Ok(pool) = self.volume_pool() else {
             return;
         };
-        let _exclusive = self.gc_lock.write().await;
         let Ok(src) = self.store.volume(source).await else {
             return;
         };

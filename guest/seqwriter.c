@@ -27,7 +27,8 @@
  * holds record number base_seq + i.  Every record is one 512-byte sector.
  *
  * Write discipline: record n and a zero sector for slot n+1 go out in one
- * 1024-byte O_DIRECT|O_SYNC write, so the first slot after the log is always
+ * 1024-byte O_DIRECT|O_SYNC write (O_DIRECT alone, never flushed, with
+ * snapstack.flush=off), so the first slot after the log is always
  * zero and a snapshot taken between any two guest requests holds an exact
  * prefix.  Disks are written in lockstep: record n reaches every disk (boot
  * disk first, then the others by name) before record n+1 is written anywhere.
@@ -265,11 +266,19 @@ static int device_sectors(int fd, uint64_t *sectors)
 	return 0;
 }
 
+/* snapstack.flush=off: no O_SYNC, so the guest kernel never sends the disk a
+ * flush (a write returns once QEMU accepted it; QEMU's own caches, qcow2
+ * metadata included, stay unflushed).  Freezing and a clean stop still fsync. */
+static int flush_off;
+/* snapstack.power_button=ignore: the watcher reports the button, nothing more. */
+static int power_button_ignored;
+
 /* Opens a disk for synchronous direct I/O; falls back to O_SYNC alone where
  * O_DIRECT cannot do 512-byte writes (4K-sector disks, some filesystems). */
 static int open_disk(const char *path)
 {
-	int fd = open(path, O_RDWR | O_DIRECT | O_SYNC | O_CLOEXEC);
+	int sync_flag = flush_off ? 0 : O_SYNC;
+	int fd = open(path, O_RDWR | O_DIRECT | sync_flag | O_CLOEXEC);
 	if (fd >= 0) {
 		int lbs = 0;
 		struct stat st;
@@ -278,7 +287,7 @@ static int open_disk(const char *path)
 			return fd;
 		close(fd);
 	}
-	return open(path, O_RDWR | O_SYNC | O_CLOEXEC);
+	return open(path, O_RDWR | sync_flag | O_CLOEXEC);
 }
 
 /* Finds the data region (see the top of the file).  Returns 0 or -1. */
@@ -417,6 +426,10 @@ static void read_cmdline(void)
 			print_every = (unsigned)v;
 		else if (sscanf(tok, "snapstack.rescan_ms=%lu", &v) == 1 && v >= 100)
 			rescan_ms = (unsigned)v;
+		else if (strcmp(tok, "snapstack.flush=off") == 0)
+			flush_off = 1;
+		else if (strcmp(tok, "snapstack.power_button=ignore") == 0)
+			power_button_ignored = 1;
 	}
 }
 
@@ -790,6 +803,7 @@ static int run_writer(void)
 
 static int run_power_button(void)
 {
+	read_cmdline();
 	struct pollfd fds[32];
 	int n = 0;
 	while (n == 0) {
@@ -825,6 +839,10 @@ static int run_power_button(void)
 			ssize_t r = read(fds[i].fd, ev, sizeof(ev));
 			for (ssize_t k = 0; r > 0 && k < r / (ssize_t)sizeof(ev[0]); k++) {
 				if (ev[k].type == EV_KEY && ev[k].code == KEY_POWER && ev[k].value == 1) {
+					if (power_button_ignored) {
+						say("POWERBUTTON ignored");
+						continue;
+					}
 					say("POWERBUTTON");
 					/* busybox init: SIGUSR2 = poweroff, running the
 					 * ::shutdown: actions (which stop the writer) first. */

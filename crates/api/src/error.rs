@@ -1,4 +1,5 @@
-//! The one place where errors become HTTP responses.
+//! The one place where errors become HTTP responses. The status of each kind is
+//! `domain::ErrorKind::http_status` (server faults use the same):
 //!
 //! | kind | status |
 //! |---|---|
@@ -35,27 +36,28 @@ impl From<Error> for ApiError {
     }
 }
 
+/// The status of `kind`: [`ErrorKind::http_status`], the one mapping.
 pub(crate) fn status_of(kind: ErrorKind) -> StatusCode {
-    match kind {
-        ErrorKind::InvalidInput => StatusCode::BAD_REQUEST,
-        ErrorKind::Unauthenticated => StatusCode::UNAUTHORIZED,
-        ErrorKind::Forbidden => StatusCode::FORBIDDEN,
-        ErrorKind::NotFound => StatusCode::NOT_FOUND,
-        ErrorKind::Conflict => StatusCode::CONFLICT,
-        ErrorKind::Gone => StatusCode::GONE,
-        ErrorKind::TooLarge => StatusCode::PAYLOAD_TOO_LARGE,
-        ErrorKind::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
-        ErrorKind::RangeNotSatisfiable => StatusCode::RANGE_NOT_SATISFIABLE,
-        ErrorKind::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
-        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    StatusCode::from_u16(kind.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR)
+}
+
+/// The chain of causes under `e` (its sources), for the log; the response never
+/// shows them.
+pub(crate) fn causes(e: &Error) -> String {
+    let mut chain = Vec::new();
+    let mut next = std::error::Error::source(e);
+    while let Some(cause) = next {
+        chain.push(cause.to_string());
+        next = cause.source();
     }
+    chain.join(": ")
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let status = status_of(self.0.kind());
         if status.is_server_error() {
-            tracing::error!(error = %self.0, "request failed");
+            tracing::error!(error = %self.0, causes = %causes(&self.0), "request failed");
         }
         let title = status.canonical_reason().unwrap_or("Error");
         let body = json!({"error": {"code": status.as_u16(), "title": title, "message": self.0.message()}});
@@ -91,4 +93,29 @@ pub(crate) async fn not_found_route(uri: http::Uri) -> ApiError {
         ErrorKind::NotFound,
         format!("No API at {}.", uri.path()),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn causes_when_error_has_a_source_chain_then_each_cause_in_order() {
+        let io = std::io::Error::other("connection reset");
+        let inner = Error::unavailable("the database is unavailable").with_source(io);
+        let error = Error::internal("Cannot stop the server.").with_source(inner);
+
+        let chain = causes(&error);
+
+        assert_eq!(chain, "the database is unavailable: connection reset");
+    }
+
+    #[test]
+    fn status_of_when_unavailable_then_503() {
+        let kind = ErrorKind::Unavailable;
+
+        let status = status_of(kind);
+
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    }
 }

@@ -1,8 +1,12 @@
 //! The error every Snapstack layer returns: a small, matchable [`ErrorKind`]
-//! (what the caller did wrong, or what failed) plus a sentence for a human.
-//! The API maps kinds to HTTP status codes in one place.
+//! (what the caller did wrong, or what failed), a sentence for a human, and the
+//! cause when there is one (a hypervisor, storage, database or I/O error), kept
+//! as the [`std::error::Error::source`] so it is not lost at a crate boundary.
+//! [`ErrorKind::http_status`] is the one mapping of kinds to HTTP status codes
+//! (API responses and server faults).
 
 use std::fmt;
+use std::sync::Arc;
 
 /// What went wrong, as a caller can act on it.
 #[non_exhaustive]
@@ -32,11 +36,35 @@ pub enum ErrorKind {
     Internal,
 }
 
-/// A Snapstack error: a kind and a message.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+impl ErrorKind {
+    /// The HTTP status code of this kind (the codes on the variants).
+    pub fn http_status(self) -> u16 {
+        match self {
+            Self::InvalidInput => 400,
+            Self::Unauthenticated => 401,
+            Self::Forbidden => 403,
+            Self::NotFound => 404,
+            Self::Conflict => 409,
+            Self::Gone => 410,
+            Self::TooLarge => 413,
+            Self::UnsupportedMediaType => 415,
+            Self::RangeNotSatisfiable => 416,
+            Self::Unavailable => 503,
+            Self::Internal => 500,
+        }
+    }
+}
+
+/// The cause of an [`Error`], shared so that errors stay `Clone`.
+pub type Source = Arc<dyn std::error::Error + Send + Sync>;
+
+/// A Snapstack error: a kind, a message and maybe its cause. Two errors are equal
+/// when their kinds and messages are (causes are not compared).
+#[derive(Debug, Clone)]
 pub struct Error {
     kind: ErrorKind,
     message: String,
+    source: Option<Source>,
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -46,7 +74,14 @@ impl Error {
         Self {
             kind,
             message: message.into(),
+            source: None,
         }
+    }
+
+    /// The same error, caused by `source`.
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Arc::new(source));
+        self
     }
 
     pub fn kind(&self) -> ErrorKind {
@@ -92,5 +127,70 @@ impl Error {
 impl fmt::Display for Error {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for Error {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        self.source
+            .as_deref()
+            .map(|source| source as &(dyn std::error::Error + 'static))
+    }
+}
+
+impl PartialEq for Error {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind && self.message == other.message
+    }
+}
+
+impl Eq for Error {}
+
+#[cfg(test)]
+mod tests {
+    use std::error::Error as _;
+
+    use super::*;
+
+    #[test]
+    fn with_source_when_cloned_then_both_keep_the_cause() {
+        let cause = std::io::Error::new(std::io::ErrorKind::TimedOut, "monitor timed out");
+
+        let error = Error::unavailable("VM vm1 did not answer.").with_source(cause);
+        let copy = error.clone();
+
+        assert_eq!(copy.source().unwrap().to_string(), "monitor timed out");
+        assert_eq!(error.source().unwrap().to_string(), "monitor timed out");
+    }
+
+    #[test]
+    fn eq_when_only_the_source_differs_then_equal() {
+        let cause = std::io::Error::other("disk gone");
+
+        let with = Error::conflict("Busy.").with_source(cause);
+
+        assert_eq!(with, Error::conflict("Busy."));
+    }
+
+    #[test]
+    fn http_status_when_each_kind_then_the_documented_code() {
+        let kinds = [
+            (ErrorKind::InvalidInput, 400),
+            (ErrorKind::Unauthenticated, 401),
+            (ErrorKind::Forbidden, 403),
+            (ErrorKind::NotFound, 404),
+            (ErrorKind::Conflict, 409),
+            (ErrorKind::Gone, 410),
+            (ErrorKind::TooLarge, 413),
+            (ErrorKind::UnsupportedMediaType, 415),
+            (ErrorKind::RangeNotSatisfiable, 416),
+            (ErrorKind::Unavailable, 503),
+            (ErrorKind::Internal, 500),
+        ];
+
+        let codes: Vec<_> = kinds.iter().map(|(k, _)| k.http_status()).collect();
+
+        let expected: Vec<_> = kinds.iter().map(|(_, code)| *code).collect();
+        assert_eq!(codes, expected);
     }
 }

@@ -41,8 +41,8 @@ pub use error::{Error, ErrorKind, Result};
 pub use fake::{FakeHypervisor, Operation};
 pub use pauses::{paused_within, PauseSpan, PAUSE_LOG_LIMIT};
 pub use qemu::{
-    Accel, QemuConfig, QemuHypervisor, CONSOLE_LOG_LIMIT, GUEST_AGENT_SYNC_TIMEOUT,
-    GUEST_AGENT_THAW_TIMEOUT, STORAGE_NODE_SUFFIX,
+    Accel, QemuConfig, QemuHypervisor, CONSOLE_LOG_LIMIT, DEFAULT_EXIT_TIMEOUT,
+    GUEST_AGENT_SYNC_TIMEOUT, GUEST_AGENT_THAW_TIMEOUT, STORAGE_NODE_SUFFIX,
 };
 pub use restore::{
     DiskOverlay, InternalSnapshot, MemoryState, NativeSnapshot, PointTaken, RbdState,

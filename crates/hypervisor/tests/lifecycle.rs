@@ -151,6 +151,27 @@ async fn destroy_when_called_twice_then_ok_and_shutoff_destroyed() {
 }
 
 #[tokio::test]
+async fn destroy_when_monitor_does_not_answer_then_qemu_gets_sigterm_not_sigkill() {
+    let harness = common::Harness::new();
+    harness.driver.start(&harness.spec("vm1")).await.unwrap();
+    // QEMU serves one monitor client: `harness.driver` keeps it, so this driver's
+    // connection is never greeted.
+    let mut config = harness.driver.config().clone();
+    config.monitor_timeout = Duration::from_secs(1);
+    let other = hypervisor::QemuHypervisor::new(config);
+
+    other.destroy("vm1").await.unwrap();
+
+    let log = std::fs::read_to_string(harness.run_dir().join("vm1/qemu.log")).unwrap();
+    assert!(log.contains("terminating on signal 15"), "{log}");
+    let reason = ShutoffReason::Destroyed;
+    assert_eq!(
+        other.status("vm1").await.unwrap(),
+        VmStatus::Shutoff { reason }
+    );
+}
+
+#[tokio::test]
 async fn status_when_qemu_killed_behind_our_back_then_shutoff_crashed() {
     let harness = common::Harness::new();
     harness.driver.start(&harness.spec("vm1")).await.unwrap();

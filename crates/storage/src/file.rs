@@ -123,19 +123,21 @@ async fn remove_if_present(path: &Path) -> Result<()> {
     match tokio::fs::remove_file(path).await {
         Ok(()) => Ok(()),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
-        Err(e) => Err(Error::unavailable(format!(
-            "Cannot delete {}: {e}",
-            path.display()
-        ))),
+        Err(e) => {
+            Err(Error::unavailable(format!("Cannot delete {}: {e}", path.display())).with_source(e))
+        }
     }
 }
 
 fn io_error(what: String) -> impl FnOnce(std::io::Error) -> Error {
-    move |e| match e.kind() {
-        std::io::ErrorKind::NotFound => {
-            Error::new(domain::ErrorKind::NotFound, format!("{what}: not found."))
-        }
-        _ => Error::unavailable(format!("{what}: {e}")),
+    move |e| {
+        let error = match e.kind() {
+            std::io::ErrorKind::NotFound => {
+                Error::new(domain::ErrorKind::NotFound, format!("{what}: not found."))
+            }
+            _ => Error::unavailable(format!("{what}: {e}")),
+        };
+        error.with_source(e)
     }
 }
 

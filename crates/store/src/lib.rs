@@ -67,14 +67,17 @@ impl Store {
 /// Maps a database failure to a domain error. Unique-key violations are
 /// conflicts (a name already taken); anything else means the database failed.
 fn db_error(what: &str) -> impl FnOnce(sqlx::Error) -> Error + '_ {
-    move |e| match &e {
-        sqlx::Error::Database(d) if d.is_unique_violation() => {
-            Error::conflict(format!("{what}: it already exists."))
-        }
-        sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => {
-            Error::unavailable(format!("{what}: the database is unavailable ({e})."))
-        }
-        _ => Error::internal(format!("{what}: database error ({e}).")),
+    move |e| {
+        let error = match &e {
+            sqlx::Error::Database(d) if d.is_unique_violation() => {
+                Error::conflict(format!("{what}: it already exists."))
+            }
+            sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) => {
+                Error::unavailable(format!("{what}: the database is unavailable ({e})."))
+            }
+            _ => Error::internal(format!("{what}: database error ({e}).")),
+        };
+        error.with_source(e)
     }
 }
 

@@ -57,7 +57,11 @@ impl IntoResponse for NovaError {
         }
         let status = status_of(kind);
         if status.is_server_error() {
-            tracing::error!(error = %self.0, "compute request failed");
+            tracing::error!(
+                error = %self.0,
+                causes = %crate::error::causes(&self.0),
+                "compute request failed"
+            );
         }
         let key = match kind {
             ErrorKind::InvalidInput => "badRequest",

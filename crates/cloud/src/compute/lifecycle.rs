@@ -16,7 +16,7 @@ use std::path::PathBuf;
 use chrono::Utc;
 use domain::image::ImageStatus;
 use domain::server::{Fault, PowerState, Server, ServerAction, TaskState, VmState};
-use domain::{Error, ErrorKind, Result};
+use domain::{Error, Result};
 use hypervisor::VmSpec;
 
 use super::hypervisor_error;
@@ -388,15 +388,8 @@ impl Cloud {
 }
 
 pub(crate) fn fault(e: &Error) -> Fault {
-    let code = match e.kind() {
-        ErrorKind::InvalidInput => 400,
-        ErrorKind::Conflict => 409,
-        ErrorKind::NotFound => 404,
-        ErrorKind::Unavailable => 503,
-        _ => 500,
-    };
     Fault {
-        code,
+        code: e.kind().http_status(),
         message: e.message().to_string(),
         created: Utc::now(),
     }

@@ -296,11 +296,13 @@ impl Cloud {
 }
 
 /// Hypervisor failures, as the cloud reports them.
+/// The hypervisor error is kept as the source (with its own cause: QMP, I/O).
 pub(crate) fn hypervisor_error(e: hypervisor::Error) -> Error {
-    match e.kind() {
-        hypervisor::ErrorKind::NotFound => Error::new(ErrorKind::NotFound, e.to_string()),
-        hypervisor::ErrorKind::InvalidArgument => Error::invalid(e.to_string()),
-        hypervisor::ErrorKind::NotRunning => Error::conflict(e.to_string()),
-        _ => Error::internal(e.to_string()),
-    }
+    let kind = match e.kind() {
+        hypervisor::ErrorKind::NotFound => ErrorKind::NotFound,
+        hypervisor::ErrorKind::InvalidArgument => ErrorKind::InvalidInput,
+        hypervisor::ErrorKind::NotRunning => ErrorKind::Conflict,
+        _ => ErrorKind::Internal,
+    };
+    Error::new(kind, e.to_string()).with_source(e)
 }

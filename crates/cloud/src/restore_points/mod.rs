@@ -337,15 +337,8 @@ async fn point_of(server: &Server, point_id: &str, cloud: &Cloud) -> Result<Rest
 
 /// A server fault for a failed restore-point operation (Nova's shape).
 pub(super) fn fault_of(e: &Error) -> domain::server::Fault {
-    let code = match e.kind() {
-        domain::ErrorKind::InvalidInput => 400,
-        domain::ErrorKind::Conflict => 409,
-        domain::ErrorKind::NotFound => 404,
-        domain::ErrorKind::Unavailable => 503,
-        _ => 500,
-    };
     domain::server::Fault {
-        code,
+        code: e.kind().http_status(),
         message: format!("Restore point operation failed: {}", e.message()),
         created: Utc::now(),
     }

@@ -181,9 +181,10 @@ impl QemuHypervisor {
             let detail = format!("restoring {what} failed: {}", self.qemu_messages(vm).await);
             match self.live_pid(vm).await {
                 Some(pid) => {
-                    self.kill(
+                    self.stop_qemu(
                         vm,
                         pid,
+                        Some(qmp),
                         ShutoffReason::Crashed {
                             detail: detail.clone(),
                         },

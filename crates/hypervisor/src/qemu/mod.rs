@@ -24,6 +24,15 @@
 //! gone without one died unasked (`Crashed`, with its exit status when this instance
 //! spawned it, and the last line QEMU logged).
 //!
+//! Stopping QEMU (stop after the power-button timeout, destroy, delete) never starts
+//! with SIGKILL: writes the guest made are acknowledged once they are in QEMU, and
+//! some of what makes them durable (qcow2 mappings and refcounts in QEMU's metadata
+//! caches, librbd's cache) lives only in QEMU's memory until a flush. So QEMU is asked
+//! to `quit` on its monitor, or sent SIGTERM when the monitor does not answer (as
+//! libvirt's destroy does); either way it flushes and closes its block devices before
+//! it exits. Only a QEMU still there after [`QemuConfig::exit_timeout`] gets SIGKILL
+//! (its unflushed writes are then lost, and the driver logs it).
+//!
 //! Reboots: [`Hypervisor::reset`] is `system_reset` (hard). [`Hypervisor::reboot`] is a
 //! power cycle as libvirt's "fake reboot": ACPI power-off request, wait for the guest to
 //! power off (QEMU stays, thanks to `-no-shutdown`), then `system_reset` + `cont`; a
@@ -83,6 +92,9 @@ const LOG_START_MARKER: &str = "--- snapstack: starting";
 const MAX_SOCKET_PATH: usize = 107;
 /// How often to look again while waiting for QEMU to come up.
 const START_POLL_INTERVAL: Duration = Duration::from_millis(20);
+/// Default of [`QemuConfig::exit_timeout`]: a QEMU flushing a qcow2 metadata cache or
+/// an RBD cache onto a busy host gets this long before SIGKILL.
+pub const DEFAULT_EXIT_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Which accelerator QEMU uses.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -108,7 +120,8 @@ pub struct QemuConfig {
     pub start_timeout: Duration,
     /// How long one monitor command (or connecting) may take.
     pub monitor_timeout: Duration,
-    /// How long QEMU may take to exit after `quit` or SIGKILL.
+    /// How long QEMU may take to flush and close its disks and exit after `quit` or
+    /// SIGTERM before it gets SIGKILL; also how long it may take to go after SIGKILL.
     pub exit_timeout: Duration,
     /// How long saving or loading a memory state may take.
     pub migration_timeout: Duration,
@@ -124,7 +137,7 @@ impl QemuConfig {
             machine: "q35".to_string(),
             start_timeout: Duration::from_secs(30),
             monitor_timeout: Duration::from_secs(10),
-            exit_timeout: Duration::from_secs(10),
+            exit_timeout: DEFAULT_EXIT_TIMEOUT,
             migration_timeout: Duration::from_secs(600),
         }
     }
@@ -425,26 +438,71 @@ impl QemuHypervisor {
         }
     }
 
-    /// Records `reason`, asks QEMU to quit, and waits for it to go (killing it if it
-    /// does not).
+    /// Records `reason` and stops the live QEMU through its monitor (see
+    /// [`Self::stop_qemu`]).
     async fn quit(&self, vm: &Vm, live: &Live, reason: ShutoffReason) -> Result<()> {
-        vm.dir.write_shutoff(&reason).await?;
-        match live.qmp.execute("quit", Value::Null).await {
-            Ok(_) => {}
-            // QEMU may close the socket before its reply gets out.
-            Err(e) if e.kind() == qmp::ErrorKind::Disconnected => {}
-            Err(e) => tracing::warn!(vm = %vm.name, error = %e, "quit refused, killing QEMU"),
-        }
-        if process::wait_gone(live.pid, &vm.dir.pid_file(), self.config.exit_timeout).await {
-            vm.forget_monitor().await;
-            return Ok(());
-        }
-        self.kill(vm, live.pid, reason).await
+        self.stop_qemu(vm, live.pid, Some(&live.qmp), reason).await
     }
 
-    /// Records `reason`, then SIGKILLs QEMU and waits for it to go.
-    async fn kill(&self, vm: &Vm, pid: i32, reason: ShutoffReason) -> Result<()> {
+    /// Records `reason`, then has QEMU flush and close its disks and exit: `quit` on
+    /// `qmp`, or SIGTERM when there is no monitor or it does not take the command.
+    /// SIGKILL only for a QEMU still there after `exit_timeout`.
+    async fn stop_qemu(
+        &self,
+        vm: &Vm,
+        pid: i32,
+        qmp: Option<&Client>,
+        reason: ShutoffReason,
+    ) -> Result<()> {
         vm.dir.write_shutoff(&reason).await?;
+        let quitting = match qmp {
+            Some(qmp) => self.ask_to_quit(vm, qmp).await,
+            None => false,
+        };
+        if !quitting && process::is_qemu_of(pid, &vm.dir.pid_file()).await {
+            if let Err(error) = process::signal(pid, libc::SIGTERM) {
+                tracing::debug!(vm = %vm.name, %error, "SIGTERM failed, QEMU probably gone");
+            }
+        }
+        let timeout = self.config.exit_timeout;
+        if process::wait_gone(pid, &vm.dir.pid_file(), timeout).await {
+            vm.forget_monitor().await;
+            tracing::info!(vm = %vm.name, pid, %reason, "QEMU stopped");
+            return Ok(());
+        }
+        tracing::warn!(
+            vm = %vm.name, pid, ?timeout,
+            "QEMU did not exit after quit or SIGTERM, killing it: writes it had not flushed are lost"
+        );
+        self.kill(vm, pid, &reason).await
+    }
+
+    /// Sends `quit`; true when QEMU answered it (it then closes its disks and exits).
+    /// A monitor that closed instead may have got it or not: SIGTERM makes sure (QEMU
+    /// ignores a second request while it exits).
+    async fn ask_to_quit(&self, vm: &Vm, qmp: &Client) -> bool {
+        let sent = tokio::time::timeout(
+            self.config.monitor_timeout,
+            qmp.execute("quit", Value::Null),
+        )
+        .await;
+        match sent {
+            Ok(Ok(_)) => true,
+            // QEMU may close the socket before its reply gets out.
+            Ok(Err(e)) if e.kind() == qmp::ErrorKind::Disconnected => false,
+            Ok(Err(e)) => {
+                tracing::warn!(vm = %vm.name, error = %e, "quit refused, sending SIGTERM");
+                false
+            }
+            Err(_) => {
+                tracing::warn!(vm = %vm.name, "quit unanswered, sending SIGTERM");
+                false
+            }
+        }
+    }
+
+    /// SIGKILLs QEMU and waits for it to go (the last resort of [`Self::stop_qemu`]).
+    async fn kill(&self, vm: &Vm, pid: i32, reason: &ShutoffReason) -> Result<()> {
         if let Err(error) = process::signal(pid, libc::SIGKILL) {
             tracing::debug!(vm = %vm.name, %error, "SIGKILL failed, QEMU probably gone");
         }
@@ -590,8 +648,10 @@ impl Hypervisor for QemuHypervisor {
             return Ok(());
         };
         if live.state != RunState::Shutdown && !self.power_off(&vm, &live, timeout).await? {
-            tracing::info!(vm = %vm.name, ?timeout, "guest ignored the power button, killing it");
-            return self.kill(&vm, live.pid, ShutoffReason::Destroyed).await;
+            // As hard for the guest as pulling the plug, but QEMU still writes out
+            // what the guest had written (see the module header).
+            tracing::info!(vm = %vm.name, ?timeout, "guest ignored the power button, quitting QEMU");
+            return self.quit(&vm, &live, ShutoffReason::Destroyed).await;
         }
         self.quit(&vm, &live, ShutoffReason::Shutdown).await
     }
@@ -624,15 +684,19 @@ impl Hypervisor for QemuHypervisor {
     async fn destroy(&self, name: &str) -> Result<()> {
         let vm = self.vm(name)?;
         // No operation lock: destroy must be able to interrupt a stuck operation.
-        // A QEMU that still answers gets `quit`: the guest stops just as hard,
-        // but QEMU closes its disks (librbd releases its watch at once instead
-        // of leaving the image busy for ~30 s); SIGKILL is the fallback.
+        // A QEMU that still answers gets `quit`, one that does not SIGTERM: the guest
+        // stops just as hard, but QEMU flushes and closes its disks (and librbd
+        // releases its watch at once instead of leaving the image busy for ~30 s);
+        // SIGKILL only after `exit_timeout`.
         let observed = tokio::time::timeout(self.config.monitor_timeout, self.observe(&vm)).await;
         if let Ok(Ok(Observed::Live(live))) = observed {
             return self.quit(&vm, &live, ShutoffReason::Destroyed).await;
         }
         match self.live_pid(&vm).await {
-            Some(pid) => self.kill(&vm, pid, ShutoffReason::Destroyed).await,
+            Some(pid) => {
+                self.stop_qemu(&vm, pid, None, ShutoffReason::Destroyed)
+                    .await
+            }
             None => Ok(()),
         }
     }

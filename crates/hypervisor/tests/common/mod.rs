@@ -79,10 +79,7 @@ impl Harness {
     /// (`scripts/build-guest.sh`, or `$SNAPSTACK_GUEST_DIR`), which powers off on the
     /// ACPI power button. Panics when the guest is not built.
     pub fn guest_spec(&self, name: &str) -> VmSpec {
-        let guest_dir = std::env::var_os("SNAPSTACK_GUEST_DIR")
-            .map(PathBuf::from)
-            .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../build/guest"));
-        let base = guest_dir.join("guest.qcow2");
+        let base = guest_dir().join("guest.qcow2");
         assert!(
             base.exists(),
             "{} missing: run scripts/build-guest.sh",
@@ -99,6 +96,18 @@ impl Harness {
         let mut spec = self.spec(name);
         spec.memory_mib = 256;
         spec.disks[0].source = DiskSource::File(overlay);
+        spec
+    }
+
+    /// Like `guest_spec`, booting the guest's kernel and initramfs directly with
+    /// `extra` added to its command line (the writer's `snapstack.*` parameters).
+    pub fn guest_kernel_spec(&self, name: &str, extra: &str) -> VmSpec {
+        let dir = guest_dir();
+        let cmdline = std::fs::read_to_string(dir.join("cmdline")).unwrap();
+        let mut spec = self.guest_spec(name);
+        spec.kernel = Some(dir.join("vmlinuz"));
+        spec.initrd = Some(dir.join("initrd.img"));
+        spec.cmdline = Some(format!("{} {extra}", cmdline.trim()));
         spec
     }
 
@@ -137,6 +146,13 @@ impl Drop for Harness {
             kill_qemu_of(&entry.path());
         }
     }
+}
+
+/// The test guest's build directory (`$SNAPSTACK_GUEST_DIR`, else `build/guest`).
+fn guest_dir() -> PathBuf {
+    std::env::var_os("SNAPSTACK_GUEST_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../build/guest"))
 }
 
 fn config(root: &Path) -> QemuConfig {

@@ -13,9 +13,13 @@
 
 use domain::{Error, ErrorKind};
 
-/// The Snapstack error for a failed librbd/librados call.
+/// The Snapstack error for a failed librbd/librados call (`err` is its source).
 pub(crate) fn ceph_error(err: ::rbd::Error) -> Error {
-    if is_unreachable(&err) {
+    ceph_error_message(&err).with_source(err)
+}
+
+fn ceph_error_message(err: &::rbd::Error) -> Error {
+    if is_unreachable(err) {
         return Error::unavailable(format!("Ceph is unreachable: {err}."));
     }
     match err.kind() {

@@ -223,9 +223,13 @@ impl RbdPool {
 }
 
 fn connect_error(config: &RbdConfig, err: ::rbd::Error) -> Error {
+    connect_error_message(config, &err).with_source(err)
+}
+
+fn connect_error_message(config: &RbdConfig, err: &::rbd::Error) -> Error {
     let conf = config.conf.display();
     let who = format!("client.{}", config.user);
-    if is_unreachable(&err) {
+    if is_unreachable(err) {
         return Error::unavailable(format!(
             "Ceph is unreachable: the cluster of {conf} did not answer {who} within {} s ({err}). Is it running?",
             config.op_timeout.as_secs()

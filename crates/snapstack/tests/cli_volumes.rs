@@ -241,13 +241,9 @@ fn uuid_like() -> String {
 
 #[test]
 fn volume_sagas_when_killed_at_each_step_then_restart_finishes_them_cleanly() {
-    for point in [
-        "volume-create:record",
-        "volume-create:make",
-        "volume-create:freeze",
-        "volume-snapshot:record",
-        "volume-snapshot:freeze",
-    ] {
+    // One representative step per kind (every step of every kind is
+    // crashed on fakes in cloud's saga_crash_fakes).
+    for point in ["volume-create:freeze", "volume-snapshot:freeze"] {
         let mut server = Server::start();
         let api = VolumeApi::new(server.admin());
         let source = if point == "volume-create:record" || point == "volume-create:make" {

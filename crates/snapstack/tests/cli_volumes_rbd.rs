@@ -183,11 +183,9 @@ fn write_raw_pattern(image: &str, pattern: u8, offset: u64) {
 #[test]
 fn volume_sagas_on_rbd_when_killed_at_each_step_then_restart_finishes_them_and_leaves_only_what_records_name(
 ) {
-    for point in [
-        "volume-create:make",
-        "volume-create:freeze",
-        "volume-snapshot:freeze",
-    ] {
+    // One representative step per kind (every step of every kind is
+    // crashed on fakes in cloud's saga_crash_fakes).
+    for point in ["volume-create:freeze", "volume-snapshot:freeze"] {
         let mut rbd_volumes = PrivateRbd::start_with_env("cv", &[]);
         let api = VolumeApi::new(rbd_volumes.server.admin());
         let source = (point != "volume-create:make").then(|| api.blank_volume("source", 1));

@@ -318,18 +318,8 @@ fn rbd_snapshot_crash_at(point: &str, finished: bool) {
 }
 
 #[test]
-fn rbd_snapshot_crash_when_dying_at_begun_then_undone_and_nothing_left_in_ceph() {
-    rbd_snapshot_crash_at("server-image:cut:start", false);
-}
-
-#[test]
 fn rbd_snapshot_crash_when_dying_after_the_clone_then_finished_and_flattened() {
     rbd_snapshot_crash_at("server-image:cut", true);
-}
-
-#[test]
-fn rbd_snapshot_crash_when_dying_at_published_then_finished_and_flattened() {
-    rbd_snapshot_crash_at("server-image:publish", true);
 }
 
 #[test]

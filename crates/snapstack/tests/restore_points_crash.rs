@@ -7,6 +7,8 @@
 //! memory point taken first still reverts exactly. One guest for all of it.
 //! And QEMU killed in the middle of a memory point: the point goes, the
 //! server is SHUTOFF with a fault, starts again, and older points revert.
+// The crashed steps stay lists: one representative each here, every step on fakes.
+#![allow(clippy::single_element_loop)]
 
 mod common;
 mod restore_points_support;
@@ -82,9 +84,10 @@ fn service_killed_at_every_restore_point_step_then_tree_consistent_and_points_re
 
     let mut outcomes = Vec::new();
     for (step, memory, internal) in [
-        ("restore-point-create:cut:start", true, false),
+        // Representative steps (every step of every kind is crashed on
+        // fakes in cloud's saga_crash_fakes): a memory cut QEMU made (found
+        // by the probe, finished) and an internal save (undone).
         ("restore-point-create:cut", true, false),
-        ("restore-point-create:switch", false, false),
         ("restore-point-create:cut", true, true),
     ] {
         crash_at(&mut server, step, |s| {
@@ -99,7 +102,7 @@ fn service_killed_at_every_restore_point_step_then_tree_consistent_and_points_re
             tree(&api, &vm)["restore_points"].as_array().unwrap().len(),
         ));
     }
-    for step in ["restore-point-delete:claim", "restore-point-delete:remove"] {
+    for step in ["restore-point-delete:remove"] {
         let api = Api::new(&server);
         let victim = take_point(&api, &vm, "victim", true);
         let victim_id = victim["id"].as_str().unwrap().to_string();
@@ -118,12 +121,7 @@ fn service_killed_at_every_restore_point_step_then_tree_consistent_and_points_re
             victim_layer.display()
         );
     }
-    for step in [
-        "restore-point-revert:claim",
-        "restore-point-revert:overlay",
-        "restore-point-revert:switch",
-        "restore-point-revert:start",
-    ] {
+    for step in ["restore-point-revert:switch"] {
         crash_at(&mut server, step, |s| {
             fire(
                 s,
@@ -154,9 +152,9 @@ fn service_killed_at_every_restore_point_step_then_tree_consistent_and_points_re
     assert_consistent(&server, &api, &vm, "after the last revert");
 
     eprintln!("points after each create crash: {outcomes:?}");
-    // begun: undone; cut and switched: finished; internal saved: undone.
+    // The external cut: finished; the internal save: undone.
     let counts: Vec<usize> = outcomes.iter().map(|o| o.1).collect();
-    assert_eq!(counts, [1, 2, 3, 3]);
+    assert_eq!(counts, [2, 2]);
     assert!(
         first.seq > m_seq && first.seq <= m_seq + 10,
         "M ends at {m_seq}: {first:?}"

@@ -11,6 +11,8 @@
 //!
 //! Needs the dev cluster (see `rbd_support`), the test guest, the
 //! `openstack` CLI, python3 and a debug build.
+// The crashed steps stay lists: one representative each here, every step on fakes.
+#![allow(clippy::single_element_loop)]
 
 mod common;
 mod rbd_support;
@@ -102,9 +104,9 @@ fn rbd_service_killed_at_every_restore_point_step_then_tree_consistent_and_point
 
     let mut outcomes = Vec::new();
     for (step, memory) in [
-        ("restore-point-create:cut:start", true),
+        // One representative step per kind (every step of every kind is
+        // crashed on fakes in cloud's saga_crash_fakes).
         ("restore-point-create:cut", true),
-        ("restore-point-create:switch", false),
     ] {
         crash_at(server, step, |s| {
             let body = json!({"restore_point": {"name": step, "memory": memory}});
@@ -115,7 +117,7 @@ fn rbd_service_killed_at_every_restore_point_step_then_tree_consistent_and_point
         outcomes.push(tree(&api, &vm)["restore_points"].as_array().unwrap().len());
     }
     let mut victims_left = Vec::new();
-    for step in ["restore-point-delete:claim", "restore-point-delete:remove"] {
+    for step in ["restore-point-delete:remove"] {
         let api = Api::new(server);
         let victim = take_point(&api, &vm, "victim", true);
         let victim_id = victim["id"].as_str().unwrap().to_string();
@@ -131,12 +133,7 @@ fn rbd_service_killed_at_every_restore_point_step_then_tree_consistent_and_point
             victims_left.push(victim_snap);
         }
     }
-    for step in [
-        "restore-point-revert:claim",
-        "restore-point-revert:overlay",
-        "restore-point-revert:switch",
-        "restore-point-revert:start",
-    ] {
+    for step in ["restore-point-revert:switch"] {
         crash_at(server, step, |s| {
             fire(
                 s,
@@ -167,8 +164,8 @@ fn rbd_service_killed_at_every_restore_point_step_then_tree_consistent_and_point
     assert_consistent(server, &api, &vm, "after the last revert");
 
     eprintln!("points after each create crash: {outcomes:?}");
-    // begun: undone; cut (snapshot and memory image whole): finished; switched: finished.
-    assert_eq!(outcomes, [1, 2, 3]);
+    // The cut (snapshot and memory image whole): finished.
+    assert_eq!(outcomes, [2]);
     assert_eq!(victims_left, Vec::<String>::new());
     assert!(
         first.seq > m_seq && first.seq <= m_seq + 10,

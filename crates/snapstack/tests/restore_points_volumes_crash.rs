@@ -7,6 +7,8 @@
 //! exactly what servers, volumes, images and points need (the points'
 //! volume layers with their chains), `qemu-img check` is clean; and a
 //! disk-only point taken afterwards reverts both disks exactly.
+// The crashed steps stay lists: one representative each here, every step on fakes.
+#![allow(clippy::single_element_loop)]
 
 mod cli_volume_attach_support;
 mod cli_volumes_support;
@@ -119,10 +121,9 @@ fn service_killed_at_volume_point_steps_then_consistent_and_both_disks_revert() 
     let path = points_path(&vm);
 
     let mut counts = Vec::new();
-    for (step, memory) in [
-        ("restore-point-create:cut", true),
-        ("restore-point-create:switch", false),
-    ] {
+    // Representative steps (every step of every kind is crashed on fakes
+    // in cloud's saga_crash_fakes).
+    for (step, memory) in [("restore-point-create:cut", true)] {
         crash_at(&mut server, step, |s| {
             let body = json!({"restore_point": {"name": step, "memory": memory}});
             fire(s, "POST", &path, Some(body));
@@ -131,10 +132,7 @@ fn service_killed_at_volume_point_steps_then_consistent_and_both_disks_revert() 
         assert_consistent(&server, &api, &vm, step);
         counts.push(tree(&api, &vm)["restore_points"].as_array().unwrap().len());
     }
-    for step in [
-        "restore-point-revert:overlay",
-        "restore-point-revert:switch",
-    ] {
+    for step in ["restore-point-revert:switch"] {
         crash_at(&mut server, step, |s| {
             fire(
                 s,
@@ -167,7 +165,7 @@ fn service_killed_at_volume_point_steps_then_consistent_and_both_disks_revert() 
     assert_consistent(&server, &api, &vm, "after reverting to D");
 
     // cut (memory, complete) and switched: both finished.
-    assert_eq!(counts, [2, 3]);
+    assert_eq!(counts, [2]);
     assert_eq!(d_layers.len(), 2, "{d_layers:?}");
     assert_eq!(root_after, log_of(&d_layers[0]).1);
     assert_eq!(volume_after, log_of(&d_layers[1]).1);

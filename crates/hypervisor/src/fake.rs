@@ -54,6 +54,21 @@ pub enum Operation {
 #[derive(Debug, Default)]
 pub struct FakeHypervisor {
     state: Mutex<FakeState>,
+    /// Told of every file the "QEMU" creates (new tops, memory states).
+    files: Mutex<Option<FileObserver>>,
+}
+
+/// Told the path of every file a fake VM creates, as a real QEMU would
+/// (the new top of `blockdev-snapshot-sync`, a memory state): a fake pool
+/// learns that way that a planned overlay exists.
+pub type FileCreated = std::sync::Arc<dyn Fn(&Path) + Send + Sync>;
+
+struct FileObserver(FileCreated);
+
+impl std::fmt::Debug for FileObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FileObserver")
+    }
 }
 
 #[derive(Debug, Default)]
@@ -81,6 +96,30 @@ impl FakeHypervisor {
     /// A hypervisor with no VM.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Calls `observer` with the path of every file this hypervisor's VMs
+    /// create from now on (wire it to `storage::fake::FakePool::file_created`).
+    pub fn on_file_created(&self, observer: FileCreated) {
+        *self
+            .files
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(FileObserver(observer));
+    }
+
+    /// Reports files created (outside the state's lock).
+    fn created(&self, paths: &[&Path]) {
+        let observer = self
+            .files
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .as_ref()
+            .map(|o| o.0.clone());
+        if let Some(observer) = observer {
+            for path in paths {
+                observer(path);
+            }
+        }
     }
 
     /// Makes the next call of `operation` fail with an error of `kind`, changing nothing.
@@ -314,6 +353,8 @@ impl Hypervisor for FakeHypervisor {
         state
             .saved
             .insert(state_file.to_path_buf(), name.to_string());
+        drop(state);
+        self.created(&[state_file]);
         Ok(())
     }
 
@@ -344,7 +385,12 @@ impl Hypervisor for FakeHypervisor {
                     format!("VM {name} has no disk {disk_id}"),
                 )
             })?;
+        let created = disk.source != crate::DiskSource::File(overlay.to_path_buf());
         disk.source = crate::DiskSource::File(overlay.to_path_buf());
+        drop(state);
+        if created {
+            self.created(&[overlay]);
+        }
         Ok(())
     }
 
@@ -380,6 +426,10 @@ impl Hypervisor for FakeHypervisor {
         if let Some(file) = memory {
             state.saved.insert(file.to_path_buf(), name.to_string());
         }
+        drop(state);
+        let mut created: Vec<&Path> = disks.iter().map(|d| d.overlay.as_path()).collect();
+        created.extend(memory);
+        self.created(&created);
         Ok(PointTaken::default())
     }
 

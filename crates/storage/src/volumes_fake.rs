@@ -43,6 +43,33 @@ impl FakeVolumes {
             .unwrap_or_default()
     }
 
+    /// Whether a volume or snapshot is stored at `location`.
+    pub fn exists(&self, location: &str) -> bool {
+        self.entries.lock().is_ok_and(|e| e.contains_key(location))
+    }
+
+    /// Every volume and snapshot location held, with what it stands on.
+    pub fn parents(&self) -> BTreeMap<String, Option<String>> {
+        self.entries
+            .lock()
+            .map(|e| {
+                e.iter()
+                    .map(|(l, e)| (l.clone(), e.parent.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Drops the entries at `locations` (the pool's garbage collection,
+    /// which marked them unneeded).
+    pub(crate) fn forget(&self, locations: &[String]) {
+        if let Ok(mut entries) = self.entries.lock() {
+            for location in locations {
+                entries.remove(location);
+            }
+        }
+    }
+
     fn with<T>(&self, f: impl FnOnce(&mut BTreeMap<String, Entry>) -> Result<T>) -> Result<T> {
         let mut entries = self
             .entries

@@ -12,6 +12,7 @@
 //! | snapshot of a disk | [`Pool::new_overlay`] names a new top over it, made by the hypervisor (live) or [`Pool::create_overlay`] | [`Pool::image_from_disk`]: a snapshot `disk@image-<id>` and a clone of it |
 //! | image from snapshot | the frozen layer itself | the clone, flattened later ([`Pool::flatten_image`]) |
 //! | restore points | — | [`Pool::points`] |
+//! | volume snapshot | the volume's top frozen, a new top over it ([`FakeVolumes::layered`](crate::volumes::fake::FakeVolumes::layered)) | in place, `volume@snap` |
 //!
 //! A hypervisor creates files behind the pool's back (QEMU's
 //! `blockdev-snapshot-sync` writes the new top): the fake hypervisor reports
@@ -80,12 +81,15 @@ pub struct FakePool {
 }
 
 impl FakePool {
-    /// A pool that layers, as the `file` pool does.
+    /// A pool that layers, as the `file` pool does (volumes too).
     pub fn new() -> Self {
-        Self::default()
+        FakePool {
+            volumes: crate::volumes::fake::FakeVolumes::layered(),
+            ..Self::default()
+        }
     }
 
-    /// A pool that snapshots natively, as the `rbd` pool does.
+    /// A pool that snapshots natively, as the `rbd` pool does (volumes too).
     pub fn native() -> Self {
         FakePool {
             native: true,
@@ -144,6 +148,9 @@ impl FakePool {
     /// A hypervisor created the file at `path` (a new top of a live disk
     /// snapshot): a planned overlay there exists from now on.
     pub fn file_created(&self, path: &Path) {
+        if self.volumes.file_created(path) {
+            return;
+        }
         let mut objects = self.lock();
         if let Some((location, backing)) = objects.planned.remove(path) {
             objects.by_location.entry(location).or_insert(Object {
@@ -435,7 +442,8 @@ impl Pool for FakePool {
     }
 
     async fn overlay_is_valid(&self, location: &str) -> Result<bool> {
-        Ok(!self.native && self.lock().by_location.contains_key(location))
+        Ok(!self.native
+            && (self.lock().by_location.contains_key(location) || self.volumes.exists(location)))
     }
 
     async fn export_image(&self, location: &str, _format: &str, dest: &Path) -> Result<bool> {

@@ -28,11 +28,56 @@ struct Entry {
 #[derive(Debug, Default)]
 pub struct FakeVolumes {
     entries: Mutex<BTreeMap<String, Entry>>,
+    /// Snapshots freeze the volume's top and put a new top over it (the
+    /// file pool), instead of snapshotting in place (rbd).
+    layered: bool,
+    /// Layered: new tops named by `planned_snapshot` that a hypervisor is
+    /// to create, by path → (location, the top it goes over).
+    planned: Mutex<BTreeMap<PathBuf, (String, String)>>,
 }
 
 impl FakeVolumes {
+    /// Volumes snapshotted in place, as on rbd.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Volumes snapshotted as layers, as on the file pool: the frozen top
+    /// is the snapshot, the volume goes on in a new top (made by the
+    /// hypervisor for an attached volume: see [`file_created`](Self::file_created)).
+    pub fn layered() -> Self {
+        FakeVolumes {
+            layered: true,
+            ..Self::default()
+        }
+    }
+
+    /// A hypervisor created the file at `path`: a planned new top there
+    /// exists from now on. False when no top was planned there.
+    pub fn file_created(&self, path: &std::path::Path) -> bool {
+        let planned = self.planned.lock().ok().and_then(|mut p| p.remove(path));
+        let Some((top, under)) = planned else {
+            return false;
+        };
+        let _ = self.add_top(&top, &under);
+        true
+    }
+
+    /// The new top of `volume` for snapshot `snap` (layered).
+    fn top_of(volume: &str, snap: &str) -> String {
+        format!("{volume}.{snap}")
+    }
+
+    fn add_top(&self, top: &str, under: &str) -> Result<()> {
+        let entry = self.get(under)?;
+        self.with(|entries| {
+            entries.entry(top.to_string()).or_insert(Entry {
+                parent: Some(under.to_string()),
+                size: entry.size,
+                depth: entry.depth + 1,
+            });
+            Ok(())
+        })
     }
 
     /// Every volume and snapshot location held.
@@ -132,6 +177,23 @@ impl VolumePool for FakeVolumes {
         volume: &str,
         snap: &str,
     ) -> Result<(FrozenVolume, Option<std::path::PathBuf>)> {
+        if self.layered {
+            let top = Self::top_of(volume, snap);
+            let path = match self.volume_source(&top)? {
+                DiskSource::File { path, .. } => path,
+                DiskSource::Rbd { .. } => unreachable!("fake volumes are files"),
+            };
+            if let Ok(mut planned) = self.planned.lock() {
+                planned.insert(path.clone(), (top.clone(), volume.to_string()));
+            }
+            return Ok((
+                FrozenVolume {
+                    snapshot: volume.to_string(),
+                    volume: top,
+                },
+                Some(path),
+            ));
+        }
         Ok((
             FrozenVolume {
                 snapshot: format!("{volume}@{snap}"),
@@ -142,6 +204,14 @@ impl VolumePool for FakeVolumes {
     }
 
     async fn snapshot_volume(&self, volume: &str, snap: &str) -> Result<FrozenVolume> {
+        if self.layered {
+            let top = Self::top_of(volume, snap);
+            self.add_top(&top, volume)?;
+            return Ok(FrozenVolume {
+                snapshot: volume.to_string(),
+                volume: top,
+            });
+        }
         let entry = self.get(volume)?;
         let snapshot = format!("{volume}@{snap}");
         self.with(|entries| {

@@ -23,7 +23,7 @@
 //! by a second restart.
 //!
 //! Adding a saga kind: add a [`Scenario`] variant (what it prepares, how it
-//! starts the operation) and one `crash_test!` line per pool mode;
+//! starts the operation) and its line in `crash_tests!`;
 //! [`every_saga_kind_has_a_scenario`] fails until then.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -64,18 +64,6 @@ enum Scenario {
     SnapshotOfAvailableVolume,
     SnapshotOfInUseVolume,
 }
-
-const SCENARIOS: &[Scenario] = &[
-    Scenario::ImageOfRunningServer,
-    Scenario::ImageOfStoppedServer,
-    Scenario::ImageOfVolumeBackedServer,
-    Scenario::BlankVolume,
-    Scenario::VolumeFromImage,
-    Scenario::VolumeFromSnapshot,
-    Scenario::VolumeFromVolume,
-    Scenario::SnapshotOfAvailableVolume,
-    Scenario::SnapshotOfInUseVolume,
-];
 
 /// What a scenario made before the operation under test.
 #[derive(Debug, Default)]
@@ -122,7 +110,8 @@ impl Scenario {
             }
             Scenario::ImageOfVolumeBackedServer => {
                 let root = rig.blank().await;
-                let server = rig.volume_backed_server(root).await;
+                let data = rig.blank().await;
+                let server = rig.volume_backed_server(root, data).await;
                 Prepared {
                     server: Some(server),
                     volume: Some(root),
@@ -326,11 +315,13 @@ impl Rig {
         server.id
     }
 
-    async fn volume_backed_server(&self, root: VolumeId) -> ServerId {
-        let device = |uuid: Option<String>, source: &str, boot_index| BlockDevice {
-            source_type: source.into(),
+    /// A server booted from `root` with `data` attached too (both made
+    /// beforehand: the build polls volumes still being created slowly).
+    async fn volume_backed_server(&self, root: VolumeId, data: VolumeId) -> ServerId {
+        let device = |uuid: VolumeId, boot_index| BlockDevice {
+            source_type: "volume".into(),
             destination_type: "volume".into(),
-            uuid,
+            uuid: Some(uuid.to_string()),
             boot_index,
             volume_size: Some(1),
             delete_on_termination: false,
@@ -339,10 +330,7 @@ impl Rig {
         let new = NewServer {
             name: "bfv".into(),
             flavor_ref: "tiny".into(),
-            block_devices: vec![
-                device(Some(root.to_string()), "volume", Some(0)),
-                device(None, "blank", None),
-            ],
+            block_devices: vec![device(root, Some(0)), device(data, None)],
             ..Default::default()
         };
         let server = self.cloud.create_server(&self.admin, new).await.unwrap();
@@ -702,75 +690,38 @@ async fn crash_everywhere(scenario: Scenario, native: bool) {
     );
 }
 
-macro_rules! crash_test {
-    ($name:ident, $scenario:ident, $native:expr) => {
-        #[tokio::test]
-        async fn $name() {
-            crash_everywhere(Scenario::$scenario, $native).await;
+/// For each scenario, a module with one test per pool mode; and
+/// `SCENARIOS`, the list of them all.
+macro_rules! crash_tests {
+    ($($module:ident => $scenario:ident;)*) => {
+        const SCENARIOS: &[Scenario] = &[$(Scenario::$scenario),*];
+        $(
+        mod $module {
+            #[tokio::test]
+            async fn layered_pool_when_crashed_anywhere_then_settled() {
+                super::crash_everywhere(super::Scenario::$scenario, false).await;
+            }
+
+            #[tokio::test]
+            async fn native_pool_when_crashed_anywhere_then_settled() {
+                super::crash_everywhere(super::Scenario::$scenario, true).await;
+            }
         }
+    )*
     };
 }
 
-crash_test!(
-    image_of_running_server_layered_when_crashed_anywhere_then_settled,
-    ImageOfRunningServer,
-    false
-);
-crash_test!(
-    image_of_running_server_native_when_crashed_anywhere_then_settled,
-    ImageOfRunningServer,
-    true
-);
-crash_test!(
-    image_of_stopped_server_layered_when_crashed_anywhere_then_settled,
-    ImageOfStoppedServer,
-    false
-);
-crash_test!(
-    image_of_stopped_server_native_when_crashed_anywhere_then_settled,
-    ImageOfStoppedServer,
-    true
-);
-crash_test!(
-    image_of_volume_backed_server_when_crashed_anywhere_then_settled,
-    ImageOfVolumeBackedServer,
-    false
-);
-crash_test!(
-    blank_volume_when_crashed_anywhere_then_settled,
-    BlankVolume,
-    false
-);
-crash_test!(
-    volume_from_image_layered_when_crashed_anywhere_then_settled,
-    VolumeFromImage,
-    false
-);
-crash_test!(
-    volume_from_image_native_when_crashed_anywhere_then_settled,
-    VolumeFromImage,
-    true
-);
-crash_test!(
-    volume_from_snapshot_when_crashed_anywhere_then_settled,
-    VolumeFromSnapshot,
-    false
-);
-crash_test!(
-    volume_from_volume_when_crashed_anywhere_then_settled,
-    VolumeFromVolume,
-    false
-);
-crash_test!(
-    snapshot_of_available_volume_when_crashed_anywhere_then_settled,
-    SnapshotOfAvailableVolume,
-    false
-);
-crash_test!(
-    snapshot_of_in_use_volume_when_crashed_anywhere_then_settled,
-    SnapshotOfInUseVolume,
-    false
-);
+crash_tests! {
+    image_of_running_server => ImageOfRunningServer;
+    image_of_stopped_server => ImageOfStoppedServer;
+    image_of_volume_backed_server => ImageOfVolumeBackedServer;
+    blank_volume => BlankVolume;
+    volume_from_image => VolumeFromImage;
+    volume_from_snapshot => VolumeFromSnapshot;
+    volume_from_volume => VolumeFromVolume;
+    snapshot_of_available_volume => SnapshotOfAvailableVolume;
+    snapshot_of_in_use_volume => SnapshotOfInUseVolume;
+}
 
 #[test]
 fn every_saga_kind_has_a_scenario() {

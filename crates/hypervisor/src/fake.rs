@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use crate::driver::Hypervisor;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pauses::{PauseLog, PauseSpan};
-use crate::restore::{DiskOverlay, InternalSnapshot, PointTaken};
+use crate::restore::{DiskOverlay, InternalSnapshot, MemoryState, NativeSnapshot, PointTaken};
 use crate::spec::{validate_name, DiskSpec, VmSpec};
 use crate::status::{ShutoffReason, VmStatus};
 
@@ -430,6 +430,53 @@ impl Hypervisor for FakeHypervisor {
         let mut created: Vec<&Path> = disks.iter().map(|d| d.overlay.as_path()).collect();
         created.extend(memory);
         self.created(&created);
+        Ok(PointTaken::default())
+    }
+
+    /// Reports every snapshot taken as a file `<disk file>@<name>` (and the
+    /// memory state's file), so that a fake pool that snapshots natively
+    /// learns of them.
+    async fn create_native_point(
+        &self,
+        name: &str,
+        disks: &[NativeSnapshot],
+        memory: Option<&MemoryState>,
+    ) -> Result<PointTaken> {
+        let mut state = self.begin(Operation::CreateRestorePoint)?;
+        let vm = state.running_vm(name)?;
+        if memory.is_some() && vm.status != VmStatus::Running {
+            return Err(Error::new(
+                ErrorKind::NotRunning,
+                format!("VM {name} must be running to save its memory"),
+            ));
+        }
+        let mut created = Vec::with_capacity(disks.len() + 1);
+        for wanted in disks {
+            let source = vm
+                .spec
+                .disks
+                .iter()
+                .find(|d| d.id == wanted.disk_id)
+                .map(|d| &d.source);
+            match source {
+                Some(crate::DiskSource::File(path)) => {
+                    created.push(PathBuf::from(format!("{}@{}", path.display(), wanted.name)))
+                }
+                _ => {
+                    return Err(Error::new(
+                        ErrorKind::InvalidArgument,
+                        format!("VM {name} has no disk {} to snapshot", wanted.disk_id),
+                    ))
+                }
+            }
+        }
+        if let Some(MemoryState::File(file)) = memory {
+            state.saved.insert(file.clone(), name.to_string());
+            created.push(file.clone());
+        }
+        drop(state);
+        let paths: Vec<&Path> = created.iter().map(PathBuf::as_path).collect();
+        self.created(&paths);
         Ok(PointTaken::default())
     }
 

@@ -160,8 +160,20 @@ impl FakePool {
             });
             return;
         }
-        // A memory state of a native point (its location is its path).
         let location = path.to_string_lossy().to_string();
+        // A native snapshot the hypervisor took: `<disk>@<name>`.
+        if let Some((disk, _)) = location.rsplit_once('@') {
+            if objects.by_location.contains_key(disk) {
+                let parent = Some(disk.to_string());
+                objects.by_location.entry(location).or_insert(Object {
+                    kind: ObjectKind::Snapshot,
+                    parent,
+                    data: Vec::new(),
+                });
+            }
+            return;
+        }
+        // A memory state of a native point (its location is its path).
         if location.starts_with(STATE_SCHEME) {
             objects.by_location.entry(location).or_insert(Object {
                 kind: ObjectKind::State,

@@ -14,6 +14,8 @@ use super::{FrozenVolume, VolumePool};
 use crate::DiskSource;
 
 const SCHEME: &str = "fake-volume://";
+/// Where a hypervisor "opens" fake volumes.
+const VOLUME_FILES: &str = "/fake-volumes";
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -56,10 +58,34 @@ impl FakeVolumes {
     /// exists from now on. False when no top was planned there.
     pub fn file_created(&self, path: &std::path::Path) -> bool {
         let planned = self.planned.lock().ok().and_then(|mut p| p.remove(path));
-        let Some((top, under)) = planned else {
+        if let Some((top, under)) = planned {
+            let _ = self.add_top(&top, &under);
+            return true;
+        }
+        // A snapshot the hypervisor took natively: `<volume file>@<name>`.
+        let Some(name) = path
+            .strip_prefix(VOLUME_FILES)
+            .ok()
+            .and_then(|n| n.to_str())
+        else {
             return false;
         };
-        let _ = self.add_top(&top, &under);
+        let Some((volume, snap)) = name.rsplit_once('@') else {
+            return false;
+        };
+        let volume = format!("{SCHEME}{volume}");
+        let Ok(entry) = self.get(&volume) else {
+            return false;
+        };
+        let snapshot = format!("{volume}@{snap}");
+        let _ = self.with(|entries| {
+            entries.entry(snapshot).or_insert(Entry {
+                parent: Some(volume),
+                size: entry.size,
+                depth: entry.depth,
+            });
+            Ok(())
+        });
         true
     }
 
@@ -278,7 +304,7 @@ impl VolumePool for FakeVolumes {
             .strip_prefix(SCHEME)
             .ok_or_else(|| Error::internal(format!("'{location}' is not a fake volume.")))?;
         Ok(DiskSource::File {
-            path: PathBuf::from("/fake-volumes").join(name),
+            path: PathBuf::from(VOLUME_FILES).join(name),
             format: "raw".into(),
         })
     }

@@ -55,6 +55,8 @@ const WAIT: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Scenario {
     ImageOfRunningServer,
+    /// Its image asks for a quiesced guest (the guest agent freezes it).
+    ImageOfQuiescedServer,
     ImageOfStoppedServer,
     ImageOfVolumeBackedServer,
     BlankVolume,
@@ -77,7 +79,9 @@ impl Scenario {
     /// The saga kind the operation runs as.
     fn kind(self) -> &'static str {
         match self {
-            Scenario::ImageOfRunningServer | Scenario::ImageOfStoppedServer => "server-image",
+            Scenario::ImageOfRunningServer
+            | Scenario::ImageOfQuiescedServer
+            | Scenario::ImageOfStoppedServer => "server-image",
             Scenario::ImageOfVolumeBackedServer => "server-volume-image",
             Scenario::BlankVolume
             | Scenario::VolumeFromImage
@@ -94,6 +98,10 @@ impl Scenario {
         match self {
             Scenario::ImageOfRunningServer => Prepared {
                 server: Some(rig.server().await),
+                ..Prepared::default()
+            },
+            Scenario::ImageOfQuiescedServer => Prepared {
+                server: Some(rig.server_of(&rig.quiesced_image_id).await),
                 ..Prepared::default()
             },
             Scenario::ImageOfStoppedServer => {
@@ -160,6 +168,7 @@ impl Scenario {
         let volume = prepared.volume.map(|v| v.to_string());
         match self {
             Scenario::ImageOfRunningServer
+            | Scenario::ImageOfQuiescedServer
             | Scenario::ImageOfStoppedServer
             | Scenario::ImageOfVolumeBackedServer => rig
                 .cloud
@@ -215,6 +224,8 @@ struct Rig {
     plan: Arc<Mutex<Plan>>,
     admin: Caller,
     image_id: String,
+    /// An image whose servers are quiesced for snapshots.
+    quiesced_image_id: String,
     dir: tempfile::TempDir,
 }
 
@@ -256,7 +267,12 @@ impl Rig {
             extra_specs: Default::default(),
         };
         cloud.create_flavor(&admin, flavor).await.unwrap();
-        let image_id = upload_image(&cloud, &admin).await;
+        let image_id = upload_image(&cloud, &admin, BTreeMap::new()).await;
+        let quiesce = BTreeMap::from([
+            ("hw_qemu_guest_agent".to_string(), "yes".to_string()),
+            ("os_require_quiesce".to_string(), "yes".to_string()),
+        ]);
+        let quiesced_image_id = upload_image(&cloud, &admin, quiesce).await;
         Rig {
             store,
             pool,
@@ -265,6 +281,7 @@ impl Rig {
             plan,
             admin,
             image_id,
+            quiesced_image_id,
             dir,
         }
     }
@@ -304,9 +321,13 @@ impl Rig {
     }
 
     async fn server(&self) -> ServerId {
+        self.server_of(&self.image_id).await
+    }
+
+    async fn server_of(&self, image_id: &str) -> ServerId {
         let new = NewServer {
             name: "s".into(),
-            image_ref: self.image_id.clone(),
+            image_ref: image_id.to_string(),
             flavor_ref: "tiny".into(),
             ..Default::default()
         };
@@ -579,9 +600,14 @@ fn file_of(source: domain::Result<DiskSource>) -> Option<PathBuf> {
     }
 }
 
-async fn upload_image(cloud: &Cloud, caller: &Caller) -> String {
+async fn upload_image(
+    cloud: &Cloud,
+    caller: &Caller,
+    properties: BTreeMap<String, String>,
+) -> String {
     let new = NewImage {
         name: Some("guest".into()),
+        properties,
         disk_format: Some("raw".into()),
         container_format: Some("bare".into()),
         ..Default::default()
@@ -713,6 +739,7 @@ macro_rules! crash_tests {
 
 crash_tests! {
     image_of_running_server => ImageOfRunningServer;
+    image_of_quiesced_server => ImageOfQuiescedServer;
     image_of_stopped_server => ImageOfStoppedServer;
     image_of_volume_backed_server => ImageOfVolumeBackedServer;
     blank_volume => BlankVolume;

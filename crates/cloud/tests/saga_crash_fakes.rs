@@ -208,11 +208,12 @@ impl Scenario {
 /// What the crash hook does, shared by every `Cloud` of a rig.
 #[derive(Debug, Default)]
 struct Plan {
-    /// Only fault points of this kind are seen (None: none at all).
-    kind: Option<&'static str>,
-    crash_at: Option<String>,
+    /// Only fault points of these kinds are seen (one saga of each).
+    kinds: Vec<&'static str>,
+    crash_at: Vec<String>,
     seen: Vec<String>,
-    crashed: bool,
+    /// Where sagas died (one per kind at most).
+    crashed: Vec<String>,
 }
 
 /// A cloud on fakes that can be "restarted".
@@ -303,12 +304,12 @@ impl Rig {
             .map_err(|e| format!("reconcile failed: {e}"))
     }
 
-    fn arm(&self, kind: Option<&'static str>, crash_at: Option<String>) {
+    fn arm(&self, kinds: &[&'static str], crash_at: &[&str]) {
         *self.plan.lock().unwrap() = Plan {
-            kind,
-            crash_at,
+            kinds: kinds.to_vec(),
+            crash_at: crash_at.iter().map(|p| p.to_string()).collect(),
             seen: Vec::new(),
-            crashed: false,
+            crashed: Vec::new(),
         };
     }
 
@@ -316,8 +317,8 @@ impl Rig {
         self.plan.lock().unwrap().seen.clone()
     }
 
-    fn crashed(&self) -> bool {
-        self.plan.lock().unwrap().crashed
+    fn crashed(&self) -> usize {
+        self.plan.lock().unwrap().crashed.len()
     }
 
     async fn server(&self) -> ServerId {
@@ -425,9 +426,9 @@ impl Rig {
         Ok(())
     }
 
-    async fn until_crashed(&self) -> Result<(), String> {
+    async fn until_crashed(&self, sagas: usize) -> Result<(), String> {
         let deadline = Instant::now() + WAIT;
-        while !self.crashed() {
+        while self.crashed() < sagas {
             if Instant::now() > deadline {
                 return Err("the fault point was never reached".into());
             }
@@ -577,15 +578,20 @@ async fn new_cloud(
     let plan = plan.clone();
     let hook = Arc::new(move |point: &str| {
         let mut plan = plan.lock().unwrap();
-        let Some(kind) = plan.kind else {
-            return false;
-        };
-        if !point.starts_with(&format!("{kind}:")) || plan.crashed {
+        let kind = point.split(':').next().unwrap_or_default();
+        let dead = plan
+            .crashed
+            .iter()
+            .any(|p| p.starts_with(&format!("{kind}:")));
+        if !plan.kinds.contains(&kind) || dead {
             return false;
         }
         plan.seen.push(point.to_string());
-        plan.crashed = plan.crash_at.as_deref() == Some(point);
-        plan.crashed
+        let crash = plan.crash_at.iter().any(|p| p == point);
+        if crash {
+            plan.crashed.push(point.to_string());
+        }
+        crash
     });
     Cloud::new(store.clone(), pool.clone(), hv.clone(), config)
         .await
@@ -630,28 +636,114 @@ async fn crash_once(
     again: Option<&str>,
 ) -> Result<Vec<String>, String> {
     let kind = scenario.kind();
-    rig.arm(None, None);
+    rig.arm(&[], &[]);
     let prepared = scenario.prepare(rig).await;
-    rig.arm(Some(kind), Some(point.to_string()));
+    rig.arm(&[kind], &[point]);
     let _ = scenario.start(rig, &prepared).await;
-    rig.until_crashed().await?;
-    rig.arm(Some(kind), again.map(str::to_string));
+    rig.until_crashed(1).await?;
+    rig.arm(&[kind], &again.into_iter().collect::<Vec<_>>());
     rig.restart().await?;
     let recovery = rig.seen();
     if let Some(again) = again {
-        if !rig.crashed() {
+        if rig.crashed() == 0 {
             return Err(format!("recovery never reached {again}"));
         }
-        rig.arm(None, None);
+        rig.arm(&[], &[]);
         rig.restart().await?;
     }
-    rig.arm(None, None);
+    rig.arm(&[], &[]);
     let wrong = rig.violations().await;
     if wrong.is_empty() {
         Ok(recovery)
     } else {
         Err(wrong.join("; "))
     }
+}
+
+/// Runs `scenario` once without a crash; returns the fault points it
+/// passed (and checks the invariants hold without a crash).
+async fn learn_points(rig: &mut Rig, scenario: Scenario) -> Vec<String> {
+    let kind = scenario.kind();
+    rig.arm(&[], &[]);
+    let prepared = scenario.prepare(rig).await;
+    rig.arm(&[kind], &[]);
+    scenario.start(rig, &prepared).await.unwrap();
+    rig.sagas_closed().await.unwrap();
+    let points = rig.seen();
+    rig.arm(&[], &[]);
+    let clean = rig.violations().await;
+    assert!(clean.is_empty(), "{scenario:?} without a crash: {clean:?}");
+    points
+}
+
+/// Two sagas of different kinds stopped at once, one restart.
+async fn crash_two(
+    rig: &mut Rig,
+    (first, at): (Scenario, &str),
+    (second, second_at): (Scenario, &str),
+) -> Result<(), String> {
+    rig.arm(&[], &[]);
+    let prepared = (first.prepare(rig).await, second.prepare(rig).await);
+    rig.arm(&[first.kind(), second.kind()], &[at, second_at]);
+    let _ = first.start(rig, &prepared.0).await;
+    let _ = second.start(rig, &prepared.1).await;
+    rig.until_crashed(2).await?;
+    rig.arm(&[], &[]);
+    rig.restart().await?;
+    let wrong = rig.violations().await;
+    if wrong.is_empty() {
+        Ok(())
+    } else {
+        Err(wrong.join("; "))
+    }
+}
+
+/// For every two kinds (a scenario of each): the first crashed after each
+/// of its steps ran (the plain points; the `:start` ones are covered
+/// alone) while the second is stopped too — at its first point
+/// (recovery undoes it) or half-way (recovery finishes it), in turn.
+async fn crash_kinds_in_pairs(native: bool) {
+    let started = Instant::now();
+    let mut one_per_kind: Vec<Scenario> = Vec::new();
+    for scenario in SCENARIOS {
+        if !one_per_kind.iter().any(|s| s.kind() == scenario.kind()) {
+            one_per_kind.push(*scenario);
+        }
+    }
+    let mut failures = Vec::new();
+    let mut cases = 0;
+    for (i, first) in one_per_kind.iter().enumerate() {
+        for second in &one_per_kind[i + 1..] {
+            let mut rig = Rig::new(native).await;
+            let points = learn_points(&mut rig, *first).await;
+            let theirs = learn_points(&mut rig, *second).await;
+            let stops = [theirs[0].clone(), theirs[theirs.len() / 2].clone()];
+            let ran = points.iter().filter(|p| !p.ends_with(":start"));
+            for (n, at) in ran.enumerate() {
+                let second_at = &stops[n % 2];
+                cases += 1;
+                if let Err(wrong) = crash_two(&mut rig, (*first, at), (*second, second_at)).await {
+                    failures.push(format!("crash at {at} and {second_at}: {wrong}"));
+                }
+            }
+        }
+    }
+    eprintln!(
+        "pairs of kinds ({} pool): {cases} cases, {:?}",
+        if native { "native" } else { "layered" },
+        started.elapsed()
+    );
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[tokio::test]
+async fn two_kinds_crashed_at_once_on_the_layered_pool_when_recovered_then_settled() {
+    crash_kinds_in_pairs(false).await;
+}
+
+#[tokio::test]
+async fn two_kinds_crashed_at_once_on_the_native_pool_when_recovered_then_settled() {
+    crash_kinds_in_pairs(true).await;
 }
 
 /// Runs `scenario` once to learn its fault points, then crashes at each;
@@ -666,15 +758,7 @@ async fn crash_everywhere(scenario: Scenario, native: bool) {
         .unwrap_or_else(|| panic!("no saga kind {kind} in the registry"))
         .steps;
 
-    rig.arm(None, None);
-    let prepared = scenario.prepare(&rig).await;
-    rig.arm(Some(kind), None);
-    scenario.start(&rig, &prepared).await.unwrap();
-    rig.sagas_closed().await.unwrap();
-    let points = rig.seen();
-    rig.arm(None, None);
-    let clean = rig.violations().await;
-    assert!(clean.is_empty(), "{scenario:?} without a crash: {clean:?}");
+    let points = learn_points(&mut rig, scenario).await;
     for step in &steps {
         for point in [format!("{kind}:{step}:start"), format!("{kind}:{step}")] {
             assert!(

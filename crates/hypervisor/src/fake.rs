@@ -752,4 +752,45 @@ mod tests {
         assert_eq!(fake.status("vm1").await.unwrap(), VmStatus::Missing);
         assert_eq!(fake.list().await.unwrap(), ["vm2"]);
     }
+
+    #[tokio::test]
+    async fn snapshot_disk_and_native_point_when_observed_then_every_new_file_reported() {
+        let fake = FakeHypervisor::new();
+        let reported = std::sync::Arc::new(Mutex::new(Vec::<PathBuf>::new()));
+        let sink = reported.clone();
+        fake.on_file_created(std::sync::Arc::new(move |path: &Path| {
+            sink.lock().unwrap().push(path.to_path_buf())
+        }));
+        let mut with_disk = spec("vm1");
+        with_disk.disks.push(DiskSpec {
+            id: "root".into(),
+            source: crate::DiskSource::File("/d/top".into()),
+            format: crate::DiskFormat::Qcow2,
+            read_only: false,
+        });
+        fake.start(&with_disk).await.unwrap();
+
+        fake.snapshot_disk("vm1", "root", Path::new("/d/new"))
+            .await
+            .unwrap();
+        fake.snapshot_disk("vm1", "root", Path::new("/d/new"))
+            .await
+            .unwrap();
+        let point = NativeSnapshot {
+            disk_id: "root".into(),
+            name: "p1".into(),
+        };
+        fake.create_native_point("vm1", &[point], None)
+            .await
+            .unwrap();
+
+        assert_eq!(
+            *reported.lock().unwrap(),
+            [PathBuf::from("/d/new"), PathBuf::from("/d/new@p1")]
+        );
+        assert_eq!(
+            fake.active_disk_file("vm1", "root").await.unwrap(),
+            PathBuf::from("/d/new")
+        );
+    }
 }

@@ -437,6 +437,28 @@ impl Rig {
         Ok(())
     }
 
+    /// How many images are active, volumes usable and snapshots available:
+    /// what finished operations made.
+    async fn made(&self) -> usize {
+        let images = self
+            .store
+            .images_in_status(ImageStatus::Active)
+            .await
+            .unwrap()
+            .len();
+        let volumes = self.store.volumes(None).await.unwrap();
+        let usable = volumes
+            .iter()
+            .filter(|v| matches!(v.status, VolumeStatus::Available | VolumeStatus::InUse))
+            .count();
+        let snapshots = self.store.volume_snapshots(None).await.unwrap();
+        let available = snapshots
+            .iter()
+            .filter(|s| s.status == SnapshotStatus::Available)
+            .count();
+        images + usable + available
+    }
+
     /// Everything wrong with the cloud now (empty when the invariants hold).
     async fn violations(&self) -> Vec<String> {
         let mut wrong = Vec::new();
@@ -653,11 +675,28 @@ async fn crash_once(
     }
     rig.arm(&[], &[]);
     let wrong = rig.violations().await;
-    if wrong.is_empty() {
-        Ok(recovery)
-    } else {
-        Err(wrong.join("; "))
+    if !wrong.is_empty() {
+        return Err(wrong.join("; "));
     }
+    // What the crash left can be used again: the same operation on the
+    // same server or volume works.
+    let before = rig.made().await;
+    scenario
+        .start(rig, &prepared)
+        .await
+        .map_err(|e| format!("after recovery, the operation again: {e}"))?;
+    rig.sagas_closed().await?;
+    if rig.made().await <= before {
+        return Err("after recovery, the operation again made nothing".into());
+    }
+    let wrong = rig.violations().await;
+    if !wrong.is_empty() {
+        return Err(format!(
+            "after recovery, the operation again: {}",
+            wrong.join("; ")
+        ));
+    }
+    Ok(recovery)
 }
 
 /// Runs `scenario` once without a crash; returns the fault points it

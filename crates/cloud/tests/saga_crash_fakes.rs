@@ -22,6 +22,12 @@
 //! them is crashed at once more during recovery (a second crash), followed
 //! by a second restart.
 //!
+//! Scenarios `…WhenTheCutFails` make the fake hypervisor fail the cut, so
+//! the saga undoes itself in process: their `":undo"` points are crashed at
+//! as first crashes. After each recovery the same operation (without the
+//! failure) runs once more on the same server or volume and must make
+//! something. Two more tests stop two sagas of different kinds at once.
+//!
 //! Adding a saga kind: add a [`Scenario`] variant (what it prepares, how it
 //! starts the operation) and its line in `crash_tests!`;
 //! [`every_saga_kind_has_a_scenario`] fails until then.
@@ -42,7 +48,7 @@ use domain::image::ImageStatus;
 use domain::server::{Flavor, ServerAction, VmState};
 use domain::volume::{SnapshotStatus, VolumeStatus};
 use domain::{ServerId, VolumeId};
-use hypervisor::{FakeHypervisor, Hypervisor};
+use hypervisor::{FakeHypervisor, Hypervisor, Operation};
 use storage::fake::FakePool;
 use storage::volumes::VolumePool;
 use storage::{DiskSource, Pool};
@@ -65,6 +71,10 @@ enum Scenario {
     VolumeFromVolume,
     SnapshotOfAvailableVolume,
     SnapshotOfInUseVolume,
+    /// The hypervisor fails the cut: the saga undoes itself (in process).
+    ImageWhenTheCutFails,
+    VolumeBackedImageWhenTheCutFails,
+    InUseSnapshotWhenTheCutFails,
 }
 
 /// What a scenario made before the operation under test.
@@ -76,8 +86,32 @@ struct Prepared {
 }
 
 impl Scenario {
+    /// The same operation without an injected failure.
+    fn without_failure(self) -> Scenario {
+        match self {
+            Scenario::ImageWhenTheCutFails => Scenario::ImageOfRunningServer,
+            Scenario::VolumeBackedImageWhenTheCutFails => Scenario::ImageOfVolumeBackedServer,
+            Scenario::InUseSnapshotWhenTheCutFails => Scenario::SnapshotOfInUseVolume,
+            other => other,
+        }
+    }
+
+    /// The hypervisor operation made to fail, if any.
+    fn failure(self) -> Option<Operation> {
+        match self {
+            Scenario::ImageWhenTheCutFails => Some(Operation::SnapshotDisk),
+            Scenario::VolumeBackedImageWhenTheCutFails | Scenario::InUseSnapshotWhenTheCutFails => {
+                Some(Operation::CreateRestorePoint)
+            }
+            _ => None,
+        }
+    }
+
     /// The saga kind the operation runs as.
     fn kind(self) -> &'static str {
+        if self.without_failure() != self {
+            return self.without_failure().kind();
+        }
         match self {
             Scenario::ImageOfRunningServer
             | Scenario::ImageOfQuiescedServer
@@ -90,11 +124,19 @@ impl Scenario {
             Scenario::SnapshotOfAvailableVolume | Scenario::SnapshotOfInUseVolume => {
                 "volume-snapshot"
             }
+            Scenario::ImageWhenTheCutFails
+            | Scenario::VolumeBackedImageWhenTheCutFails
+            | Scenario::InUseSnapshotWhenTheCutFails => {
+                unreachable!("{self:?} is {:?} with a failure", self.without_failure())
+            }
         }
     }
 
     /// Makes what the operation needs (no fault point is armed yet).
     async fn prepare(self, rig: &Rig) -> Prepared {
+        if self.without_failure() != self {
+            return Box::pin(self.without_failure().prepare(rig)).await;
+        }
         match self {
             Scenario::ImageOfRunningServer => Prepared {
                 server: Some(rig.server().await),
@@ -159,11 +201,20 @@ impl Scenario {
                     ..Prepared::default()
                 }
             }
+            Scenario::ImageWhenTheCutFails
+            | Scenario::VolumeBackedImageWhenTheCutFails
+            | Scenario::InUseSnapshotWhenTheCutFails => {
+                unreachable!("{self:?} is {:?} with a failure", self.without_failure())
+            }
         }
     }
 
     /// Starts the operation under test; a crash may make it fail.
     async fn start(self, rig: &Rig, prepared: &Prepared) -> domain::Result<()> {
+        if let Some(operation) = self.failure() {
+            rig.hv.fail_next(operation, hypervisor::ErrorKind::Monitor);
+            return Box::pin(self.without_failure().start(rig, prepared)).await;
+        }
         let server = prepared.server.map(|s| s.to_string()).unwrap_or_default();
         let volume = prepared.volume.map(|v| v.to_string());
         match self {
@@ -200,6 +251,11 @@ impl Scenario {
                     .create_volume_snapshot(&rig.admin, new)
                     .await
                     .map(drop)
+            }
+            Scenario::ImageWhenTheCutFails
+            | Scenario::VolumeBackedImageWhenTheCutFails
+            | Scenario::InUseSnapshotWhenTheCutFails => {
+                unreachable!("{self:?} is {:?} with a failure", self.without_failure())
             }
         }
     }
@@ -680,8 +736,11 @@ async fn crash_once(
     }
     // What the crash left can be used again: the same operation on the
     // same server or volume works.
+    // (A failure injected for a step the crash came before is not due.)
+    rig.hv.clear_failures();
     let before = rig.made().await;
     scenario
+        .without_failure()
         .start(rig, &prepared)
         .await
         .map_err(|e| format!("after recovery, the operation again: {e}"))?;
@@ -706,7 +765,11 @@ async fn learn_points(rig: &mut Rig, scenario: Scenario) -> Vec<String> {
     rig.arm(&[], &[]);
     let prepared = scenario.prepare(rig).await;
     rig.arm(&[kind], &[]);
-    scenario.start(rig, &prepared).await.unwrap();
+    let started = scenario.start(rig, &prepared).await;
+    assert!(
+        started.is_ok() || scenario.failure().is_some(),
+        "{scenario:?}: {started:?}"
+    );
     rig.sagas_closed().await.unwrap();
     let points = rig.seen();
     rig.arm(&[], &[]);
@@ -798,7 +861,13 @@ async fn crash_everywhere(scenario: Scenario, native: bool) {
         .steps;
 
     let points = learn_points(&mut rig, scenario).await;
-    for step in &steps {
+    // A failing operation stops at its failure and passes the undo points.
+    let fails = points.iter().any(|p| p.ends_with(":undo"));
+    assert!(
+        !fails || scenario.failure().is_some(),
+        "{scenario:?} failed without an injected failure: {points:?}"
+    );
+    for step in steps.iter().filter(|_| !fails) {
         for point in [format!("{kind}:{step}:start"), format!("{kind}:{step}")] {
             assert!(
                 points.contains(&point),
@@ -871,6 +940,9 @@ crash_tests! {
     volume_from_volume => VolumeFromVolume;
     snapshot_of_available_volume => SnapshotOfAvailableVolume;
     snapshot_of_in_use_volume => SnapshotOfInUseVolume;
+    image_when_the_cut_fails => ImageWhenTheCutFails;
+    volume_backed_image_when_the_cut_fails => VolumeBackedImageWhenTheCutFails;
+    in_use_snapshot_when_the_cut_fails => InUseSnapshotWhenTheCutFails;
 }
 
 #[test]

@@ -127,6 +127,11 @@ impl FakeHypervisor {
         self.lock().failures.insert(operation, kind);
     }
 
+    /// Forgets every injected failure not consumed yet.
+    pub fn clear_failures(&self) {
+        self.lock().failures.clear();
+    }
+
     /// Simulates QEMU dying: a live VM becomes `Shutoff { Crashed }`.
     pub fn crash(&self, name: &str, detail: &str) {
         if let Some(vm) = self.lock().live_vm(name) {

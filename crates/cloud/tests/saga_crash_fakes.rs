@@ -22,7 +22,8 @@
 //! them is crashed at once more during recovery (a second crash), followed
 //! by a second restart.
 //!
-//! Scenarios `…WhenTheCutFails` make the fake hypervisor fail the cut, so
+//! Scenarios `…WhenTheCutFails` (`…WhenThePoolFails`) make the fake
+//! hypervisor fail the cut (the fake volume pool fail to make data), so
 //! the saga undoes itself in process: their `":undo"` points are crashed at
 //! as first crashes. After each recovery the same operation (without the
 //! failure) runs once more on the same server or volume and must make
@@ -75,6 +76,18 @@ enum Scenario {
     ImageWhenTheCutFails,
     VolumeBackedImageWhenTheCutFails,
     InUseSnapshotWhenTheCutFails,
+    /// The pool fails to make the data: the saga undoes itself.
+    BlankVolumeWhenThePoolFails,
+    VolumeFromVolumeWhenThePoolFails,
+    SnapshotWhenThePoolFails,
+}
+
+/// What is made to fail.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Failure {
+    Hypervisor(Operation),
+    /// The volume pool's next creating call.
+    VolumePool,
 }
 
 /// What a scenario made before the operation under test.
@@ -92,17 +105,23 @@ impl Scenario {
             Scenario::ImageWhenTheCutFails => Scenario::ImageOfRunningServer,
             Scenario::VolumeBackedImageWhenTheCutFails => Scenario::ImageOfVolumeBackedServer,
             Scenario::InUseSnapshotWhenTheCutFails => Scenario::SnapshotOfInUseVolume,
+            Scenario::BlankVolumeWhenThePoolFails => Scenario::BlankVolume,
+            Scenario::VolumeFromVolumeWhenThePoolFails => Scenario::VolumeFromVolume,
+            Scenario::SnapshotWhenThePoolFails => Scenario::SnapshotOfAvailableVolume,
             other => other,
         }
     }
 
     /// The hypervisor operation made to fail, if any.
-    fn failure(self) -> Option<Operation> {
+    fn failure(self) -> Option<Failure> {
         match self {
-            Scenario::ImageWhenTheCutFails => Some(Operation::SnapshotDisk),
+            Scenario::ImageWhenTheCutFails => Some(Failure::Hypervisor(Operation::SnapshotDisk)),
             Scenario::VolumeBackedImageWhenTheCutFails | Scenario::InUseSnapshotWhenTheCutFails => {
-                Some(Operation::CreateRestorePoint)
+                Some(Failure::Hypervisor(Operation::CreateRestorePoint))
             }
+            Scenario::BlankVolumeWhenThePoolFails
+            | Scenario::VolumeFromVolumeWhenThePoolFails
+            | Scenario::SnapshotWhenThePoolFails => Some(Failure::VolumePool),
             _ => None,
         }
     }
@@ -126,7 +145,10 @@ impl Scenario {
             }
             Scenario::ImageWhenTheCutFails
             | Scenario::VolumeBackedImageWhenTheCutFails
-            | Scenario::InUseSnapshotWhenTheCutFails => {
+            | Scenario::InUseSnapshotWhenTheCutFails
+            | Scenario::BlankVolumeWhenThePoolFails
+            | Scenario::VolumeFromVolumeWhenThePoolFails
+            | Scenario::SnapshotWhenThePoolFails => {
                 unreachable!("{self:?} is {:?} with a failure", self.without_failure())
             }
         }
@@ -203,7 +225,10 @@ impl Scenario {
             }
             Scenario::ImageWhenTheCutFails
             | Scenario::VolumeBackedImageWhenTheCutFails
-            | Scenario::InUseSnapshotWhenTheCutFails => {
+            | Scenario::InUseSnapshotWhenTheCutFails
+            | Scenario::BlankVolumeWhenThePoolFails
+            | Scenario::VolumeFromVolumeWhenThePoolFails
+            | Scenario::SnapshotWhenThePoolFails => {
                 unreachable!("{self:?} is {:?} with a failure", self.without_failure())
             }
         }
@@ -211,8 +236,13 @@ impl Scenario {
 
     /// Starts the operation under test; a crash may make it fail.
     async fn start(self, rig: &Rig, prepared: &Prepared) -> domain::Result<()> {
-        if let Some(operation) = self.failure() {
-            rig.hv.fail_next(operation, hypervisor::ErrorKind::Monitor);
+        if let Some(failure) = self.failure() {
+            match failure {
+                Failure::Hypervisor(operation) => {
+                    rig.hv.fail_next(operation, hypervisor::ErrorKind::Monitor)
+                }
+                Failure::VolumePool => rig.pool.fake_volumes().fail_next_create(true),
+            }
             return Box::pin(self.without_failure().start(rig, prepared)).await;
         }
         let server = prepared.server.map(|s| s.to_string()).unwrap_or_default();
@@ -254,7 +284,10 @@ impl Scenario {
             }
             Scenario::ImageWhenTheCutFails
             | Scenario::VolumeBackedImageWhenTheCutFails
-            | Scenario::InUseSnapshotWhenTheCutFails => {
+            | Scenario::InUseSnapshotWhenTheCutFails
+            | Scenario::BlankVolumeWhenThePoolFails
+            | Scenario::VolumeFromVolumeWhenThePoolFails
+            | Scenario::SnapshotWhenThePoolFails => {
                 unreachable!("{self:?} is {:?} with a failure", self.without_failure())
             }
         }
@@ -738,6 +771,7 @@ async fn crash_once(
     // same server or volume works.
     // (A failure injected for a step the crash came before is not due.)
     rig.hv.clear_failures();
+    rig.pool.fake_volumes().fail_next_create(false);
     let before = rig.made().await;
     scenario
         .without_failure()
@@ -943,6 +977,9 @@ crash_tests! {
     image_when_the_cut_fails => ImageWhenTheCutFails;
     volume_backed_image_when_the_cut_fails => VolumeBackedImageWhenTheCutFails;
     in_use_snapshot_when_the_cut_fails => InUseSnapshotWhenTheCutFails;
+    blank_volume_when_the_pool_fails => BlankVolumeWhenThePoolFails;
+    volume_from_volume_when_the_pool_fails => VolumeFromVolumeWhenThePoolFails;
+    snapshot_when_the_pool_fails => SnapshotWhenThePoolFails;
 }
 
 #[test]

@@ -36,6 +36,8 @@ pub struct FakeVolumes {
     /// Layered: new tops named by `planned_snapshot` that a hypervisor is
     /// to create, by path → (location, the top it goes over).
     planned: Mutex<BTreeMap<PathBuf, (String, String)>>,
+    /// The next call that creates data fails (tests of undo paths).
+    fail_next: std::sync::atomic::AtomicBool,
 }
 
 impl FakeVolumes {
@@ -52,6 +54,26 @@ impl FakeVolumes {
             layered: true,
             ..Self::default()
         }
+    }
+
+    /// Makes the next call that creates a volume or a snapshot fail with
+    /// `Unavailable`, creating nothing; `false` takes it back.
+    pub fn fail_next_create(&self, fail: bool) {
+        self.fail_next
+            .store(fail, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Consumes an injected failure, if any.
+    fn injected_failure(&self) -> Result<()> {
+        if self
+            .fail_next
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(Error::unavailable(
+                "injected failure of the fake volume pool",
+            ));
+        }
+        Ok(())
     }
 
     /// A hypervisor created the file at `path`: a planned new top there
@@ -171,6 +193,7 @@ impl FakeVolumes {
 #[async_trait]
 impl VolumePool for FakeVolumes {
     async fn create_volume(&self, name: &str, size: u64) -> Result<String> {
+        self.injected_failure()?;
         self.add(
             name,
             Entry {
@@ -188,6 +211,7 @@ impl VolumePool for FakeVolumes {
         _image_format: &str,
         size: u64,
     ) -> Result<String> {
+        self.injected_failure()?;
         self.add(
             name,
             Entry {
@@ -230,6 +254,7 @@ impl VolumePool for FakeVolumes {
     }
 
     async fn snapshot_volume(&self, volume: &str, snap: &str) -> Result<FrozenVolume> {
+        self.injected_failure()?;
         if self.layered {
             let top = Self::top_of(volume, snap);
             self.add_top(&top, volume)?;
@@ -259,6 +284,7 @@ impl VolumePool for FakeVolumes {
     }
 
     async fn volume_from_snapshot(&self, name: &str, snapshot: &str, size: u64) -> Result<String> {
+        self.injected_failure()?;
         let parent = self.get(snapshot)?;
         self.add(
             name,

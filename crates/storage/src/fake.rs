@@ -643,4 +643,34 @@ mod tests {
         assert_eq!(removed.len(), 3);
         assert_eq!(pool.data(&location).unwrap(), b"x".to_vec());
     }
+
+    #[tokio::test]
+    async fn point_clone_when_flattened_then_its_snapshot_is_garbage_and_the_disk_is_not() {
+        let pool = FakePool::native();
+        pool.lock().by_location.insert(
+            "fake://i".into(),
+            Object {
+                kind: ObjectKind::Image,
+                parent: None,
+                data: b"x".to_vec(),
+            },
+        );
+        let disk = pool.create_disk("d", "fake://i", "raw", 1).await.unwrap();
+        let points = pool.points().unwrap();
+        let snap = points.point_snapshot(&disk, "p1").unwrap();
+        points.snapshot_disk(&snap.location).await.unwrap();
+        let clone = points.clone_snapshot(&snap.location, "c").await.unwrap();
+        let depth = points.clone_depth(&clone).await.unwrap();
+
+        points.flatten(&clone).await.unwrap();
+        let removed = pool
+            .collect_garbage(&BTreeSet::from([clone.clone(), disk.clone()]))
+            .await
+            .unwrap();
+
+        assert_eq!(depth, 1);
+        assert_eq!(removed, vec![snap.location.clone()]);
+        assert_eq!(points.clone_depth(&clone).await.unwrap(), 0);
+        assert!(pool.exists(&disk));
+    }
 }

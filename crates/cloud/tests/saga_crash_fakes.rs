@@ -45,6 +45,7 @@ use cloud::volumes::{NewSnapshot, NewVolume};
 use cloud::{Cloud, CloudConfig};
 use domain::identity::{Caller, Role};
 use domain::image::ImageStatus;
+use domain::restore_point::RestorePointStatus;
 use domain::server::{Flavor, ServerAction, VmState};
 use domain::volume::{SnapshotStatus, VolumeStatus};
 use domain::{ServerId, VolumeId};
@@ -650,6 +651,22 @@ impl Rig {
                     None => wrong.push(format!("{what} has no data")),
                 },
                 SnapshotStatus::Error | SnapshotStatus::Deleted => {}
+                _ => wrong.push(format!("{what} is transitional")),
+            }
+        }
+        for point in self.store.restore_points(None).await.unwrap() {
+            let what = format!("restore point {} ({})", point.id, point.status);
+            match point.status {
+                RestorePointStatus::Available => {
+                    for disk in &point.disks {
+                        needed.push((what.clone(), disk.layer.clone()));
+                    }
+                    // A memory state the pool keeps (the fake's native points).
+                    if let Some(state) = point.state_file.as_ref().filter(|s| s.contains("://")) {
+                        needed.push((what.clone(), state.clone()));
+                    }
+                }
+                RestorePointStatus::Error => {}
                 _ => wrong.push(format!("{what} is transitional")),
             }
         }

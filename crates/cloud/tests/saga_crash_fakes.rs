@@ -5,7 +5,8 @@
 //! the same [`FakePool`] and the same [`FakeHypervisor`] — reconciles, and
 //! the invariants of DESIGN.md §5 are checked:
 //!
-//! - no open saga is left, no row is in a transitional state;
+//! - no open saga is left, no row (server task, image, volume, volume
+//!   snapshot, restore point) is in a transitional state;
 //! - every location a row names exists in the pool, with every layer,
 //!   snapshot or image it stands on;
 //! - what a live VM writes is what its rows name (root disk, volumes), and
@@ -13,6 +14,10 @@
 //! - an image is active with data or gone, a volume or snapshot available
 //!   with data or in error (the operation finished or left nothing);
 //! - after a collection, the pool holds nothing no row needs.
+//!
+//! Layered-pool server-image cases are the slow ones: the saga reads the
+//! frozen layer's size and the chain with `qemu-img` on the fake's paths
+//! (`layer_size`, `shorten_chain`), a process each time, failing.
 //!
 //! The fault points are not listed here: each scenario first runs with a
 //! hook that records every point its kind passes (`"{kind}:{step}:start"`,

@@ -22,7 +22,7 @@ use async_trait::async_trait;
 use crate::driver::Hypervisor;
 use crate::error::{Error, ErrorKind, Result};
 use crate::pauses::{PauseLog, PauseSpan};
-use crate::restore::{DiskOverlay, InternalSnapshot, PointTaken};
+use crate::restore::{DiskOverlay, InternalSnapshot, MemoryState, NativeSnapshot, PointTaken};
 use crate::spec::{validate_name, DiskSpec, VmSpec};
 use crate::status::{ShutoffReason, VmStatus};
 
@@ -54,6 +54,21 @@ pub enum Operation {
 #[derive(Debug, Default)]
 pub struct FakeHypervisor {
     state: Mutex<FakeState>,
+    /// Told of every file the "QEMU" creates (new tops, memory states).
+    files: Mutex<Option<FileObserver>>,
+}
+
+/// Told the path of every file a fake VM creates, as a real QEMU would
+/// (the new top of `blockdev-snapshot-sync`, a memory state): a fake pool
+/// learns that way that a planned overlay exists.
+pub type FileCreated = std::sync::Arc<dyn Fn(&Path) + Send + Sync>;
+
+struct FileObserver(FileCreated);
+
+impl std::fmt::Debug for FileObserver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("FileObserver")
+    }
 }
 
 #[derive(Debug, Default)]
@@ -83,9 +98,38 @@ impl FakeHypervisor {
         Self::default()
     }
 
+    /// Calls `observer` with the path of every file this hypervisor's VMs
+    /// create from now on (wire it to `storage::fake::FakePool::file_created`).
+    pub fn on_file_created(&self, observer: FileCreated) {
+        *self
+            .files
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(FileObserver(observer));
+    }
+
+    /// Reports files created (outside the state's lock).
+    fn created(&self, paths: &[&Path]) {
+        let observer = self
+            .files
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .as_ref()
+            .map(|o| o.0.clone());
+        if let Some(observer) = observer {
+            for path in paths {
+                observer(path);
+            }
+        }
+    }
+
     /// Makes the next call of `operation` fail with an error of `kind`, changing nothing.
     pub fn fail_next(&self, operation: Operation, kind: ErrorKind) {
         self.lock().failures.insert(operation, kind);
+    }
+
+    /// Forgets every injected failure not consumed yet.
+    pub fn clear_failures(&self) {
+        self.lock().failures.clear();
     }
 
     /// Simulates QEMU dying: a live VM becomes `Shutoff { Crashed }`.
@@ -314,6 +358,8 @@ impl Hypervisor for FakeHypervisor {
         state
             .saved
             .insert(state_file.to_path_buf(), name.to_string());
+        drop(state);
+        self.created(&[state_file]);
         Ok(())
     }
 
@@ -344,7 +390,12 @@ impl Hypervisor for FakeHypervisor {
                     format!("VM {name} has no disk {disk_id}"),
                 )
             })?;
+        let created = disk.source != crate::DiskSource::File(overlay.to_path_buf());
         disk.source = crate::DiskSource::File(overlay.to_path_buf());
+        drop(state);
+        if created {
+            self.created(&[overlay]);
+        }
         Ok(())
     }
 
@@ -380,6 +431,57 @@ impl Hypervisor for FakeHypervisor {
         if let Some(file) = memory {
             state.saved.insert(file.to_path_buf(), name.to_string());
         }
+        drop(state);
+        let mut created: Vec<&Path> = disks.iter().map(|d| d.overlay.as_path()).collect();
+        created.extend(memory);
+        self.created(&created);
+        Ok(PointTaken::default())
+    }
+
+    /// Reports every snapshot taken as a file `<disk file>@<name>` (and the
+    /// memory state's file), so that a fake pool that snapshots natively
+    /// learns of them.
+    async fn create_native_point(
+        &self,
+        name: &str,
+        disks: &[NativeSnapshot],
+        memory: Option<&MemoryState>,
+    ) -> Result<PointTaken> {
+        let mut state = self.begin(Operation::CreateRestorePoint)?;
+        let vm = state.running_vm(name)?;
+        if memory.is_some() && vm.status != VmStatus::Running {
+            return Err(Error::new(
+                ErrorKind::NotRunning,
+                format!("VM {name} must be running to save its memory"),
+            ));
+        }
+        let mut created = Vec::with_capacity(disks.len() + 1);
+        for wanted in disks {
+            let source = vm
+                .spec
+                .disks
+                .iter()
+                .find(|d| d.id == wanted.disk_id)
+                .map(|d| &d.source);
+            match source {
+                Some(crate::DiskSource::File(path)) => {
+                    created.push(PathBuf::from(format!("{}@{}", path.display(), wanted.name)))
+                }
+                _ => {
+                    return Err(Error::new(
+                        ErrorKind::InvalidArgument,
+                        format!("VM {name} has no disk {} to snapshot", wanted.disk_id),
+                    ))
+                }
+            }
+        }
+        if let Some(MemoryState::File(file)) = memory {
+            state.saved.insert(file.clone(), name.to_string());
+            created.push(file.clone());
+        }
+        drop(state);
+        let paths: Vec<&Path> = created.iter().map(PathBuf::as_path).collect();
+        self.created(&paths);
         Ok(PointTaken::default())
     }
 
@@ -654,5 +756,46 @@ mod tests {
 
         assert_eq!(fake.status("vm1").await.unwrap(), VmStatus::Missing);
         assert_eq!(fake.list().await.unwrap(), ["vm2"]);
+    }
+
+    #[tokio::test]
+    async fn snapshot_disk_and_native_point_when_observed_then_every_new_file_reported() {
+        let fake = FakeHypervisor::new();
+        let reported = std::sync::Arc::new(Mutex::new(Vec::<PathBuf>::new()));
+        let sink = reported.clone();
+        fake.on_file_created(std::sync::Arc::new(move |path: &Path| {
+            sink.lock().unwrap().push(path.to_path_buf())
+        }));
+        let mut with_disk = spec("vm1");
+        with_disk.disks.push(DiskSpec {
+            id: "root".into(),
+            source: crate::DiskSource::File("/d/top".into()),
+            format: crate::DiskFormat::Qcow2,
+            read_only: false,
+        });
+        fake.start(&with_disk).await.unwrap();
+
+        fake.snapshot_disk("vm1", "root", Path::new("/d/new"))
+            .await
+            .unwrap();
+        fake.snapshot_disk("vm1", "root", Path::new("/d/new"))
+            .await
+            .unwrap();
+        let point = NativeSnapshot {
+            disk_id: "root".into(),
+            name: "p1".into(),
+        };
+        fake.create_native_point("vm1", &[point], None)
+            .await
+            .unwrap();
+
+        assert_eq!(
+            *reported.lock().unwrap(),
+            [PathBuf::from("/d/new"), PathBuf::from("/d/new@p1")]
+        );
+        assert_eq!(
+            fake.active_disk_file("vm1", "root").await.unwrap(),
+            PathBuf::from("/d/new")
+        );
     }
 }

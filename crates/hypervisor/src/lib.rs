@@ -38,7 +38,7 @@ mod status;
 
 pub use driver::Hypervisor;
 pub use error::{Error, ErrorKind, Result};
-pub use fake::{FakeHypervisor, Operation};
+pub use fake::{FakeHypervisor, FileCreated, Operation};
 pub use pauses::{paused_within, PauseSpan, PAUSE_LOG_LIMIT};
 pub use qemu::{
     Accel, QemuConfig, QemuHypervisor, CONSOLE_LOG_LIMIT, DEFAULT_EXIT_TIMEOUT,

@@ -14,6 +14,8 @@ use super::{FrozenVolume, VolumePool};
 use crate::DiskSource;
 
 const SCHEME: &str = "fake-volume://";
+/// Where a hypervisor "opens" fake volumes.
+const VOLUME_FILES: &str = "/fake-volumes";
 
 #[derive(Debug, Clone)]
 struct Entry {
@@ -28,11 +30,102 @@ struct Entry {
 #[derive(Debug, Default)]
 pub struct FakeVolumes {
     entries: Mutex<BTreeMap<String, Entry>>,
+    /// Snapshots freeze the volume's top and put a new top over it (the
+    /// file pool), instead of snapshotting in place (rbd).
+    layered: bool,
+    /// Layered: new tops named by `planned_snapshot` that a hypervisor is
+    /// to create, by path → (location, the top it goes over).
+    planned: Mutex<BTreeMap<PathBuf, (String, String)>>,
+    /// The next call that creates data fails (tests of undo paths).
+    fail_next: std::sync::atomic::AtomicBool,
 }
 
 impl FakeVolumes {
+    /// Volumes snapshotted in place, as on rbd.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Volumes snapshotted as layers, as on the file pool: the frozen top
+    /// is the snapshot, the volume goes on in a new top (made by the
+    /// hypervisor for an attached volume: see [`file_created`](Self::file_created)).
+    pub fn layered() -> Self {
+        FakeVolumes {
+            layered: true,
+            ..Self::default()
+        }
+    }
+
+    /// Makes the next call that creates a volume or a snapshot fail with
+    /// `Unavailable`, creating nothing; `false` takes it back.
+    pub fn fail_next_create(&self, fail: bool) {
+        self.fail_next
+            .store(fail, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Consumes an injected failure, if any.
+    fn injected_failure(&self) -> Result<()> {
+        if self
+            .fail_next
+            .swap(false, std::sync::atomic::Ordering::SeqCst)
+        {
+            return Err(Error::unavailable(
+                "injected failure of the fake volume pool",
+            ));
+        }
+        Ok(())
+    }
+
+    /// A hypervisor created the file at `path`: a planned new top there
+    /// exists from now on. False when no top was planned there.
+    pub fn file_created(&self, path: &std::path::Path) -> bool {
+        let planned = self.planned.lock().ok().and_then(|mut p| p.remove(path));
+        if let Some((top, under)) = planned {
+            let _ = self.add_top(&top, &under);
+            return true;
+        }
+        // A snapshot the hypervisor took natively: `<volume file>@<name>`.
+        let Some(name) = path
+            .strip_prefix(VOLUME_FILES)
+            .ok()
+            .and_then(|n| n.to_str())
+        else {
+            return false;
+        };
+        let Some((volume, snap)) = name.rsplit_once('@') else {
+            return false;
+        };
+        let volume = format!("{SCHEME}{volume}");
+        let Ok(entry) = self.get(&volume) else {
+            return false;
+        };
+        let snapshot = format!("{volume}@{snap}");
+        let _ = self.with(|entries| {
+            entries.entry(snapshot).or_insert(Entry {
+                parent: Some(volume),
+                size: entry.size,
+                depth: entry.depth,
+            });
+            Ok(())
+        });
+        true
+    }
+
+    /// The new top of `volume` for snapshot `snap` (layered).
+    fn top_of(volume: &str, snap: &str) -> String {
+        format!("{volume}.{snap}")
+    }
+
+    fn add_top(&self, top: &str, under: &str) -> Result<()> {
+        let entry = self.get(under)?;
+        self.with(|entries| {
+            entries.entry(top.to_string()).or_insert(Entry {
+                parent: Some(under.to_string()),
+                size: entry.size,
+                depth: entry.depth + 1,
+            });
+            Ok(())
+        })
     }
 
     /// Every volume and snapshot location held.
@@ -41,6 +134,33 @@ impl FakeVolumes {
             .lock()
             .map(|e| e.keys().cloned().collect())
             .unwrap_or_default()
+    }
+
+    /// Whether a volume or snapshot is stored at `location`.
+    pub fn exists(&self, location: &str) -> bool {
+        self.entries.lock().is_ok_and(|e| e.contains_key(location))
+    }
+
+    /// Every volume and snapshot location held, with what it stands on.
+    pub fn parents(&self) -> BTreeMap<String, Option<String>> {
+        self.entries
+            .lock()
+            .map(|e| {
+                e.iter()
+                    .map(|(l, e)| (l.clone(), e.parent.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// Drops the entries at `locations` (the pool's garbage collection,
+    /// which marked them unneeded).
+    pub(crate) fn forget(&self, locations: &[String]) {
+        if let Ok(mut entries) = self.entries.lock() {
+            for location in locations {
+                entries.remove(location);
+            }
+        }
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut BTreeMap<String, Entry>) -> Result<T>) -> Result<T> {
@@ -73,6 +193,7 @@ impl FakeVolumes {
 #[async_trait]
 impl VolumePool for FakeVolumes {
     async fn create_volume(&self, name: &str, size: u64) -> Result<String> {
+        self.injected_failure()?;
         self.add(
             name,
             Entry {
@@ -90,6 +211,7 @@ impl VolumePool for FakeVolumes {
         _image_format: &str,
         size: u64,
     ) -> Result<String> {
+        self.injected_failure()?;
         self.add(
             name,
             Entry {
@@ -105,6 +227,23 @@ impl VolumePool for FakeVolumes {
         volume: &str,
         snap: &str,
     ) -> Result<(FrozenVolume, Option<std::path::PathBuf>)> {
+        if self.layered {
+            let top = Self::top_of(volume, snap);
+            let path = match self.volume_source(&top)? {
+                DiskSource::File { path, .. } => path,
+                DiskSource::Rbd { .. } => unreachable!("fake volumes are files"),
+            };
+            if let Ok(mut planned) = self.planned.lock() {
+                planned.insert(path.clone(), (top.clone(), volume.to_string()));
+            }
+            return Ok((
+                FrozenVolume {
+                    snapshot: volume.to_string(),
+                    volume: top,
+                },
+                Some(path),
+            ));
+        }
         Ok((
             FrozenVolume {
                 snapshot: format!("{volume}@{snap}"),
@@ -115,6 +254,15 @@ impl VolumePool for FakeVolumes {
     }
 
     async fn snapshot_volume(&self, volume: &str, snap: &str) -> Result<FrozenVolume> {
+        self.injected_failure()?;
+        if self.layered {
+            let top = Self::top_of(volume, snap);
+            self.add_top(&top, volume)?;
+            return Ok(FrozenVolume {
+                snapshot: volume.to_string(),
+                volume: top,
+            });
+        }
         let entry = self.get(volume)?;
         let snapshot = format!("{volume}@{snap}");
         self.with(|entries| {
@@ -136,6 +284,7 @@ impl VolumePool for FakeVolumes {
     }
 
     async fn volume_from_snapshot(&self, name: &str, snapshot: &str, size: u64) -> Result<String> {
+        self.injected_failure()?;
         let parent = self.get(snapshot)?;
         self.add(
             name,
@@ -181,7 +330,7 @@ impl VolumePool for FakeVolumes {
             .strip_prefix(SCHEME)
             .ok_or_else(|| Error::internal(format!("'{location}' is not a fake volume.")))?;
         Ok(DiskSource::File {
-            path: PathBuf::from("/fake-volumes").join(name),
+            path: PathBuf::from(VOLUME_FILES).join(name),
             format: "raw".into(),
         })
     }

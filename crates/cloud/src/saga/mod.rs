@@ -48,6 +48,25 @@ use serde::{Deserialize, Serialize};
 
 use crate::Cloud;
 
+/// A saga kind the registry knows, with its steps in order (for tests that
+/// must cover every kind and every step).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SagaKind {
+    pub name: &'static str,
+    pub steps: Vec<&'static str>,
+}
+
+/// Every saga kind start-up recovery knows, in the registry's order.
+pub fn saga_kinds() -> Vec<SagaKind> {
+    registry::kinds()
+        .into_iter()
+        .map(|k| SagaKind {
+            name: k.name,
+            steps: (k.steps)(),
+        })
+        .collect()
+}
+
 /// A saga's id: one row of the `sagas` table.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct SagaId(uuid::Uuid);

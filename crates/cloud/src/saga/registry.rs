@@ -9,12 +9,14 @@ use domain::{Error, Result};
 use futures_util::future::BoxFuture;
 use store::SagaRecord;
 
-use super::{engine, Saga};
+use super::{engine, Saga, SagaStep};
 use crate::Cloud;
 
 /// One saga kind, type-erased.
 pub(crate) struct Kind {
     pub name: &'static str,
+    /// The kind's step names, in order.
+    pub steps: fn() -> Vec<&'static str>,
     recover: for<'a> fn(&'a Cloud, SagaRecord) -> BoxFuture<'a, Result<String>>,
     pool_names: fn(&SagaRecord) -> Result<Vec<String>>,
 }
@@ -23,6 +25,7 @@ impl Kind {
     fn of<S: Saga>() -> Kind {
         Kind {
             name: S::KIND,
+            steps: || S::Step::ALL.iter().map(|s| s.name()).collect(),
             recover: |cloud, record| Box::pin(engine::recover::<S>(cloud, record)),
             pool_names: engine::pool_names::<S>,
         }

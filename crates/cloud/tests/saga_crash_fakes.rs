@@ -77,6 +77,12 @@ enum Scenario {
     VolumeFromVolume,
     SnapshotOfAvailableVolume,
     SnapshotOfInUseVolume,
+    /// A disk-only restore point of a running server.
+    PointOfRunningServer,
+    /// A revert to a disk-only point (the server ends stopped on it).
+    RevertToPoint,
+    /// A delete of a point (one is made first when the server has none).
+    DeletePoint,
     /// The hypervisor fails the cut: the saga undoes itself (in process).
     ImageWhenTheCutFails,
     VolumeBackedImageWhenTheCutFails,
@@ -148,6 +154,9 @@ impl Scenario {
             Scenario::SnapshotOfAvailableVolume | Scenario::SnapshotOfInUseVolume => {
                 "volume-snapshot"
             }
+            Scenario::PointOfRunningServer => "restore-point-create",
+            Scenario::RevertToPoint => "restore-point-revert",
+            Scenario::DeletePoint => "restore-point-delete",
             Scenario::ImageWhenTheCutFails
             | Scenario::VolumeBackedImageWhenTheCutFails
             | Scenario::InUseSnapshotWhenTheCutFails
@@ -210,6 +219,18 @@ impl Scenario {
                 volume: Some(rig.blank().await),
                 ..Prepared::default()
             },
+            Scenario::PointOfRunningServer => Prepared {
+                server: Some(rig.server().await),
+                ..Prepared::default()
+            },
+            Scenario::RevertToPoint | Scenario::DeletePoint => {
+                let server = rig.server().await;
+                rig.point(server).await;
+                Prepared {
+                    server: Some(server),
+                    ..Prepared::default()
+                }
+            }
             Scenario::SnapshotOfInUseVolume => {
                 let server = rig.server().await;
                 let volume = rig.blank().await;
@@ -286,6 +307,28 @@ impl Scenario {
                     .create_volume_snapshot(&rig.admin, new)
                     .await
                     .map(drop)
+            }
+            Scenario::PointOfRunningServer => rig
+                .cloud
+                .create_restore_point(&rig.admin, &server, disk_only_point())
+                .await
+                .map(drop),
+            Scenario::RevertToPoint => {
+                let point = rig.available_point(prepared.server.unwrap()).await;
+                rig.cloud
+                    .revert_to_restore_point(&rig.admin, &server, &point)
+                    .await
+                    .map(drop)
+            }
+            Scenario::DeletePoint => {
+                let id = prepared.server.unwrap();
+                let point = match rig.points(id).await.pop() {
+                    Some(point) => point,
+                    None => rig.point(id).await,
+                };
+                rig.cloud
+                    .delete_restore_point(&rig.admin, &server, &point)
+                    .await
             }
             Scenario::ImageWhenTheCutFails
             | Scenario::VolumeBackedImageWhenTheCutFails
@@ -514,6 +557,37 @@ impl Rig {
         }
     }
 
+    /// A disk-only point of `server`, waited for; its id.
+    async fn point(&self, server: ServerId) -> String {
+        let point = self
+            .cloud
+            .create_restore_point(&self.admin, &server.to_string(), disk_only_point())
+            .await
+            .unwrap();
+        self.settled(server).await;
+        point.id.to_string()
+    }
+
+    /// The available points of `server`, oldest first.
+    async fn points(&self, server: ServerId) -> Vec<String> {
+        self.store
+            .restore_points(Some(server))
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|p| p.status == RestorePointStatus::Available)
+            .map(|p| p.id.to_string())
+            .collect()
+    }
+
+    /// An available point of `server` (one is made when it has none).
+    async fn available_point(&self, server: ServerId) -> String {
+        match self.points(server).await.into_iter().next() {
+            Some(point) => point,
+            None => self.point(server).await,
+        }
+    }
+
     /// Waits until no saga is open (the background part of an operation ran).
     async fn sagas_closed(&self) -> Result<(), String> {
         let deadline = Instant::now() + WAIT;
@@ -537,9 +611,11 @@ impl Rig {
         Ok(())
     }
 
-    /// How many images are active, volumes usable and snapshots available:
-    /// what finished operations made.
+    /// How many images are active, volumes usable, snapshots and restore
+    /// points available, and sagas finished forward: what finished
+    /// operations made (a revert or a delete makes only the last).
     async fn made(&self) -> usize {
+        let finished = self.store.sagas_finished().await.unwrap() as usize;
         let images = self
             .store
             .images_in_status(ImageStatus::Active)
@@ -556,7 +632,7 @@ impl Rig {
             .iter()
             .filter(|s| s.status == SnapshotStatus::Available)
             .count();
-        images + usable + available
+        images + usable + available + finished
     }
 
     /// Everything wrong with the cloud now (empty when the invariants hold).
@@ -737,6 +813,15 @@ async fn new_cloud(
         .with_crash_hook(hook)
 }
 
+fn disk_only_point() -> domain::restore_point::NewRestorePoint {
+    domain::restore_point::NewRestorePoint {
+        name: "p".into(),
+        memory: false,
+        method: domain::restore_point::RestoreMethod::External,
+        quiesce: false,
+    }
+}
+
 fn file_of(source: domain::Result<DiskSource>) -> Option<PathBuf> {
     match source {
         Ok(DiskSource::File { path, .. }) => Some(path),
@@ -861,10 +946,11 @@ async fn crash_two(
     }
 }
 
-/// For every two kinds (a scenario of each): the first crashed after each
-/// of its steps ran (the plain points; the `:start` ones are covered
-/// alone) while the second is stopped too — at its first point
-/// (recovery undoes it) or half-way (recovery finishes it), in turn.
+/// For every kind (a scenario of each), with the next kind in the list as
+/// its companion (a ring, so every kind is both): the first crashed after
+/// each of its steps ran (the plain points; the `:start` ones are covered
+/// alone) while the second is stopped too — at its first point (recovery
+/// undoes it) or half-way (recovery finishes it), in turn.
 async fn crash_kinds_in_pairs(native: bool) {
     let started = Instant::now();
     let mut one_per_kind: Vec<Scenario> = Vec::new();
@@ -877,7 +963,7 @@ async fn crash_kinds_in_pairs(native: bool) {
     let mut cases = 0;
     let mut rig = Rig::new(native).await;
     for (i, first) in one_per_kind.iter().enumerate() {
-        for second in &one_per_kind[i + 1..] {
+        for second in [&one_per_kind[(i + 1) % one_per_kind.len()]] {
             let points = learn_points(&mut rig, *first).await;
             let theirs = learn_points(&mut rig, *second).await;
             let stops = [theirs[0].clone(), theirs[theirs.len() / 2].clone()];
@@ -1001,6 +1087,9 @@ crash_tests! {
     volume_from_volume => VolumeFromVolume;
     snapshot_of_available_volume => SnapshotOfAvailableVolume;
     snapshot_of_in_use_volume => SnapshotOfInUseVolume;
+    point_of_running_server => PointOfRunningServer;
+    revert_to_point => RevertToPoint;
+    delete_point => DeletePoint;
     image_when_the_cut_fails => ImageWhenTheCutFails;
     volume_backed_image_when_the_cut_fails => VolumeBackedImageWhenTheCutFails;
     in_use_snapshot_when_the_cut_fails => InUseSnapshotWhenTheCutFails;

@@ -329,6 +329,10 @@ impl Pool for FakePool {
         Ok(location)
     }
 
+    async fn data_exists(&self, location: &str) -> Result<bool> {
+        Ok(self.exists(location))
+    }
+
     fn disk_source(&self, location: &str) -> Result<DiskSource> {
         Ok(DiskSource::File {
             path: location.into(),

@@ -178,6 +178,16 @@ pub trait Pool: Send + Sync + std::fmt::Debug {
         Ok(false)
     }
 
+    /// Whether the data at `location` (a disk or a layer) is there.
+    async fn data_exists(&self, location: &str) -> Result<bool> {
+        match self.disk_source(location)? {
+            DiskSource::File { path, .. } => {
+                Ok(tokio::fs::try_exists(&path).await.unwrap_or(false))
+            }
+            DiskSource::Rbd { .. } => Ok(true),
+        }
+    }
+
     /// The pool's volume operations ([`volumes::VolumePool`]), if it has any.
     fn volumes(&self) -> Option<&dyn volumes::VolumePool> {
         None

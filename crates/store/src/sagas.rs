@@ -105,6 +105,16 @@ impl Store {
         Ok(())
     }
 
+    /// How many sagas ended forward (for tests and reports).
+    pub async fn sagas_finished(&self) -> Result<u64> {
+        let row =
+            sqlx::query("SELECT COUNT(*) AS n FROM sagas WHERE done = 1 AND outcome = 'done'")
+                .fetch_one(&self.pool)
+                .await
+                .map_err(db_error("Cannot count sagas"))?;
+        Ok(row.get::<i64, _>("n") as u64)
+    }
+
     /// Sagas that have not ended, oldest first.
     pub async fn open_sagas(&self) -> Result<Vec<SagaRecord>> {
         let rows = sqlx::query("SELECT * FROM sagas WHERE done = 0 ORDER BY created_at, id")

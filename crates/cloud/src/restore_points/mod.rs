@@ -210,14 +210,7 @@ impl Cloud {
                 }
                 continue;
             }
-            let present = match self.pool.disk_source(&disk.layer) {
-                Ok(storage::DiskSource::File { path, .. }) => {
-                    tokio::fs::try_exists(&path).await.unwrap_or(false)
-                }
-                Ok(_) => true,
-                Err(_) => false,
-            };
-            if !present {
+            if !self.pool.data_exists(&disk.layer).await.unwrap_or(false) {
                 return false;
             }
         }

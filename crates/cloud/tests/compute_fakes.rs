@@ -38,6 +38,9 @@ impl Rig {
         let dir = tempfile::tempdir().unwrap();
         let hv = Arc::new(FakeHypervisor::new());
         let pool = Arc::new(FakePool::new());
+        // Overlays QEMU makes (live snapshots, restore points) exist in the pool.
+        let files = pool.clone();
+        hv.on_file_created(Arc::new(move |path| files.file_created(path)));
         let config = CloudConfig {
             token_ttl: Duration::from_secs(3600),
             image_size_cap: 1 << 30,
@@ -627,4 +630,76 @@ async fn server_of_project_a_when_project_b_member_asks_then_not_found() {
     assert!(listed.is_empty());
     let untouched = rig.cloud.store().server(server.id).await.unwrap();
     assert_eq!(untouched.status(), "ACTIVE");
+}
+
+#[tokio::test]
+async fn rename_when_looping_during_restore_points_then_each_new_top_stays_the_disk() {
+    let rig = Rig::new().await;
+    let server = rig.active_server("vm1").await;
+    let id = server.id.to_string();
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let renames = {
+        let (cloud, admin, id, stop) = (
+            rig.cloud.clone(),
+            rig.admin.clone(),
+            id.clone(),
+            stop.clone(),
+        );
+        tokio::spawn(async move {
+            let mut n = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                n += 1;
+                // A conflict with the point's own updates is fine; a lost
+                // update is not.
+                let _ = cloud
+                    .update_server(&admin, &id, Some(format!("vm-{n}")))
+                    .await;
+                tokio::task::yield_now().await;
+            }
+            n
+        })
+    };
+
+    let mut tops = Vec::new();
+    for i in 0..10 {
+        let new = domain::restore_point::NewRestorePoint {
+            name: format!("p{i}"),
+            memory: false,
+            method: domain::restore_point::RestoreMethod::External,
+            quiesce: false,
+        };
+        rig.cloud
+            .create_restore_point(&rig.admin, &id, new)
+            .await
+            .unwrap();
+        let settled = rig.wait_settled(server.id).await;
+        tops.push(settled.root_disk.clone().unwrap());
+        rig.cloud.collect_garbage().await.unwrap();
+    }
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let renamed = renames.await.unwrap();
+
+    let now = rig.cloud.store().server(server.id).await.unwrap();
+    let writes = rig.hv.active_disk_file(&id, "root").await.unwrap();
+    assert!(renamed > 10, "only {renamed} renames ran");
+    assert_eq!(
+        tops.iter().collect::<std::collections::BTreeSet<_>>().len(),
+        10,
+        "{tops:?}"
+    );
+    assert_eq!(now.root_disk.as_ref(), tops.last());
+    assert_eq!(
+        Some(writes),
+        rig.pool
+            .disk_source(tops.last().unwrap())
+            .ok()
+            .and_then(|s| match s {
+                storage::DiskSource::File { path, .. } => Some(path),
+                _ => None,
+            })
+    );
+    assert!(
+        rig.pool.exists(tops.last().unwrap()),
+        "the disk QEMU writes was collected"
+    );
 }

@@ -5,6 +5,7 @@
 //! requests, calls a method here and converts the result. `Cloud` knows the
 //! storage pool only through [`storage::Pool`].
 
+mod chains;
 pub mod compute;
 mod fault;
 pub mod identity;
@@ -12,6 +13,7 @@ pub mod images;
 pub mod restore_points;
 pub mod volumes;
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,6 +23,10 @@ use hypervisor::Hypervisor;
 use storage::qemu_img::Limits;
 use storage::Pool;
 use store::Store;
+
+/// Garbage collection goes again while a round deletes something, at most
+/// this many times.
+const GC_ROUNDS: usize = 4;
 
 /// Settings of the cloud layer.
 #[derive(Debug, Clone)]
@@ -116,13 +122,12 @@ impl Cloud {
         Ok(repaired)
     }
 
-    /// Removes pool data no record needs: the roots are live servers' disks,
-    /// the data of images that are active or deactivated, and of volumes and
-    /// volume snapshots not deleted; the pool
-    /// keeps whatever those stand on (backing layers, cloned snapshots).
-    pub async fn collect_garbage(&self) -> Result<Vec<String>> {
-        let _exclusive = self.gc_lock.write().await;
-        let mut roots = std::collections::BTreeSet::new();
+    /// What garbage collection keeps (with whatever each stands on): live
+    /// servers' disks, restore points' layers, the data of images that are
+    /// active or deactivated, of volumes and volume snapshots not being
+    /// deleted.
+    pub(crate) async fn gc_roots(&self) -> Result<BTreeSet<String>> {
+        let mut roots = BTreeSet::new();
         for server in self.store.servers(None).await? {
             roots.extend(server.root_disk);
         }
@@ -136,10 +141,43 @@ impl Cloud {
             }
         }
         roots.extend(volumes::garbage_roots(self).await?);
-        let mut removed = self.pool.collect_garbage(&roots).await?;
-        removed.extend(volumes::collect_garbage(self, &roots).await?);
-        for location in &removed {
-            tracing::info!(%location, "pool data released");
+        Ok(roots)
+    }
+
+    /// Removes pool data no root ([`gc_roots`](Cloud::gc_roots)) needs;
+    /// the pool keeps whatever those stand on (backing layers, cloned
+    /// snapshots). Layers released by deletes are merged first
+    /// ([`shorten_chains`](Cloud::shorten_chains)), so that they become
+    /// garbage. What goes is decided under the lock held exclusively (no
+    /// operation creates data or records meanwhile) and deleted after it is
+    /// released; each deletion is logged with its reason by the pool.
+    /// Repeated while a round deletes something (an RBD image's deletion
+    /// can free the snapshot it was cloned from).
+    pub async fn collect_garbage(&self) -> Result<Vec<String>> {
+        self.shorten_chains_quietly().await;
+        let mut removed = Vec::new();
+        for _ in 0..GC_ROUNDS {
+            let (pool_garbage, volume_garbage) = {
+                let _exclusive = self.gc_lock.write().await;
+                let roots = self.gc_roots().await?;
+                let pool_garbage = self.pool.plan_garbage(&roots).await?;
+                let volume_garbage = match self.pool.volumes() {
+                    Some(volumes) => volumes.plan_volume_garbage(&roots).await?,
+                    None => Vec::new(),
+                };
+                (pool_garbage, volume_garbage)
+            };
+            if pool_garbage.is_empty() && volume_garbage.is_empty() {
+                break;
+            }
+            let mut round = self.pool.delete_garbage(&pool_garbage).await?;
+            if let Some(volumes) = self.pool.volumes() {
+                round.extend(volumes.delete_volume_garbage(&volume_garbage).await?);
+            }
+            if round.is_empty() {
+                break;
+            }
+            removed.extend(round);
         }
         Ok(removed)
     }

@@ -299,6 +299,27 @@ impl Pool for FilePool {
         Some(self)
     }
 
+    fn layer_path(&self, location: &str) -> Option<PathBuf> {
+        self.path_of(location).ok()
+    }
+
+    async fn backing_graph(&self) -> Result<Option<BTreeMap<PathBuf, Option<PathBuf>>>> {
+        let mut graph = BTreeMap::new();
+        for location in self
+            .list("images")
+            .await?
+            .into_iter()
+            .chain(self.list("disks").await?)
+        {
+            let Ok(path) = self.path_of(&location) else {
+                continue;
+            };
+            let backing = backing_of(&path).await?.map(|b| resolved(&path, &b));
+            graph.insert(path, backing);
+        }
+        Ok(Some(graph))
+    }
+
     async fn export_image(&self, location: &str, format: &str, dest: &Path) -> Result<bool> {
         let path = self.path_of(location)?;
         if backing_of(&path).await?.is_none() {
@@ -365,25 +386,6 @@ impl FilePool {
             needed.extend(walk);
         }
         Ok(needed)
-    }
-
-    /// Every file of the pool (images and disks) with the backing file its
-    /// qcow2 header names (`None`: none, or not a qcow2 file).
-    pub async fn backing_files(&self) -> Result<BTreeMap<PathBuf, Option<PathBuf>>> {
-        let mut graph = BTreeMap::new();
-        for location in self
-            .list("images")
-            .await?
-            .into_iter()
-            .chain(self.list("disks").await?)
-        {
-            let Ok(path) = self.path_of(&location) else {
-                continue;
-            };
-            let backing = backing_of(&path).await?;
-            graph.insert(path, backing);
-        }
-        Ok(graph)
     }
 }
 

@@ -204,6 +204,21 @@ pub trait Pool: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// The file behind a location, for pools that keep data as qcow2
+    /// layers (file); `None` elsewhere.
+    fn layer_path(&self, _location: &str) -> Option<PathBuf> {
+        None
+    }
+
+    /// For pools that keep data as qcow2 layers (file): every file of the
+    /// pool with the backing file its header names (absolute), so that
+    /// chains can be walked and shortened; `None` for other pools.
+    async fn backing_graph(
+        &self,
+    ) -> Result<Option<std::collections::BTreeMap<PathBuf, Option<PathBuf>>>> {
+        Ok(None)
+    }
+
     /// The pool's restore-point operations ([`points::PointPool`]), for
     /// pools that snapshot disks natively; `None` for pools that layer.
     fn points(&self) -> Option<&dyn points::PointPool> {

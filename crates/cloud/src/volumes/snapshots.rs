@@ -191,6 +191,8 @@ impl Cloud {
         drop(gc);
         self.store.finish_saga(&saga.id, "done").await?;
         tracing::info!(snapshot = %saga.snapshot, volume = %volume.id, "volume snapshot taken");
+        // The new layer may leave the volume's chain past the cap.
+        self.shorten_chains_quietly().await;
         Ok(())
     }
 

@@ -270,3 +270,62 @@ async fn info(path: &Path) -> Result<Value> {
     serde_json::from_str(&text)
         .map_err(|e| domain::Error::internal(format!("qemu-img printed unexpected JSON: {e}")))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A linear chain f0 ◀── f1 ◀── … ◀── f(n-1).
+    fn linear(n: usize) -> Graph {
+        (0..n)
+            .map(|i| {
+                let backing = (i > 0).then(|| PathBuf::from(format!("/p/f{}", i - 1)));
+                (PathBuf::from(format!("/p/f{i}")), backing)
+            })
+            .collect()
+    }
+
+    fn p(name: &str) -> PathBuf {
+        PathBuf::from(format!("/p/{name}"))
+    }
+
+    #[test]
+    fn release_when_unnamed_inner_layer_with_one_child_then_merged_into_it() {
+        let graph = linear(4);
+        let named = BTreeSet::from([p("f0"), p("f1"), p("f3")]);
+
+        let next = next_release(&graph, &named, &BTreeSet::new());
+
+        assert_eq!(next, Some((p("f2"), p("f3"), p("f1"))));
+    }
+
+    #[test]
+    fn release_when_unnamed_layer_has_two_children_or_no_backing_then_skipped() {
+        let mut graph = linear(3);
+        graph.insert(p("g"), Some(p("f1")));
+        let named = BTreeSet::from([p("f2"), p("g")]);
+
+        let next = next_release(&graph, &named, &BTreeSet::new());
+
+        assert_eq!(next, None);
+    }
+
+    #[test]
+    fn too_deep_when_chain_longer_than_cap_then_shallowest_offender_onto_bottom() {
+        let graph = linear(20);
+
+        let next = next_too_deep(&graph, 8, &BTreeSet::new());
+
+        assert_eq!(next, Some((p("f8"), p("f0"))));
+    }
+
+    #[test]
+    fn chain_when_cycle_then_ends() {
+        let mut graph = linear(3);
+        graph.insert(p("f0"), Some(p("f2")));
+
+        let files = chain(&graph, &p("f2"));
+
+        assert_eq!(files, vec![p("f2"), p("f1"), p("f0")]);
+    }
+}

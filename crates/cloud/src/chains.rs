@@ -73,6 +73,9 @@ impl Cloud {
                     tracing::info!(layer = %layer.display(), into = %child.display(),
                         base = %base.display(), "released layer merged into the file standing on it");
                     graph.insert(child, Some(base));
+                    // Nothing stands on it any more: garbage, not part of
+                    // any chain (it would count as a child of its backing).
+                    graph.remove(&layer);
                     rewritten += 1;
                 }
                 Err(e) => {

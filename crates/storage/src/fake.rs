@@ -1,14 +1,14 @@
 //! An in-memory pool for fast unit tests of the layers above the drivers.
 //! Same contract as the real pools: idempotent deletes, opaque locations.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 use std::sync::Mutex;
 
 use async_trait::async_trait;
 use domain::{Error, ImageId, Result};
 
-use crate::{DiskSource, ImageReader, Pool};
+use crate::{DiskSource, Garbage, GarbageKind, ImageReader, Pool};
 
 #[derive(Debug, Default)]
 pub struct FakePool {
@@ -120,6 +120,40 @@ impl Pool for FakePool {
         Some(&self.volumes)
     }
 
+    /// Marks as the file pool does: a disk that is kept keeps the image it
+    /// was made from; everything else not a root is garbage.
+    async fn plan_garbage(&self, roots: &BTreeSet<String>) -> Result<Vec<Garbage>> {
+        let disks = self
+            .disks
+            .lock()
+            .map_err(|_| Error::internal("fake pool poisoned"))?
+            .clone();
+        let kept_images: BTreeSet<&String> = disks
+            .iter()
+            .filter(|(disk, _)| roots.contains(*disk))
+            .map(|(_, image)| image)
+            .collect();
+        let mut garbage: Vec<Garbage> = disks
+            .keys()
+            .filter(|d| !roots.contains(*d))
+            .map(|location| Garbage {
+                location: location.clone(),
+                what: GarbageKind::Disk,
+                reason: "no root is this disk".into(),
+            })
+            .collect();
+        for image in self.image_locations().await? {
+            if !roots.contains(&image) && !kept_images.contains(&image) {
+                garbage.push(Garbage {
+                    location: image,
+                    what: GarbageKind::Image,
+                    reason: "no root is this image or a disk made from it".into(),
+                });
+            }
+        }
+        Ok(garbage)
+    }
+
     async fn disk_locations(&self) -> Result<Vec<String>> {
         Ok(self
             .disks
@@ -128,5 +162,29 @@ impl Pool for FakePool {
             .keys()
             .cloned()
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn garbage_when_a_kept_disk_stands_on_an_unnamed_image_then_image_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = FakePool::new();
+        let staged = dir.path().join("upload");
+        tokio::fs::write(&staged, b"data").await.unwrap();
+        let image = pool
+            .import_image(ImageId::new(), &staged, "raw")
+            .await
+            .unwrap();
+        let disk = pool.create_disk("vm", &image, "raw", 4).await.unwrap();
+        let gone = pool.create_disk("old", &image, "raw", 4).await.unwrap();
+
+        let removed = pool.collect_garbage(&BTreeSet::from([disk])).await.unwrap();
+
+        assert_eq!(removed, vec![gone]);
+        assert!(pool.data(&image).is_some());
     }
 }

@@ -113,12 +113,20 @@ impl Cloud {
         repaired.extend(compute::reconcile(self).await?);
         repaired.extend(images::reconcile(self).await?);
         repaired.extend(volumes::reconcile(self).await?);
-        let removed = self.collect_garbage().await?;
-        repaired.extend(
-            removed
-                .into_iter()
-                .map(|l| format!("pool data {l} no record needs removed")),
-        );
+        // A chain that cannot be read (a file gone behind the service's
+        // back) stops the collection, never a reason to delete; the service
+        // still starts, and says so.
+        match self.collect_garbage().await {
+            Ok(removed) => repaired.extend(
+                removed
+                    .into_iter()
+                    .map(|l| format!("pool data {l} no record needs removed")),
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "garbage collection stopped: nothing deleted");
+                repaired.push(format!("garbage collection stopped, nothing deleted: {e}"));
+            }
+        }
         Ok(repaired)
     }
 

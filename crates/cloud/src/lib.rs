@@ -5,6 +5,7 @@
 //! requests, calls a method here and converts the result. `Cloud` knows the
 //! storage pool only through [`storage::Pool`].
 
+mod chains;
 pub mod compute;
 mod fault;
 pub mod identity;
@@ -13,6 +14,7 @@ pub mod restore_points;
 pub mod saga;
 pub mod volumes;
 
+use std::collections::BTreeSet;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,6 +24,10 @@ use hypervisor::Hypervisor;
 use storage::qemu_img::Limits;
 use storage::Pool;
 use store::Store;
+
+/// Garbage collection goes again while a round deletes something, at most
+/// this many times.
+const GC_ROUNDS: usize = 4;
 
 /// Settings of the cloud layer.
 #[derive(Debug, Clone)]
@@ -128,25 +134,28 @@ impl Cloud {
         repaired.extend(volumes::reconcile(self).await?);
         self.gc_ready
             .store(true, std::sync::atomic::Ordering::SeqCst);
-        let removed = self.collect_garbage().await?;
-        repaired.extend(
-            removed
-                .into_iter()
-                .map(|l| format!("pool data {l} no record needs removed")),
-        );
+        // A chain that cannot be read (a file gone behind the service's
+        // back) stops the collection, never a reason to delete; the service
+        // still starts, and says so.
+        match self.collect_garbage().await {
+            Ok(removed) => repaired.extend(
+                removed
+                    .into_iter()
+                    .map(|l| format!("pool data {l} no record needs removed")),
+            ),
+            Err(e) => {
+                tracing::error!(error = %e, "garbage collection stopped: nothing deleted");
+                repaired.push(format!("garbage collection stopped, nothing deleted: {e}"));
+            }
+        }
         Ok(repaired)
     }
 
-    /// Removes pool data no record needs: the roots are live servers' disks,
-    /// the data of images that are active or deactivated, and of volumes and
-    /// volume snapshots not deleted; the pool
-    /// keeps whatever those stand on (backing layers, cloned snapshots).
-    pub async fn collect_garbage(&self) -> Result<Vec<String>> {
-        if !self.gc_ready.load(std::sync::atomic::Ordering::SeqCst) {
-            tracing::debug!("garbage collection waits for start-up recovery");
-            return Ok(Vec::new());
-        }
-        let _exclusive = self.gc_lock.write().await;
+    /// What garbage collection keeps (with whatever each stands on): live
+    /// servers' disks, restore points' layers, the data of images that are
+    /// active or deactivated, of volumes and volume snapshots not being
+    /// deleted — and everything open sagas name.
+    pub(crate) async fn gc_roots(&self) -> Result<BTreeSet<String>> {
         let mut roots = self.saga_roots().await?;
         for server in self.store.servers(None).await? {
             roots.extend(server.root_disk);
@@ -161,10 +170,47 @@ impl Cloud {
             }
         }
         roots.extend(volumes::garbage_roots(self).await?);
-        let mut removed = self.pool.collect_garbage(&roots).await?;
-        removed.extend(volumes::collect_garbage(self, &roots).await?);
-        for location in &removed {
-            tracing::info!(%location, "pool data released");
+        Ok(roots)
+    }
+
+    /// Removes pool data no root ([`gc_roots`](Cloud::gc_roots)) needs;
+    /// the pool keeps whatever those stand on (backing layers, cloned
+    /// snapshots). Layers released by deletes are merged first
+    /// ([`shorten_chains`](Cloud::shorten_chains)), so that they become
+    /// garbage. What goes is decided under the lock held exclusively (no
+    /// operation creates data or records meanwhile) and deleted after it is
+    /// released; each deletion is logged with its reason by the pool.
+    /// Repeated while a round deletes something (an RBD image's deletion
+    /// can free the snapshot it was cloned from).
+    pub async fn collect_garbage(&self) -> Result<Vec<String>> {
+        if !self.gc_ready.load(std::sync::atomic::Ordering::SeqCst) {
+            tracing::debug!("garbage collection waits for start-up recovery");
+            return Ok(Vec::new());
+        }
+        self.shorten_chains_quietly().await;
+        let mut removed = Vec::new();
+        for _ in 0..GC_ROUNDS {
+            let (pool_garbage, volume_garbage) = {
+                let _exclusive = self.gc_lock.write().await;
+                let roots = self.gc_roots().await?;
+                let pool_garbage = self.pool.plan_garbage(&roots).await?;
+                let volume_garbage = match self.pool.volumes() {
+                    Some(volumes) => volumes.plan_volume_garbage(&roots).await?,
+                    None => Vec::new(),
+                };
+                (pool_garbage, volume_garbage)
+            };
+            if pool_garbage.is_empty() && volume_garbage.is_empty() {
+                break;
+            }
+            let mut round = self.pool.delete_garbage(&pool_garbage).await?;
+            if let Some(volumes) = self.pool.volumes() {
+                round.extend(volumes.delete_volume_garbage(&volume_garbage).await?);
+            }
+            if round.is_empty() {
+                break;
+            }
+            removed.extend(round);
         }
         Ok(removed)
     }

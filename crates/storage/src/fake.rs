@@ -37,7 +37,7 @@ use domain::{Error, ImageId, Result};
 
 use crate::points::{PointPool, PointSnapshot};
 use crate::volumes::VolumePool;
-use crate::{DiskSource, ImageReader, Pool};
+use crate::{DiskSource, Garbage, GarbageKind, ImageReader, Pool};
 
 const IMAGE_SCHEME: &str = "fake://";
 const DISK_SCHEME: &str = "fake-disk://";
@@ -344,11 +344,10 @@ impl Pool for FakePool {
         self.remove(location)
     }
 
-    async fn disk_locations(&self) -> Result<Vec<String>> {
-        Ok(self.locations_of(&[ObjectKind::Disk]))
-    }
-
-    async fn collect_garbage(&self, roots: &BTreeSet<String>) -> Result<Vec<String>> {
+    /// Marks as the real pools do: every root and whole chains under it
+    /// (across the pool's objects and its volumes); the pool's own objects
+    /// left unmarked are garbage.
+    async fn plan_garbage(&self, roots: &BTreeSet<String>) -> Result<Vec<Garbage>> {
         let objects = self.objects();
         let mut marked = BTreeSet::new();
         for root in roots {
@@ -360,19 +359,34 @@ impl Pool for FakePool {
                 next = objects.get(&at).cloned().flatten();
             }
         }
-        let garbage: Vec<String> = objects
-            .keys()
-            .filter(|l| !marked.contains(*l))
-            .cloned()
-            .collect();
-        {
-            let mut own = self.lock();
-            for location in &garbage {
-                own.by_location.remove(location);
-            }
-        }
-        self.volumes.forget(&garbage);
-        Ok(garbage)
+        let own = self.lock();
+        Ok(own
+            .by_location
+            .iter()
+            .filter(|(l, _)| !marked.contains(*l))
+            .map(|(location, object)| Garbage {
+                location: location.clone(),
+                what: if object.kind == ObjectKind::Disk {
+                    GarbageKind::Disk
+                } else {
+                    GarbageKind::Image
+                },
+                reason: "no root stands on it".into(),
+            })
+            .collect())
+    }
+
+    async fn delete_garbage(&self, garbage: &[Garbage]) -> Result<Vec<String>> {
+        let mut own = self.lock();
+        Ok(garbage
+            .iter()
+            .filter(|g| own.by_location.remove(&g.location).is_some())
+            .map(|g| g.location.clone())
+            .collect())
+    }
+
+    async fn disk_locations(&self) -> Result<Vec<String>> {
+        Ok(self.locations_of(&[ObjectKind::Disk]))
     }
 
     async fn image_from_disk(&self, disk: &str, image: ImageId) -> Result<(String, u64)> {
@@ -676,5 +690,24 @@ mod tests {
         assert_eq!(removed, vec![snap.location.clone()]);
         assert_eq!(points.clone_depth(&clone).await.unwrap(), 0);
         assert!(pool.exists(&disk));
+    }
+
+    #[tokio::test]
+    async fn garbage_when_a_kept_disk_stands_on_an_unnamed_image_then_image_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = FakePool::new();
+        let staged = dir.path().join("upload");
+        tokio::fs::write(&staged, b"data").await.unwrap();
+        let image = pool
+            .import_image(ImageId::new(), &staged, "raw")
+            .await
+            .unwrap();
+        let disk = pool.create_disk("vm", &image, "raw", 4).await.unwrap();
+        let gone = pool.create_disk("old", &image, "raw", 4).await.unwrap();
+
+        let removed = pool.collect_garbage(&BTreeSet::from([disk])).await.unwrap();
+
+        assert_eq!(removed, vec![gone]);
+        assert!(pool.data(&image).is_some());
     }
 }

@@ -4,7 +4,7 @@
 //! Disks are qcow2 overlays under `<root>/disks/<name>.qcow2` whose backing
 //! file is an image: creating one is O(1) whatever the image's size.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::SeekFrom;
 use std::path::{Path, PathBuf};
 
@@ -12,7 +12,7 @@ use async_trait::async_trait;
 use domain::{Error, ImageId, Result};
 use tokio::io::AsyncSeekExt;
 
-use crate::{qemu_img, DiskSource, ImageReader, Pool};
+use crate::{qemu_img, DiskSource, Garbage, GarbageKind, ImageReader, Pool};
 
 const SCHEME: &str = "file://";
 
@@ -229,39 +229,37 @@ impl Pool for FilePool {
         Ok(all.into_iter().filter(|l| l.ends_with(".qcow2")).collect())
     }
 
-    /// Mark and sweep: every file a root needs, following qcow2 backing
-    /// files, is kept; every other file under `images/` and `disks/` goes.
-    async fn collect_garbage(&self, roots: &BTreeSet<String>) -> Result<Vec<String>> {
-        let mut needed = BTreeSet::new();
-        for root in roots {
-            let Ok(mut path) = self.path_of(root) else {
-                continue;
-            };
-            // Chains are short; the cap guards against a cycle or a corrupt header.
-            for _ in 0..MAX_CHAIN_DEPTH {
-                if !needed.insert(path.clone()) {
-                    break;
-                }
-                match backing_of(&path).await? {
-                    Some(parent) if self.is_inside(&parent) => path = parent,
-                    _ => break,
+    /// Mark and sweep, deciding only: every file a root needs, following
+    /// qcow2 backing files through whole chains (no depth cap), is kept;
+    /// every other file under `images/` and `disks/` is garbage. A chain
+    /// that cannot be read (a backing file missing or unreadable, a cycle)
+    /// fails the plan: nothing is deleted on a guess.
+    async fn plan_garbage(&self, roots: &BTreeSet<String>) -> Result<Vec<Garbage>> {
+        let needed = self.mark(roots).await?;
+        let mut garbage = Vec::new();
+        for (what, dir) in [(GarbageKind::Image, "images"), (GarbageKind::Disk, "disks")] {
+            for location in self.list(dir).await? {
+                let Ok(path) = self.path_of(&location) else {
+                    continue;
+                };
+                if !needed.contains(&path) {
+                    garbage.push(Garbage {
+                        location,
+                        what,
+                        reason: "no root's backing chain goes through it".into(),
+                    });
                 }
             }
         }
+        Ok(garbage)
+    }
+
+    async fn delete_garbage(&self, garbage: &[Garbage]) -> Result<Vec<String>> {
         let mut removed = Vec::new();
-        for location in self
-            .list("images")
-            .await?
-            .into_iter()
-            .chain(self.list("disks").await?)
-        {
-            let Ok(path) = self.path_of(&location) else {
-                continue;
-            };
-            if !needed.contains(&path) {
-                remove_if_present(&path).await?;
-                removed.push(location);
-            }
+        for g in garbage {
+            remove_if_present(&self.path_of(&g.location)?).await?;
+            tracing::info!(pool = "file", location = %g.location, reason = %g.reason, "garbage deleted");
+            removed.push(g.location.clone());
         }
         Ok(removed)
     }
@@ -303,6 +301,27 @@ impl Pool for FilePool {
         Some(self)
     }
 
+    fn layer_path(&self, location: &str) -> Option<PathBuf> {
+        self.path_of(location).ok()
+    }
+
+    async fn backing_graph(&self) -> Result<Option<BTreeMap<PathBuf, Option<PathBuf>>>> {
+        let mut graph = BTreeMap::new();
+        for location in self
+            .list("images")
+            .await?
+            .into_iter()
+            .chain(self.list("disks").await?)
+        {
+            let Ok(path) = self.path_of(&location) else {
+                continue;
+            };
+            let backing = backing_of(&path).await?.map(|b| resolved(&path, &b));
+            graph.insert(path, backing);
+        }
+        Ok(Some(graph))
+    }
+
     async fn export_image(&self, location: &str, format: &str, dest: &Path) -> Result<bool> {
         let path = self.path_of(location)?;
         if backing_of(&path).await?.is_none() {
@@ -316,13 +335,68 @@ impl Pool for FilePool {
     }
 }
 
-/// How deep a backing chain may be followed.
-const MAX_CHAIN_DEPTH: usize = 64;
-
 impl FilePool {
     fn is_inside(&self, path: &Path) -> bool {
         let loc = format!("{SCHEME}{}", path.display());
         self.path_of(&loc).is_ok()
+    }
+
+    /// Every file of the pool the chains of `roots` go through. Whole
+    /// chains are followed, however deep; a walk ends at a file an earlier
+    /// walk marked (its whole chain is marked already), at a file with no
+    /// backing file, or at a backing file outside the pool (never deleted
+    /// here anyway). A root whose file does not exist needs nothing. A
+    /// backing file that is missing or unreadable, or a cycle, is an error.
+    pub async fn mark(&self, roots: &BTreeSet<String>) -> Result<BTreeSet<PathBuf>> {
+        let mut needed = BTreeSet::new();
+        for root in roots {
+            let Ok(path) = self.path_of(root) else {
+                continue;
+            };
+            if !tokio::fs::try_exists(&path).await.unwrap_or(true) {
+                tracing::warn!(%root, "a root's file does not exist; it needs nothing");
+                continue;
+            }
+            let mut walk = Vec::new();
+            let mut at = path;
+            loop {
+                if needed.contains(&at) {
+                    break;
+                }
+                if walk.contains(&at) {
+                    return Err(Error::internal(format!(
+                        "The backing chain of {root} goes round in a cycle through {}; garbage collection stops.",
+                        at.display()
+                    )));
+                }
+                walk.push(at.clone());
+                match backing_of(&at).await? {
+                    Some(parent) if self.is_inside(&resolved(&at, &parent)) => {
+                        let parent = resolved(&at, &parent);
+                        if !tokio::fs::try_exists(&parent).await.unwrap_or(false) {
+                            return Err(Error::unavailable(format!(
+                                "{} stands on {}, which is missing; garbage collection stops.",
+                                at.display(),
+                                parent.display()
+                            )));
+                        }
+                        at = parent;
+                    }
+                    _ => break,
+                }
+            }
+            needed.extend(walk);
+        }
+        Ok(needed)
+    }
+}
+
+/// A backing file name as QEMU resolves it: relative to the directory of
+/// the file that names it.
+fn resolved(file: &Path, backing: &Path) -> PathBuf {
+    match file.parent() {
+        Some(dir) if backing.is_relative() => dir.join(backing),
+        _ => backing.to_path_buf(),
     }
 }
 
@@ -457,6 +531,104 @@ mod tests {
         assert!(pool.overlay_is_valid(&top).await.unwrap());
         assert_eq!(pool.disk_locations().await.unwrap().len(), 2);
         assert_eq!(pool.image_locations().await.unwrap(), vec![base]);
+    }
+
+    /// A chain of `depth` overlays over a raw image, top last.
+    async fn chain(pool: &FilePool, depth: usize) -> Vec<String> {
+        let staged = pool.root().join("upload");
+        tokio::fs::write(&staged, vec![1u8; 64 << 10])
+            .await
+            .unwrap();
+        let base = pool
+            .import_image(ImageId::new(), &staged, "raw")
+            .await
+            .unwrap();
+        let mut files = vec![pool.create_disk("layer-0", &base, "raw", 0).await.unwrap()];
+        for n in 1..depth {
+            let (next, _) = pool
+                .new_overlay(files.last().unwrap(), &format!("layer-{n}"))
+                .unwrap()
+                .unwrap();
+            pool.create_overlay(files.last().unwrap(), &next)
+                .await
+                .unwrap();
+            files.push(next);
+        }
+        files.insert(0, base);
+        files
+    }
+
+    #[tokio::test]
+    async fn garbage_when_chain_deeper_than_64_then_every_layer_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = FilePool::open(dir.path().join("pool")).await.unwrap();
+        let files = chain(&pool, 80).await;
+        let top = files.last().unwrap().clone();
+        // A second root part-way down: marked first, it must not cut the
+        // walk from the top short.
+        let middle = files[40].clone();
+
+        let garbage = pool
+            .plan_garbage(&BTreeSet::from([middle, top]))
+            .await
+            .unwrap();
+
+        assert_eq!(garbage, vec![]);
+    }
+
+    #[tokio::test]
+    async fn garbage_when_backing_file_missing_then_error_and_nothing_deleted() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = FilePool::open(dir.path().join("pool")).await.unwrap();
+        let files = chain(&pool, 4).await;
+        let other = pool
+            .create_disk("other", &files[0], "raw", 0)
+            .await
+            .unwrap();
+        tokio::fs::remove_file(pool.path_of(&files[2]).unwrap())
+            .await
+            .unwrap();
+
+        let err = pool
+            .collect_garbage(&BTreeSet::from([files[4].clone()]))
+            .await
+            .unwrap_err();
+
+        assert_eq!(err.kind(), domain::ErrorKind::Unavailable);
+        assert!(pool.path_of(&other).unwrap().exists());
+        assert!(pool.path_of(&files[1]).unwrap().exists());
+    }
+
+    #[tokio::test]
+    async fn garbage_when_chain_is_a_cycle_then_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let pool = FilePool::open(dir.path().join("pool")).await.unwrap();
+        let files = chain(&pool, 3).await;
+        // layer-1 is made to stand on layer-2, which stands on layer-1.
+        let (lower, upper) = (
+            pool.path_of(&files[2]).unwrap(),
+            pool.path_of(&files[3]).unwrap(),
+        );
+        qemu_img::run(&[
+            "rebase",
+            "-u",
+            "-f",
+            "qcow2",
+            "-b",
+            upper.to_str().unwrap(),
+            "-F",
+            "qcow2",
+            lower.to_str().unwrap(),
+        ])
+        .await
+        .unwrap();
+
+        let err = pool
+            .plan_garbage(&BTreeSet::from([files[3].clone()]))
+            .await
+            .unwrap_err();
+
+        assert!(err.to_string().contains("cycle"), "{err}");
     }
 
     #[tokio::test]

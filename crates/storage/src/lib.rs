@@ -112,13 +112,34 @@ pub trait Pool: Send + Sync + std::fmt::Debug {
     /// Every disk location the pool holds, to find orphans at start-up.
     async fn disk_locations(&self) -> Result<Vec<String>>;
 
-    /// Removes every image and disk the pool holds that `roots` (the
-    /// locations the database refers to) do not need, and returns what went.
-    /// The default deletes what is not a root, disks first, and keeps what
-    /// the pool refuses to delete (data still cloned); pools whose data
-    /// stands on other data (the file pool's backing chains) override it.
+    /// Decides, without deleting anything, which images and disks no root
+    /// (a location the database or an open saga refers to) needs, each
+    /// with why. The caller holds the garbage-collection lock exclusively
+    /// while this runs, so that no operation creates or starts referring
+    /// to pool data meanwhile; [`delete_garbage`](Pool::delete_garbage)
+    /// runs after the lock is released. That is sound because the list
+    /// names only what existed and was unreferenced when decided, and
+    /// nothing starts referring to unreferenced data afterwards (new data
+    /// stands only on roots). A chain the pool cannot read fails the whole
+    /// plan: never a reason to delete. The default lists every disk, then
+    /// every image, that is not a root; pools whose data stands on other
+    /// data (the file pool's backing chains) override it.
+    async fn plan_garbage(&self, roots: &BTreeSet<String>) -> Result<Vec<Garbage>> {
+        plan_unreferenced(self, roots).await
+    }
+
+    /// Deletes what [`plan_garbage`](Pool::plan_garbage) listed and returns
+    /// what went; what the pool refuses to delete now (data still cloned, a
+    /// disk still busy) stays for the next collection.
+    async fn delete_garbage(&self, garbage: &[Garbage]) -> Result<Vec<String>> {
+        delete_planned(self, garbage).await
+    }
+
+    /// [`plan_garbage`](Pool::plan_garbage) then
+    /// [`delete_garbage`](Pool::delete_garbage) in one go (tests, tools).
     async fn collect_garbage(&self, roots: &BTreeSet<String>) -> Result<Vec<String>> {
-        collect_unreferenced(self, roots).await
+        let garbage = self.plan_garbage(roots).await?;
+        self.delete_garbage(&garbage).await
     }
 
     /// For pools that snapshot disks natively (rbd): makes the data of image
@@ -193,11 +214,107 @@ pub trait Pool: Send + Sync + std::fmt::Debug {
         None
     }
 
+    /// The file behind a location, for pools that keep data as qcow2
+    /// layers (file); `None` elsewhere.
+    fn layer_path(&self, _location: &str) -> Option<PathBuf> {
+        None
+    }
+
+    /// For pools that keep data as qcow2 layers (file): every file of the
+    /// pool with the backing file its header names (absolute), so that
+    /// chains can be walked and shortened; `None` for other pools.
+    async fn backing_graph(
+        &self,
+    ) -> Result<Option<std::collections::BTreeMap<PathBuf, Option<PathBuf>>>> {
+        Ok(None)
+    }
+
     /// The pool's restore-point operations ([`points::PointPool`]), for
     /// pools that snapshot disks natively; `None` for pools that layer.
     fn points(&self) -> Option<&dyn points::PointPool> {
         None
     }
+}
+
+/// What a garbage collection decided to delete, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Garbage {
+    pub location: String,
+    pub what: GarbageKind,
+    /// Why it goes, for the log line of its deletion.
+    pub reason: String,
+}
+
+/// How a [`Garbage`] entry is deleted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GarbageKind {
+    /// A disk (or volume data kept among the disks): `delete_disk`.
+    Disk,
+    /// Image data: `delete_image`.
+    Image,
+    /// Volume data of a pool that keeps volumes apart from disks.
+    Volume,
+    /// Released while deciding, by a pool whose decision cannot be
+    /// separated from the deletion (see the rbd pool): nothing left to do.
+    Released,
+}
+
+/// The default plan: every disk, then every image, that is not in `roots`.
+pub async fn plan_unreferenced<P: Pool + ?Sized>(
+    pool: &P,
+    roots: &BTreeSet<String>,
+) -> Result<Vec<Garbage>> {
+    let mut garbage = Vec::new();
+    for (what, locations) in [
+        (GarbageKind::Disk, pool.disk_locations().await?),
+        (GarbageKind::Image, pool.image_locations().await?),
+    ] {
+        garbage.extend(
+            locations
+                .into_iter()
+                .filter(|l| !roots.contains(l))
+                .map(|location| Garbage {
+                    location,
+                    what,
+                    reason: "no record or open saga refers to it".into(),
+                }),
+        );
+    }
+    Ok(garbage)
+}
+
+/// The default deletion: disks with `delete_disk`, images with
+/// `delete_image`; one that cannot go now (busy disk, cloned image) stays
+/// for the next collection and does not stop the rest.
+pub async fn delete_planned<P: Pool + ?Sized>(
+    pool: &P,
+    garbage: &[Garbage],
+) -> Result<Vec<String>> {
+    let mut removed = Vec::new();
+    for g in garbage {
+        let deleted = match g.what {
+            GarbageKind::Disk => pool.delete_disk(&g.location).await,
+            GarbageKind::Image => pool.delete_image(&g.location).await,
+            GarbageKind::Volume => Err(domain::Error::internal(format!(
+                "The {} pool keeps no volume data apart from its disks.",
+                pool.kind()
+            ))),
+            GarbageKind::Released => Ok(()),
+        };
+        match deleted {
+            Ok(()) => {
+                tracing::info!(pool = pool.kind(), location = %g.location, reason = %g.reason, "garbage deleted");
+                removed.push(g.location.clone());
+            }
+            Err(e) if e.kind() == domain::ErrorKind::Conflict => {
+                tracing::debug!(location = %g.location, "garbage still in use, kept for the next collection")
+            }
+            Err(e) => {
+                tracing::warn!(location = %g.location, error = %e, "garbage kept for the next collection")
+            }
+        }
+    }
+    Ok(removed)
 }
 
 /// The default garbage collection: deletes every disk, then every image,

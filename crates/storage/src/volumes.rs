@@ -30,7 +30,7 @@ use std::collections::BTreeSet;
 use async_trait::async_trait;
 use domain::Result;
 
-use crate::DiskSource;
+use crate::{DiskSource, Garbage, GarbageKind};
 
 /// Where a snapshot put things.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -130,11 +130,29 @@ pub trait VolumePool: Send + Sync + std::fmt::Debug {
         Ok(false)
     }
 
-    /// Removes the volume data (volumes and snapshots) that `roots` do not
-    /// need and returns what went; what something still stands on stays.
-    /// Pools whose volumes live among their disks (the file pool) do this
-    /// in [`Pool::collect_garbage`](crate::Pool::collect_garbage) already.
-    async fn collect_volume_garbage(&self, _roots: &BTreeSet<String>) -> Result<Vec<String>> {
+    /// Decides which volume data (volumes and snapshots) `roots` do not
+    /// need, under the caller's exclusive garbage-collection lock, as
+    /// [`Pool::plan_garbage`](crate::Pool::plan_garbage) does for images
+    /// and disks; what something still stands on stays. Pools whose
+    /// volumes live among their disks (the file pool) do this in
+    /// [`Pool::plan_garbage`](crate::Pool::plan_garbage) already.
+    async fn plan_volume_garbage(&self, _roots: &BTreeSet<String>) -> Result<Vec<Garbage>> {
         Ok(Vec::new())
+    }
+
+    /// Deletes what [`plan_volume_garbage`](Self::plan_volume_garbage)
+    /// listed, after the lock is released; returns what went.
+    async fn delete_volume_garbage(&self, garbage: &[Garbage]) -> Result<Vec<String>> {
+        Ok(garbage
+            .iter()
+            .filter(|g| g.what == GarbageKind::Released)
+            .map(|g| g.location.clone())
+            .collect())
+    }
+
+    /// Plan then delete in one go (tests, tools).
+    async fn collect_volume_garbage(&self, roots: &BTreeSet<String>) -> Result<Vec<String>> {
+        let garbage = self.plan_volume_garbage(roots).await?;
+        self.delete_volume_garbage(&garbage).await
     }
 }

@@ -11,7 +11,7 @@ use async_trait::async_trait;
 use domain::{Error, Result};
 
 use super::{FrozenVolume, VolumePool};
-use crate::DiskSource;
+use crate::{DiskSource, Garbage, GarbageKind};
 
 const SCHEME: &str = "fake-volume://";
 /// Where a hypervisor "opens" fake volumes.
@@ -151,16 +151,6 @@ impl FakeVolumes {
                     .collect()
             })
             .unwrap_or_default()
-    }
-
-    /// Drops the entries at `locations` (the pool's garbage collection,
-    /// which marked them unneeded).
-    pub(crate) fn forget(&self, locations: &[String]) {
-        if let Ok(mut entries) = self.entries.lock() {
-            for location in locations {
-                entries.remove(location);
-            }
-        }
     }
 
     fn with<T>(&self, f: impl FnOnce(&mut BTreeMap<String, Entry>) -> Result<T>) -> Result<T> {
@@ -335,25 +325,38 @@ impl VolumePool for FakeVolumes {
         })
     }
 
-    async fn collect_volume_garbage(&self, roots: &BTreeSet<String>) -> Result<Vec<String>> {
+    async fn plan_volume_garbage(&self, roots: &BTreeSet<String>) -> Result<Vec<Garbage>> {
         self.with(|entries| {
-            let mut removed = Vec::new();
-            loop {
-                let needed: BTreeSet<String> =
-                    entries.values().filter_map(|e| e.parent.clone()).collect();
-                let gone: Vec<String> = entries
-                    .keys()
-                    .filter(|l| !roots.contains(*l) && !needed.contains(*l))
-                    .cloned()
-                    .collect();
-                if gone.is_empty() {
-                    return Ok(removed);
-                }
-                for location in gone {
-                    entries.remove(&location);
-                    removed.push(location);
+            // Mark: every root and what it stands on, whole chains.
+            let mut needed = BTreeSet::new();
+            for root in roots {
+                let mut at = Some(root.clone());
+                while let Some(location) = at {
+                    if !needed.insert(location.clone()) {
+                        break;
+                    }
+                    at = entries.get(&location).and_then(|e| e.parent.clone());
                 }
             }
+            Ok(entries
+                .keys()
+                .filter(|l| !needed.contains(*l))
+                .map(|location| Garbage {
+                    location: location.clone(),
+                    what: GarbageKind::Volume,
+                    reason: "no root stands on it".into(),
+                })
+                .collect())
+        })
+    }
+
+    async fn delete_volume_garbage(&self, garbage: &[Garbage]) -> Result<Vec<String>> {
+        self.with(|entries| {
+            Ok(garbage
+                .iter()
+                .filter(|g| entries.remove(&g.location).is_some())
+                .map(|g| g.location.clone())
+                .collect())
         })
     }
 }

@@ -149,6 +149,11 @@ impl Saga for ServerImage {
         names
     }
 
+    /// `shorten` rewrites chains: no other step may move a layer meanwhile.
+    fn exclusive(step: Step) -> bool {
+        step == Step::Shorten
+    }
+
     async fn run(&mut self, cloud: &Cloud, step: Step) -> Result<()> {
         match step {
             Step::Claim => {

@@ -260,18 +260,6 @@ pub(crate) async fn garbage_roots(cloud: &Cloud) -> Result<BTreeSet<String>> {
     Ok(roots)
 }
 
-/// Releases volume data no root needs (pools that keep volumes apart from
-/// disks); the pool's own collection covered the rest.
-pub(crate) async fn collect_garbage(
-    cloud: &Cloud,
-    roots: &BTreeSet<String>,
-) -> Result<Vec<String>> {
-    match cloud.pool.volumes() {
-        Some(pool) => pool.collect_volume_garbage(roots).await,
-        None => Ok(Vec::new()),
-    }
-}
-
 /// Settles what a previous run left half-way: create and snapshot sagas go
 /// forward (or end in `error`), attaches and detaches are settled from
 /// what the hypervisor shows, extends are redone, deletes finished.

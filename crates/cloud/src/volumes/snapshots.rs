@@ -200,8 +200,10 @@ impl Saga for VolumeSnapshotCreate {
         })
     }
 
-    async fn finished(&mut self, _cloud: &Cloud) {
+    async fn finished(&mut self, cloud: &Cloud) {
         tracing::info!(snapshot = %self.snapshot, volume = %self.volume, "volume snapshot taken");
+        // The new layer may leave the volume's chain past the cap.
+        cloud.shorten_chains_quietly().await;
     }
 }
 

@@ -128,7 +128,15 @@ impl QemuHypervisor {
         };
         let (device, base_node) = (node_of(into)?, node_of(base)?);
         let dropped = files_between(&nodes, into, base);
-        let job_id = format!("stream-{device}");
+        // A job id is an identifier: an implicit node's name (`#block123`,
+        // an inner file of a chain) is not.
+        let job_id = format!(
+            "stream-{}",
+            device.replace(
+                |c: char| !c.is_ascii_alphanumeric() && c != '-' && c != '_',
+                ""
+            )
+        );
         let args = json!({
             "job-id": job_id, "device": device, "base-node": base_node, "auto-dismiss": false,
         });

@@ -396,6 +396,33 @@ trait SnapSpec {
     fn snap_spec_of(&self, snap: &str) -> String;
 }
 
+impl RbdPool {
+    /// The rbd pool's collection, deciding and deleting object by object
+    /// (see [`Pool::plan_garbage`] on [`RbdPool`]); every deletion is
+    /// logged with its reason.
+    async fn collect_under_lock(&self, roots: &BTreeSet<String>) -> Result<Vec<String>> {
+        let vms = self.vms.clone();
+        let mut removed = blocking(move || snapshots::release_unused_disk_snaps(&vms)).await?;
+        // A disk stays while a root (a restore point) names one of its snapshots.
+        let roots = self.with_snapshot_disks(roots);
+        // Removing an image can free the disk it was cloned from (and the
+        // other way round): go again while a round removes something.
+        for _ in 0..4 {
+            let (pool, job_roots) = (self.clone(), roots.clone());
+            let mut round = blocking(move || pool.release_unused_points(&job_roots)).await?;
+            round.extend(crate::collect_unreferenced(self, &roots).await?);
+            if round.is_empty() {
+                break;
+            }
+            removed.extend(round);
+        }
+        for location in &removed {
+            tracing::info!(pool = "rbd", %location, reason = "no record or open saga refers to it", "garbage deleted");
+        }
+        Ok(removed)
+    }
+}
+
 impl SnapSpec for ::rbd::Image {
     fn snap_spec_of(&self, snap: &str) -> String {
         format!("{}/{}@{snap}", self.io_ctx().pool_name(), self.name())
@@ -590,23 +617,25 @@ impl Pool for RbdPool {
             .await
     }
 
-    async fn collect_garbage(&self, roots: &BTreeSet<String>) -> Result<Vec<String>> {
-        let vms = self.vms.clone();
-        let mut removed = blocking(move || snapshots::release_unused_disk_snaps(&vms)).await?;
-        // A disk stays while a root (a restore point) names one of its snapshots.
-        let roots = self.with_snapshot_disks(roots);
-        // Removing an image can free the disk it was cloned from (and the
-        // other way round): go again while a round removes something.
-        for _ in 0..4 {
-            let (pool, job_roots) = (self.clone(), roots.clone());
-            let mut round = blocking(move || pool.release_unused_points(&job_roots)).await?;
-            round.extend(crate::collect_unreferenced(self, &roots).await?);
-            if round.is_empty() {
-                break;
-            }
-            removed.extend(round);
-        }
-        Ok(removed)
+    /// Decides *and deletes* under the caller's lock, returning what went
+    /// as [`GarbageKind::Released`](crate::GarbageKind::Released): whether
+    /// an RBD image or snapshot can go depends on its clone children and
+    /// protection, which change as each one goes (removing an image frees
+    /// the snapshot it was cloned from, a restore point's snapshot frees
+    /// its disk); so the decision is made object by object, in rounds,
+    /// against the cluster's state at that instant, and cannot be written
+    /// down first and carried out later without re-deciding.
+    async fn plan_garbage(&self, roots: &BTreeSet<String>) -> Result<Vec<crate::Garbage>> {
+        Ok(self
+            .collect_under_lock(roots)
+            .await?
+            .into_iter()
+            .map(|location| crate::Garbage {
+                location,
+                what: crate::GarbageKind::Released,
+                reason: "no record or open saga refers to it (released while deciding)".into(),
+            })
+            .collect())
     }
 
     async fn disk_locations(&self) -> Result<Vec<String>> {

@@ -338,7 +338,11 @@ impl VolumePool for RbdPool {
         })
     }
 
-    async fn collect_volume_garbage(&self, roots: &BTreeSet<String>) -> Result<Vec<String>> {
+    /// Decides and deletes at once, under the caller's lock, for the
+    /// reason given on the rbd pool's `plan_garbage`: an RBD image or
+    /// snapshot can go only once its clones are gone, which each round
+    /// changes. Returns what went as released.
+    async fn plan_volume_garbage(&self, roots: &BTreeSet<String>) -> Result<Vec<crate::Garbage>> {
         let (pool, roots) = (self.clone(), roots.clone());
         blocking(move || {
             let mut removed = Vec::new();
@@ -352,5 +356,18 @@ impl VolumePool for RbdPool {
             Ok(removed)
         })
         .await
+        .map(|removed| {
+            removed
+                .into_iter()
+                .map(|location| {
+                    tracing::info!(pool = "rbd", %location, reason = "no record or open saga refers to it", "volume garbage deleted");
+                    crate::Garbage {
+                        location,
+                        what: crate::GarbageKind::Released,
+                        reason: "no record or open saga refers to it (released while deciding)".into(),
+                    }
+                })
+                .collect()
+        })
     }
 }

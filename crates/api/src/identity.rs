@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use cloud::identity::{NewUser, PasswordAuth, ProjectRef, TokenInfo, UserRef};
 use domain::identity::{Project, RoleRecord, User, DEFAULT_DOMAIN_ID, DEFAULT_DOMAIN_NAME};
@@ -36,6 +36,7 @@ pub(crate) fn routes() -> Router<AppState> {
             get(show_user).patch(update_user).delete(delete_user),
         )
         .route("/users/{id}/projects", get(user_projects))
+        .route("/users/{id}/password", post(change_password))
         .route("/projects", get(list_projects).post(create_project))
         .route(
             "/projects/{id}",
@@ -364,7 +365,7 @@ async fn create_user(
         .transpose()?;
     let new = NewUser {
         name: opt_string(&obj, "name")?.ok_or_else(|| Error::invalid("A user needs a name."))?,
-        password: opt_string(&obj, "password")?.unwrap_or_default(),
+        password: opt_string(&obj, "password")?,
         email: opt_string(&obj, "email")?,
         description: opt_string(&obj, "description")?.unwrap_or_default(),
         enabled: opt_bool(&obj, "enabled")?.unwrap_or(true),
@@ -441,6 +442,21 @@ async fn delete_user(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     s.cloud.delete_user(&caller, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v3/users/{id}/password` (no token, as Keystone).
+async fn change_password(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<Value>,
+) -> ApiResult<StatusCode> {
+    let obj = object_of(&body, "user")?;
+    let original = opt_string(&obj, "original_password")?
+        .ok_or_else(|| Error::invalid("'original_password' is a required property."))?;
+    let password = opt_string(&obj, "password")?
+        .ok_or_else(|| Error::invalid("'password' is a required property."))?;
+    s.cloud.change_own_password(&id, original, password).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -41,6 +41,8 @@ pub struct CloudConfig {
     /// How many files a running server's disk chain (file pool) may have
     /// after a snapshot before its layers are merged into its top.
     pub max_chain_depth: usize,
+    /// Password rules, lockout and the hashing pool.
+    pub identity: identity::IdentityConfig,
 }
 
 /// The cloud: every use-case hangs off this.
@@ -50,6 +52,8 @@ pub struct Cloud {
     pool: Arc<dyn Pool>,
     hypervisor: Arc<dyn Hypervisor>,
     config: Arc<CloudConfig>,
+    /// The bounded password-hashing pool.
+    passwords: Arc<identity::Passwords>,
     /// Held (shared) by every operation that creates pool data before the
     /// database refers to it; garbage collection takes it exclusively.
     gc_lock: Arc<tokio::sync::RwLock<()>>,
@@ -82,10 +86,12 @@ impl Cloud {
                 ))
             })?;
         }
+        let passwords = Arc::new(identity::Passwords::new(config.identity.hash_workers)?);
         Ok(Cloud {
             store,
             pool,
             hypervisor,
+            passwords,
             config: Arc::new(config),
             gc_lock: Arc::default(),
             cut_lock: Arc::default(),

@@ -46,6 +46,7 @@ impl Rig {
             state_dir: dir.path().join("state"),
             shutdown_timeout: Duration::from_secs(1),
             max_chain_depth: 16,
+            identity: Default::default(),
         };
         let store = Store::in_memory().await.unwrap();
         let cloud = Cloud::new(store, pool.clone(), hv.clone(), config)
@@ -140,7 +141,7 @@ impl Rig {
             .unwrap();
         let user = NewUser {
             name: name.into(),
-            password: format!("pw-{name}"),
+            password: Some(format!("pw-{name}")),
             enabled: true,
             ..Default::default()
         };

@@ -67,6 +67,21 @@ pub struct ServeArgs {
     #[arg(long, env = "SNAPSTACK_MAX_CHAIN_DEPTH", default_value_t = 16,
           value_parser = clap::value_parser!(u64).range(2..=64))]
     pub max_chain_depth: u64,
+    /// Shortest password accepted for a user (Keystone's
+    /// `password_regex` with a length rule; 0: any).
+    #[arg(long, env = "SNAPSTACK_MIN_PASSWORD_LENGTH", default_value_t = 0)]
+    pub min_password_length: usize,
+    /// Failed logins in a row that lock a user out (Keystone's
+    /// `lockout_failure_attempts`; 0: never).
+    #[arg(long, env = "SNAPSTACK_LOCKOUT_FAILURE_ATTEMPTS", default_value_t = 0)]
+    pub lockout_failure_attempts: u32,
+    /// Seconds a locked-out user stays locked (`lockout_duration`).
+    #[arg(long, env = "SNAPSTACK_LOCKOUT_DURATION", default_value_t = 1800)]
+    pub lockout_duration: u64,
+    /// Password hashes computed at once (each Argon2id takes ~19 MiB).
+    #[arg(long, env = "SNAPSTACK_PASSWORD_HASH_WORKERS", default_value_t = 2,
+          value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub password_hash_workers: u64,
     #[command(flatten)]
     pub storage: crate::storage_config::StorageArgs,
 }
@@ -130,6 +145,12 @@ impl ServeArgs {
             state_dir: paths.state_dir.clone(),
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout),
             max_chain_depth: self.max_chain_depth as usize,
+            identity: cloud::identity::IdentityConfig {
+                min_password_length: self.min_password_length,
+                lockout_failure_attempts: self.lockout_failure_attempts,
+                lockout_duration: Duration::from_secs(self.lockout_duration),
+                hash_workers: self.password_hash_workers as usize,
+            },
         }
     }
 

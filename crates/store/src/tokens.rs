@@ -67,6 +67,27 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
+    /// Revokes every token of `user` (disabled, or its password changed).
+    pub async fn revoke_user_tokens(&self, user: UserId) -> Result<u64> {
+        let done = sqlx::query("UPDATE tokens SET revoked = 1 WHERE user_id = ? AND revoked = 0")
+            .bind(user.to_string())
+            .execute(&self.pool)
+            .await
+            .map_err(db_error("Cannot revoke a user's tokens"))?;
+        Ok(done.rows_affected())
+    }
+
+    /// Revokes every token scoped to `project` (disabled).
+    pub async fn revoke_project_tokens(&self, project: ProjectId) -> Result<u64> {
+        let done =
+            sqlx::query("UPDATE tokens SET revoked = 1 WHERE project_id = ? AND revoked = 0")
+                .bind(project.to_string())
+                .execute(&self.pool)
+                .await
+                .map_err(db_error("Cannot revoke a project's tokens"))?;
+        Ok(done.rows_affected())
+    }
+
     /// Forgets tokens that expired before `before`.
     pub async fn purge_tokens(&self, before: DateTime<Utc>) -> Result<u64> {
         let done = sqlx::query("DELETE FROM tokens WHERE expires_at < ?")

@@ -9,6 +9,7 @@ pub mod compute;
 mod fault;
 pub mod identity;
 pub mod images;
+pub mod quotas;
 pub mod restore_points;
 pub mod volumes;
 
@@ -109,6 +110,7 @@ impl Cloud {
     /// Finishes or undoes whatever a previous run left half-way; run once at
     /// start-up before serving. Returns a line per thing it repaired.
     pub async fn reconcile(&self) -> Result<Vec<String>> {
+        self.store.clear_quota_reservations().await?;
         let mut repaired = restore_points::recover(self).await?;
         repaired.extend(compute::reconcile(self).await?);
         repaired.extend(images::reconcile(self).await?);

@@ -10,6 +10,7 @@ mod attachments;
 mod identity;
 mod image_snapshots;
 mod images;
+mod quotas;
 mod restore_points;
 mod sagas;
 mod servers;
@@ -24,6 +25,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::SqlitePool;
 
 pub use images::{ImageFilter, ImageMember, ImagePage, MemberStatus, SortDir};
+pub use quotas::{Amounts, QuotaScope, QuotaService, Reservation};
 pub use sagas::SagaRecord;
 pub use tokens::TokenRecord;
 

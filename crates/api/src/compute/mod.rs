@@ -7,6 +7,7 @@
 mod flavors;
 mod microversion;
 mod networks;
+pub(crate) mod quotas;
 mod restore_points;
 mod servers;
 mod views;
@@ -26,6 +27,7 @@ pub(crate) fn routes() -> Router<AppState> {
     flavors::routes()
         .merge(servers::routes())
         .merge(networks::routes())
+        .merge(quotas::routes())
         .merge(restore_points::routes())
         .merge(volume_attachments::routes())
         .layer(axum::middleware::from_fn(microversion::negotiate))

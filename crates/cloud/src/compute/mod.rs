@@ -98,6 +98,9 @@ impl Cloud {
             Some(image_ref) => Some(self.check_boot_image(caller, image_ref, &flavor).await?),
             None => None,
         };
+        let quota = self
+            .claim_server_quota(project, &flavor, new.metadata.len())
+            .await?;
         let claimed = self.claim_block_devices(caller, &plan).await?;
         let now = Utc::now();
         let server = Server {
@@ -118,7 +121,9 @@ impl Cloud {
             updated_at: now,
             launched_at: None,
         };
-        if let Err(e) = self.store.insert_server(&server).await {
+        let inserted = self.store.insert_server(&server).await;
+        quota.release().await;
+        if let Err(e) = inserted {
             self.unreserve(&claimed.reserved()).await;
             return Err(e);
         }

@@ -78,6 +78,9 @@ impl Cloud {
         let volume = self.volume(caller, &new.volume_id).await?;
         caller.require(Role::Member, "create snapshots")?;
         volume.check_snapshot(new.force)?;
+        let _quota = self
+            .claim_snapshot_quota(volume.project_id, volume.size)
+            .await?;
         self.volume_pool()?;
         let now = Utc::now();
         let snap = VolumeSnapshot {

@@ -42,6 +42,9 @@ pub struct CloudConfig {
     /// How many files a running server's disk chain (file pool) may have
     /// after a snapshot before its layers are merged into its top.
     pub max_chain_depth: usize,
+    /// Largest virtual size an uploaded image may claim, in bytes (every
+    /// pool: a disk booted from it gets that size).
+    pub max_virtual_size: u64,
     /// Password rules, lockout and the hashing pool.
     pub identity: identity::IdentityConfig,
 }

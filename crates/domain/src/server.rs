@@ -24,6 +24,9 @@ use chrono::{DateTime, Utc};
 
 use crate::{Error, ImageId, ProjectId, Result, ServerId, UserId};
 
+/// The largest value of a flavor's sizes (a 32-bit integer in Nova).
+pub const MAX_FLAVOR_FIELD: u64 = i32::MAX as u64;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Flavor {
     pub id: String,
@@ -62,6 +65,19 @@ impl Flavor {
         }
         if self.ram < 16 {
             return Err(Error::invalid("A flavor needs at least 16 MiB of RAM."));
+        }
+        // Nova's schema: every size is a 32-bit integer (so disk * GiB fits).
+        for (field, value) in [
+            ("ram", self.ram),
+            ("disk", self.disk),
+            ("OS-FLV-EXT-DATA:ephemeral", self.ephemeral),
+            ("swap", self.swap),
+        ] {
+            if value > MAX_FLAVOR_FIELD {
+                return Err(Error::invalid(format!(
+                    "Invalid input for field/attribute {field}. Value: {value}. {value} is greater than the maximum of {MAX_FLAVOR_FIELD}"
+                )));
+            }
         }
         Ok(())
     }

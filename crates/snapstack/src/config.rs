@@ -53,6 +53,10 @@ pub struct ServeArgs {
     /// Largest image upload accepted, in bytes (default 1 TiB).
     #[arg(long, env = "SNAPSTACK_IMAGE_SIZE_CAP", default_value_t = 1 << 40)]
     pub image_size_cap: u64,
+    /// Largest virtual size an uploaded image may claim, in bytes
+    /// (default 1 TiB); a server booted from it gets a disk that large.
+    #[arg(long, env = "SNAPSTACK_MAX_VIRTUAL_SIZE", default_value_t = 1 << 40)]
+    pub max_virtual_size: u64,
     /// QEMU accelerator: `tcg` (default; KVM hangs guests on some hosts) or `kvm`.
     #[arg(long, env = "SNAPSTACK_ACCEL", default_value = "tcg", value_parser = ["tcg", "kvm"])]
     pub accel: String,
@@ -145,6 +149,7 @@ impl ServeArgs {
             state_dir: paths.state_dir.clone(),
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout),
             max_chain_depth: self.max_chain_depth as usize,
+            max_virtual_size: self.max_virtual_size,
             identity: cloud::identity::IdentityConfig {
                 min_password_length: self.min_password_length,
                 lockout_failure_attempts: self.lockout_failure_attempts,

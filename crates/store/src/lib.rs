@@ -7,6 +7,7 @@
 //! state it expects and fails with `Conflict` if another request moved first.
 
 mod attachments;
+mod flavor_access;
 mod identity;
 mod image_snapshots;
 mod images;

@@ -4,6 +4,7 @@
 //! [`crate::versions::COMPUTE_MAX_MICROVERSION`]; errors use Nova's bodies
 //! (`{"itemNotFound": {"code": 404, "message": …}}`).
 
+mod flavor_access;
 mod flavors;
 mod microversion;
 mod networks;
@@ -25,6 +26,7 @@ pub(crate) use microversion::Microversion;
 
 pub(crate) fn routes() -> Router<AppState> {
     flavors::routes()
+        .merge(flavor_access::routes())
         .merge(servers::routes())
         .merge(networks::routes())
         .merge(quotas::routes())

@@ -99,6 +99,15 @@ impl Cloud {
         } else {
             info.virtual_size
         };
+        let max_virtual = self.config.max_virtual_size;
+        if virtual_size > max_virtual {
+            return Err(Error::new(
+                ErrorKind::TooLarge,
+                format!(
+                    "The image's virtual size of {virtual_size} bytes is larger than the {max_virtual} bytes this cloud accepts."
+                ),
+            ));
+        }
 
         let mut active = img.clone();
         active.status = ImageStatus::Active;

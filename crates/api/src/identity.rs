@@ -14,6 +14,8 @@ use domain::Error;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
+mod application_credentials;
+
 use crate::auth::Auth;
 use crate::error::ApiResult;
 use crate::json::JsonBody;
@@ -60,6 +62,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/role_assignments", get(list_assignments))
         .route("/domains", get(list_domains))
         .route("/domains/{id}", get(show_domain))
+        .merge(application_credentials::routes())
 }
 
 // ---- views -------------------------------------------------------------
@@ -104,7 +107,7 @@ fn role_view(s: &AppState, r: &RoleRecord) -> Value {
     })
 }
 
-fn list_view(s: &AppState, key: &str, path: &str, items: Vec<Value>) -> Json<Value> {
+pub(crate) fn list_view(s: &AppState, key: &str, path: &str, items: Vec<Value>) -> Json<Value> {
     Json(json!({key: items, "links": {"self": s.url(path), "next": null, "previous": null}}))
 }
 
@@ -137,19 +140,28 @@ fn catalog(s: &AppState, project: Option<&str>) -> Value {
     ])
 }
 
-fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
+pub(crate) fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
 fn token_view(s: &AppState, info: &TokenInfo, with_catalog: bool) -> Value {
     let c = &info.caller;
+    let method = if info.application_credential.is_some() {
+        "application_credential"
+    } else {
+        "password"
+    };
     let mut token = json!({
-        "methods": ["password"],
+        "methods": [method],
         "user": {"id": c.user_id.to_string(), "name": c.user_name, "domain": domain_ref(), "password_expires_at": null},
         "audit_ids": [info.audit_id],
         "expires_at": timestamp(c.expires_at),
         "issued_at": timestamp(info.issued_at),
     });
+    if let Some(ac) = &info.application_credential {
+        token["application_credential"] =
+            json!({"id": ac.id, "name": ac.name, "restricted": ac.restricted});
+    }
     if let (Some(pid), Some(pname)) = (c.project_id, &c.project_name) {
         token["project"] = json!({"id": pid.to_string(), "name": pname, "domain": domain_ref()});
         token["is_domain"] = json!(false);
@@ -181,7 +193,7 @@ fn token_response(
 
 // ---- tokens ------------------------------------------------------------
 
-fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+pub(crate) fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
     path.iter().try_fold(v, |v, k| v.get(k))?.as_str()
 }
 
@@ -244,8 +256,17 @@ async fn issue_token(
     Query(q): Query<NoCatalog>,
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult<Response> {
-    let auth = parse_password_auth(&body)?;
-    let info = s.cloud.authenticate(auth).await?;
+    let uses_app_credential = body
+        .pointer("/auth/identity/methods")
+        .and_then(Value::as_array)
+        .is_some_and(|m| m.iter().any(|m| m == "application_credential"));
+    let info = if uses_app_credential {
+        let identity = body.pointer("/auth/identity").unwrap_or(&Value::Null);
+        let auth = application_credentials::parse_auth(identity)?;
+        s.cloud.authenticate_app_credential(auth).await?
+    } else {
+        s.cloud.authenticate(parse_password_auth(&body)?).await?
+    };
     let token = info.token.clone().unwrap_or_default();
     Ok(token_response(
         StatusCode::CREATED,
@@ -314,8 +335,8 @@ async fn auth_catalog(State(s): State<AppState>, Auth(caller): Auth) -> ApiResul
 // ---- users -------------------------------------------------------------
 
 #[derive(Deserialize)]
-struct NameFilter {
-    name: Option<String>,
+pub(crate) struct NameFilter {
+    pub(crate) name: Option<String>,
 }
 
 fn object_of(body: &Value, key: &str) -> Result<Map<String, Value>, Error> {

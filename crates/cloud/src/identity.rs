@@ -17,6 +17,7 @@
 //! projects, roles and grants are the admin's; a user may read itself, its
 //! projects and its current project.
 
+mod app_credentials;
 mod directory;
 mod passwords;
 
@@ -30,10 +31,11 @@ use store::TokenRecord;
 
 use crate::Cloud;
 
+pub use app_credentials::{AppCredentialAuth, NewAppCredential};
 pub use passwords::IdentityConfig;
 pub(crate) use passwords::Passwords;
 
-const AUTH_FAILED: &str = "The request you have made requires authentication.";
+pub(crate) const AUTH_FAILED: &str = "The request you have made requires authentication.";
 
 /// A user named by id or by name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,8 +68,18 @@ pub struct TokenInfo {
     pub audit_id: String,
     pub issued_at: DateTime<Utc>,
     pub roles: Vec<RoleRecord>,
+    /// The application credential the token came from.
+    pub application_credential: Option<AppCredentialRef>,
     user_enabled: bool,
     project_enabled: bool,
+}
+
+/// The application credential a token was issued for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppCredentialRef {
+    pub id: String,
+    pub name: String,
+    pub restricted: bool,
 }
 
 /// What a user-creation request carries.
@@ -92,7 +104,7 @@ fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-fn new_secret(bytes: usize) -> String {
+pub(crate) fn new_secret(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     rand::thread_rng().fill_bytes(&mut buf);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
@@ -103,7 +115,7 @@ pub fn generate_password() -> String {
     new_secret(18)
 }
 
-fn denied(action: &str) -> Error {
+pub(crate) fn denied(action: &str) -> Error {
     Error::forbidden(format!(
         "You are not authorized to perform the requested action: identity:{action}."
     ))
@@ -235,18 +247,34 @@ impl Cloud {
                 Some(project)
             }
         };
+        self.issue_token(user.id, project.map(|p| p.id), None).await
+    }
+
+    /// Records a new token for `user` (scoped to `project`), or for an
+    /// application credential, which also bounds its expiry.
+    async fn issue_token(
+        &self,
+        user: UserId,
+        project: Option<ProjectId>,
+        credential: Option<&store::AppCredentialRecord>,
+    ) -> Result<TokenInfo> {
         let token = new_secret(32);
         let now = Utc::now();
         let ttl = chrono::Duration::from_std(self.config.token_ttl)
             .map_err(|_| Error::internal("The token lifetime is out of range."))?;
+        let mut expires_at = now + ttl;
+        if let Some(limit) = credential.and_then(|c| c.expires_at) {
+            expires_at = expires_at.min(limit);
+        }
         let record = TokenRecord {
             token_hash: hash_token(&token),
-            user_id: user.id,
-            project_id: project.as_ref().map(|p| p.id),
+            user_id: user,
+            project_id: project,
             audit_id: new_secret(16),
             issued_at: now,
-            expires_at: now + ttl,
+            expires_at,
             revoked: false,
+            app_cred_id: credential.map(|c| c.id.clone()),
         };
         self.store.insert_token(&record).await?;
         let mut info = self.token_info(&record).await?;
@@ -256,6 +284,10 @@ impl Cloud {
 
     async fn token_info(&self, record: &TokenRecord) -> Result<TokenInfo> {
         let user = self.store.user(record.user_id).await?;
+        let credential = match &record.app_cred_id {
+            Some(id) => Some(self.store.app_credential(id).await?),
+            None => None,
+        };
         let (project, roles) = match record.project_id {
             None => (None, Vec::new()),
             Some(pid) => {
@@ -264,6 +296,10 @@ impl Cloud {
                 let mut expanded: Vec<Role> = assigned.iter().flat_map(|r| r.implied()).collect();
                 expanded.sort();
                 expanded.dedup();
+                if let Some(cred) = &credential {
+                    let granted: Vec<Role> = cred.roles.iter().flat_map(|r| r.implied()).collect();
+                    expanded.retain(|r| granted.contains(r));
+                }
                 (Some(project), expanded)
             }
         };
@@ -285,7 +321,13 @@ impl Cloud {
                 project_name: project.map(|p| p.name),
                 roles,
                 expires_at: record.expires_at,
+                restricted_app_credential: credential.as_ref().is_some_and(|c| !c.unrestricted),
             },
+            application_credential: credential.map(|c| AppCredentialRef {
+                id: c.id,
+                name: c.name,
+                restricted: !c.unrestricted,
+            }),
             audit_id: record.audit_id.clone(),
             issued_at: record.issued_at,
             roles: role_records,

@@ -6,6 +6,7 @@
 //! run on open. Every state change is a compare-and-swap: an update names the
 //! state it expects and fails with `Conflict` if another request moved first.
 
+mod app_credentials;
 mod attachments;
 mod flavor_access;
 mod identity;
@@ -25,6 +26,7 @@ use domain::{Error, Result};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
+pub use app_credentials::AppCredentialRecord;
 pub use images::{ImageFilter, ImageMember, ImagePage, MemberStatus, SortDir};
 pub use quotas::{Amounts, QuotaScope, QuotaService, Reservation};
 pub use sagas::SagaRecord;

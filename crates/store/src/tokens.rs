@@ -17,13 +17,15 @@ pub struct TokenRecord {
     pub issued_at: DateTime<Utc>,
     pub expires_at: DateTime<Utc>,
     pub revoked: bool,
+    /// The application credential the token was issued for, if any.
+    pub app_cred_id: Option<String>,
 }
 
 impl Store {
     pub async fn insert_token(&self, t: &TokenRecord) -> Result<()> {
         sqlx::query(
-            "INSERT INTO tokens (token_hash, user_id, project_id, audit_id, issued_at, expires_at, revoked) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO tokens (token_hash, user_id, project_id, audit_id, issued_at, expires_at, revoked, app_cred_id) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&t.token_hash)
         .bind(t.user_id.to_string())
@@ -32,6 +34,7 @@ impl Store {
         .bind(ts(t.issued_at))
         .bind(ts(t.expires_at))
         .bind(t.revoked as i64)
+        .bind(&t.app_cred_id)
         .execute(&self.pool)
         .await
         .map_err(db_error("Cannot store a token"))?;
@@ -54,6 +57,7 @@ impl Store {
             issued_at: parse_ts(row.get("issued_at"))?,
             expires_at: parse_ts(row.get("expires_at"))?,
             revoked: row.get::<i64, _>("revoked") != 0,
+            app_cred_id: row.get("app_cred_id"),
         }))
     }
 

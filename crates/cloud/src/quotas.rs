@@ -348,6 +348,18 @@ impl Cloud {
         self.claim(project, QuotaService::Volume, deltas).await
     }
 
+    /// Claims `added` GiB for a volume growing to `new_size` GiB (extend).
+    pub async fn claim_volume_growth_quota(
+        &self,
+        project: ProjectId,
+        new_size: u64,
+        added: u64,
+    ) -> Result<QuotaClaim> {
+        self.check_per_volume_size(project, new_size).await?;
+        let deltas = Amounts::from([("gigabytes".to_string(), added as i64)]);
+        self.claim(project, QuotaService::Volume, deltas).await
+    }
+
     /// Claims one volume snapshot of `size` GiB (413 past a limit).
     pub async fn claim_snapshot_quota(&self, project: ProjectId, size: u64) -> Result<QuotaClaim> {
         let deltas = Amounts::from([

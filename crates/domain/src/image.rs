@@ -72,6 +72,9 @@ pub const BASE_FIELDS: &[&str] = &[
 
 pub const MAX_PROPERTY_VALUE_LEN: usize = 65535;
 pub const MAX_TAG_LEN: usize = 255;
+/// Glance's `image_property_quota` and `image_tag_quota`.
+pub const MAX_PROPERTIES: usize = 128;
+pub const MAX_TAGS: usize = 128;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ImageStatus {
@@ -247,6 +250,24 @@ impl Image {
                     CONTAINER_FORMATS.join(", ")
                 )));
             }
+        }
+        if self.tags.len() > MAX_TAGS {
+            return Err(Error::new(
+                crate::ErrorKind::TooLarge,
+                format!(
+                    "The limit has been exceeded on the number of allowed image tags. Attempted: {}, Maximum: {MAX_TAGS}",
+                    self.tags.len()
+                ),
+            ));
+        }
+        if self.properties.len() > MAX_PROPERTIES {
+            return Err(Error::new(
+                crate::ErrorKind::TooLarge,
+                format!(
+                    "The limit has been exceeded on the number of allowed image properties. Attempted: {}, Maximum: {MAX_PROPERTIES}",
+                    self.properties.len()
+                ),
+            ));
         }
         for tag in &self.tags {
             if tag.chars().count() > MAX_TAG_LEN {

@@ -179,6 +179,19 @@ pub struct Fault {
     pub created: DateTime<Utc>,
 }
 
+impl Fault {
+    /// The message as a non-admin sees it (Nova shows details to admins
+    /// only): its first line, without host paths, at most 255 characters.
+    pub fn public_message(&self) -> String {
+        let first_line = self.message.lines().next().unwrap_or_default();
+        let words: Vec<&str> = first_line
+            .split_whitespace()
+            .map(|w| if w.contains('/') { "[path]" } else { w })
+            .collect();
+        words.join(" ").chars().take(255).collect()
+    }
+}
+
 /// The actions a user can ask of a server.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ServerAction {
@@ -359,6 +372,22 @@ mod tests {
             updated_at: now,
             launched_at: None,
         }
+    }
+
+    #[test]
+    fn fault_public_message_when_paths_and_tool_output_then_hidden() {
+        let fault = Fault {
+            code: 500,
+            message:
+                "Cannot boot: qemu-img failed on /var/lib/snapstack/pool/x.qcow2\nstderr: boom"
+                    .into(),
+            created: Utc::now(),
+        };
+
+        assert_eq!(
+            fault.public_message(),
+            "Cannot boot: qemu-img failed on [path]"
+        );
     }
 
     #[test]

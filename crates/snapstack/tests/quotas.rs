@@ -316,3 +316,54 @@ fn cli_quota_set_show_default_and_limits_when_used_then_match_api() {
     assert!(names.contains(&"max_total_cores"), "{limits}");
     assert!(names.contains(&"max_total_volumes"), "{limits}");
 }
+
+#[test]
+fn volume_extend_when_over_gigabytes_then_413() {
+    let server = Server::start();
+    let admin = server.admin();
+    let pid = admin.project_id();
+    let base = format!("/volume/v3/{pid}");
+    admin
+        .request("PUT", &format!("{base}/os-quota-sets/{pid}"))
+        .send_json(json!({"quota_set": {"gigabytes": 2}}))
+        .unwrap();
+    let created = admin.post(&format!("{base}/volumes"), json!({"volume": {"size": 1}}));
+    let id = created.expect_status(202).body["volume"]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    for _ in 0..100 {
+        let v = admin.get(&format!("{base}/volumes/{id}"));
+        if v.body["volume"]["status"] == json!("available") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+
+    let r = admin.post(
+        &format!("{base}/volumes/{id}/action"),
+        json!({"os-extend": {"new_size": 3}}),
+    );
+
+    assert_eq!(r.status, 413, "{}", r.body);
+}
+
+// ---- Glance caps -----------------------------------------------------------
+
+#[test]
+fn image_when_more_than_128_tags_or_properties_then_413() {
+    let server = Server::start();
+    let admin = server.admin();
+    let tags: Vec<String> = (0..129).map(|i| format!("t{i}")).collect();
+    let mut props = serde_json::Map::new();
+    for i in 0..129 {
+        props.insert(format!("p{i}"), json!("v"));
+    }
+    props.insert("name".into(), json!("many"));
+
+    let too_many_tags = admin.post("/image/v2/images", json!({"name": "tags", "tags": tags}));
+    let too_many_props = admin.post("/image/v2/images", Value::Object(props));
+
+    assert_eq!(too_many_tags.status, 413, "{}", too_many_tags.body);
+    assert_eq!(too_many_props.status, 413, "{}", too_many_props.body);
+}

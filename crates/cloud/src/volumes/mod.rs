@@ -143,6 +143,9 @@ impl Cloud {
         let volume = self.volume(caller, id).await?;
         caller.require(Role::Member, "extend volumes")?;
         volume.check_extend(new_size)?;
+        let _quota = self
+            .claim_volume_growth_quota(volume.project_id, new_size, new_size - volume.size)
+            .await?;
         self.volume_pool()?;
         let snapshots = self.store.snapshots_of_volume(volume.id).await?;
         if snapshots

@@ -300,6 +300,49 @@ impl Image {
 }
 
 /// Checks one free-form property (`key=value`).
+/// Glance's core image attributes: a server snapshot's `createImage`
+/// metadata may not name them (they would shadow the image's own).
+pub const CORE_FIELDS: &[&str] = &[
+    "id",
+    "name",
+    "status",
+    "visibility",
+    "owner",
+    "protected",
+    "os_hidden",
+    "disk_format",
+    "container_format",
+    "size",
+    "virtual_size",
+    "checksum",
+    "os_hash_algo",
+    "os_hash_value",
+    "min_disk",
+    "min_ram",
+    "tags",
+    "locations",
+    "direct_url",
+    "created_at",
+    "updated_at",
+    "self",
+    "file",
+    "schema",
+    "stores",
+];
+
+/// Checks `createImage` metadata: no core attribute, nothing in the
+/// `os_glance` namespace (400).
+pub fn check_snapshot_metadata<'a>(keys: impl IntoIterator<Item = &'a String>) -> Result<()> {
+    for key in keys {
+        if CORE_FIELDS.contains(&key.as_str()) || key.starts_with("os_glance") {
+            return Err(Error::invalid(format!(
+                "Invalid image metadata: '{key}' is an image attribute, not a property a snapshot may set."
+            )));
+        }
+    }
+    Ok(())
+}
+
 pub fn validate_property(key: &str, value: &str) -> Result<()> {
     if key.is_empty() || key.chars().count() > 255 {
         return Err(Error::invalid(

@@ -54,6 +54,7 @@ impl Cloud {
         let img = self
             .image_for_change(caller, id, "upload image data")
             .await?;
+        self.refuse_if_saga_makes(&img).await?;
         img.ready_for_upload()?;
         let cap = self.config.image_size_cap;
         if content_length.is_some_and(|len| len > cap) {
@@ -135,7 +136,17 @@ impl Cloud {
             .await?;
         active.location = Some(location.clone());
         active.updated_at = Utc::now();
-        if let Err(e) = self.store.update_image(&active, ImageStatus::Saving).await {
+        let added: std::collections::BTreeMap<String, String> = active
+            .properties
+            .iter()
+            .filter(|(k, v)| img.properties.get(*k) != Some(*v))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let published = self
+            .store
+            .finish_image_upload(&active, &added, ImageStatus::Saving)
+            .await;
+        if let Err(e) = published {
             // Deleted (or otherwise moved) while we were uploading.
             let _ = self.pool.delete_image(&location).await;
             return Err(if e.kind() == ErrorKind::Conflict {

@@ -45,6 +45,8 @@ pub struct CloudConfig {
     /// Largest virtual size an uploaded image may claim, in bytes (every
     /// pool: a disk booted from it gets that size).
     pub max_virtual_size: u64,
+    /// Glance's per-project image limits.
+    pub image_quota: quotas::ImageQuota,
     /// Password rules, lockout and the hashing pool.
     pub identity: identity::IdentityConfig,
 }

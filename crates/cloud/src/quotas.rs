@@ -50,6 +50,30 @@ pub const VOLUME_DEFAULTS: &[(&str, i64)] = &[
     ("groups", 10),
 ];
 
+/// Glance's per-project limits (`image_count_total`, `image_size_total`
+/// in MiB); negative: unlimited.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ImageQuota {
+    pub count_total: i64,
+    pub size_total_mib: i64,
+}
+
+impl Default for ImageQuota {
+    fn default() -> Self {
+        ImageQuota {
+            count_total: -1,
+            size_total_mib: -1,
+        }
+    }
+}
+
+fn glance_over_limit(resource: &str, limit: i64, usage: i64, delta: i64) -> Error {
+    Error::new(
+        ErrorKind::TooLarge,
+        format!("Resource {resource} is over limit of {limit} due to current usage {usage} and delta {delta}"),
+    )
+}
+
 /// How long a claim holds if its request never releases it (a crash).
 const CLAIM_TTL: chrono::Duration = chrono::Duration::minutes(10);
 
@@ -300,6 +324,34 @@ impl Cloud {
                 QuotaService::Volume => cinder_exceeded(&resource, limit, in_use, requested),
             }),
         }
+    }
+
+    /// Glance's image_count_total: 413 when the project has its limit.
+    pub(crate) async fn check_image_count(&self, owner: ProjectId) -> Result<()> {
+        let limit = self.config.image_quota.count_total;
+        if limit < 0 {
+            return Ok(());
+        }
+        let (count, _) = self.store.image_usage(owner).await?;
+        if count + 1 > limit {
+            return Err(glance_over_limit("image_count_total", limit, count, 1));
+        }
+        Ok(())
+    }
+
+    /// Bytes an upload to `owner` may still bring (image_size_total);
+    /// 413 when none is left.
+    pub(crate) async fn image_bytes_left(&self, owner: ProjectId) -> Result<Option<u64>> {
+        let limit = self.config.image_quota.size_total_mib;
+        if limit < 0 {
+            return Ok(None);
+        }
+        let (_, bytes) = self.store.image_usage(owner).await?;
+        let limit_bytes = limit.saturating_mul(1 << 20);
+        if bytes >= limit_bytes {
+            return Err(glance_over_limit("image_size_total", limit, bytes >> 20, 1));
+        }
+        Ok(Some((limit_bytes - bytes) as u64))
     }
 
     /// Claims one server of `vcpus` and `ram` MiB for `project` (403 past

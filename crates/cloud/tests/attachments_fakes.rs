@@ -44,6 +44,7 @@ impl Rig {
             shutdown_timeout: Duration::from_secs(1),
             max_chain_depth: 16,
             max_virtual_size: 1 << 40,
+            image_quota: Default::default(),
             identity: Default::default(),
         };
         let store = Store::in_memory().await.unwrap();

@@ -57,6 +57,12 @@ pub struct ServeArgs {
     /// (default 1 TiB); a server booted from it gets a disk that large.
     #[arg(long, env = "SNAPSTACK_MAX_VIRTUAL_SIZE", default_value_t = 1 << 40)]
     pub max_virtual_size: u64,
+    /// Images a project may have (Glance's image_count_total; -1: any).
+    #[arg(long, env = "SNAPSTACK_IMAGE_COUNT_TOTAL", default_value_t = -1, allow_negative_numbers = true)]
+    pub image_count_total: i64,
+    /// MiB of image data a project may have (image_size_total; -1: any).
+    #[arg(long, env = "SNAPSTACK_IMAGE_SIZE_TOTAL", default_value_t = -1, allow_negative_numbers = true)]
+    pub image_size_total: i64,
     /// QEMU accelerator: `tcg` (default; KVM hangs guests on some hosts) or `kvm`.
     #[arg(long, env = "SNAPSTACK_ACCEL", default_value = "tcg", value_parser = ["tcg", "kvm"])]
     pub accel: String,
@@ -150,6 +156,10 @@ impl ServeArgs {
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout),
             max_chain_depth: self.max_chain_depth as usize,
             max_virtual_size: self.max_virtual_size,
+            image_quota: cloud::quotas::ImageQuota {
+                count_total: self.image_count_total,
+                size_total_mib: self.image_size_total,
+            },
             identity: cloud::identity::IdentityConfig {
                 min_password_length: self.min_password_length,
                 lockout_failure_attempts: self.lockout_failure_attempts,

@@ -367,3 +367,23 @@ fn image_when_more_than_128_tags_or_properties_then_413() {
     assert_eq!(too_many_tags.status, 413, "{}", too_many_tags.body);
     assert_eq!(too_many_props.status, 413, "{}", too_many_props.body);
 }
+
+#[test]
+fn image_when_count_or_size_total_reached_then_413() {
+    let server = Server::start_with(&["--image-count-total", "1", "--image-size-total", "1"]);
+    let member = server.user_with_role("q8", "member");
+
+    let (_, too_big) = member.upload_image("first", "raw", &vec![1u8; 2 << 20]);
+    let second = member.post(
+        "/image/v2/images",
+        json!({"name": "second", "disk_format": "raw", "container_format": "bare"}),
+    );
+
+    assert_eq!(too_big.status, 413, "{}", too_big.body);
+    assert_eq!(second.status, 413, "{}", second.body);
+    assert!(
+        second.message().contains("image_count_total"),
+        "{}",
+        second.body
+    );
+}

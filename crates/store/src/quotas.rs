@@ -259,6 +259,20 @@ impl Store {
         outcome
     }
 
+    /// A project's images: how many exist (not deleted) and the bytes of
+    /// those holding data (Glance's image_count_total, image_size_total).
+    pub async fn image_usage(&self, owner: ProjectId) -> Result<(i64, i64)> {
+        let row = sqlx::query(
+            "SELECT COUNT(*) AS n, CAST(COALESCE(SUM(size), 0) AS INTEGER) AS bytes \
+             FROM images WHERE owner = ? AND status <> 'deleted'",
+        )
+        .bind(owner.to_string())
+        .fetch_one(&self.pool)
+        .await
+        .map_err(db_error("Cannot count a project's images"))?;
+        Ok((row.get("n"), row.get("bytes")))
+    }
+
     /// Drops a reservation (its resource's row now counts, or it failed).
     pub async fn release_quota(&self, id: &str) -> Result<()> {
         sqlx::query("DELETE FROM quota_reservations WHERE id = ?")

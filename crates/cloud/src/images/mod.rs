@@ -106,6 +106,7 @@ impl Cloud {
     pub async fn create_image(&self, caller: &Caller, new: NewImage) -> Result<Image> {
         caller.require(Role::Member, "create images")?;
         let owner = caller.project()?;
+        self.check_image_count(owner).await?;
         let id = new.id.unwrap_or_default();
         let mut img = Image::new_queued(id, owner, Utc::now());
         img.name = new.name;

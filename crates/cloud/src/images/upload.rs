@@ -56,7 +56,10 @@ impl Cloud {
             .await?;
         self.refuse_if_saga_makes(&img).await?;
         img.ready_for_upload()?;
-        let cap = self.config.image_size_cap;
+        let quota_left = self.image_bytes_left(img.owner).await?;
+        let cap = quota_left.map_or(self.config.image_size_cap, |left| {
+            left.min(self.config.image_size_cap)
+        });
         if content_length.is_some_and(|len| len > cap) {
             return Err(too_large(cap));
         }
@@ -68,7 +71,7 @@ impl Cloud {
             .await?;
 
         let staged_path = self.config.staging_dir.join(format!("{}.upload", img.id));
-        match self.store_upload(&saving, &staged_path, body).await {
+        match self.store_upload(&saving, &staged_path, body, cap).await {
             Ok(()) => Ok(()),
             Err(e) => {
                 let _ = tokio::fs::remove_file(&staged_path).await;
@@ -79,12 +82,17 @@ impl Cloud {
         }
     }
 
-    async fn store_upload<S>(&self, img: &Image, staged_path: &Path, body: S) -> Result<()>
+    async fn store_upload<S>(
+        &self,
+        img: &Image,
+        staged_path: &Path,
+        body: S,
+        cap: u64,
+    ) -> Result<()>
     where
         S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin,
     {
-        let staged =
-            stream_to_file(body, staged_path.to_path_buf(), self.config.image_size_cap).await?;
+        let staged = stream_to_file(body, staged_path.to_path_buf(), cap).await?;
         let claimed = img.disk_format.clone().unwrap_or_default();
         let format: DiskFormat = claimed
             .parse()

@@ -102,3 +102,80 @@ impl Store {
         Ok(done.rows_affected())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use domain::identity::User;
+
+    use super::*;
+
+    fn token(user: UserId, hash: &str, expires_at: DateTime<Utc>) -> TokenRecord {
+        TokenRecord {
+            token_hash: hash.into(),
+            user_id: user,
+            project_id: None,
+            audit_id: "a".into(),
+            issued_at: Utc::now(),
+            expires_at,
+            revoked: false,
+            app_cred_id: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn purge_when_tokens_expired_then_only_live_ones_kept() {
+        let store = Store::in_memory().await.unwrap();
+        let user = User {
+            id: UserId::new(),
+            name: "u".into(),
+            email: None,
+            description: String::new(),
+            enabled: true,
+            default_project_id: None,
+        };
+        store.insert_user(&user, "").await.unwrap();
+        let now = Utc::now();
+        store
+            .insert_token(&token(user.id, "old", now - chrono::Duration::hours(1)))
+            .await
+            .unwrap();
+        store
+            .insert_token(&token(user.id, "live", now + chrono::Duration::hours(1)))
+            .await
+            .unwrap();
+
+        let purged = store.purge_tokens(now).await.unwrap();
+
+        assert_eq!(purged, 1);
+        assert!(store.token("old").await.unwrap().is_none());
+        assert!(store.token("live").await.unwrap().is_some());
+    }
+
+    #[tokio::test]
+    async fn revoke_user_tokens_when_called_then_every_token_of_user_revoked() {
+        let store = Store::in_memory().await.unwrap();
+        let user = User {
+            id: UserId::new(),
+            name: "u".into(),
+            email: None,
+            description: String::new(),
+            enabled: true,
+            default_project_id: None,
+        };
+        store.insert_user(&user, "").await.unwrap();
+        let later = Utc::now() + chrono::Duration::hours(1);
+        store
+            .insert_token(&token(user.id, "a", later))
+            .await
+            .unwrap();
+        store
+            .insert_token(&token(user.id, "b", later))
+            .await
+            .unwrap();
+
+        let revoked = store.revoke_user_tokens(user.id).await.unwrap();
+
+        assert_eq!(revoked, 2);
+        assert!(store.token("a").await.unwrap().unwrap().revoked);
+    }
+}

@@ -47,6 +47,7 @@ impl Default for IdentityConfig {
 pub(crate) struct Passwords {
     permits: Semaphore,
     waiting: AtomicUsize,
+    max_waiting: usize,
     /// Verified against when there is no real hash, to take the same time.
     dummy_hash: String,
 }
@@ -73,6 +74,7 @@ impl Passwords {
         Ok(Passwords {
             permits: Semaphore::new(workers.max(1)),
             waiting: AtomicUsize::new(0),
+            max_waiting: MAX_WAITING,
             dummy_hash: hash_now(b"snapstack-dummy-password")?,
         })
     }
@@ -81,7 +83,7 @@ impl Passwords {
         &self,
         work: impl FnOnce() -> Result<T> + Send + 'static,
     ) -> Result<T> {
-        if self.waiting.fetch_add(1, Ordering::SeqCst) >= MAX_WAITING {
+        if self.waiting.fetch_add(1, Ordering::SeqCst) >= self.max_waiting {
             self.waiting.fetch_sub(1, Ordering::SeqCst);
             return Err(Error::unavailable(
                 "Too many logins at once; try again in a moment.",
@@ -136,6 +138,22 @@ mod tests {
             .unwrap();
 
         assert!(!ok);
+    }
+
+    #[tokio::test]
+    async fn hash_when_queue_full_then_503_and_others_finish() {
+        let mut passwords = Passwords::new(1).unwrap();
+        passwords.max_waiting = 1;
+
+        let (a, b, c) = tokio::join!(
+            passwords.hash("one".into()),
+            passwords.hash("two".into()),
+            passwords.hash("three".into()),
+        );
+
+        assert!(a.is_ok());
+        assert!(b.is_ok());
+        assert_eq!(c.unwrap_err().kind(), domain::ErrorKind::Unavailable);
     }
 
     #[tokio::test]

@@ -387,3 +387,27 @@ fn image_when_count_or_size_total_reached_then_413() {
         second.body
     );
 }
+
+#[test]
+fn cli_quota_show_and_limits_when_member_then_own_project_shown() {
+    let server = Server::start();
+    server.user_with_role("q9", "member");
+
+    let shown = server.openstack_as(
+        "q9",
+        "pw-q9",
+        "q9-project",
+        &["quota", "show", "-f", "json"],
+    );
+    let limits = server.openstack_as(
+        "q9",
+        "pw-q9",
+        "q9-project",
+        &["limits", "show", "--absolute", "-f", "json"],
+    );
+
+    let shown = ok(shown);
+    assert!(shown.contains("cores"), "{shown}");
+    let limits = ok(limits);
+    assert!(limits.contains("max_total_cores"), "{limits}");
+}

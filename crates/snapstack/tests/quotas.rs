@@ -411,3 +411,25 @@ fn cli_quota_show_and_limits_when_member_then_own_project_shown() {
     let limits = ok(limits);
     assert!(limits.contains("max_total_cores"), "{limits}");
 }
+
+#[test]
+fn volume_quota_when_creates_follow_each_other_up_to_the_limit_then_all_fit() {
+    let server = Server::start();
+    let admin = server.admin();
+    let pid = admin.project_id();
+    let base = format!("/volume/v3/{pid}");
+    admin
+        .request("PUT", &format!("{base}/os-quota-sets/{pid}"))
+        .send_json(json!({"quota_set": {"volumes": 3}}))
+        .unwrap();
+
+    let statuses: Vec<u16> = (0..4)
+        .map(|_| {
+            admin
+                .post(&format!("{base}/volumes"), json!({"volume": {"size": 1}}))
+                .status
+        })
+        .collect();
+
+    assert_eq!(statuses, vec![202, 202, 202, 413]);
+}

@@ -108,7 +108,7 @@ impl Cloud {
         }
         let (source, size, bootable, image_metadata) =
             self.resolve_volume_source(caller, &new).await?;
-        let _quota = self.claim_volume_quota(project, size).await?;
+        let quota = self.claim_volume_quota(project, size).await?;
         let now = Utc::now();
         let mut volume = Volume::new_creating(project, caller.user_id, size, source, now);
         volume.name = new.name;
@@ -137,6 +137,7 @@ impl Cloud {
             let _ = self.store.finish_saga(&saga.id, "undone").await;
             return Err(e);
         }
+        quota.release().await;
         fault_point("volume-create:begun");
         let cloud = self.clone();
         tokio::spawn(async move {

@@ -78,7 +78,7 @@ impl Cloud {
         let volume = self.volume(caller, &new.volume_id).await?;
         caller.require(Role::Member, "create snapshots")?;
         volume.check_snapshot(new.force)?;
-        let _quota = self
+        let quota = self
             .claim_snapshot_quota(volume.project_id, volume.size)
             .await?;
         self.volume_pool()?;
@@ -116,6 +116,7 @@ impl Cloud {
             let _ = self.store.finish_saga(&saga.id, "undone").await;
             return Err(e);
         }
+        quota.release().await;
         fault_point("volume-snapshot:begun");
         let cloud = self.clone();
         tokio::spawn(async move {

@@ -6,13 +6,15 @@ use std::collections::HashMap;
 use axum::extract::{Path, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, put};
+use axum::routing::{get, post, put};
 use axum::{Json, Router};
 use cloud::identity::{NewUser, PasswordAuth, ProjectRef, TokenInfo, UserRef};
 use domain::identity::{Project, RoleRecord, User, DEFAULT_DOMAIN_ID, DEFAULT_DOMAIN_NAME};
 use domain::Error;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
+
+mod application_credentials;
 
 use crate::auth::Auth;
 use crate::error::ApiResult;
@@ -36,6 +38,7 @@ pub(crate) fn routes() -> Router<AppState> {
             get(show_user).patch(update_user).delete(delete_user),
         )
         .route("/users/{id}/projects", get(user_projects))
+        .route("/users/{id}/password", post(change_password))
         .route("/projects", get(list_projects).post(create_project))
         .route(
             "/projects/{id}",
@@ -59,6 +62,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/role_assignments", get(list_assignments))
         .route("/domains", get(list_domains))
         .route("/domains/{id}", get(show_domain))
+        .merge(application_credentials::routes())
 }
 
 // ---- views -------------------------------------------------------------
@@ -103,7 +107,7 @@ fn role_view(s: &AppState, r: &RoleRecord) -> Value {
     })
 }
 
-fn list_view(s: &AppState, key: &str, path: &str, items: Vec<Value>) -> Json<Value> {
+pub(crate) fn list_view(s: &AppState, key: &str, path: &str, items: Vec<Value>) -> Json<Value> {
     Json(json!({key: items, "links": {"self": s.url(path), "next": null, "previous": null}}))
 }
 
@@ -136,19 +140,28 @@ fn catalog(s: &AppState, project: Option<&str>) -> Value {
     ])
 }
 
-fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
+pub(crate) fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string()
 }
 
 fn token_view(s: &AppState, info: &TokenInfo, with_catalog: bool) -> Value {
     let c = &info.caller;
+    let method = if info.application_credential.is_some() {
+        "application_credential"
+    } else {
+        "password"
+    };
     let mut token = json!({
-        "methods": ["password"],
+        "methods": [method],
         "user": {"id": c.user_id.to_string(), "name": c.user_name, "domain": domain_ref(), "password_expires_at": null},
         "audit_ids": [info.audit_id],
         "expires_at": timestamp(c.expires_at),
         "issued_at": timestamp(info.issued_at),
     });
+    if let Some(ac) = &info.application_credential {
+        token["application_credential"] =
+            json!({"id": ac.id, "name": ac.name, "restricted": ac.restricted});
+    }
     if let (Some(pid), Some(pname)) = (c.project_id, &c.project_name) {
         token["project"] = json!({"id": pid.to_string(), "name": pname, "domain": domain_ref()});
         token["is_domain"] = json!(false);
@@ -180,7 +193,7 @@ fn token_response(
 
 // ---- tokens ------------------------------------------------------------
 
-fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
+pub(crate) fn str_at<'a>(v: &'a Value, path: &[&str]) -> Option<&'a str> {
     path.iter().try_fold(v, |v, k| v.get(k))?.as_str()
 }
 
@@ -243,8 +256,17 @@ async fn issue_token(
     Query(q): Query<NoCatalog>,
     JsonBody(body): JsonBody<Value>,
 ) -> ApiResult<Response> {
-    let auth = parse_password_auth(&body)?;
-    let info = s.cloud.authenticate(auth).await?;
+    let uses_app_credential = body
+        .pointer("/auth/identity/methods")
+        .and_then(Value::as_array)
+        .is_some_and(|m| m.iter().any(|m| m == "application_credential"));
+    let info = if uses_app_credential {
+        let identity = body.pointer("/auth/identity").unwrap_or(&Value::Null);
+        let auth = application_credentials::parse_auth(identity)?;
+        s.cloud.authenticate_app_credential(auth).await?
+    } else {
+        s.cloud.authenticate(parse_password_auth(&body)?).await?
+    };
     let token = info.token.clone().unwrap_or_default();
     Ok(token_response(
         StatusCode::CREATED,
@@ -313,8 +335,8 @@ async fn auth_catalog(State(s): State<AppState>, Auth(caller): Auth) -> ApiResul
 // ---- users -------------------------------------------------------------
 
 #[derive(Deserialize)]
-struct NameFilter {
-    name: Option<String>,
+pub(crate) struct NameFilter {
+    pub(crate) name: Option<String>,
 }
 
 fn object_of(body: &Value, key: &str) -> Result<Map<String, Value>, Error> {
@@ -364,7 +386,7 @@ async fn create_user(
         .transpose()?;
     let new = NewUser {
         name: opt_string(&obj, "name")?.ok_or_else(|| Error::invalid("A user needs a name."))?,
-        password: opt_string(&obj, "password")?.unwrap_or_default(),
+        password: opt_string(&obj, "password")?,
         email: opt_string(&obj, "email")?,
         description: opt_string(&obj, "description")?.unwrap_or_default(),
         enabled: opt_bool(&obj, "enabled")?.unwrap_or(true),
@@ -441,6 +463,21 @@ async fn delete_user(
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
     s.cloud.delete_user(&caller, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// `POST /v3/users/{id}/password` (no token, as Keystone).
+async fn change_password(
+    State(s): State<AppState>,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<Value>,
+) -> ApiResult<StatusCode> {
+    let obj = object_of(&body, "user")?;
+    let original = opt_string(&obj, "original_password")?
+        .ok_or_else(|| Error::invalid("'original_password' is a required property."))?;
+    let password = opt_string(&obj, "password")?
+        .ok_or_else(|| Error::invalid("'password' is a required property."))?;
+    s.cloud.change_own_password(&id, original, password).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 

@@ -5,21 +5,37 @@
 //! expiry and a revoked flag, so expiry and revocation survive a restart.
 //! Roles are looked up at validation time, so removing a role takes effect
 //! on tokens already issued (as Keystone's Fernet tokens do).
-//! Passwords are hashed with Argon2id on the blocking pool.
+//! Passwords are hashed with Argon2id on a bounded pool ([`passwords`]).
+//!
+//! A token stops working when it expires or is revoked, when its user or
+//! project is disabled or deleted, or when its user's password changes
+//! (Keystone's revocation events): validation re-reads user and project,
+//! and disabling or a password change revokes the user's tokens for good.
+//! Expired tokens are purged ([`Cloud::purge_expired_tokens`]).
+//!
+//! Policies are Keystone's defaults for project-scoped tokens: users,
+//! projects, roles and grants are the admin's; a user may read itself, its
+//! projects and its current project.
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
-use argon2::Argon2;
+mod app_credentials;
+mod directory;
+mod passwords;
+
 use base64::Engine;
 use chrono::{DateTime, Utc};
-use domain::identity::{validate_name, Caller, Project, Role, RoleRecord, User};
-use domain::{Error, ProjectId, Result, RoleId, UserId};
+use domain::identity::{Caller, Project, Role, RoleRecord, User};
+use domain::{Error, ProjectId, Result, UserId};
 use rand::RngCore;
 use sha2::{Digest, Sha256};
 use store::TokenRecord;
 
 use crate::Cloud;
 
-const AUTH_FAILED: &str = "The request you have made requires authentication.";
+pub use app_credentials::{AppCredentialAuth, NewAppCredential};
+pub use passwords::IdentityConfig;
+pub(crate) use passwords::Passwords;
+
+pub(crate) const AUTH_FAILED: &str = "The request you have made requires authentication.";
 
 /// A user named by id or by name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,13 +68,26 @@ pub struct TokenInfo {
     pub audit_id: String,
     pub issued_at: DateTime<Utc>,
     pub roles: Vec<RoleRecord>,
+    /// The application credential the token came from.
+    pub application_credential: Option<AppCredentialRef>,
+    user_enabled: bool,
+    project_enabled: bool,
+}
+
+/// The application credential a token was issued for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppCredentialRef {
+    pub id: String,
+    pub name: String,
+    pub restricted: bool,
 }
 
 /// What a user-creation request carries.
 #[derive(Debug, Clone, Default)]
 pub struct NewUser {
     pub name: String,
-    pub password: String,
+    /// `None`: the user cannot use password authentication.
+    pub password: Option<String>,
     pub email: Option<String>,
     pub description: String,
     pub enabled: bool,
@@ -75,7 +104,7 @@ fn hash_token(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
-fn new_secret(bytes: usize) -> String {
+pub(crate) fn new_secret(bytes: usize) -> String {
     let mut buf = vec![0u8; bytes];
     rand::thread_rng().fill_bytes(&mut buf);
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(buf)
@@ -86,28 +115,10 @@ pub fn generate_password() -> String {
     new_secret(18)
 }
 
-async fn hash_password(password: String) -> Result<String> {
-    tokio::task::spawn_blocking(move || {
-        let salt = SaltString::generate(&mut rand::rngs::OsRng);
-        Argon2::default()
-            .hash_password(password.as_bytes(), &salt)
-            .map(|h| h.to_string())
-            .map_err(|e| Error::internal(format!("Cannot hash a password: {e}")))
-    })
-    .await
-    .map_err(|e| Error::internal(format!("Password hashing task failed: {e}")))?
-}
-
-async fn verify_password(password: String, hash: String) -> Result<bool> {
-    tokio::task::spawn_blocking(move || {
-        let parsed = PasswordHash::new(&hash)
-            .map_err(|e| Error::internal(format!("Corrupt password hash: {e}")))?;
-        Ok(Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok())
-    })
-    .await
-    .map_err(|e| Error::internal(format!("Password check task failed: {e}")))?
+pub(crate) fn denied(action: &str) -> Error {
+    Error::forbidden(format!(
+        "You are not authorized to perform the requested action: identity:{action}."
+    ))
 }
 
 impl Cloud {
@@ -142,7 +153,7 @@ impl Cloud {
             Some((u, _)) => {
                 if reset_password {
                     self.store
-                        .set_password_hash(u.id, &hash_password(password.into()).await?)
+                        .set_password_hash(u.id, &self.passwords.hash(password.into()).await?)
                         .await?;
                 }
                 (u, false)
@@ -157,7 +168,7 @@ impl Cloud {
                     default_project_id: Some(project.id),
                 };
                 self.store
-                    .insert_user(&u, &hash_password(password.into()).await?)
+                    .insert_user(&u, &self.passwords.hash(password.into()).await?)
                     .await?;
                 (u, true)
             }
@@ -201,13 +212,27 @@ impl Cloud {
     }
 
     /// Checks a password and issues a token, scoped to a project when asked.
+    /// Unknown users, users without a password and wrong passwords all
+    /// cost one hash and answer the same 401; a locked-out user gets 401
+    /// without its password being looked at.
     pub async fn authenticate(&self, auth: PasswordAuth) -> Result<TokenInfo> {
-        let Some((user, hash)) = self.resolve_user(&auth.user).await? else {
+        let found = self.resolve_user(&auth.user).await?;
+        if let Some((user, _)) = &found {
+            self.check_not_locked(user).await?;
+        }
+        let hash = found.as_ref().map(|(_, h)| h.clone());
+        let matches = self.passwords.verify(auth.password, hash).await?;
+        let Some((user, _)) = found else {
             return Err(Error::unauthenticated(AUTH_FAILED));
         };
-        if !user.enabled || !verify_password(auth.password, hash).await? {
+        if !matches {
+            self.record_failed_login(&user).await?;
             return Err(Error::unauthenticated(AUTH_FAILED));
         }
+        if !user.enabled {
+            return Err(Error::unauthenticated(AUTH_FAILED));
+        }
+        self.store.clear_failed_logins(user.id).await?;
         let project = match &auth.scope {
             None => None,
             Some(scope) => {
@@ -222,18 +247,34 @@ impl Cloud {
                 Some(project)
             }
         };
+        self.issue_token(user.id, project.map(|p| p.id), None).await
+    }
+
+    /// Records a new token for `user` (scoped to `project`), or for an
+    /// application credential, which also bounds its expiry.
+    async fn issue_token(
+        &self,
+        user: UserId,
+        project: Option<ProjectId>,
+        credential: Option<&store::AppCredentialRecord>,
+    ) -> Result<TokenInfo> {
         let token = new_secret(32);
         let now = Utc::now();
         let ttl = chrono::Duration::from_std(self.config.token_ttl)
             .map_err(|_| Error::internal("The token lifetime is out of range."))?;
+        let mut expires_at = now + ttl;
+        if let Some(limit) = credential.and_then(|c| c.expires_at) {
+            expires_at = expires_at.min(limit);
+        }
         let record = TokenRecord {
             token_hash: hash_token(&token),
-            user_id: user.id,
-            project_id: project.as_ref().map(|p| p.id),
+            user_id: user,
+            project_id: project,
             audit_id: new_secret(16),
             issued_at: now,
-            expires_at: now + ttl,
+            expires_at,
             revoked: false,
+            app_cred_id: credential.map(|c| c.id.clone()),
         };
         self.store.insert_token(&record).await?;
         let mut info = self.token_info(&record).await?;
@@ -243,6 +284,10 @@ impl Cloud {
 
     async fn token_info(&self, record: &TokenRecord) -> Result<TokenInfo> {
         let user = self.store.user(record.user_id).await?;
+        let credential = match &record.app_cred_id {
+            Some(id) => Some(self.store.app_credential(id).await?),
+            None => None,
+        };
         let (project, roles) = match record.project_id {
             None => (None, Vec::new()),
             Some(pid) => {
@@ -251,6 +296,10 @@ impl Cloud {
                 let mut expanded: Vec<Role> = assigned.iter().flat_map(|r| r.implied()).collect();
                 expanded.sort();
                 expanded.dedup();
+                if let Some(cred) = &credential {
+                    let granted: Vec<Role> = cred.roles.iter().flat_map(|r| r.implied()).collect();
+                    expanded.retain(|r| granted.contains(r));
+                }
                 (Some(project), expanded)
             }
         };
@@ -259,8 +308,12 @@ impl Cloud {
             .into_iter()
             .filter(|r| roles.contains(&r.role))
             .collect();
+        let user_enabled = user.enabled;
+        let project_enabled = project.as_ref().is_none_or(|p| p.enabled);
         Ok(TokenInfo {
             token: None,
+            user_enabled,
+            project_enabled,
             caller: Caller {
                 user_id: user.id,
                 user_name: user.name,
@@ -268,7 +321,13 @@ impl Cloud {
                 project_name: project.map(|p| p.name),
                 roles,
                 expires_at: record.expires_at,
+                restricted_app_credential: credential.as_ref().is_some_and(|c| !c.unrestricted),
             },
+            application_credential: credential.map(|c| AppCredentialRef {
+                id: c.id,
+                name: c.name,
+                restricted: !c.unrestricted,
+            }),
             audit_id: record.audit_id.clone(),
             issued_at: record.issued_at,
             roles: role_records,
@@ -297,6 +356,11 @@ impl Cloud {
             }
             Err(e) => return Err(e),
         };
+        if !info.user_enabled || !info.project_enabled {
+            return Err(Error::unauthenticated(
+                "The token's user or project is disabled.",
+            ));
+        }
         if info.caller.project_id.is_some() && info.caller.roles.is_empty() {
             return Err(Error::unauthenticated(
                 "The token's user no longer has a role on its project.",
@@ -331,228 +395,39 @@ impl Cloud {
         Ok(())
     }
 
-    pub async fn create_project(&self, caller: &Caller, mut p: Project) -> Result<Project> {
-        caller.require(Role::Admin, "create projects")?;
-        validate_name("project", &p.name)?;
-        if p.name.is_empty() {
-            return Err(Error::invalid("A project needs a name."));
+    /// Refuses a locked-out user (Keystone's lockout_failure_attempts).
+    async fn check_not_locked(&self, user: &User) -> Result<()> {
+        let limit = self.config.identity.lockout_failure_attempts;
+        if limit == 0 {
+            return Ok(());
         }
-        p.id = ProjectId::new();
-        self.store.insert_project(&p).await?;
-        Ok(p)
-    }
-
-    pub async fn projects(&self, caller: &Caller, name: Option<&str>) -> Result<Vec<Project>> {
-        let all = self.store.projects().await?;
-        let visible = all
-            .into_iter()
-            .filter(|p| caller.is_admin() || caller.project_id == Some(p.id));
-        Ok(visible
-            .filter(|p| name.is_none_or(|n| p.name == n))
-            .collect())
-    }
-
-    pub async fn project(&self, caller: &Caller, id: &str) -> Result<Project> {
-        let pid: ProjectId = id.parse()?;
-        if !caller.is_admin() && caller.project_id != Some(pid) {
-            return Err(Error::not_found("project", id));
-        }
-        self.store.project(pid).await
-    }
-
-    pub async fn update_project(&self, caller: &Caller, p: Project) -> Result<Project> {
-        caller.require(Role::Admin, "update projects")?;
-        validate_name("project", &p.name)?;
-        self.store.update_project(&p).await?;
-        Ok(p)
-    }
-
-    pub async fn delete_project(&self, caller: &Caller, id: &str) -> Result<()> {
-        caller.require(Role::Admin, "delete projects")?;
-        self.store.delete_project(id.parse()?).await
-    }
-
-    pub async fn create_user(&self, caller: &Caller, new: NewUser) -> Result<User> {
-        caller.require(Role::Admin, "create users")?;
-        validate_name("user", &new.name)?;
-        if new.name.is_empty() {
-            return Err(Error::invalid("A user needs a name."));
-        }
-        if let Some(p) = new.default_project_id {
-            self.store
-                .project(p)
-                .await
-                .map_err(|_| Error::invalid(format!("The default project {p} does not exist.")))?;
-        }
-        let user = User {
-            id: UserId::new(),
-            name: new.name,
-            email: new.email,
-            description: new.description,
-            enabled: new.enabled,
-            default_project_id: new.default_project_id,
-        };
-        self.store
-            .insert_user(&user, &hash_password(new.password).await?)
-            .await?;
-        Ok(user)
-    }
-
-    pub async fn users(&self, caller: &Caller, name: Option<&str>) -> Result<Vec<User>> {
-        let all = self.store.users().await?;
-        let visible = all
-            .into_iter()
-            .filter(|u| caller.is_admin() || u.id == caller.user_id);
-        Ok(visible
-            .filter(|u| name.is_none_or(|n| u.name == n))
-            .collect())
-    }
-
-    pub async fn user(&self, caller: &Caller, id: &str) -> Result<User> {
-        let uid: UserId = id.parse()?;
-        if !caller.is_admin() && caller.user_id != uid {
-            return Err(Error::not_found("user", id));
-        }
-        self.store.user(uid).await
-    }
-
-    /// Updates a user; `password` (if any) is set too.
-    pub async fn update_user(
-        &self,
-        caller: &Caller,
-        user: User,
-        password: Option<String>,
-    ) -> Result<User> {
-        caller.require(Role::Admin, "update users")?;
-        validate_name("user", &user.name)?;
-        self.store.update_user(&user).await?;
-        if let Some(pw) = password {
-            self.store
-                .set_password_hash(user.id, &hash_password(pw).await?)
-                .await?;
-        }
-        Ok(user)
-    }
-
-    pub async fn delete_user(&self, caller: &Caller, id: &str) -> Result<()> {
-        caller.require(Role::Admin, "delete users")?;
-        self.store.delete_user(id.parse()?).await
-    }
-
-    /// The projects a user has a role on (`GET /v3/users/{id}/projects`).
-    pub async fn user_projects(&self, caller: &Caller, id: &str) -> Result<Vec<Project>> {
-        let user = self.user(caller, id).await?;
-        let mut ids: Vec<ProjectId> = self
-            .store
-            .assignments(Some(user.id), None)
-            .await?
-            .into_iter()
-            .map(|(_, p, _)| p)
-            .collect();
-        ids.dedup();
-        let mut out = Vec::new();
-        for pid in ids {
-            out.push(self.store.project(pid).await?);
-        }
-        Ok(out)
-    }
-
-    pub async fn roles(&self, _caller: &Caller, name: Option<&str>) -> Result<Vec<RoleRecord>> {
-        let roles = self.store.roles().await?;
-        Ok(roles
-            .into_iter()
-            .filter(|r| name.is_none_or(|n| r.role.name() == n))
-            .collect())
-    }
-
-    pub async fn role(&self, caller: &Caller, id: &str) -> Result<RoleRecord> {
-        let rid: RoleId = id.parse()?;
-        self.roles(caller, None)
-            .await?
-            .into_iter()
-            .find(|r| r.id == rid)
-            .ok_or_else(|| Error::not_found("role", id))
-    }
-
-    /// Checks that user, project and role all exist; returns their ids.
-    async fn assignment_ids(
-        &self,
-        user: &str,
-        project: &str,
-        role: &str,
-    ) -> Result<(UserId, ProjectId, RoleId)> {
-        let uid: UserId = user.parse()?;
-        let pid: ProjectId = project.parse()?;
-        let rid: RoleId = role.parse()?;
-        self.store.user(uid).await?;
-        self.store.project(pid).await?;
-        if !self.store.roles().await?.iter().any(|r| r.id == rid) {
-            return Err(Error::not_found("role", role));
-        }
-        Ok((uid, pid, rid))
-    }
-
-    pub async fn assign_role(
-        &self,
-        caller: &Caller,
-        user: &str,
-        project: &str,
-        role: &str,
-    ) -> Result<()> {
-        caller.require(Role::Admin, "assign roles")?;
-        let (u, p, r) = self.assignment_ids(user, project, role).await?;
-        self.store.assign_role(u, p, r).await
-    }
-
-    pub async fn unassign_role(
-        &self,
-        caller: &Caller,
-        user: &str,
-        project: &str,
-        role: &str,
-    ) -> Result<()> {
-        caller.require(Role::Admin, "remove role assignments")?;
-        let (u, p, r) = self.assignment_ids(user, project, role).await?;
-        if !self.store.unassign_role(u, p, r).await? {
-            return Err(Error::not_found(
-                "role assignment",
-                format!("{role} of user {user} on project {project}"),
-            ));
+        let (count, last) = self.store.failed_logins(user.id).await?;
+        let window = chrono::Duration::from_std(self.config.identity.lockout_duration)
+            .unwrap_or(chrono::Duration::MAX);
+        let locked = count >= limit && last.is_some_and(|at| at + window > Utc::now());
+        if locked {
+            return Err(Error::unauthenticated(format!(
+                "The account is locked for user: {}.",
+                user.id
+            )));
         }
         Ok(())
     }
 
-    /// Whether `user` holds `role` on `project` directly.
-    pub async fn has_assignment(
-        &self,
-        caller: &Caller,
-        user: &str,
-        project: &str,
-        role: &str,
-    ) -> Result<bool> {
-        caller.require(Role::Reader, "read role assignments")?;
-        let (u, p, r) = self.assignment_ids(user, project, role).await?;
-        Ok(self
-            .store
-            .assignments(Some(u), Some(p))
-            .await?
-            .iter()
-            .any(|(_, _, rr)| rr.id == r))
+    async fn record_failed_login(&self, user: &User) -> Result<()> {
+        if self.config.identity.lockout_failure_attempts == 0 {
+            return Ok(());
+        }
+        let (_, last) = self.store.failed_logins(user.id).await?;
+        let window = chrono::Duration::from_std(self.config.identity.lockout_duration)
+            .unwrap_or(chrono::Duration::MAX);
+        let now = Utc::now();
+        let restart = last.is_none_or(|at| at + window <= now);
+        self.store.record_failed_login(user.id, now, restart).await
     }
 
-    pub async fn assignments(
-        &self,
-        caller: &Caller,
-        user: Option<&str>,
-        project: Option<&str>,
-    ) -> Result<Vec<(UserId, ProjectId, RoleRecord)>> {
-        let user: Option<UserId> = user.map(str::parse).transpose()?;
-        let project: Option<ProjectId> = project.map(str::parse).transpose()?;
-        if !caller.is_admin() && user != Some(caller.user_id) {
-            return Err(Error::forbidden(
-                "Only an admin may list other users' role assignments.",
-            ));
-        }
-        self.store.assignments(user, project).await
+    /// Forgets tokens that expired; returns how many.
+    pub async fn purge_expired_tokens(&self) -> Result<u64> {
+        self.store.purge_tokens(Utc::now()).await
     }
 }

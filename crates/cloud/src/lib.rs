@@ -10,6 +10,7 @@ pub mod compute;
 mod fault;
 pub mod identity;
 pub mod images;
+pub mod quotas;
 pub mod restore_points;
 pub mod saga;
 pub mod volumes;
@@ -48,6 +49,13 @@ pub struct CloudConfig {
     /// How many files a running server's disk chain (file pool) may have
     /// after a snapshot before its layers are merged into its top.
     pub max_chain_depth: usize,
+    /// Largest virtual size an uploaded image may claim, in bytes (every
+    /// pool: a disk booted from it gets that size).
+    pub max_virtual_size: u64,
+    /// Glance's per-project image limits.
+    pub image_quota: quotas::ImageQuota,
+    /// Password rules, lockout and the hashing pool.
+    pub identity: identity::IdentityConfig,
 }
 
 /// The cloud: every use-case hangs off this.
@@ -57,6 +65,8 @@ pub struct Cloud {
     pool: Arc<dyn Pool>,
     hypervisor: Arc<dyn Hypervisor>,
     config: Arc<CloudConfig>,
+    /// The bounded password-hashing pool.
+    passwords: Arc<identity::Passwords>,
     /// Held (shared) by every operation that creates pool data before the
     /// database refers to it; garbage collection takes it exclusively.
     gc_lock: Arc<tokio::sync::RwLock<()>>,
@@ -98,10 +108,12 @@ impl Cloud {
                 ))
             })?;
         }
+        let passwords = Arc::new(identity::Passwords::new(config.identity.hash_workers)?);
         Ok(Cloud {
             store,
             pool,
             hypervisor,
+            passwords,
             config: Arc::new(config),
             gc_lock: Arc::default(),
             cut_lock: Arc::default(),
@@ -128,6 +140,7 @@ impl Cloud {
     /// Finishes or undoes whatever a previous run left half-way; run once at
     /// start-up before serving. Returns a line per thing it repaired.
     pub async fn reconcile(&self) -> Result<Vec<String>> {
+        self.store.clear_quota_reservations().await?;
         let mut repaired = self.recover_sagas().await?;
         repaired.extend(compute::reconcile(self).await?);
         repaired.extend(images::reconcile(self).await?);

@@ -43,6 +43,9 @@ impl Rig {
             state_dir: dir.path().join("state"),
             shutdown_timeout: Duration::from_secs(1),
             max_chain_depth: 16,
+            max_virtual_size: 1 << 40,
+            image_quota: Default::default(),
+            identity: Default::default(),
         };
         let store = Store::in_memory().await.unwrap();
         let cloud = Cloud::new(store, Arc::new(FakePool::new()), hv.clone(), config)

@@ -47,6 +47,9 @@ impl Rig {
             state_dir: dir.path().join("state"),
             shutdown_timeout: Duration::from_secs(1),
             max_chain_depth: 16,
+            max_virtual_size: 1 << 40,
+            image_quota: Default::default(),
+            identity: Default::default(),
         };
         let store = Store::in_memory().await.unwrap();
         let cloud = Cloud::new(store, pool.clone(), Arc::new(FakeHypervisor::new()), config)
@@ -155,7 +158,7 @@ impl Rig {
             .unwrap();
         let user = NewUser {
             name: name.into(),
-            password: format!("pw-{name}"),
+            password: Some(format!("pw-{name}")),
             enabled: true,
             ..Default::default()
         };

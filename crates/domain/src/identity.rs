@@ -78,6 +78,9 @@ pub struct Caller {
     pub project_name: Option<String>,
     pub roles: Vec<Role>,
     pub expires_at: DateTime<Utc>,
+    /// The token came from an application credential that is restricted:
+    /// it may not make or delete application credentials.
+    pub restricted_app_credential: bool,
 }
 
 impl Caller {
@@ -136,6 +139,7 @@ mod tests {
             project_name: Some("p".into()),
             roles,
             expires_at: Utc::now(),
+            restricted_app_credential: false,
         }
     }
 

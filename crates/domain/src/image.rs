@@ -72,6 +72,9 @@ pub const BASE_FIELDS: &[&str] = &[
 
 pub const MAX_PROPERTY_VALUE_LEN: usize = 65535;
 pub const MAX_TAG_LEN: usize = 255;
+/// Glance's `image_property_quota` and `image_tag_quota`.
+pub const MAX_PROPERTIES: usize = 128;
+pub const MAX_TAGS: usize = 128;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ImageStatus {
@@ -248,6 +251,24 @@ impl Image {
                 )));
             }
         }
+        if self.tags.len() > MAX_TAGS {
+            return Err(Error::new(
+                crate::ErrorKind::TooLarge,
+                format!(
+                    "The limit has been exceeded on the number of allowed image tags. Attempted: {}, Maximum: {MAX_TAGS}",
+                    self.tags.len()
+                ),
+            ));
+        }
+        if self.properties.len() > MAX_PROPERTIES {
+            return Err(Error::new(
+                crate::ErrorKind::TooLarge,
+                format!(
+                    "The limit has been exceeded on the number of allowed image properties. Attempted: {}, Maximum: {MAX_PROPERTIES}",
+                    self.properties.len()
+                ),
+            ));
+        }
         for tag in &self.tags {
             if tag.chars().count() > MAX_TAG_LEN {
                 return Err(Error::invalid(format!(
@@ -279,6 +300,49 @@ impl Image {
 }
 
 /// Checks one free-form property (`key=value`).
+/// Glance's core image attributes: a server snapshot's `createImage`
+/// metadata may not name them (they would shadow the image's own).
+pub const CORE_FIELDS: &[&str] = &[
+    "id",
+    "name",
+    "status",
+    "visibility",
+    "owner",
+    "protected",
+    "os_hidden",
+    "disk_format",
+    "container_format",
+    "size",
+    "virtual_size",
+    "checksum",
+    "os_hash_algo",
+    "os_hash_value",
+    "min_disk",
+    "min_ram",
+    "tags",
+    "locations",
+    "direct_url",
+    "created_at",
+    "updated_at",
+    "self",
+    "file",
+    "schema",
+    "stores",
+];
+
+/// Checks `createImage` metadata: no core attribute, nothing in the
+/// `os_glance` namespace (400).
+pub fn check_snapshot_metadata<'a>(keys: impl IntoIterator<Item = &'a String>) -> Result<()> {
+    for key in keys {
+        if CORE_FIELDS.contains(&key.as_str()) || key.starts_with("os_glance") {
+            return Err(Error::invalid(format!(
+                "Invalid image metadata: '{key}' is an image attribute, not a property a snapshot may set."
+            )));
+        }
+    }
+    Ok(())
+}
+
 pub fn validate_property(key: &str, value: &str) -> Result<()> {
     if key.is_empty() || key.chars().count() > 255 {
         return Err(Error::invalid(

@@ -24,6 +24,9 @@ use chrono::{DateTime, Utc};
 
 use crate::{Error, ImageId, ProjectId, Result, ServerId, UserId};
 
+/// The largest value of a flavor's sizes (a 32-bit integer in Nova).
+pub const MAX_FLAVOR_FIELD: u64 = i32::MAX as u64;
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Flavor {
     pub id: String,
@@ -62,6 +65,19 @@ impl Flavor {
         }
         if self.ram < 16 {
             return Err(Error::invalid("A flavor needs at least 16 MiB of RAM."));
+        }
+        // Nova's schema: every size is a 32-bit integer (so disk * GiB fits).
+        for (field, value) in [
+            ("ram", self.ram),
+            ("disk", self.disk),
+            ("OS-FLV-EXT-DATA:ephemeral", self.ephemeral),
+            ("swap", self.swap),
+        ] {
+            if value > MAX_FLAVOR_FIELD {
+                return Err(Error::invalid(format!(
+                    "Invalid input for field/attribute {field}. Value: {value}. {value} is greater than the maximum of {MAX_FLAVOR_FIELD}"
+                )));
+            }
         }
         Ok(())
     }
@@ -161,6 +177,19 @@ pub struct Fault {
     pub code: u16,
     pub message: String,
     pub created: DateTime<Utc>,
+}
+
+impl Fault {
+    /// The message as a non-admin sees it (Nova shows details to admins
+    /// only): its first line, without host paths, at most 255 characters.
+    pub fn public_message(&self) -> String {
+        let first_line = self.message.lines().next().unwrap_or_default();
+        let words: Vec<&str> = first_line
+            .split_whitespace()
+            .map(|w| if w.contains('/') { "[path]" } else { w })
+            .collect();
+        words.join(" ").chars().take(255).collect()
+    }
 }
 
 /// The actions a user can ask of a server.
@@ -343,6 +372,22 @@ mod tests {
             updated_at: now,
             launched_at: None,
         }
+    }
+
+    #[test]
+    fn fault_public_message_when_paths_and_tool_output_then_hidden() {
+        let fault = Fault {
+            code: 500,
+            message:
+                "Cannot boot: qemu-img failed on /var/lib/snapstack/pool/x.qcow2\nstderr: boom"
+                    .into(),
+            created: Utc::now(),
+        };
+
+        assert_eq!(
+            fault.public_message(),
+            "Cannot boot: qemu-img failed on [path]"
+        );
     }
 
     #[test]

@@ -53,6 +53,16 @@ pub struct ServeArgs {
     /// Largest image upload accepted, in bytes (default 1 TiB).
     #[arg(long, env = "SNAPSTACK_IMAGE_SIZE_CAP", default_value_t = 1 << 40)]
     pub image_size_cap: u64,
+    /// Largest virtual size an uploaded image may claim, in bytes
+    /// (default 1 TiB); a server booted from it gets a disk that large.
+    #[arg(long, env = "SNAPSTACK_MAX_VIRTUAL_SIZE", default_value_t = 1 << 40)]
+    pub max_virtual_size: u64,
+    /// Images a project may have (Glance's image_count_total; -1: any).
+    #[arg(long, env = "SNAPSTACK_IMAGE_COUNT_TOTAL", default_value_t = -1, allow_negative_numbers = true)]
+    pub image_count_total: i64,
+    /// MiB of image data a project may have (image_size_total; -1: any).
+    #[arg(long, env = "SNAPSTACK_IMAGE_SIZE_TOTAL", default_value_t = -1, allow_negative_numbers = true)]
+    pub image_size_total: i64,
     /// QEMU accelerator: `tcg` (default; KVM hangs guests on some hosts) or `kvm`.
     #[arg(long, env = "SNAPSTACK_ACCEL", default_value = "tcg", value_parser = ["tcg", "kvm"])]
     pub accel: String,
@@ -67,6 +77,21 @@ pub struct ServeArgs {
     #[arg(long, env = "SNAPSTACK_MAX_CHAIN_DEPTH", default_value_t = 16,
           value_parser = clap::value_parser!(u64).range(2..=64))]
     pub max_chain_depth: u64,
+    /// Shortest password accepted for a user (Keystone's
+    /// `password_regex` with a length rule; 0: any).
+    #[arg(long, env = "SNAPSTACK_MIN_PASSWORD_LENGTH", default_value_t = 0)]
+    pub min_password_length: usize,
+    /// Failed logins in a row that lock a user out (Keystone's
+    /// `lockout_failure_attempts`; 0: never).
+    #[arg(long, env = "SNAPSTACK_LOCKOUT_FAILURE_ATTEMPTS", default_value_t = 0)]
+    pub lockout_failure_attempts: u32,
+    /// Seconds a locked-out user stays locked (`lockout_duration`).
+    #[arg(long, env = "SNAPSTACK_LOCKOUT_DURATION", default_value_t = 1800)]
+    pub lockout_duration: u64,
+    /// Password hashes computed at once (each Argon2id takes ~19 MiB).
+    #[arg(long, env = "SNAPSTACK_PASSWORD_HASH_WORKERS", default_value_t = 2,
+          value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub password_hash_workers: u64,
     #[command(flatten)]
     pub storage: crate::storage_config::StorageArgs,
 }
@@ -130,6 +155,17 @@ impl ServeArgs {
             state_dir: paths.state_dir.clone(),
             shutdown_timeout: Duration::from_secs(self.shutdown_timeout),
             max_chain_depth: self.max_chain_depth as usize,
+            max_virtual_size: self.max_virtual_size,
+            image_quota: cloud::quotas::ImageQuota {
+                count_total: self.image_count_total,
+                size_total_mib: self.image_size_total,
+            },
+            identity: cloud::identity::IdentityConfig {
+                min_password_length: self.min_password_length,
+                lockout_failure_attempts: self.lockout_failure_attempts,
+                lockout_duration: Duration::from_secs(self.lockout_duration),
+                hash_workers: self.password_hash_workers as usize,
+            },
         }
     }
 

@@ -159,6 +159,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         cloud.clone(),
         std::time::Duration::from_secs(args.power_sync_interval.max(1)),
     );
+    spawn_token_purge(cloud.clone());
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -183,6 +184,22 @@ fn spawn_power_sync(cloud: Cloud, every: std::time::Duration) {
             tick.tick().await;
             if let Err(e) = cloud.sync_power_states().await {
                 tracing::warn!(error = %e, "power state sync failed");
+            }
+        }
+    });
+}
+
+/// Forgets expired tokens every few minutes, so the table does not grow
+/// with every login ever made.
+fn spawn_token_purge(cloud: Cloud) {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(300));
+        loop {
+            tick.tick().await;
+            match cloud.purge_expired_tokens().await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(purged = n, "expired tokens purged"),
+                Err(e) => tracing::warn!(error = %e, "token purge failed"),
             }
         }
     });

@@ -70,6 +70,7 @@ fn rbd_volumes_when_20_generations_rotated_then_data_exact_depth_bounded_and_not
     let started = Instant::now();
     let rbd_volumes = PrivateRbd::start("cr");
     let server = &rbd_volumes.server;
+    server.admin().unlimited_quotas();
     let api = VolumeApi::new(server.admin());
     let spec = |v: &str| format!("cr-volumes/volume-{v}");
 

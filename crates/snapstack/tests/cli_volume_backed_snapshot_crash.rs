@@ -125,9 +125,9 @@ fn volume_backed_snapshot_crash_when_dying_at_each_step_then_image_whole_or_gone
                 "{point}"
             );
         }
-        // Every snapshot left belongs to an image that finished (all but
-        // the first crash's): two each, none half-made.
-        let finished = n;
+        // Every snapshot left belongs to an image that finished: two each,
+        // none half-made.
+        let finished = n + 1;
         let snaps = snaps.as_array().unwrap();
         assert_eq!(snaps.len(), 2 * finished, "{point}: {snaps:?}");
         assert!(

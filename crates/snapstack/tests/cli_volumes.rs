@@ -356,7 +356,14 @@ fn chain_depth(path: &std::path::Path) -> usize {
 #[test]
 fn volume_cloned_many_times_when_measured_then_source_and_clones_stay_within_the_depth_bound() {
     let server = Server::start();
-    let api = VolumeApi::new(server.admin());
+    let admin = server.admin();
+    let pid = admin.project_id();
+    // Eleven volumes: past Cinder's default quota of ten.
+    admin
+        .request("PUT", &format!("/volume/v3/{pid}/os-quota-sets/{pid}"))
+        .send_json(json!({"quota_set": {"volumes": -1}}))
+        .unwrap();
+    let api = VolumeApi::new(admin);
     let v1 = api.blank_volume("v1", 1);
     write_pattern(&top_of(&server, &v1), 0x44, 0);
 

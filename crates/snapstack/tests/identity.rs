@@ -292,7 +292,11 @@ fn user_create_when_caller_not_admin_then_403() {
     );
 
     assert_eq!(r.status, 403);
-    assert!(r.message().contains("admin"), "message: {}", r.message());
+    assert!(
+        r.message().contains("identity:create_user"),
+        "message: {}",
+        r.message()
+    );
 }
 
 // ---- version documents and request ids ---------------------------------

@@ -1,10 +1,11 @@
 //! Projects, users, roles and role assignments.
 
+use chrono::{DateTime, Utc};
 use domain::identity::{Project, Role, RoleRecord, User};
 use domain::{Error, ProjectId, Result, RoleId, UserId};
 use sqlx::Row;
 
-use crate::{db_error, parse_id, Store};
+use crate::{db_error, parse_id, parse_ts, ts, Store};
 
 fn project_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<Project> {
     Ok(Project {
@@ -170,6 +171,56 @@ impl Store {
             .await
             .map_err(db_error("Cannot read a user"))?
             .ok_or_else(|| Error::not_found("user", id))
+    }
+
+    /// Failed password logins of a user since its last success: how many
+    /// and when the last one was.
+    pub async fn failed_logins(&self, id: UserId) -> Result<(u32, Option<DateTime<Utc>>)> {
+        let row = sqlx::query("SELECT failed_auth_count, failed_auth_at FROM users WHERE id = ?")
+            .bind(id.to_string())
+            .fetch_optional(&self.pool)
+            .await
+            .map_err(db_error("Cannot read a user"))?
+            .ok_or_else(|| Error::not_found("user", id))?;
+        let at: Option<String> = row.get("failed_auth_at");
+        Ok((
+            row.get::<i64, _>("failed_auth_count").max(0) as u32,
+            at.as_deref().map(parse_ts).transpose()?,
+        ))
+    }
+
+    /// Records one failed login at `at`; `restart` starts the count again
+    /// (the previous lockout window is over).
+    pub async fn record_failed_login(
+        &self,
+        id: UserId,
+        at: DateTime<Utc>,
+        restart: bool,
+    ) -> Result<()> {
+        sqlx::query(
+            "UPDATE users SET failed_auth_count = CASE WHEN ? THEN 1 ELSE failed_auth_count + 1 END, \
+             failed_auth_at = ? WHERE id = ?",
+        )
+        .bind(restart)
+        .bind(ts(at))
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(db_error("Cannot record a failed login"))?;
+        Ok(())
+    }
+
+    /// Forgets a user's failed logins (a success, or an admin re-enabling it).
+    pub async fn clear_failed_logins(&self, id: UserId) -> Result<()> {
+        sqlx::query(
+            "UPDATE users SET failed_auth_count = 0, failed_auth_at = NULL \
+             WHERE id = ? AND failed_auth_count <> 0",
+        )
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(db_error("Cannot reset failed logins"))?;
+        Ok(())
     }
 
     pub async fn users(&self) -> Result<Vec<User>> {

@@ -211,6 +211,46 @@ impl Store {
         Ok(())
     }
 
+    /// Publishes an upload's data: writes only the data columns (status,
+    /// formats, sizes, hashes, location) and merges `added_properties`,
+    /// so metadata PATCHed while the upload ran is kept.
+    pub async fn finish_image_upload(
+        &self,
+        img: &Image,
+        added_properties: &std::collections::BTreeMap<String, String>,
+        expected: ImageStatus,
+    ) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE images SET status = ?, disk_format = ?, container_format = ?, size = ?, virtual_size = ?, \
+             checksum = ?, os_hash_algo = ?, os_hash_value = ?, location = ?, \
+             properties = json_patch(properties, ?), updated_at = ? WHERE id = ? AND status = ?",
+        )
+        .bind(img.status.as_str())
+        .bind(&img.disk_format)
+        .bind(&img.container_format)
+        .bind(img.size.map(|v| v as i64))
+        .bind(img.virtual_size.map(|v| v as i64))
+        .bind(&img.checksum)
+        .bind(&img.os_hash_algo)
+        .bind(&img.os_hash_value)
+        .bind(&img.location)
+        .bind(json_text(added_properties))
+        .bind(ts(img.updated_at))
+        .bind(img.id.to_string())
+        .bind(expected.as_str())
+        .execute(&self.pool)
+        .await
+        .map_err(db_error(&format!("Cannot publish image {}", img.id)))?;
+        if done.rows_affected() == 0 {
+            let now = self.image(img.id).await?;
+            return Err(Error::conflict(format!(
+                "Image {} is {} (expected {expected}); another request changed it first.",
+                img.id, now.status
+            )));
+        }
+        Ok(())
+    }
+
     /// Images in `status` (for start-up reconciliation).
     pub async fn images_in_status(&self, status: ImageStatus) -> Result<Vec<Image>> {
         let rows = sqlx::query("SELECT * FROM images WHERE status = ?")

@@ -6,10 +6,13 @@
 //! run on open. Every state change is a compare-and-swap: an update names the
 //! state it expects and fails with `Conflict` if another request moved first.
 
+mod app_credentials;
 mod attachments;
+mod flavor_access;
 mod identity;
 mod image_snapshots;
 mod images;
+mod quotas;
 mod restore_points;
 mod sagas;
 mod servers;
@@ -23,7 +26,9 @@ use domain::{Error, Result};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::SqlitePool;
 
+pub use app_credentials::AppCredentialRecord;
 pub use images::{ImageFilter, ImageMember, ImagePage, MemberStatus, SortDir};
+pub use quotas::{Amounts, QuotaScope, QuotaService, Reservation};
 pub use sagas::{SagaPhase, SagaRecord};
 pub use tokens::TokenRecord;
 

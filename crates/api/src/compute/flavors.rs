@@ -20,7 +20,6 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/flavors", get(list).post(create))
         .route("/flavors/detail", get(list_detail))
         .route("/flavors/{id}", get(show).delete(delete))
-        .route("/flavors/{id}/os-extra_specs", get(extra_specs))
 }
 
 const FLAVOR_FIELDS: &[&str] = &[
@@ -131,15 +130,6 @@ async fn show(
 ) -> NovaResult<Json<Value>> {
     let flavor = s.cloud.flavor(&caller, &id).await?;
     Ok(Json(json!({"flavor": views::flavor(&s, &flavor, v)})))
-}
-
-async fn extra_specs(
-    State(s): State<AppState>,
-    Auth(caller): Auth,
-    Path(id): Path<String>,
-) -> NovaResult<Json<Value>> {
-    let flavor = s.cloud.flavor(&caller, &id).await?;
-    Ok(Json(json!({"extra_specs": flavor.extra_specs})))
 }
 
 async fn delete(

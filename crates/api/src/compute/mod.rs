@@ -4,9 +4,11 @@
 //! [`crate::versions::COMPUTE_MAX_MICROVERSION`]; errors use Nova's bodies
 //! (`{"itemNotFound": {"code": 404, "message": …}}`).
 
+mod flavor_access;
 mod flavors;
 mod microversion;
 mod networks;
+pub(crate) mod quotas;
 mod restore_points;
 mod servers;
 mod views;
@@ -24,8 +26,10 @@ pub(crate) use microversion::Microversion;
 
 pub(crate) fn routes() -> Router<AppState> {
     flavors::routes()
+        .merge(flavor_access::routes())
         .merge(servers::routes())
         .merge(networks::routes())
+        .merge(quotas::routes())
         .merge(restore_points::routes())
         .merge(volume_attachments::routes())
         .layer(axum::middleware::from_fn(microversion::negotiate))

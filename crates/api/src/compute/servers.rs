@@ -519,6 +519,7 @@ async fn action(
                 .filter(|n| !n.trim().is_empty())
                 .ok_or_else(|| Error::invalid("'name' is a required property of createImage."))?;
             let metadata = string_map(obj.get("metadata"), "metadata")?;
+            domain::image::check_snapshot_metadata(metadata.keys())?;
             let image = s
                 .cloud
                 .create_server_image(&caller, &id, name.to_string(), metadata)

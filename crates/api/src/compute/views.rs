@@ -108,7 +108,11 @@ pub(crate) fn server(s: &AppState, server: &Server, caller: &Caller, v: Microver
         if matches!(server.vm_state, VmState::Error | VmState::Stopped)
             || server.status() == "ERROR"
         {
-            out["fault"] = json!({"code": fault.code, "message": fault.message, "created": timestamp(fault.created)});
+            out["fault"] = if caller.is_admin() {
+                json!({"code": fault.code, "message": fault.public_message(), "details": fault.message, "created": timestamp(fault.created)})
+            } else {
+                json!({"code": fault.code, "message": fault.public_message(), "created": timestamp(fault.created)})
+            };
         }
     }
     if v.at_least(9) {

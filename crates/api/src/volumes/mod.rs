@@ -8,6 +8,7 @@
 //! request url"), as Cinder answers.
 
 mod microversion;
+mod quotas;
 mod snapshots;
 mod views;
 mod volume;
@@ -30,6 +31,7 @@ pub(crate) const DEFAULT_TYPE_ID: &str = "5ad01bd4-5d8f-4c6b-8a6f-2b5d3a2f0001";
 pub(crate) fn routes() -> Router<AppState> {
     volume::routes()
         .merge(snapshots::routes())
+        .merge(quotas::routes())
         .layer(axum::middleware::from_fn(microversion::negotiate))
 }
 

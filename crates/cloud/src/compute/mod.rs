@@ -95,10 +95,19 @@ impl Cloud {
                 }
                 _ => e,
             })?;
+        if !self.may_use_flavor(caller, &flavor).await? {
+            return Err(Error::invalid(format!(
+                "Flavor {} could not be found.",
+                new.flavor_ref
+            )));
+        }
         let image_id = match plan.image_root() {
             Some(image_ref) => Some(self.check_boot_image(caller, image_ref, &flavor).await?),
             None => None,
         };
+        let quota = self
+            .claim_server_quota(project, &flavor, new.metadata.len())
+            .await?;
         let claimed = self.claim_block_devices(caller, &plan).await?;
         let now = Utc::now();
         let server = Server {
@@ -119,7 +128,9 @@ impl Cloud {
             updated_at: now,
             launched_at: None,
         };
-        if let Err(e) = self.store.insert_server(&server).await {
+        let inserted = self.store.insert_server(&server).await;
+        quota.release().await;
+        if let Err(e) = inserted {
             self.unreserve(&claimed.reserved()).await;
             return Err(e);
         }
@@ -160,8 +171,19 @@ impl Cloud {
                 image.id, image.status
             )));
         }
+        if flavor.disk == 0 && !caller.is_admin() {
+            return Err(Error::forbidden(
+                "Only volume-backed servers are allowed for flavors with zero disk.",
+            ));
+        }
         let image_size = image.virtual_size.unwrap_or(0);
-        if flavor.disk > 0 && flavor.disk * GIB < image_size {
+        let flavor_bytes = flavor.disk.checked_mul(GIB).ok_or_else(|| {
+            Error::invalid(format!(
+                "The flavor's disk of {} GiB is too large.",
+                flavor.disk
+            ))
+        })?;
+        if flavor.disk > 0 && flavor_bytes < image_size {
             return Err(Error::invalid(format!(
                 "Flavor's disk is too small for requested image: the flavor has {} GiB, the image needs {image_size} bytes.",
                 flavor.disk

@@ -83,9 +83,30 @@ impl Cloud {
         Ok(img)
     }
 
+    /// 409 while a saga (a server snapshot) is making `img`: the image is
+    /// Snapstack's until it is active, so neither a PATCH nor an upload
+    /// may change it under the saga.
+    pub(crate) async fn refuse_if_saga_makes(&self, img: &Image) -> Result<()> {
+        if !matches!(img.status, ImageStatus::Queued | ImageStatus::Saving) {
+            return Ok(());
+        }
+        let id = img.id.to_string();
+        let open = self.store.open_sagas().await?;
+        if open
+            .iter()
+            .any(|s| s.data.get("image").and_then(serde_json::Value::as_str) == Some(id.as_str()))
+        {
+            return Err(Error::conflict(format!(
+                "Image {id} is being made by a server snapshot; it cannot be changed until it is active."
+            )));
+        }
+        Ok(())
+    }
+
     pub async fn create_image(&self, caller: &Caller, new: NewImage) -> Result<Image> {
         caller.require(Role::Member, "create images")?;
         let owner = caller.project()?;
+        self.check_image_count(owner).await?;
         let id = new.id.unwrap_or_default();
         let mut img = Image::new_queued(id, owner, Utc::now());
         img.name = new.name;
@@ -140,6 +161,7 @@ impl Cloud {
         ops: Vec<patch::PatchOp>,
     ) -> Result<Image> {
         let before = self.image_for_change(caller, id, "modify images").await?;
+        self.refuse_if_saga_makes(&before).await?;
         let mut img = before.clone();
         for op in &ops {
             patch::apply(&mut img, op, caller)?;
@@ -247,6 +269,7 @@ impl Cloud {
         present: bool,
     ) -> Result<()> {
         let img = self.image_for_change(caller, id, "modify images").await?;
+        self.refuse_if_saga_makes(&img).await?;
         let mut changed = img.clone();
         if present {
             changed.tags.insert(tag.to_string());

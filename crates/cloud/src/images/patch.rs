@@ -200,6 +200,7 @@ mod tests {
             project_name: Some("p".into()),
             roles: vec![Role::Member, Role::Reader],
             expires_at: Utc::now(),
+            restricted_app_credential: false,
         }
     }
 

@@ -54,8 +54,12 @@ impl Cloud {
         let img = self
             .image_for_change(caller, id, "upload image data")
             .await?;
+        self.refuse_if_saga_makes(&img).await?;
         img.ready_for_upload()?;
-        let cap = self.config.image_size_cap;
+        let quota_left = self.image_bytes_left(img.owner).await?;
+        let cap = quota_left.map_or(self.config.image_size_cap, |left| {
+            left.min(self.config.image_size_cap)
+        });
         if content_length.is_some_and(|len| len > cap) {
             return Err(too_large(cap));
         }
@@ -67,7 +71,7 @@ impl Cloud {
             .await?;
 
         let staged_path = self.config.staging_dir.join(format!("{}.upload", img.id));
-        match self.store_upload(&saving, &staged_path, body).await {
+        match self.store_upload(&saving, &staged_path, body, cap).await {
             Ok(()) => Ok(()),
             Err(e) => {
                 let _ = tokio::fs::remove_file(&staged_path).await;
@@ -78,12 +82,17 @@ impl Cloud {
         }
     }
 
-    async fn store_upload<S>(&self, img: &Image, staged_path: &Path, body: S) -> Result<()>
+    async fn store_upload<S>(
+        &self,
+        img: &Image,
+        staged_path: &Path,
+        body: S,
+        cap: u64,
+    ) -> Result<()>
     where
         S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin,
     {
-        let staged =
-            stream_to_file(body, staged_path.to_path_buf(), self.config.image_size_cap).await?;
+        let staged = stream_to_file(body, staged_path.to_path_buf(), cap).await?;
         let claimed = img.disk_format.clone().unwrap_or_default();
         let format: DiskFormat = claimed
             .parse()
@@ -99,6 +108,15 @@ impl Cloud {
         } else {
             info.virtual_size
         };
+        let max_virtual = self.config.max_virtual_size;
+        if virtual_size > max_virtual {
+            return Err(Error::new(
+                ErrorKind::TooLarge,
+                format!(
+                    "The image's virtual size of {virtual_size} bytes is larger than the {max_virtual} bytes this cloud accepts."
+                ),
+            ));
+        }
 
         let mut active = img.clone();
         active.status = ImageStatus::Active;
@@ -126,7 +144,17 @@ impl Cloud {
             .await?;
         active.location = Some(location.clone());
         active.updated_at = Utc::now();
-        if let Err(e) = self.store.update_image(&active, ImageStatus::Saving).await {
+        let added: std::collections::BTreeMap<String, String> = active
+            .properties
+            .iter()
+            .filter(|(k, v)| img.properties.get(*k) != Some(*v))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        let published = self
+            .store
+            .finish_image_upload(&active, &added, ImageStatus::Saving)
+            .await;
+        if let Err(e) = published {
             // Deleted (or otherwise moved) while we were uploading.
             let _ = self.pool.delete_image(&location).await;
             return Err(if e.kind() == ErrorKind::Conflict {

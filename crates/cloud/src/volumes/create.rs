@@ -257,6 +257,7 @@ impl Cloud {
         }
         let (source, size, bootable, image_metadata) =
             self.resolve_volume_source(caller, &new).await?;
+        let quota = self.claim_volume_quota(project, size).await?;
         let now = Utc::now();
         let mut volume = Volume::new_creating(project, caller.user_id, size, source, now);
         volume.name = new.name;
@@ -266,7 +267,7 @@ impl Cloud {
         volume.image_metadata = image_metadata;
         volume.validate()?;
 
-        let mut saga = self
+        let saga = self
             .begin_saga(VolumeCreate {
                 volume: volume.id,
                 record: Some(volume.clone()),
@@ -274,8 +275,18 @@ impl Cloud {
                 frozen: None,
                 location: None,
             })
-            .await?;
-        saga.run_through(Step::Record).await?;
+            .await;
+        let mut saga = match saga {
+            Ok(saga) => saga,
+            Err(e) => {
+                quota.release().await;
+                return Err(e);
+            }
+        };
+        // The row counts towards the quota from here on: the claim goes.
+        let recorded = saga.run_through(Step::Record).await;
+        quota.release().await;
+        recorded?;
         saga.spawn();
         Ok(volume)
     }

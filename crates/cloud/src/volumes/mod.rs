@@ -142,6 +142,9 @@ impl Cloud {
         let volume = self.volume(caller, id).await?;
         caller.require(Role::Member, "extend volumes")?;
         volume.check_extend(new_size)?;
+        let quota = self
+            .claim_volume_growth_quota(volume.project_id, new_size, new_size - volume.size)
+            .await?;
         self.volume_pool()?;
         let snapshots = self.store.snapshots_of_volume(volume.id).await?;
         if snapshots
@@ -160,6 +163,7 @@ impl Cloud {
         self.store
             .update_volume(&extending, VolumeStatus::Available)
             .await?;
+        quota.release().await;
         let cloud = self.clone();
         let running = extending.clone();
         tokio::spawn(async move { cloud.finish_volume_extend(running).await });

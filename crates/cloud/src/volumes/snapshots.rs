@@ -231,6 +231,9 @@ impl Cloud {
         let volume = self.volume(caller, &new.volume_id).await?;
         caller.require(Role::Member, "create snapshots")?;
         volume.check_snapshot(new.force)?;
+        let quota = self
+            .claim_snapshot_quota(volume.project_id, volume.size)
+            .await?;
         self.volume_pool()?;
         let now = Utc::now();
         let snap = VolumeSnapshot {
@@ -248,7 +251,7 @@ impl Cloud {
             updated_at: now,
         };
         snap.validate()?;
-        let mut saga = self
+        let saga = self
             .begin_saga(VolumeSnapshotCreate {
                 snapshot: snap.id,
                 volume: volume.id,
@@ -258,8 +261,18 @@ impl Cloud {
                 resumed: false,
                 cut: None,
             })
-            .await?;
-        saga.run_through(Step::Record).await?;
+            .await;
+        let mut saga = match saga {
+            Ok(saga) => saga,
+            Err(e) => {
+                quota.release().await;
+                return Err(e);
+            }
+        };
+        // The row counts towards the quota from here on: the claim goes.
+        let recorded = saga.run_through(Step::Record).await;
+        quota.release().await;
+        recorded?;
         saga.spawn();
         Ok(snap)
     }

@@ -82,6 +82,7 @@ impl Rig {
             project_name: Some(project.name),
             roles: vec![Role::Admin],
             expires_at: chrono::Utc::now() + chrono::Duration::hours(1),
+            restricted_app_credential: false,
         };
         let flavor = Flavor {
             id: "tiny".into(),
@@ -96,6 +97,24 @@ impl Rig {
             extra_specs: Default::default(),
         };
         cloud.create_flavor(&admin, flavor).await.unwrap();
+        // Hundreds of operations in one project: no quota stops them.
+        let project_id = project.id.to_string();
+        for (service, resources) in [
+            (
+                cloud::quotas::Service::Compute,
+                &["instances", "cores", "ram"][..],
+            ),
+            (
+                cloud::quotas::Service::Volume,
+                &["volumes", "snapshots", "gigabytes"][..],
+            ),
+        ] {
+            let unlimited = resources.iter().map(|r| (r.to_string(), -1)).collect();
+            cloud
+                .update_quotas(&admin, service, &project_id, unlimited)
+                .await
+                .unwrap();
+        }
         let image_id = upload_image(&cloud, &admin, BTreeMap::new()).await;
         let quiesce = BTreeMap::from([
             ("hw_qemu_guest_agent".to_string(), "yes".to_string()),
@@ -473,6 +492,9 @@ pub async fn new_cloud(
         state_dir: dir.join("state"),
         shutdown_timeout: Duration::from_secs(1),
         max_chain_depth: 16,
+        max_virtual_size: 1 << 40,
+        image_quota: Default::default(),
+        identity: Default::default(),
     };
     let plan = plan.clone();
     let hook = Arc::new(move |point: &str| {

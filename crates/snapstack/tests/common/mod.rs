@@ -490,6 +490,21 @@ impl Client {
     }
 
     /// The id of the project this client's token is scoped to.
+    /// Lifts the compute and volume quotas of this client's project (an
+    /// admin's): for tests that make more than OpenStack's defaults allow.
+    pub fn unlimited_quotas(&self) {
+        let pid = self.project_id();
+        let compute = json!({"quota_set": {"instances": -1, "cores": -1, "ram": -1}});
+        let volume = json!({"quota_set": {"volumes": -1, "snapshots": -1, "gigabytes": -1}});
+        for (path, body) in [
+            (format!("/compute/v2.1/os-quota-sets/{pid}"), compute),
+            (format!("/volume/v3/{pid}/os-quota-sets/{pid}"), volume),
+        ] {
+            let status = reply(self.request("PUT", &path).send_json(body)).status;
+            assert_eq!(status, 200, "PUT {path}");
+        }
+    }
+
     pub fn project_id(&self) -> String {
         let r = reply(
             self.request("GET", "/identity/v3/auth/tokens?nocatalog")

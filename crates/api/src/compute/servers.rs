@@ -296,7 +296,12 @@ async fn create(
         .create_server(&caller, parse_create(&body, v)?)
         .await?;
     let id = server.id.to_string();
+    // Nova answers a create with id, links, diskConfig, security groups
+    // (and adminPass): not the name.
     let mut out = views::server_summary(&s, &server);
+    if let Some(obj) = out.as_object_mut() {
+        obj.remove("name");
+    }
     out["OS-DCF:diskConfig"] = json!("MANUAL");
     out["security_groups"] = json!([{"name": "default"}]);
     let mut response = (StatusCode::ACCEPTED, Json(json!({"server": out}))).into_response();

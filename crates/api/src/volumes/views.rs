@@ -57,12 +57,13 @@ pub(crate) fn volume(s: &AppState, v: &Volume, caller: &Caller, version: VolumeV
         "consistencygroup_id": null,
         "multiattach": false,
         "migration_status": null,
-        "os-vol-tenant-attr:tenant_id": project,
     });
     if !v.image_metadata.is_empty() {
         out["volume_image_metadata"] = json!(v.image_metadata);
     }
     if caller.is_admin() {
+        // Cinder's `volume_extension:volume_tenant_attribute`: admin only.
+        out["os-vol-tenant-attr:tenant_id"] = json!(project);
         out["os-vol-host-attr:host"] = json!("snapstack@pool#pool");
         out["os-vol-mig-status-attr:migstat"] = Value::Null;
         out["os-vol-mig-status-attr:name_id"] = Value::Null;
@@ -84,6 +85,15 @@ pub(crate) fn volume(s: &AppState, v: &Volume, caller: &Caller, version: VolumeV
         out["consumes_quota"] = json!(true);
     }
     out
+}
+
+/// Cinder answers create and update with the base view: the attributes its
+/// extensions add to show and list (tenant, host, migration, image
+/// metadata) are not there.
+pub(crate) fn strip_extended_attributes(volume: &mut Value) {
+    if let Some(obj) = volume.as_object_mut() {
+        obj.retain(|k, _| !k.starts_with("os-vol-") && k != "volume_image_metadata");
+    }
 }
 
 /// A snapshot, in lists and alone.

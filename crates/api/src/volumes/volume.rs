@@ -95,11 +95,9 @@ async fn create(
 ) -> NovaResult<Response> {
     check_project(&caller, &project)?;
     let volume = s.cloud.create_volume(&caller, parse_create(&body)?).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({"volume": volume_view(&s, &volume, &caller, v).await?})),
-    )
-        .into_response())
+    let mut shown = volume_view(&s, &volume, &caller, v).await?;
+    views::strip_extended_attributes(&mut shown);
+    Ok((StatusCode::ACCEPTED, Json(json!({"volume": shown}))).into_response())
 }
 
 async fn filtered(
@@ -176,9 +174,9 @@ async fn update(
         metadata: string_map(obj.get("metadata"), "metadata")?,
     };
     let volume = s.cloud.update_volume(&caller, &id, changes).await?;
-    Ok(Json(
-        json!({"volume": volume_view(&s, &volume, &caller, v).await?}),
-    ))
+    let mut shown = volume_view(&s, &volume, &caller, v).await?;
+    views::strip_extended_attributes(&mut shown);
+    Ok(Json(json!({"volume": shown})))
 }
 
 async fn delete(

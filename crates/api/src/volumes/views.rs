@@ -9,7 +9,7 @@ use super::VolumeVersion;
 use crate::AppState;
 
 /// Cinder's timestamps: microseconds, no zone.
-fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
+pub(crate) fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
 }
 
@@ -96,8 +96,9 @@ pub(crate) fn strip_extended_attributes(volume: &mut Value) {
     }
 }
 
-/// A snapshot, in lists and alone.
-pub(crate) fn snapshot(snap: &VolumeSnapshot, version: VolumeVersion) -> Value {
+/// A snapshot: `detailed` (show, `/detail`) adds the extended attributes
+/// (progress, project); create, update and the plain list do not.
+pub(crate) fn snapshot(snap: &VolumeSnapshot, version: VolumeVersion, detailed: bool) -> Value {
     let progress = match snap.status {
         SnapshotStatus::Creating => "0%",
         _ => "100%",
@@ -112,9 +113,11 @@ pub(crate) fn snapshot(snap: &VolumeSnapshot, version: VolumeVersion) -> Value {
         "created_at": timestamp(snap.created_at),
         "updated_at": timestamp(snap.updated_at),
         "metadata": snap.metadata,
-        "os-extended-snapshot-attributes:progress": progress,
-        "os-extended-snapshot-attributes:project_id": snap.project_id.to_string(),
     });
+    if detailed {
+        out["os-extended-snapshot-attributes:progress"] = json!(progress);
+        out["os-extended-snapshot-attributes:project_id"] = json!(snap.project_id.to_string());
+    }
     if version.at_least(14) {
         out["group_snapshot_id"] = Value::Null;
     }

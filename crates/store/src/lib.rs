@@ -10,6 +10,7 @@ mod attachments;
 mod identity;
 mod image_snapshots;
 mod images;
+mod keypairs;
 mod restore_points;
 mod sagas;
 mod servers;

@@ -116,6 +116,10 @@ fn server_from_row(row: &SqliteRow) -> Result<Server> {
         progress: row.get::<i64, _>("progress").clamp(0, 100) as u8,
         fault,
         metadata: serde_json::from_str(row.get("metadata")).map_err(|_| corrupt("metadata"))?,
+        key_name: row.get("key_name"),
+        access_ipv4: row.get("access_ipv4"),
+        access_ipv6: row.get("access_ipv6"),
+        locked: row.get::<i64, _>("locked") != 0,
         root_disk: row.get("root_disk"),
         created_at: parse_ts(row.get("created_at"))?,
         updated_at: parse_ts(row.get("updated_at"))?,
@@ -190,8 +194,9 @@ impl Store {
     pub async fn insert_server(&self, s: &Server) -> Result<()> {
         sqlx::query(
             "INSERT INTO servers (id, name, project_id, user_id, image_id, flavor, vm_state, task_state, power_state, \
-             progress, fault, metadata, root_disk, created_at, updated_at, launched_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             progress, fault, metadata, root_disk, created_at, updated_at, launched_at, key_name, \
+             access_ipv4, access_ipv6, locked) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(s.id.to_string())
         .bind(&s.name)
@@ -209,6 +214,10 @@ impl Store {
         .bind(ts(s.created_at))
         .bind(ts(s.updated_at))
         .bind(s.launched_at.map(ts))
+        .bind(&s.key_name)
+        .bind(&s.access_ipv4)
+        .bind(&s.access_ipv6)
+        .bind(i64::from(s.locked))
         .execute(&self.pool)
         .await
         .map_err(db_error(&format!("Cannot create server {}", s.id)))?;
@@ -247,7 +256,8 @@ impl Store {
     ) -> Result<()> {
         let done = sqlx::query(
             "UPDATE servers SET name = ?, vm_state = ?, task_state = ?, power_state = ?, progress = ?, fault = ?, \
-             metadata = ?, root_disk = ?, image_id = ?, updated_at = ?, launched_at = ? \
+             metadata = ?, root_disk = ?, image_id = ?, updated_at = ?, launched_at = ?, \
+             access_ipv4 = ?, access_ipv6 = ?, locked = ? \
              WHERE id = ? AND vm_state = ? AND task_state IS ?",
         )
         .bind(&s.name)
@@ -261,6 +271,9 @@ impl Store {
         .bind(s.image_id.map(|i| i.to_string()))
         .bind(ts(s.updated_at))
         .bind(s.launched_at.map(ts))
+        .bind(&s.access_ipv4)
+        .bind(&s.access_ipv6)
+        .bind(i64::from(s.locked))
         .bind(s.id.to_string())
         .bind(expected.0.as_str())
         .bind(expected.1.map(TaskState::as_str))
@@ -316,6 +329,10 @@ mod tests {
             progress: 0,
             fault: None,
             metadata: BTreeMap::new(),
+            key_name: None,
+            access_ipv4: None,
+            access_ipv6: None,
+            locked: false,
             root_disk: None,
             created_at: now,
             updated_at: now,

@@ -4,7 +4,9 @@
 //! [`crate::versions::COMPUTE_MAX_MICROVERSION`]; errors use Nova's bodies
 //! (`{"itemNotFound": {"code": 404, "message": …}}`).
 
+mod availability_zones;
 mod flavors;
+mod keypairs;
 mod microversion;
 mod networks;
 mod restore_points;
@@ -25,6 +27,8 @@ pub(crate) use microversion::Microversion;
 pub(crate) fn routes() -> Router<AppState> {
     flavors::routes()
         .merge(servers::routes())
+        .merge(keypairs::routes())
+        .merge(availability_zones::routes())
         .merge(networks::routes())
         .merge(restore_points::routes())
         .merge(volume_attachments::routes())

@@ -6,11 +6,13 @@
 
 mod availability_zones;
 mod flavors;
+mod hypervisors;
 mod keypairs;
 mod microversion;
 mod networks;
 mod restore_points;
 mod servers;
+mod services;
 mod views;
 mod volume_attachments;
 
@@ -28,6 +30,8 @@ pub(crate) fn routes() -> Router<AppState> {
     flavors::routes()
         .merge(servers::routes())
         .merge(keypairs::routes())
+        .merge(hypervisors::routes())
+        .merge(services::routes())
         .merge(availability_zones::routes())
         .merge(networks::routes())
         .merge(restore_points::routes())

@@ -6,6 +6,7 @@
 
 mod availability_zones;
 mod flavors;
+mod hosts;
 mod hypervisors;
 mod keypairs;
 mod microversion;
@@ -32,6 +33,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .merge(keypairs::routes())
         .merge(hypervisors::routes())
         .merge(services::routes())
+        .merge(hosts::routes())
         .merge(availability_zones::routes())
         .merge(networks::routes())
         .merge(restore_points::routes())

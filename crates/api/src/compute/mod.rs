@@ -14,6 +14,7 @@ mod networks;
 mod restore_points;
 mod servers;
 mod services;
+mod usage;
 mod views;
 mod volume_attachments;
 
@@ -34,6 +35,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .merge(hypervisors::routes())
         .merge(services::routes())
         .merge(hosts::routes())
+        .merge(usage::routes())
         .merge(availability_zones::routes())
         .merge(networks::routes())
         .merge(restore_points::routes())

@@ -4,6 +4,7 @@
 //! [`crate::versions::COMPUTE_MAX_MICROVERSION`]; errors use Nova's bodies
 //! (`{"itemNotFound": {"code": 404, "message": …}}`).
 
+mod admin_events;
 mod availability_zones;
 mod flavors;
 mod hosts;
@@ -36,6 +37,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .merge(services::routes())
         .merge(hosts::routes())
         .merge(usage::routes())
+        .merge(admin_events::routes())
         .merge(availability_zones::routes())
         .merge(networks::routes())
         .merge(restore_points::routes())

@@ -9,6 +9,7 @@ mod availability_zones;
 mod flavors;
 mod hosts;
 mod hypervisors;
+mod images;
 mod keypairs;
 mod microversion;
 mod networks;
@@ -38,6 +39,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .merge(hosts::routes())
         .merge(usage::routes())
         .merge(admin_events::routes())
+        .merge(images::routes())
         .merge(availability_zones::routes())
         .merge(networks::routes())
         .merge(restore_points::routes())

@@ -19,6 +19,7 @@ mod services;
 mod usage;
 mod views;
 mod volume_attachments;
+mod volumes_proxy;
 
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
@@ -40,6 +41,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .merge(usage::routes())
         .merge(admin_events::routes())
         .merge(images::routes())
+        .merge(volumes_proxy::routes())
         .merge(availability_zones::routes())
         .merge(networks::routes())
         .merge(restore_points::routes())

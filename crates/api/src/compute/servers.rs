@@ -271,16 +271,27 @@ fn parse_create(body: &Value, v: Microversion) -> Result<NewServer, Error> {
         None | Some(Value::Null) if !block_devices.is_empty() => String::new(),
         _ => text("imageRef")?,
     };
-    for count in ["min_count", "max_count"] {
-        if obj
-            .get(count)
-            .and_then(Value::as_u64)
-            .is_some_and(|n| n != 1)
-        {
-            return Err(Error::invalid(format!(
-                "'{count}' other than 1 is not supported."
-            )));
-        }
+    let mut counts = [1u64, 1u64];
+    for (slot, count) in counts.iter_mut().zip(["min_count", "max_count"]) {
+        let n = match obj.get(count) {
+            None => continue,
+            Some(Value::Number(n)) => n.as_u64(),
+            Some(Value::String(t)) => t.parse::<u64>().ok(),
+            Some(_) => None,
+        };
+        *slot = n.filter(|n| *n >= 1).ok_or_else(|| {
+            Error::invalid(format!(
+                "Invalid input for field/attribute {count}: it must be an integer of 1 or more."
+            ))
+        })?;
+    }
+    if counts[0] > counts[1] {
+        return Err(Error::invalid("min_count must be <= max_count"));
+    }
+    if counts != [1, 1] {
+        return Err(Error::invalid(
+            "Creating more than one server per request is not supported.",
+        ));
     }
     Ok(NewServer {
         name: text("name")?,
@@ -658,6 +669,10 @@ async fn action(
             let shown = update_view(server_view(&s, &server, &caller, v).await?, v);
             Ok((StatusCode::ACCEPTED, Json(json!({"server": shown}))).into_response())
         }
-        other => Err(Error::invalid(format!("Action '{other}' is not supported.")).into()),
+        other => {
+            // A server that does not exist is a 404 whatever the action.
+            s.cloud.server(&caller, &id).await?;
+            Err(Error::invalid(format!("Action '{other}' is not supported.")).into())
+        }
     }
 }

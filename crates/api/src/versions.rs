@@ -60,12 +60,24 @@ fn volume_version(s: &AppState) -> Value {
     })
 }
 
-async fn identity_root(State(s): State<AppState>) -> Json<Value> {
-    Json(json!({"versions": {"values": [identity_version(&s)]}}))
+/// Keystone answers its root with 300 Multiple Choices.
+async fn identity_root(State(s): State<AppState>) -> (http::StatusCode, Json<Value>) {
+    (
+        http::StatusCode::MULTIPLE_CHOICES,
+        Json(json!({"versions": {"values": [identity_version(&s)]}})),
+    )
 }
 
 async fn identity_v3(State(s): State<AppState>) -> Json<Value> {
     Json(json!({"version": identity_version(&s)}))
+}
+
+/// Glance answers its root with 300 Multiple Choices (`/versions`: 200).
+async fn image_root_choices(State(s): State<AppState>) -> (http::StatusCode, Json<Value>) {
+    (
+        http::StatusCode::MULTIPLE_CHOICES,
+        image_root(State(s)).await,
+    )
 }
 
 async fn image_root(State(s): State<AppState>) -> Json<Value> {
@@ -113,8 +125,9 @@ async fn volume_root(State(s): State<AppState>) -> (http::StatusCode, Json<Value
     )
 }
 
+/// Cinder's versioned root lists its one version (`versions`, 200).
 async fn volume_v3(State(s): State<AppState>) -> Json<Value> {
-    Json(json!({"version": volume_version(&s)}))
+    Json(json!({"versions": [volume_version(&s)]}))
 }
 
 pub(crate) fn routes() -> Router<AppState> {
@@ -123,8 +136,8 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/identity/", get(identity_root))
         .route("/identity/v3", get(identity_v3))
         .route("/identity/v3/", get(identity_v3))
-        .route("/image", get(image_root))
-        .route("/image/", get(image_root))
+        .route("/image", get(image_root_choices))
+        .route("/image/", get(image_root_choices))
         .route("/image/versions", get(image_root))
         .route("/compute", get(compute_root))
         .route("/compute/", get(compute_root))

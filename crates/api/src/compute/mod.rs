@@ -6,6 +6,7 @@
 
 mod admin_events;
 mod availability_zones;
+mod extensions;
 mod flavors;
 mod hosts;
 mod hypervisors;
@@ -42,6 +43,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .merge(admin_events::routes())
         .merge(images::routes())
         .merge(volumes_proxy::routes())
+        .merge(extensions::routes())
         .merge(availability_zones::routes())
         .merge(networks::routes())
         .merge(restore_points::routes())

@@ -23,6 +23,7 @@ pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/{project}/volumes", get(list).post(create))
         .route("/{project}/volumes/detail", get(list_detail))
+        .route("/{project}/volumes/summary", get(summary))
         .route(
             "/{project}/volumes/{id}",
             get(show).put(update).delete(delete),
@@ -197,6 +198,38 @@ async fn list_detail(
         shown.push(volume_view(&s, vol, &caller, v).await?);
     }
     Ok(Json(list_answer(&s, &q, &uri, &volumes, shown)))
+}
+
+/// `GET /volumes/summary` (3.12+): count and total size of the volumes
+/// listed, with their metadata keys' values (3.36+).
+async fn summary(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    v: VolumeVersion,
+    Path(project): Path<String>,
+    Query(q): Query<ListQuery>,
+) -> NovaResult<Json<Value>> {
+    if !v.at_least(12) {
+        return Err(Error::not_found("API", "volumes/summary (3.12 and later)").into());
+    }
+    let volumes = filtered(&s, &caller, &project, &q).await?;
+    let mut out = json!({
+        "total_count": volumes.len(),
+        "total_size": volumes.iter().map(|vol| vol.size).sum::<u64>(),
+    });
+    if v.at_least(36) {
+        let mut metadata: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for vol in &volumes {
+            for (k, val) in &vol.metadata {
+                let values = metadata.entry(k.clone()).or_default();
+                if !values.contains(val) {
+                    values.push(val.clone());
+                }
+            }
+        }
+        out["metadata"] = json!(metadata);
+    }
+    Ok(Json(json!({"volume-summary": out})))
 }
 
 async fn show(

@@ -163,6 +163,7 @@ struct ListQuery {
     volume_id: Option<String>,
     limit: Option<String>,
     marker: Option<String>,
+    offset: Option<String>,
     sort: Option<String>,
     sort_key: Option<String>,
     sort_dir: Option<String>,
@@ -261,6 +262,14 @@ impl ListQuery {
                 .position(|i| id(i) == *marker)
                 .ok_or_else(|| Error::not_found("Marker", marker))?;
             items.drain(..=pos);
+        }
+        if let Some(offset) = &self.offset {
+            let n: usize = offset.parse().map_err(|_| {
+                Error::invalid(format!(
+                    "Invalid input received: offset '{offset}' is not a non-negative integer."
+                ))
+            })?;
+            items.drain(..n.min(items.len()));
         }
         if let Some(n) = self.limit()? {
             items.truncate(n);

@@ -294,10 +294,14 @@ async fn action(
             s.cloud.extend_volume(&caller, &id, new_size).await?;
             Ok(StatusCode::ACCEPTED)
         }
-        other => Err(Error::invalid(format!(
-            "Invalid input received: the volume action '{other}' is not supported by Snapstack."
-        ))
-        .into()),
+        other => {
+            // A volume that does not exist is a 404 whatever the action.
+            s.cloud.volume(&caller, &id).await?;
+            Err(Error::invalid(format!(
+                "Invalid input received: the volume action '{other}' is not supported by Snapstack."
+            ))
+            .into())
+        }
     }
 }
 

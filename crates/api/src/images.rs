@@ -46,6 +46,8 @@ pub(crate) fn routes() -> Router<AppState> {
         )
         .route("/schemas/image", get(image_schema))
         .route("/schemas/images", get(images_schema))
+        .route("/schemas/member", get(member_schema))
+        .route("/schemas/members", get(members_schema))
 }
 
 // ---- views -------------------------------------------------------------
@@ -524,5 +526,35 @@ async fn images_schema() -> Json<Value> {
         "properties": {"images": {"type": "array", "items": image_schema_value()}, "schema": {"type": "string"},
                        "first": {"type": "string"}, "next": {"type": "string"}},
         "links": [{"rel": "first", "href": "{first}"}, {"rel": "next", "href": "{next}"}, {"rel": "describedby", "href": "{schema}"}],
+    }))
+}
+
+/// Glance's member schema (`GET /schemas/member`).
+fn member_schema_value() -> Value {
+    json!({
+        "name": "member",
+        "properties": {
+            "created_at": {"type": "string", "description": "Date and time of image member creation"},
+            "image_id": {"type": "string", "pattern": "^([0-9a-fA-F]){8}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){4}-([0-9a-fA-F]){12}$"},
+            "member_id": {"type": "string", "description": "An identifier for the image member (tenantId)"},
+            "schema": {"type": "string", "readOnly": true},
+            "status": {"type": "string", "enum": ["pending", "accepted", "rejected"]},
+            "updated_at": {"type": "string", "description": "Date and time of last modification of image member"},
+        },
+    })
+}
+
+async fn member_schema() -> Json<Value> {
+    Json(member_schema_value())
+}
+
+async fn members_schema() -> Json<Value> {
+    Json(json!({
+        "name": "members",
+        "properties": {
+            "members": {"type": "array", "items": member_schema_value()},
+            "schema": {"type": "string"},
+        },
+        "links": [{"rel": "schema", "href": "{schema}"}],
     }))
 }

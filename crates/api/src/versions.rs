@@ -60,12 +60,24 @@ fn volume_version(s: &AppState) -> Value {
     })
 }
 
-async fn identity_root(State(s): State<AppState>) -> Json<Value> {
-    Json(json!({"versions": {"values": [identity_version(&s)]}}))
+/// Keystone answers its root with 300 Multiple Choices.
+async fn identity_root(State(s): State<AppState>) -> (http::StatusCode, Json<Value>) {
+    (
+        http::StatusCode::MULTIPLE_CHOICES,
+        Json(json!({"versions": {"values": [identity_version(&s)]}})),
+    )
 }
 
 async fn identity_v3(State(s): State<AppState>) -> Json<Value> {
     Json(json!({"version": identity_version(&s)}))
+}
+
+/// Glance answers its root with 300 Multiple Choices (`/versions`: 200).
+async fn image_root_choices(State(s): State<AppState>) -> (http::StatusCode, Json<Value>) {
+    (
+        http::StatusCode::MULTIPLE_CHOICES,
+        image_root(State(s)).await,
+    )
 }
 
 async fn image_root(State(s): State<AppState>) -> Json<Value> {
@@ -79,20 +91,43 @@ async fn image_root(State(s): State<AppState>) -> Json<Value> {
     Json(json!({"versions": versions}))
 }
 
+/// Nova's legacy v2.0 entry, listed first as every Nova does (it serves the
+/// same API as v2.1 at microversion 2.1).
+fn compute_v20_version(s: &AppState) -> Value {
+    json!({
+        "id": "v2.0",
+        "status": "SUPPORTED",
+        "version": "",
+        "min_version": "",
+        "updated": "2011-01-21T11:33:21Z",
+        "links": link(s.url("/compute/v2/")),
+        "media-types": [{"base": "application/json", "type": "application/vnd.openstack.compute+json;version=2"}],
+    })
+}
+
 async fn compute_root(State(s): State<AppState>) -> Json<Value> {
-    Json(json!({"versions": [compute_version(&s)]}))
+    Json(json!({"versions": [compute_v20_version(&s), compute_version(&s)]}))
+}
+
+async fn compute_v20(State(s): State<AppState>) -> Json<Value> {
+    Json(json!({"version": compute_v20_version(&s)}))
 }
 
 async fn compute_v21(State(s): State<AppState>) -> Json<Value> {
     Json(json!({"version": compute_version(&s)}))
 }
 
-async fn volume_root(State(s): State<AppState>) -> Json<Value> {
-    Json(json!({"versions": [volume_version(&s)]}))
+/// Cinder answers its root with 300 Multiple Choices.
+async fn volume_root(State(s): State<AppState>) -> (http::StatusCode, Json<Value>) {
+    (
+        http::StatusCode::MULTIPLE_CHOICES,
+        Json(json!({"versions": [volume_version(&s)]})),
+    )
 }
 
+/// Cinder's versioned root lists its one version (`versions`, 200).
 async fn volume_v3(State(s): State<AppState>) -> Json<Value> {
-    Json(json!({"version": volume_version(&s)}))
+    Json(json!({"versions": [volume_version(&s)]}))
 }
 
 pub(crate) fn routes() -> Router<AppState> {
@@ -101,11 +136,13 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/identity/", get(identity_root))
         .route("/identity/v3", get(identity_v3))
         .route("/identity/v3/", get(identity_v3))
-        .route("/image", get(image_root))
-        .route("/image/", get(image_root))
+        .route("/image", get(image_root_choices))
+        .route("/image/", get(image_root_choices))
         .route("/image/versions", get(image_root))
         .route("/compute", get(compute_root))
         .route("/compute/", get(compute_root))
+        .route("/compute/v2", get(compute_v20))
+        .route("/compute/v2/", get(compute_v20))
         .route("/compute/v2.1", get(compute_v21))
         .route("/compute/v2.1/", get(compute_v21))
         .route("/volume", get(volume_root))

@@ -228,6 +228,10 @@ fn leftover_server(rig: &Rig, vm_state: VmState, task_state: Option<TaskState>) 
         progress: 0,
         fault: None,
         metadata: Default::default(),
+        key_name: None,
+        access_ipv4: None,
+        access_ipv6: None,
+        locked: false,
         root_disk: None,
         created_at: now,
         updated_at: now,
@@ -654,9 +658,11 @@ async fn rename_when_looping_during_restore_points_then_each_new_top_stays_the_d
                 n += 1;
                 // A conflict with the point's own updates is fine; a lost
                 // update is not.
-                let _ = cloud
-                    .update_server(&admin, &id, Some(format!("vm-{n}")))
-                    .await;
+                let rename = cloud::compute::ServerChanges {
+                    name: Some(format!("vm-{n}")),
+                    ..Default::default()
+                };
+                let _ = cloud.update_server(&admin, &id, rename).await;
                 tokio::task::yield_now().await;
             }
             n

@@ -6,6 +6,7 @@ pub mod error;
 pub mod identity;
 pub mod ids;
 pub mod image;
+pub mod keypair;
 pub mod restore_point;
 pub mod server;
 pub mod volume;

@@ -276,6 +276,14 @@ pub struct Server {
     pub progress: u8,
     pub fault: Option<Fault>,
     pub metadata: BTreeMap<String, String>,
+    /// The keypair (of its user) it was created with.
+    pub key_name: Option<String>,
+    /// Nova's `accessIPv4`/`accessIPv6`: addresses the user gives, shown
+    /// as given (IPv6 in its canonical form).
+    pub access_ipv4: Option<String>,
+    pub access_ipv6: Option<String>,
+    /// Locked servers refuse actions from non-admins (409).
+    pub locked: bool,
     /// Where the root disk lives in the pool.
     pub root_disk: Option<String>,
     pub created_at: DateTime<Utc>,
@@ -367,6 +375,10 @@ mod tests {
             progress: 0,
             fault: None,
             metadata: BTreeMap::new(),
+            key_name: None,
+            access_ipv4: None,
+            access_ipv6: None,
+            locked: false,
             root_disk: None,
             created_at: now,
             updated_at: now,

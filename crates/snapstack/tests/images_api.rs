@@ -589,18 +589,29 @@ fn download_when_deactivated_then_403_for_member_and_works_after_reactivate() {
 }
 
 #[test]
-fn deactivate_when_caller_is_member_then_403() {
+fn deactivate_when_caller_is_member_of_owner_then_204_and_reader_403() {
     let server = Server::start();
-    let alice = server.user_with_role("alice", "member");
+    let project = server.admin().post(
+        "/identity/v3/projects",
+        json!({"project": {"name": "shared-project"}}),
+    );
+    let pid = project.body["project"]["id"].as_str().unwrap().to_string();
+    let alice = server.user_in_project("alice", &pid, "shared-project", "member");
+    let carol = server.user_in_project("carol", &pid, "shared-project", "reader");
     let id = active_image(&alice, "n", &raw_data(4096));
 
-    let r = alice.post(
+    let by_reader = carol.post(
+        &format!("/image/v2/images/{id}/actions/deactivate"),
+        json!({}),
+    );
+    let by_owner = alice.post(
         &format!("/image/v2/images/{id}/actions/deactivate"),
         json!({}),
     );
 
-    assert_eq!(r.status, 403);
-    assert_eq!(alice.image(&id)["status"], "active");
+    assert_eq!(by_reader.status, 403);
+    assert_eq!(by_owner.status, 204);
+    assert_eq!(alice.image(&id)["status"], "deactivated");
 }
 
 // ---- tags, deletion ----------------------------------------------------

@@ -12,6 +12,7 @@ mod flavor_access;
 mod identity;
 mod image_snapshots;
 mod images;
+mod keypairs;
 mod quotas;
 mod restore_points;
 mod sagas;

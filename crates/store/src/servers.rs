@@ -117,6 +117,10 @@ fn server_from_row(row: &SqliteRow) -> Result<Server> {
         progress: row.get::<i64, _>("progress").clamp(0, 100) as u8,
         fault,
         metadata: serde_json::from_str(row.get("metadata")).map_err(|_| corrupt("metadata"))?,
+        key_name: row.get("key_name"),
+        access_ipv4: row.get("access_ipv4"),
+        access_ipv6: row.get("access_ipv6"),
+        locked: row.get::<i64, _>("locked") != 0,
         root_disk: row.get("root_disk"),
         created_at: parse_ts(row.get("created_at"))?,
         updated_at: parse_ts(row.get("updated_at"))?,
@@ -191,8 +195,9 @@ impl Store {
     pub async fn insert_server(&self, s: &Server) -> Result<()> {
         sqlx::query(
             "INSERT INTO servers (id, name, project_id, user_id, image_id, flavor, vm_state, task_state, power_state, \
-             progress, fault, metadata, root_disk, created_at, updated_at, launched_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             progress, fault, metadata, root_disk, created_at, updated_at, launched_at, key_name, \
+             access_ipv4, access_ipv6, locked) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(s.id.to_string())
         .bind(&s.name)
@@ -210,6 +215,10 @@ impl Store {
         .bind(ts(s.created_at))
         .bind(ts(s.updated_at))
         .bind(s.launched_at.map(ts))
+        .bind(&s.key_name)
+        .bind(&s.access_ipv4)
+        .bind(&s.access_ipv6)
+        .bind(i64::from(s.locked))
         .execute(&self.pool)
         .await
         .map_err(db_error(&format!("Cannot create server {}", s.id)))?;
@@ -243,7 +252,8 @@ impl Store {
     /// caller read) — and only those — provided the stored server still
     /// has `prev`'s value in each of them that is not an observation
     /// (power state, progress and fault are last-writer-wins) and, unless
-    /// only its name, metadata or fault change, `prev`'s vm_state and
+    /// only descriptive fields change (name, metadata, fault, lock, access
+    /// addresses), `prev`'s vm_state and
     /// task_state. Returns `Conflict` otherwise: another request changed it
     /// first. Nothing to write is a success.
     pub async fn update_server(&self, prev: &Server, next: &Server) -> Result<()> {
@@ -256,9 +266,12 @@ impl Store {
         if changed.is_empty() {
             return Ok(());
         }
-        let descriptive = changed
-            .iter()
-            .all(|(name, _, _)| matches!(*name, "name" | "metadata" | "fault"));
+        let descriptive = changed.iter().all(|(name, _, _)| {
+            matches!(
+                *name,
+                "name" | "metadata" | "fault" | "locked" | "access_ipv4" | "access_ipv6"
+            )
+        });
         let mut guards: Vec<(&str, Column)> = changed
             .iter()
             .filter(|(name, _, _)| !matches!(*name, "power_state" | "progress" | "fault"))
@@ -333,7 +346,7 @@ impl Column {
 }
 
 /// The columns an update may change, in a fixed order (updated_at apart).
-fn server_columns(s: &Server) -> [(&'static str, Column); 10] {
+fn server_columns(s: &Server) -> [(&'static str, Column); 13] {
     [
         ("name", Column::Text(Some(s.name.clone()))),
         (
@@ -354,6 +367,9 @@ fn server_columns(s: &Server) -> [(&'static str, Column); 10] {
         ("root_disk", Column::Text(s.root_disk.clone())),
         ("image_id", Column::Text(s.image_id.map(|i| i.to_string()))),
         ("launched_at", Column::Text(s.launched_at.map(ts))),
+        ("access_ipv4", Column::Text(s.access_ipv4.clone())),
+        ("access_ipv6", Column::Text(s.access_ipv6.clone())),
+        ("locked", Column::Int(i64::from(s.locked))),
     ]
 }
 
@@ -393,6 +409,10 @@ mod tests {
             progress: 0,
             fault: None,
             metadata: BTreeMap::new(),
+            key_name: None,
+            access_ipv4: None,
+            access_ipv6: None,
+            locked: false,
             root_disk: None,
             created_at: now,
             updated_at: now,

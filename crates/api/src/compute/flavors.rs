@@ -2,12 +2,13 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use domain::server::Flavor;
 use domain::Error;
+use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 use super::{views, Microversion, NovaResult};
@@ -100,12 +101,60 @@ async fn create(
     Ok(Json(json!({"flavor": views::flavor(&s, &flavor, v)})))
 }
 
+/// Nova's flavor list filters and paging.
+#[derive(Deserialize, Default)]
+struct FlavorQuery {
+    #[serde(rename = "minRam")]
+    min_ram: Option<String>,
+    #[serde(rename = "minDisk")]
+    min_disk: Option<String>,
+    limit: Option<String>,
+    marker: Option<String>,
+}
+
+fn number(v: &Option<String>, what: &str) -> Result<Option<u64>, Error> {
+    v.as_deref()
+        .map(|t| {
+            t.parse()
+                .map_err(|_| Error::invalid(format!("Invalid {what} filter [{t}]")))
+        })
+        .transpose()
+}
+
+/// The flavors the caller sees, filtered by `minRam`/`minDisk`, after
+/// `marker` (400 if unknown, as Nova), at most `limit`.
+async fn filtered(
+    s: &AppState,
+    caller: &domain::identity::Caller,
+    q: &FlavorQuery,
+) -> Result<Vec<Flavor>, Error> {
+    let mut flavors = s.cloud.flavors(caller).await?;
+    if let Some(min) = number(&q.min_ram, "minRam")? {
+        flavors.retain(|f| f.ram >= min);
+    }
+    if let Some(min) = number(&q.min_disk, "minDisk")? {
+        flavors.retain(|f| f.disk >= min);
+    }
+    if let Some(marker) = &q.marker {
+        let pos = flavors
+            .iter()
+            .position(|f| f.id == *marker)
+            .ok_or_else(|| Error::invalid(format!("marker [{marker}] not found")))?;
+        flavors.drain(..=pos);
+    }
+    if let Some(limit) = number(&q.limit, "limit")? {
+        flavors.truncate(limit as usize);
+    }
+    Ok(flavors)
+}
+
 async fn list(
     State(s): State<AppState>,
     Auth(caller): Auth,
     v: Microversion,
+    Query(q): Query<FlavorQuery>,
 ) -> NovaResult<Json<Value>> {
-    let flavors = s.cloud.flavors(&caller).await?;
+    let flavors = filtered(&s, &caller, &q).await?;
     Ok(Json(
         json!({"flavors": flavors.iter().map(|f| views::flavor_summary(&s, f, v)).collect::<Vec<_>>()}),
     ))
@@ -115,8 +164,9 @@ async fn list_detail(
     State(s): State<AppState>,
     Auth(caller): Auth,
     v: Microversion,
+    Query(q): Query<FlavorQuery>,
 ) -> NovaResult<Json<Value>> {
-    let flavors = s.cloud.flavors(&caller).await?;
+    let flavors = filtered(&s, &caller, &q).await?;
     Ok(Json(
         json!({"flavors": flavors.iter().map(|f| views::flavor(&s, f, v)).collect::<Vec<_>>()}),
     ))

@@ -4,15 +4,25 @@
 //! [`crate::versions::COMPUTE_MAX_MICROVERSION`]; errors use Nova's bodies
 //! (`{"itemNotFound": {"code": 404, "message": …}}`).
 
+mod admin_events;
+mod availability_zones;
+mod extensions;
 mod flavor_access;
 mod flavors;
+mod hosts;
+mod hypervisors;
+mod images;
+mod keypairs;
 mod microversion;
 mod networks;
 pub(crate) mod quotas;
 mod restore_points;
 mod servers;
+mod services;
+mod usage;
 mod views;
 mod volume_attachments;
+mod volumes_proxy;
 
 use axum::response::{IntoResponse, Response};
 use axum::{Json, Router};
@@ -28,6 +38,16 @@ pub(crate) fn routes() -> Router<AppState> {
     flavors::routes()
         .merge(flavor_access::routes())
         .merge(servers::routes())
+        .merge(keypairs::routes())
+        .merge(hypervisors::routes())
+        .merge(services::routes())
+        .merge(hosts::routes())
+        .merge(usage::routes())
+        .merge(admin_events::routes())
+        .merge(images::routes())
+        .merge(volumes_proxy::routes())
+        .merge(extensions::routes())
+        .merge(availability_zones::routes())
         .merge(networks::routes())
         .merge(quotas::routes())
         .merge(restore_points::routes())

@@ -7,7 +7,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use cloud::compute::{BlockDevice, NewServer};
+use cloud::compute::{BlockDevice, NewServer, ServerChanges};
 use domain::server::ServerAction;
 use domain::Error;
 use http::HeaderValue;
@@ -199,6 +199,26 @@ fn parse_bdm(entry: &Value) -> Result<BlockDevice, Error> {
     })
 }
 
+/// `accessIPv4`/`accessIPv6`: an address of that family (IPv6 stored in
+/// its canonical form, as Nova shows it), or empty/null for none.
+fn access_ip(obj: &Map<String, Value>, key: &str) -> Result<Option<Option<String>>, Error> {
+    let invalid = || Error::invalid(format!("Invalid input for field/attribute {key}."));
+    match obj.get(key) {
+        None => Ok(None),
+        Some(Value::Null) => Ok(Some(None)),
+        Some(Value::String(t)) if t.is_empty() => Ok(Some(None)),
+        Some(Value::String(t)) if key == "accessIPv4" => t
+            .parse::<std::net::Ipv4Addr>()
+            .map(|ip| Some(Some(ip.to_string())))
+            .map_err(|_| invalid()),
+        Some(Value::String(t)) => t
+            .parse::<std::net::Ipv6Addr>()
+            .map(|ip| Some(Some(ip.to_string())))
+            .map_err(|_| invalid()),
+        Some(_) => Err(invalid()),
+    }
+}
+
 fn parse_create(body: &Value, v: Microversion) -> Result<NewServer, Error> {
     let top = body
         .as_object()
@@ -251,24 +271,78 @@ fn parse_create(body: &Value, v: Microversion) -> Result<NewServer, Error> {
         None | Some(Value::Null) if !block_devices.is_empty() => String::new(),
         _ => text("imageRef")?,
     };
-    for count in ["min_count", "max_count"] {
-        if obj
-            .get(count)
-            .and_then(Value::as_u64)
-            .is_some_and(|n| n != 1)
-        {
-            return Err(Error::invalid(format!(
-                "'{count}' other than 1 is not supported."
-            )));
-        }
+    let mut counts = [1u64, 1u64];
+    for (slot, count) in counts.iter_mut().zip(["min_count", "max_count"]) {
+        let n = match obj.get(count) {
+            None => continue,
+            Some(Value::Number(n)) => n.as_u64(),
+            Some(Value::String(t)) => t.parse::<u64>().ok(),
+            Some(_) => None,
+        };
+        *slot = n.filter(|n| *n >= 1).ok_or_else(|| {
+            Error::invalid(format!(
+                "Invalid input for field/attribute {count}: it must be an integer of 1 or more."
+            ))
+        })?;
+    }
+    if counts[0] > counts[1] {
+        return Err(Error::invalid("min_count must be <= max_count"));
+    }
+    if counts != [1, 1] {
+        return Err(Error::invalid(
+            "Creating more than one server per request is not supported.",
+        ));
     }
     Ok(NewServer {
         name: text("name")?,
         image_ref,
         flavor_ref: text("flavorRef")?,
         metadata: string_map(obj.get("metadata"), "metadata")?,
+        access_ipv4: access_ip(obj, "accessIPv4")?.flatten(),
+        access_ipv6: access_ip(obj, "accessIPv6")?.flatten(),
+        key_name: match obj.get("key_name") {
+            None | Some(Value::Null) => None,
+            Some(Value::String(k)) => Some(k.clone()),
+            Some(_) => return Err(Error::invalid("'key_name' must be a string.")),
+        },
         block_devices,
     })
+}
+
+/// What update and rebuild answer below 2.75: the base server view,
+/// without the extended attributes (zone, states, key, volumes, usage).
+fn update_view(mut out: Value, v: Microversion) -> Value {
+    const BASE: &[&str] = &[
+        "OS-DCF:diskConfig",
+        "accessIPv4",
+        "accessIPv6",
+        "addresses",
+        "created",
+        "fault",
+        "flavor",
+        "hostId",
+        "id",
+        "image",
+        "links",
+        "metadata",
+        "name",
+        "progress",
+        "status",
+        "tenant_id",
+        "updated",
+        "user_id",
+        "locked",
+        "locked_reason",
+        "description",
+        "tags",
+        "trusted_image_certificates",
+    ];
+    if !v.at_least(75) {
+        if let Some(obj) = out.as_object_mut() {
+            obj.retain(|k, _| BASE.contains(&k.as_str()));
+        }
+    }
+    out
 }
 
 /// A server as Nova shows it, with its volumes.
@@ -296,7 +370,12 @@ async fn create(
         .create_server(&caller, parse_create(&body, v)?)
         .await?;
     let id = server.id.to_string();
+    // Nova answers a create with id, links, diskConfig, security groups
+    // (and adminPass): not the name.
     let mut out = views::server_summary(&s, &server);
+    if let Some(obj) = out.as_object_mut() {
+        obj.remove("name");
+    }
     out["OS-DCF:diskConfig"] = json!("MANUAL");
     out["security_groups"] = json!([{"name": "default"}]);
     let mut response = (StatusCode::ACCEPTED, Json(json!({"server": out}))).into_response();
@@ -311,6 +390,8 @@ struct ListQuery {
     all_tenants: Option<String>,
     name: Option<String>,
     status: Option<String>,
+    image: Option<String>,
+    flavor: Option<String>,
     limit: Option<String>,
     marker: Option<String>,
 }
@@ -330,6 +411,16 @@ async fn filtered(
     }
     if let Some(status) = &q.status {
         servers.retain(|srv| srv.status().eq_ignore_ascii_case(status));
+    }
+    // Nova matches `image` and `flavor` against the id (a URL's last part).
+    let last_part = |r: &str| r.rsplit('/').next().unwrap_or_default().to_string();
+    if let Some(image) = &q.image {
+        let image = last_part(image);
+        servers.retain(|srv| srv.image_id.is_some_and(|i| i.to_string() == image));
+    }
+    if let Some(flavor) = &q.flavor {
+        let flavor = last_part(flavor);
+        servers.retain(|srv| srv.flavor.id == flavor);
     }
     if let Some(marker) = &q.marker {
         let pos = servers
@@ -416,10 +507,15 @@ async fn update(
         Some(Value::String(n)) => Some(n.clone()),
         Some(_) => return Err(Error::invalid("'name' must be a string.").into()),
     };
-    let server = s.cloud.update_server(&caller, &id, name).await?;
-    Ok(Json(
-        json!({"server": server_view(&s, &server, &caller, v).await?}),
-    ))
+    let changes = ServerChanges {
+        name,
+        access_ipv4: access_ip(obj, "accessIPv4")?,
+        access_ipv6: access_ip(obj, "accessIPv6")?,
+        metadata: None,
+    };
+    let server = s.cloud.update_server(&caller, &id, changes).await?;
+    let shown = update_view(server_view(&s, &server, &caller, v).await?, v);
+    Ok(Json(json!({"server": shown})))
 }
 
 async fn delete(
@@ -471,6 +567,10 @@ async fn action(
         return Ok(StatusCode::ACCEPTED.into_response());
     }
     match name.as_str() {
+        "lock" | "unlock" => {
+            s.cloud.lock_server(&caller, &id, name == "lock").await?;
+            Ok(StatusCode::ACCEPTED.into_response())
+        }
         "reboot" => {
             let kind = args.get("type").and_then(Value::as_str).unwrap_or("");
             let act = match kind.to_ascii_uppercase().as_str() {
@@ -541,13 +641,39 @@ async fn action(
                 .get("imageRef")
                 .and_then(Value::as_str)
                 .ok_or_else(|| Error::invalid("'imageRef' is a required property of rebuild."))?;
+            // Name, metadata and access addresses given with the rebuild
+            // are set first, so the rebuild carries them.
+            let obj = args
+                .as_object()
+                .ok_or_else(|| Error::invalid("'rebuild' must be an object."))?;
+            let changes = ServerChanges {
+                name: match obj.get("name") {
+                    None => None,
+                    Some(Value::String(n)) => Some(n.clone()),
+                    Some(_) => return Err(Error::invalid("'name' must be a string.").into()),
+                },
+                access_ipv4: access_ip(obj, "accessIPv4")?,
+                access_ipv6: access_ip(obj, "accessIPv6")?,
+                metadata: obj
+                    .get("metadata")
+                    .map(|m| string_map(Some(m), "metadata"))
+                    .transpose()?,
+            };
+            let wanted = changes.name.is_some()
+                || changes.access_ipv4.is_some()
+                || changes.access_ipv6.is_some()
+                || changes.metadata.is_some();
+            if wanted {
+                s.cloud.update_server(&caller, &id, changes).await?;
+            }
             let server = s.cloud.rebuild_server(&caller, &id, image_ref).await?;
-            Ok((
-                StatusCode::ACCEPTED,
-                Json(json!({"server": server_view(&s, &server, &caller, v).await?})),
-            )
-                .into_response())
+            let shown = update_view(server_view(&s, &server, &caller, v).await?, v);
+            Ok((StatusCode::ACCEPTED, Json(json!({"server": shown}))).into_response())
         }
-        other => Err(Error::invalid(format!("Action '{other}' is not supported.")).into()),
+        other => {
+            // A server that does not exist is a 404 whatever the action.
+            s.cloud.server(&caller, &id).await?;
+            Err(Error::invalid(format!("Action '{other}' is not supported.")).into())
+        }
     }
 }

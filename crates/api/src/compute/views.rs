@@ -83,14 +83,14 @@ pub(crate) fn server(s: &AppState, server: &Server, caller: &Caller, v: Microver
         "created": timestamp(server.created_at),
         "updated": timestamp(server.updated_at),
         "addresses": {},
-        "accessIPv4": "",
-        "accessIPv6": "",
+        "accessIPv4": server.access_ipv4.as_deref().unwrap_or(""),
+        "accessIPv6": server.access_ipv6.as_deref().unwrap_or(""),
         "links": links(s, "servers", &id),
         "OS-DCF:diskConfig": "MANUAL",
         "progress": server.progress,
         "OS-EXT-AZ:availability_zone": "nova",
         "config_drive": "",
-        "key_name": null,
+        "key_name": server.key_name,
         "OS-SRV-USG:launched_at": server.launched_at.map(|t| t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()),
         "OS-SRV-USG:terminated_at": null,
         "OS-EXT-STS:task_state": server.task_state.map(|t| t.as_str()),
@@ -116,7 +116,7 @@ pub(crate) fn server(s: &AppState, server: &Server, caller: &Caller, v: Microver
         }
     }
     if v.at_least(9) {
-        out["locked"] = json!(false);
+        out["locked"] = json!(server.locked);
     }
     if v.at_least(19) {
         out["description"] = json!(null);

@@ -32,6 +32,11 @@ pub(crate) fn routes() -> Router<AppState> {
     volume::routes()
         .merge(snapshots::routes())
         .merge(quotas::routes())
+        .route(
+            "/{project}/os-availability-zone",
+            axum::routing::get(availability_zones),
+        )
+        .route("/{project}/extensions", axum::routing::get(extensions))
         .layer(axum::middleware::from_fn(microversion::negotiate))
 }
 
@@ -92,6 +97,23 @@ fn string_map(v: Option<&Value>, what: &str) -> Result<Option<BTreeMap<String, S
     }
 }
 
+/// The one pair of a `{"meta": {key: value}}` body, whose key must be the
+/// URL's.
+fn meta_item(body: &Value, url_key: &str) -> Result<(String, String), Error> {
+    let meta = object(body, "meta")?;
+    if meta.len() != 1 {
+        return Err(Error::invalid("Request body contains too many items."));
+    }
+    let (k, v) = meta.iter().next().expect("one entry");
+    if k != url_key {
+        return Err(Error::invalid("Request body and URI mismatch"));
+    }
+    let v = v.as_str().ok_or_else(|| {
+        Error::invalid("Invalid input received: metadata values must be strings.")
+    })?;
+    Ok((k.clone(), v.to_string()))
+}
+
 /// A size in GiB: an integer or a string of digits.
 fn size_of(v: Option<&Value>, key: &str) -> Result<Option<u64>, Error> {
     let bad = || {
@@ -143,6 +165,17 @@ struct ListQuery {
     volume_id: Option<String>,
     limit: Option<String>,
     marker: Option<String>,
+    offset: Option<String>,
+    sort: Option<String>,
+    sort_key: Option<String>,
+    sort_dir: Option<String>,
+}
+
+/// A value a list is sorted on (the same key gives the same variant).
+#[derive(Debug, PartialEq, PartialOrd)]
+enum SortValue {
+    Int(i64),
+    Text(String),
 }
 
 impl ListQuery {
@@ -157,24 +190,166 @@ impl ListQuery {
         self.name.as_deref().or(self.display_name.as_deref())
     }
 
-    /// Keeps the page after `marker`, at most `limit` long.
-    fn page<T>(&self, mut items: Vec<T>, id: impl Fn(&T) -> String) -> Result<Vec<T>, Error> {
+    /// The sort keys with their direction (`true`: descending), as Cinder
+    /// reads `sort=k1:dir,k2` or `sort_key`/`sort_dir`; default newest
+    /// first. A key not in `allowed` is a 400.
+    fn sort_keys(&self, allowed: &[&str]) -> Result<Vec<(String, bool)>, Error> {
+        let desc_of = |dir: Option<&str>| -> Result<bool, Error> {
+            match dir.map(str::to_ascii_lowercase).as_deref() {
+                None | Some("desc") => Ok(true),
+                Some("asc") => Ok(false),
+                Some(other) => Err(Error::invalid(format!(
+                    "Invalid input received: Unknown sort direction '{other}', must be 'desc' or 'asc'."
+                ))),
+            }
+        };
+        let mut keys = Vec::new();
+        if let Some(sort) = &self.sort {
+            if self.sort_key.is_some() || self.sort_dir.is_some() {
+                return Err(Error::invalid(
+                    "Invalid input received: The 'sort_key' and 'sort_dir' parameters are deprecated and cannot be used with the 'sort' parameter.",
+                ));
+            }
+            for part in sort.split(',').filter(|p| !p.trim().is_empty()) {
+                let mut it = part.trim().splitn(2, ':');
+                let key = it.next().unwrap_or_default().to_string();
+                keys.push((key, desc_of(it.next())?));
+            }
+        } else if let Some(key) = &self.sort_key {
+            keys.push((key.clone(), desc_of(self.sort_dir.as_deref())?));
+        } else if self.sort_dir.is_some() {
+            keys.push(("created_at".into(), desc_of(self.sort_dir.as_deref())?));
+        }
+        for (key, _) in &keys {
+            if !allowed.contains(&key.as_str()) {
+                return Err(Error::invalid(format!(
+                    "Invalid input received: Invalid sort key {key}."
+                )));
+            }
+        }
+        if keys.is_empty() {
+            keys.push(("created_at".into(), true));
+        }
+        if !keys.iter().any(|(k, _)| k == "id") {
+            let last_desc = keys.last().map(|(_, d)| *d).unwrap_or(true);
+            keys.push(("id".into(), last_desc));
+        }
+        Ok(keys)
+    }
+
+    /// Sorts (see [`Self::sort_keys`]), then keeps the page after `marker`
+    /// (404 if it is not there, as Cinder), at most `limit` long.
+    fn page<T>(
+        &self,
+        mut items: Vec<T>,
+        allowed_sort_keys: &[&str],
+        sort_value: impl Fn(&T, &str) -> Option<SortValue>,
+        id: impl Fn(&T) -> String,
+    ) -> Result<Vec<T>, Error> {
+        let keys = self.sort_keys(allowed_sort_keys)?;
+        items.sort_by(|a, b| {
+            for (key, desc) in &keys {
+                let (x, y) = (sort_value(a, key), sort_value(b, key));
+                let ord = x.partial_cmp(&y).unwrap_or(std::cmp::Ordering::Equal);
+                let ord = if *desc { ord.reverse() } else { ord };
+                if ord.is_ne() {
+                    return ord;
+                }
+            }
+            std::cmp::Ordering::Equal
+        });
         if let Some(marker) = &self.marker {
-            let pos = items.iter().position(|i| id(i) == *marker).ok_or_else(|| {
-                Error::invalid(format!(
-                    "Invalid input received: marker [{marker}] not found"
-                ))
-            })?;
+            let pos = items
+                .iter()
+                .position(|i| id(i) == *marker)
+                .ok_or_else(|| Error::not_found("Marker", marker))?;
             items.drain(..=pos);
         }
-        if let Some(limit) = &self.limit {
-            let n: usize = limit.parse().map_err(|_| {
+        if let Some(offset) = &self.offset {
+            let n: usize = offset.parse().map_err(|_| {
                 Error::invalid(format!(
-                    "Invalid input received: limit '{limit}' is not a non-negative integer."
+                    "Invalid input received: offset '{offset}' is not a non-negative integer."
                 ))
             })?;
+            items.drain(..n.min(items.len()));
+        }
+        if let Some(n) = self.limit()? {
             items.truncate(n);
         }
         Ok(items)
     }
+
+    fn limit(&self) -> Result<Option<usize>, Error> {
+        self.limit
+            .as_ref()
+            .map(|limit| {
+                limit.parse().map_err(|_| {
+                    Error::invalid(format!(
+                        "Invalid input received: limit '{limit}' is not a non-negative integer."
+                    ))
+                })
+            })
+            .transpose()
+    }
+
+    /// `<collection>_links` with a `next` link when the page is full, as
+    /// Cinder answers a list with a `limit`; `uri` is the request's, below
+    /// the `/volume/v3` nest.
+    fn links(
+        &self,
+        s: &AppState,
+        uri: &http::Uri,
+        shown: usize,
+        last_id: Option<String>,
+    ) -> Option<Value> {
+        let limit = self.limit().ok().flatten()?;
+        let last_id = last_id?;
+        if limit == 0 || shown < limit {
+            return None;
+        }
+        let mut query: Vec<String> = uri
+            .query()
+            .unwrap_or_default()
+            .split('&')
+            .filter(|p| !p.is_empty() && !p.starts_with("marker="))
+            .map(str::to_owned)
+            .collect();
+        query.push(format!("marker={last_id}"));
+        // Handlers see the path below the `/volume/v3` nest.
+        let href = format!(
+            "{}?{}",
+            s.url(&format!("/volume/v3{}", uri.path())),
+            query.join("&")
+        );
+        Some(serde_json::json!([{"rel": "next", "href": href}]))
+    }
+}
+
+/// `GET /{project}/os-availability-zone`: the one zone.
+async fn availability_zones(
+    axum::extract::State(_s): axum::extract::State<AppState>,
+    crate::auth::Auth(_caller): crate::auth::Auth,
+) -> axum::Json<Value> {
+    axum::Json(serde_json::json!({"availabilityZoneInfo": [
+        {"zoneName": "nova", "zoneState": {"available": true}}
+    ]}))
+}
+
+/// `GET /{project}/extensions`: Cinder lists its API extensions; the ones
+/// whose attributes Snapstack shows.
+async fn extensions(crate::auth::Auth(_caller): crate::auth::Auth) -> axum::Json<Value> {
+    let ext = |alias: &str, name: &str, description: &str| {
+        serde_json::json!({
+            "alias": alias, "name": name, "description": description,
+            "links": [], "updated": "2013-04-18T00:00:00+00:00",
+        })
+    };
+    axum::Json(serde_json::json!({"extensions": [
+        ext("os-availability-zone", "AvailabilityZones", "Describe Availability Zones."),
+        ext("os-extended-snapshot-attributes", "ExtendedSnapshotAttributes", "Extended SnapshotAttributes support."),
+        ext("os-vol-tenant-attr", "VolumeTenantAttribute", "Expose the internal project_id as an attribute of a volume."),
+        ext("os-vol-host-attr", "VolumeHostAttribute", "Show host for a volume."),
+        ext("os-vol-mig-status-attr", "VolumeMigStatusAttribute", "Expose migration_status as an attribute of a volume."),
+        ext("os-vol-image-meta", "VolumeImageMetadata", "Show image metadata associated with the volume."),
+    ]}))
 }

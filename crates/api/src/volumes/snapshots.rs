@@ -13,16 +13,19 @@ use cloud::volumes::{NewSnapshot, VolumeChanges};
 use domain::Error;
 use serde_json::{json, Value};
 
-use super::{check_project, flag, object, opt_text, string_map, views, ListQuery, VolumeVersion};
+use super::{
+    check_project, flag, object, opt_text, string_map, views, ListQuery, SortValue, VolumeVersion,
+};
 use crate::auth::Auth;
 use crate::compute::NovaResult;
 use crate::json::JsonBody;
 use crate::AppState;
+use domain::volume::VolumeSnapshot;
 
 pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/{project}/snapshots", get(list).post(create))
-        .route("/{project}/snapshots/detail", get(list))
+        .route("/{project}/snapshots/detail", get(list_detail))
         .route(
             "/{project}/snapshots/{id}",
             get(show).put(update).delete(delete),
@@ -33,7 +36,9 @@ pub(crate) fn routes() -> Router<AppState> {
         )
         .route(
             "/{project}/snapshots/{id}/metadata/{key}",
-            get(metadata_item).delete(delete_metadata_item),
+            get(metadata_item)
+                .put(put_metadata_item)
+                .delete(delete_metadata_item),
         )
 }
 
@@ -41,7 +46,8 @@ fn parse_create(body: &Value) -> Result<NewSnapshot, Error> {
     let obj = object(body, "snapshot")?;
     let volume_id = opt_text(obj, &["volume_id"])?
         .flatten()
-        .ok_or_else(|| Error::invalid("Invalid input received: 'volume_id' is required."))?;
+        // Cinder looks the missing volume up: 404.
+        .ok_or_else(|| Error::not_found("Volume", "None"))?;
     let force = flag(obj.get("force"), "force")?;
     Ok(NewSnapshot {
         volume_id,
@@ -66,7 +72,7 @@ async fn create(
         .await?;
     Ok((
         StatusCode::ACCEPTED,
-        Json(json!({"snapshot": views::snapshot(&snap, v)})),
+        Json(json!({"snapshot": views::snapshot(&snap, v, false)})),
     )
         .into_response())
 }
@@ -77,9 +83,57 @@ async fn list(
     v: VolumeVersion,
     Path(project): Path<String>,
     Query(q): Query<ListQuery>,
+    uri: http::Uri,
 ) -> NovaResult<Json<Value>> {
-    check_project(&caller, &project)?;
-    let mut snaps = s.cloud.volume_snapshots(&caller, q.all_projects()).await?;
+    listing(&s, &caller, v, &project, &q, &uri, false).await
+}
+
+async fn list_detail(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    v: VolumeVersion,
+    Path(project): Path<String>,
+    Query(q): Query<ListQuery>,
+    uri: http::Uri,
+) -> NovaResult<Json<Value>> {
+    listing(&s, &caller, v, &project, &q, &uri, true).await
+}
+
+const SNAPSHOT_SORT_KEYS: &[&str] = &[
+    "id",
+    "name",
+    "display_name",
+    "status",
+    "size",
+    "created_at",
+    "updated_at",
+    "volume_id",
+];
+
+fn snapshot_sort_value(x: &VolumeSnapshot, key: &str) -> Option<SortValue> {
+    Some(match key {
+        "id" => SortValue::Text(x.id.to_string()),
+        "name" | "display_name" => SortValue::Text(x.name.clone().unwrap_or_default()),
+        "status" => SortValue::Text(x.status.as_str().to_string()),
+        "size" => SortValue::Int(x.size as i64),
+        "created_at" => SortValue::Text(views::timestamp(x.created_at)),
+        "updated_at" => SortValue::Text(views::timestamp(x.updated_at)),
+        "volume_id" => SortValue::Text(x.volume_id.to_string()),
+        _ => return None,
+    })
+}
+
+async fn listing(
+    s: &AppState,
+    caller: &domain::identity::Caller,
+    v: VolumeVersion,
+    project: &str,
+    q: &ListQuery,
+    uri: &http::Uri,
+    detailed: bool,
+) -> NovaResult<Json<Value>> {
+    check_project(caller, project)?;
+    let mut snaps = s.cloud.volume_snapshots(caller, q.all_projects()).await?;
     if let Some(name) = q.name() {
         snaps.retain(|x| x.name.as_deref() == Some(name));
     }
@@ -89,9 +143,19 @@ async fn list(
     if let Some(volume) = &q.volume_id {
         snaps.retain(|x| x.volume_id.to_string() == *volume);
     }
-    let snaps = q.page(snaps, |x| x.id.to_string())?;
-    let shown: Vec<Value> = snaps.iter().map(|x| views::snapshot(x, v)).collect();
-    Ok(Json(json!({"snapshots": shown})))
+    let snaps = q.page(snaps, SNAPSHOT_SORT_KEYS, snapshot_sort_value, |x| {
+        x.id.to_string()
+    })?;
+    let shown: Vec<Value> = snaps
+        .iter()
+        .map(|x| views::snapshot(x, v, detailed))
+        .collect();
+    let mut out = json!({"snapshots": shown});
+    let last = snaps.last().map(|x| x.id.to_string());
+    if let Some(links) = q.links(s, uri, snaps.len(), last) {
+        out["snapshots_links"] = links;
+    }
+    Ok(Json(out))
 }
 
 async fn show(
@@ -102,7 +166,7 @@ async fn show(
 ) -> NovaResult<Json<Value>> {
     check_project(&caller, &project)?;
     let snap = s.cloud.volume_snapshot(&caller, &id).await?;
-    Ok(Json(json!({"snapshot": views::snapshot(&snap, v)})))
+    Ok(Json(json!({"snapshot": views::snapshot(&snap, v, true)})))
 }
 
 async fn update(
@@ -123,7 +187,7 @@ async fn update(
         .cloud
         .update_volume_snapshot(&caller, &id, changes)
         .await?;
-    Ok(Json(json!({"snapshot": views::snapshot(&snap, v)})))
+    Ok(Json(json!({"snapshot": views::snapshot(&snap, v, false)})))
 }
 
 async fn delete(
@@ -200,6 +264,27 @@ async fn metadata_item(
         .get(&key)
         .ok_or_else(|| Error::not_found("metadata key", &key))?;
     Ok(Json(json!({"meta": {key: value}})))
+}
+
+/// `PUT …/metadata/{key}` with `{"meta": {key: value}}`: sets one key.
+async fn put_metadata_item(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path((project, id, key)): Path<(String, String, String)>,
+    JsonBody(body): JsonBody<Value>,
+) -> NovaResult<Json<Value>> {
+    check_project(&caller, &project)?;
+    let (k, value) = super::meta_item(&body, &key)?;
+    let mut metadata = s.cloud.volume_snapshot(&caller, &id).await?.metadata;
+    metadata.insert(k.clone(), value.clone());
+    let changes = VolumeChanges {
+        metadata: Some(metadata),
+        ..Default::default()
+    };
+    s.cloud
+        .update_volume_snapshot(&caller, &id, changes)
+        .await?;
+    Ok(Json(json!({"meta": {k: value}})))
 }
 
 async fn delete_metadata_item(

@@ -9,7 +9,7 @@ use super::VolumeVersion;
 use crate::AppState;
 
 /// Cinder's timestamps: microseconds, no zone.
-fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
+pub(crate) fn timestamp(t: chrono::DateTime<chrono::Utc>) -> String {
     t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
 }
 
@@ -57,12 +57,13 @@ pub(crate) fn volume(s: &AppState, v: &Volume, caller: &Caller, version: VolumeV
         "consistencygroup_id": null,
         "multiattach": false,
         "migration_status": null,
-        "os-vol-tenant-attr:tenant_id": project,
     });
     if !v.image_metadata.is_empty() {
         out["volume_image_metadata"] = json!(v.image_metadata);
     }
     if caller.is_admin() {
+        // Cinder's `volume_extension:volume_tenant_attribute`: admin only.
+        out["os-vol-tenant-attr:tenant_id"] = json!(project);
         out["os-vol-host-attr:host"] = json!("snapstack@pool#pool");
         out["os-vol-mig-status-attr:migstat"] = Value::Null;
         out["os-vol-mig-status-attr:name_id"] = Value::Null;
@@ -86,8 +87,18 @@ pub(crate) fn volume(s: &AppState, v: &Volume, caller: &Caller, version: VolumeV
     out
 }
 
-/// A snapshot, in lists and alone.
-pub(crate) fn snapshot(snap: &VolumeSnapshot, version: VolumeVersion) -> Value {
+/// Cinder answers create and update with the base view: the attributes its
+/// extensions add to show and list (tenant, host, migration, image
+/// metadata) are not there.
+pub(crate) fn strip_extended_attributes(volume: &mut Value) {
+    if let Some(obj) = volume.as_object_mut() {
+        obj.retain(|k, _| !k.starts_with("os-vol-") && k != "volume_image_metadata");
+    }
+}
+
+/// A snapshot: `detailed` (show, `/detail`) adds the extended attributes
+/// (progress, project); create, update and the plain list do not.
+pub(crate) fn snapshot(snap: &VolumeSnapshot, version: VolumeVersion, detailed: bool) -> Value {
     let progress = match snap.status {
         SnapshotStatus::Creating => "0%",
         _ => "100%",
@@ -102,9 +113,11 @@ pub(crate) fn snapshot(snap: &VolumeSnapshot, version: VolumeVersion) -> Value {
         "created_at": timestamp(snap.created_at),
         "updated_at": timestamp(snap.updated_at),
         "metadata": snap.metadata,
-        "os-extended-snapshot-attributes:progress": progress,
-        "os-extended-snapshot-attributes:project_id": snap.project_id.to_string(),
     });
+    if detailed {
+        out["os-extended-snapshot-attributes:progress"] = json!(progress);
+        out["os-extended-snapshot-attributes:project_id"] = json!(snap.project_id.to_string());
+    }
     if version.at_least(14) {
         out["group_snapshot_id"] = Value::Null;
     }

@@ -11,7 +11,8 @@ use domain::Error;
 use serde_json::{json, Value};
 
 use super::{
-    check_project, flag, object, opt_text, size_of, string_map, views, ListQuery, VolumeVersion,
+    check_project, flag, object, opt_text, size_of, string_map, views, ListQuery, SortValue,
+    VolumeVersion,
 };
 use crate::auth::Auth;
 use crate::compute::NovaResult;
@@ -22,6 +23,7 @@ pub(crate) fn routes() -> Router<AppState> {
     Router::new()
         .route("/{project}/volumes", get(list).post(create))
         .route("/{project}/volumes/detail", get(list_detail))
+        .route("/{project}/volumes/summary", get(summary))
         .route(
             "/{project}/volumes/{id}",
             get(show).put(update).delete(delete),
@@ -33,7 +35,9 @@ pub(crate) fn routes() -> Router<AppState> {
         )
         .route(
             "/{project}/volumes/{id}/metadata/{key}",
-            get(metadata_item).delete(delete_metadata_item),
+            get(metadata_item)
+                .put(put_metadata_item)
+                .delete(delete_metadata_item),
         )
 }
 
@@ -45,6 +49,11 @@ fn parse_create(body: &Value) -> Result<NewVolume, Error> {
         return Err(Error::invalid(
             "Invalid input received: multiattach volumes are not supported.",
         ));
+    }
+    if let Some(t) = opt_text(obj, &["volume_type"])?.flatten() {
+        if t != "__DEFAULT__" && t != super::DEFAULT_TYPE_ID {
+            return Err(Error::not_found("Volume type with name", t));
+        }
     }
     if obj.get("backup_id").is_some_and(|b| !b.is_null()) {
         return Err(Error::invalid(
@@ -95,11 +104,9 @@ async fn create(
 ) -> NovaResult<Response> {
     check_project(&caller, &project)?;
     let volume = s.cloud.create_volume(&caller, parse_create(&body)?).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({"volume": volume_view(&s, &volume, &caller, v).await?})),
-    )
-        .into_response())
+    let mut shown = volume_view(&s, &volume, &caller, v).await?;
+    views::strip_extended_attributes(&mut shown);
+    Ok((StatusCode::ACCEPTED, Json(json!({"volume": shown}))).into_response())
 }
 
 async fn filtered(
@@ -116,7 +123,50 @@ async fn filtered(
     if let Some(status) = &q.status {
         volumes.retain(|v| v.status.as_str() == status);
     }
-    q.page(volumes, |v| v.id.to_string())
+    q.page(volumes, VOLUME_SORT_KEYS, volume_sort_value, |v| {
+        v.id.to_string()
+    })
+}
+
+const VOLUME_SORT_KEYS: &[&str] = &[
+    "id",
+    "name",
+    "display_name",
+    "status",
+    "size",
+    "created_at",
+    "updated_at",
+    "bootable",
+    "availability_zone",
+];
+
+fn volume_sort_value(v: &domain::volume::Volume, key: &str) -> Option<SortValue> {
+    Some(match key {
+        "id" => SortValue::Text(v.id.to_string()),
+        "name" | "display_name" => SortValue::Text(v.name.clone().unwrap_or_default()),
+        "status" => SortValue::Text(v.status.as_str().to_string()),
+        "size" => SortValue::Int(v.size as i64),
+        "created_at" => SortValue::Text(views::timestamp(v.created_at)),
+        "updated_at" => SortValue::Text(views::timestamp(v.updated_at)),
+        "bootable" => SortValue::Int(i64::from(v.bootable)),
+        _ => return None,
+    })
+}
+
+/// A list answer, with `volumes_links` when there is a next page.
+fn list_answer(
+    s: &AppState,
+    q: &ListQuery,
+    uri: &http::Uri,
+    volumes: &[domain::volume::Volume],
+    shown: Vec<Value>,
+) -> Value {
+    let mut out = json!({"volumes": shown});
+    let last = volumes.last().map(|v| v.id.to_string());
+    if let Some(links) = q.links(s, uri, volumes.len(), last) {
+        out["volumes_links"] = links;
+    }
+    out
 }
 
 async fn list(
@@ -124,13 +174,14 @@ async fn list(
     Auth(caller): Auth,
     Path(project): Path<String>,
     Query(q): Query<ListQuery>,
+    uri: http::Uri,
 ) -> NovaResult<Json<Value>> {
     let volumes = filtered(&s, &caller, &project, &q).await?;
     let shown: Vec<Value> = volumes
         .iter()
         .map(|v| views::volume_summary(&s, v))
         .collect();
-    Ok(Json(json!({"volumes": shown})))
+    Ok(Json(list_answer(&s, &q, &uri, &volumes, shown)))
 }
 
 async fn list_detail(
@@ -139,13 +190,46 @@ async fn list_detail(
     v: VolumeVersion,
     Path(project): Path<String>,
     Query(q): Query<ListQuery>,
+    uri: http::Uri,
 ) -> NovaResult<Json<Value>> {
     let volumes = filtered(&s, &caller, &project, &q).await?;
     let mut shown = Vec::with_capacity(volumes.len());
     for vol in &volumes {
         shown.push(volume_view(&s, vol, &caller, v).await?);
     }
-    Ok(Json(json!({"volumes": shown})))
+    Ok(Json(list_answer(&s, &q, &uri, &volumes, shown)))
+}
+
+/// `GET /volumes/summary` (3.12+): count and total size of the volumes
+/// listed, with their metadata keys' values (3.36+).
+async fn summary(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    v: VolumeVersion,
+    Path(project): Path<String>,
+    Query(q): Query<ListQuery>,
+) -> NovaResult<Json<Value>> {
+    if !v.at_least(12) {
+        return Err(Error::not_found("API", "volumes/summary (3.12 and later)").into());
+    }
+    let volumes = filtered(&s, &caller, &project, &q).await?;
+    let mut out = json!({
+        "total_count": volumes.len(),
+        "total_size": volumes.iter().map(|vol| vol.size).sum::<u64>(),
+    });
+    if v.at_least(36) {
+        let mut metadata: std::collections::BTreeMap<String, Vec<String>> = Default::default();
+        for vol in &volumes {
+            for (k, val) in &vol.metadata {
+                let values = metadata.entry(k.clone()).or_default();
+                if !values.contains(val) {
+                    values.push(val.clone());
+                }
+            }
+        }
+        out["metadata"] = json!(metadata);
+    }
+    Ok(Json(json!({"volume-summary": out})))
 }
 
 async fn show(
@@ -176,9 +260,9 @@ async fn update(
         metadata: string_map(obj.get("metadata"), "metadata")?,
     };
     let volume = s.cloud.update_volume(&caller, &id, changes).await?;
-    Ok(Json(
-        json!({"volume": volume_view(&s, &volume, &caller, v).await?}),
-    ))
+    let mut shown = volume_view(&s, &volume, &caller, v).await?;
+    views::strip_extended_attributes(&mut shown);
+    Ok(Json(json!({"volume": shown})))
 }
 
 async fn delete(
@@ -210,10 +294,14 @@ async fn action(
             s.cloud.extend_volume(&caller, &id, new_size).await?;
             Ok(StatusCode::ACCEPTED)
         }
-        other => Err(Error::invalid(format!(
-            "Invalid input received: the volume action '{other}' is not supported by Snapstack."
-        ))
-        .into()),
+        other => {
+            // A volume that does not exist is a 404 whatever the action.
+            s.cloud.volume(&caller, &id).await?;
+            Err(Error::invalid(format!(
+                "Invalid input received: the volume action '{other}' is not supported by Snapstack."
+            ))
+            .into())
+        }
     }
 }
 
@@ -283,6 +371,25 @@ async fn metadata_item(
         .get(&key)
         .ok_or_else(|| Error::not_found("metadata key", &key))?;
     Ok(Json(json!({"meta": {key: value}})))
+}
+
+/// `PUT …/metadata/{key}` with `{"meta": {key: value}}`: sets one key.
+async fn put_metadata_item(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path((project, id, key)): Path<(String, String, String)>,
+    JsonBody(body): JsonBody<Value>,
+) -> NovaResult<Json<Value>> {
+    check_project(&caller, &project)?;
+    let (k, value) = super::meta_item(&body, &key)?;
+    let mut metadata = s.cloud.volume(&caller, &id).await?.metadata;
+    metadata.insert(k.clone(), value.clone());
+    let changes = VolumeChanges {
+        metadata: Some(metadata),
+        ..Default::default()
+    };
+    s.cloud.update_volume(&caller, &id, changes).await?;
+    Ok(Json(json!({"meta": {k: value}})))
 }
 
 async fn delete_metadata_item(

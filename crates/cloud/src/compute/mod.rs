@@ -12,6 +12,7 @@ mod block_devices;
 mod chain_depth;
 mod flavors;
 mod image_bdm;
+mod keypairs;
 mod lifecycle;
 mod quiesce;
 pub(crate) mod snapshot;
@@ -31,6 +32,7 @@ use domain::{Error, ErrorKind, Result, ServerId};
 
 pub use attachments::AttachVolume;
 pub use block_devices::BlockDevice;
+pub use keypairs::NewKeypair;
 pub(crate) use sync::reconcile;
 
 use crate::Cloud;
@@ -44,6 +46,11 @@ pub struct NewServer {
     pub image_ref: String,
     pub flavor_ref: String,
     pub metadata: BTreeMap<String, String>,
+    /// A keypair of the caller's, by name.
+    pub key_name: Option<String>,
+    /// `accessIPv4`/`accessIPv6`, already checked.
+    pub access_ipv4: Option<String>,
+    pub access_ipv6: Option<String>,
     /// `block_device_mapping_v2`: volumes to boot from or attach (see
     /// `block_devices`); the image root OSC always sends may be here.
     pub block_devices: Vec<BlockDevice>,
@@ -105,6 +112,10 @@ impl Cloud {
             Some(image_ref) => Some(self.check_boot_image(caller, image_ref, &flavor).await?),
             None => None,
         };
+        let key_name = match new.key_name {
+            Some(name) => Some(self.server_key_name(caller, name).await?),
+            None => None,
+        };
         let quota = self
             .claim_server_quota(project, &flavor, new.metadata.len())
             .await?;
@@ -123,6 +134,10 @@ impl Cloud {
             progress: 0,
             fault: None,
             metadata: new.metadata,
+            key_name,
+            access_ipv4: new.access_ipv4,
+            access_ipv6: new.access_ipv6,
+            locked: false,
             root_disk: None,
             created_at: now,
             updated_at: now,
@@ -213,6 +228,7 @@ impl Cloud {
     ) -> Result<Server> {
         let server = self.server(caller, id).await?;
         caller.require(Role::Member, &format!("{} servers", action.name()))?;
+        check_unlocked(caller, &server)?;
         server.check_action(action)?;
         let claimed = self.claim_task(&server, action.task()).await?;
         let cloud = self.clone();
@@ -232,6 +248,7 @@ impl Cloud {
     ) -> Result<Server> {
         let server = self.server(caller, id).await?;
         caller.require(Role::Member, "rebuild servers")?;
+        check_unlocked(caller, &server)?;
         server.check_action(ServerAction::Rebuild)?;
         if server.image_id.is_none() {
             return Err(Error::invalid(
@@ -258,7 +275,10 @@ impl Cloud {
         let running = claimed.clone();
         let image_id = image.id;
         tokio::spawn(async move { cloud.finish_rebuild(running, image_id).await });
-        Ok(claimed)
+        // Nova answers with the new image already (the rebuild goes on).
+        let mut answered = claimed;
+        answered.image_id = Some(image_id);
+        Ok(answered)
     }
 
     /// Claims `task` on an idle server by compare-and-swap: a concurrent
@@ -302,19 +322,59 @@ impl Cloud {
         &self,
         caller: &Caller,
         id: &str,
-        name: Option<String>,
+        changes: ServerChanges,
     ) -> Result<Server> {
         let server = self.server(caller, id).await?;
         caller.require(Role::Member, "update servers")?;
         let mut changed = server.clone();
-        if let Some(name) = name {
+        if let Some(name) = changes.name {
             domain::identity::validate_name("server", &name)?;
             changed.name = name;
+        }
+        if let Some(ip) = changes.access_ipv4 {
+            changed.access_ipv4 = ip;
+        }
+        if let Some(ip) = changes.access_ipv6 {
+            changed.access_ipv6 = ip;
+        }
+        if let Some(metadata) = changes.metadata {
+            changed.metadata = metadata;
         }
         changed.updated_at = Utc::now();
         self.store.update_server(&server, &changed).await?;
         Ok(changed)
     }
+}
+
+/// What `PUT /servers/{id}` (and the metadata calls) change; `None`: kept.
+#[derive(Debug, Clone, Default)]
+pub struct ServerChanges {
+    pub name: Option<String>,
+    pub access_ipv4: Option<Option<String>>,
+    pub access_ipv6: Option<Option<String>>,
+    pub metadata: Option<BTreeMap<String, String>>,
+}
+
+impl Cloud {
+    /// Nova's `lock`/`unlock`: a locked server refuses actions from
+    /// non-admins.
+    pub async fn lock_server(&self, caller: &Caller, id: &str, locked: bool) -> Result<Server> {
+        let server = self.server(caller, id).await?;
+        caller.require(Role::Member, "lock servers")?;
+        let mut changed = server.clone();
+        changed.locked = locked;
+        changed.updated_at = Utc::now();
+        self.store.update_server(&server, &changed).await?;
+        Ok(changed)
+    }
+}
+
+/// 409 for a non-admin acting on a locked server, as Nova.
+fn check_unlocked(caller: &Caller, server: &Server) -> Result<()> {
+    if server.locked && !caller.is_admin() {
+        return Err(Error::conflict(format!("Instance {} is locked", server.id)));
+    }
+    Ok(())
 }
 
 /// Hypervisor failures, as the cloud reports them.

@@ -232,7 +232,8 @@ impl Cloud {
         }
     }
 
-    /// `deactivate` / `reactivate` (admins only).
+    /// `deactivate` / `reactivate`: admins, and members of the owning
+    /// project (Glance's default policy since the secure-RBAC defaults).
     pub async fn set_image_active(&self, caller: &Caller, id: &str, active: bool) -> Result<()> {
         let action = if active {
             "reactivate images"
@@ -240,7 +241,6 @@ impl Cloud {
             "deactivate images"
         };
         let img = self.image_for_change(caller, id, action).await?;
-        caller.require(Role::Admin, action)?;
         let target = if active {
             ImageStatus::Active
         } else {

@@ -118,6 +118,56 @@ fn like_escape(s: &str) -> String {
         .replace('_', "\\_")
 }
 
+/// One column's value, as bound.
+#[derive(Debug, Clone, PartialEq)]
+enum Column {
+    Text(Option<String>),
+    Int(Option<i64>),
+}
+
+impl Column {
+    fn bind<'q>(
+        &self,
+        query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
+    ) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
+        match self {
+            Column::Text(t) => query.bind(t.clone()),
+            Column::Int(i) => query.bind(*i),
+        }
+    }
+}
+
+/// The columns an update may change, in a fixed order (updated_at apart).
+fn image_columns(img: &Image) -> [(&'static str, Column); 18] {
+    let text = |v: &Option<String>| Column::Text(v.clone());
+    [
+        ("name", text(&img.name)),
+        ("owner", Column::Text(Some(img.owner.to_string()))),
+        ("status", Column::Text(Some(img.status.as_str().into()))),
+        (
+            "visibility",
+            Column::Text(Some(img.visibility.as_str().into())),
+        ),
+        ("protected", Column::Int(Some(img.protected as i64))),
+        ("os_hidden", Column::Int(Some(img.os_hidden as i64))),
+        ("disk_format", text(&img.disk_format)),
+        ("container_format", text(&img.container_format)),
+        ("size", Column::Int(img.size.map(|v| v as i64))),
+        (
+            "virtual_size",
+            Column::Int(img.virtual_size.map(|v| v as i64)),
+        ),
+        ("checksum", text(&img.checksum)),
+        ("os_hash_algo", text(&img.os_hash_algo)),
+        ("os_hash_value", text(&img.os_hash_value)),
+        ("min_disk", Column::Int(Some(img.min_disk as i64))),
+        ("min_ram", Column::Int(Some(img.min_ram as i64))),
+        ("tags", Column::Text(Some(json_text(&img.tags)))),
+        ("properties", Column::Text(Some(json_text(&img.properties)))),
+        ("location", text(&img.location)),
+    ]
+}
+
 fn json_text<T: serde::Serialize>(v: &T) -> String {
     serde_json::to_string(v).unwrap_or_default()
 }
@@ -168,44 +218,54 @@ impl Store {
         image_from_row(&row)
     }
 
-    /// Writes every field of `img`, provided the stored image is still in
-    /// `expected` status (compare-and-swap). Returns `Conflict` otherwise.
-    pub async fn update_image(&self, img: &Image, expected: ImageStatus) -> Result<()> {
-        let done = sqlx::query(
-            "UPDATE images SET name = ?, owner = ?, status = ?, visibility = ?, protected = ?, os_hidden = ?, \
-             disk_format = ?, container_format = ?, size = ?, virtual_size = ?, checksum = ?, os_hash_algo = ?, \
-             os_hash_value = ?, min_disk = ?, min_ram = ?, tags = ?, properties = ?, location = ?, updated_at = ? \
-             WHERE id = ? AND status = ?",
-        )
-        .bind(&img.name)
-        .bind(img.owner.to_string())
-        .bind(img.status.as_str())
-        .bind(img.visibility.as_str())
-        .bind(img.protected as i64)
-        .bind(img.os_hidden as i64)
-        .bind(&img.disk_format)
-        .bind(&img.container_format)
-        .bind(img.size.map(|v| v as i64))
-        .bind(img.virtual_size.map(|v| v as i64))
-        .bind(&img.checksum)
-        .bind(&img.os_hash_algo)
-        .bind(&img.os_hash_value)
-        .bind(img.min_disk as i64)
-        .bind(img.min_ram as i64)
-        .bind(json_text(&img.tags))
-        .bind(json_text(&img.properties))
-        .bind(&img.location)
-        .bind(ts(img.updated_at))
-        .bind(img.id.to_string())
-        .bind(expected.as_str())
-        .execute(&self.pool)
-        .await
-        .map_err(db_error(&format!("Cannot update image {}", img.id)))?;
+    /// Writes the fields in which `next` differs from `prev` (what the
+    /// caller read) — and only those — provided the stored image still has
+    /// `prev`'s status and `prev`'s value in each of them (compare and
+    /// swap). Returns `Conflict` otherwise. Nothing to write is a success.
+    pub async fn update_image(&self, prev: &Image, next: &Image) -> Result<()> {
+        let changed: Vec<(&str, Column, Column)> = image_columns(prev)
+            .into_iter()
+            .zip(image_columns(next))
+            .filter(|((_, old), (_, new))| old != new)
+            .map(|((name, old), (_, new))| (name, old, new))
+            .collect();
+        if changed.is_empty() {
+            return Ok(());
+        }
+        let mut guards: Vec<(&str, Column)> = changed
+            .iter()
+            .map(|(name, old, _)| (*name, old.clone()))
+            .collect();
+        if !guards.iter().any(|(n, _)| *n == "status") {
+            guards.push(("status", Column::Text(Some(prev.status.as_str().into()))));
+        }
+        let sets: Vec<String> = changed
+            .iter()
+            .map(|(name, _, _)| format!("{name} = ?"))
+            .chain(std::iter::once("updated_at = ?".to_string()))
+            .collect();
+        let wheres: String = guards
+            .iter()
+            .map(|(name, _)| format!(" AND {name} IS ?"))
+            .collect();
+        let sql = format!("UPDATE images SET {} WHERE id = ?{wheres}", sets.join(", "));
+        let mut query = sqlx::query(&sql);
+        for (_, _, new) in &changed {
+            query = new.bind(query);
+        }
+        query = query.bind(ts(next.updated_at)).bind(next.id.to_string());
+        for (_, old) in &guards {
+            query = old.bind(query);
+        }
+        let done = query
+            .execute(&self.pool)
+            .await
+            .map_err(db_error(&format!("Cannot update image {}", next.id)))?;
         if done.rows_affected() == 0 {
-            let now = self.image(img.id).await?;
+            let now = self.image(next.id).await?;
             return Err(Error::conflict(format!(
-                "Image {} is {} (expected {expected}); another request changed it first.",
-                img.id, now.status
+                "Image {} is {} (expected {}); another request changed it first.",
+                next.id, now.status, prev.status
             )));
         }
         Ok(())
@@ -447,17 +507,39 @@ mod tests {
     #[tokio::test]
     async fn update_when_status_moved_by_other_request_then_conflict() {
         let store = Store::in_memory().await.unwrap();
-        let mut img = image(ProjectId::new(), "a", 0);
-        store.insert_image(&img).await.unwrap();
-        img.status = ImageStatus::Saving;
-        store.update_image(&img, ImageStatus::Queued).await.unwrap();
+        let queued = image(ProjectId::new(), "a", 0);
+        store.insert_image(&queued).await.unwrap();
+        let mut saving = queued.clone();
+        saving.status = ImageStatus::Saving;
+        store.update_image(&queued, &saving).await.unwrap();
 
-        let err = store
-            .update_image(&img, ImageStatus::Queued)
-            .await
-            .unwrap_err();
+        let err = store.update_image(&queued, &saving).await.unwrap_err();
 
         assert_eq!(err.kind(), ErrorKind::Conflict);
+    }
+
+    #[tokio::test]
+    async fn update_when_another_field_changed_meanwhile_then_both_kept() {
+        let store = Store::in_memory().await.unwrap();
+        let saving = {
+            let mut img = image(ProjectId::new(), "a", 0);
+            img.status = ImageStatus::Saving;
+            img
+        };
+        store.insert_image(&saving).await.unwrap();
+        let mut renamed = saving.clone();
+        renamed.name = Some("renamed".into());
+        let mut active = saving.clone();
+        active.status = ImageStatus::Active;
+        active.location = Some("file:///layer".into());
+
+        store.update_image(&saving, &renamed).await.unwrap();
+        store.update_image(&saving, &active).await.unwrap();
+
+        let now = store.image(saving.id).await.unwrap();
+        assert_eq!(now.name.as_deref(), Some("renamed"));
+        assert_eq!(now.status, ImageStatus::Active);
+        assert_eq!(now.location.as_deref(), Some("file:///layer"));
     }
 
     #[tokio::test]

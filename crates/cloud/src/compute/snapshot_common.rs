@@ -128,13 +128,13 @@ impl Cloud {
         if img.status != ImageStatus::Saving {
             saving.status = img.status.transition(ImageStatus::Saving)?;
             saving.updated_at = Utc::now();
-            self.store.update_image(&saving, img.status).await?;
+            self.store.update_image(&img, &saving).await?;
         }
-        let mut active = saving;
+        let mut active = saving.clone();
         active.status = ImageStatus::Active;
         fill(&mut active);
         active.updated_at = Utc::now();
-        self.store.update_image(&active, ImageStatus::Saving).await
+        self.store.update_image(&saving, &active).await
     }
 
     /// An undone snapshot's image is `deleted` (its data, if any, is then
@@ -151,6 +151,6 @@ impl Cloud {
         let mut gone = img.clone();
         gone.status = ImageStatus::Deleted;
         gone.updated_at = Utc::now();
-        self.store.update_image(&gone, img.status).await
+        self.store.update_image(&img, &gone).await
     }
 }

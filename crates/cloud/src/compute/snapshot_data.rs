@@ -65,7 +65,7 @@ impl Cloud {
         hashed.checksum = Some(md5);
         hashed.os_hash_algo = Some("sha512".into());
         hashed.os_hash_value = Some(sha512);
-        let _ = self.store.update_image(&hashed, ImageStatus::Active).await;
+        let _ = self.store.update_image(&now, &hashed).await;
     }
 
     /// Flattens the data of image `id` if it still shares data with the

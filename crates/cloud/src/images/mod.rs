@@ -171,7 +171,7 @@ impl Cloud {
         }
         img.validate()?;
         img.updated_at = Utc::now();
-        self.store.update_image(&img, before.status).await?;
+        self.store.update_image(&before, &img).await?;
         Ok(img)
     }
 
@@ -194,7 +194,7 @@ impl Cloud {
         deleted.updated_at = Utc::now();
         // Mark it deleted first: if the data removal then fails or the
         // process dies, start-up reconciliation removes the orphaned data.
-        self.store.update_image(&deleted, img.status).await?;
+        self.store.update_image(&img, &deleted).await?;
         self.delete_owned_volume_snapshots(img.id).await;
         // The data goes unless servers or other images still stand on it.
         self.collect_garbage_quietly().await;
@@ -257,7 +257,7 @@ impl Cloud {
             ))
         })?;
         changed.updated_at = Utc::now();
-        self.store.update_image(&changed, img.status).await
+        self.store.update_image(&img, &changed).await
     }
 
     /// Adds or removes one tag.
@@ -278,7 +278,7 @@ impl Cloud {
         }
         changed.validate()?;
         changed.updated_at = Utc::now();
-        self.store.update_image(&changed, img.status).await
+        self.store.update_image(&img, &changed).await
     }
 }
 
@@ -293,10 +293,11 @@ fn check_visibility_allowed(caller: &Caller, v: Visibility) -> Result<()> {
 /// are removed, and pool data no image record points to is deleted.
 pub(crate) async fn reconcile(cloud: &Cloud) -> Result<Vec<String>> {
     let mut repaired = Vec::new();
-    for mut img in cloud.store.images_in_status(ImageStatus::Saving).await? {
+    for saving in cloud.store.images_in_status(ImageStatus::Saving).await? {
+        let mut img = saving.clone();
         img.status = ImageStatus::Queued;
         img.updated_at = Utc::now();
-        cloud.store.update_image(&img, ImageStatus::Saving).await?;
+        cloud.store.update_image(&saving, &img).await?;
         repaired.push(format!(
             "image {}: upload interrupted, back to queued",
             img.id

@@ -66,9 +66,7 @@ impl Cloud {
         let mut saving = img.clone();
         saving.status = img.status.transition(ImageStatus::Saving)?;
         saving.updated_at = Utc::now();
-        self.store
-            .update_image(&saving, ImageStatus::Queued)
-            .await?;
+        self.store.update_image(&img, &saving).await?;
 
         let staged_path = self.config.staging_dir.join(format!("{}.upload", img.id));
         match self.store_upload(&saving, &staged_path, body, cap).await {
@@ -175,7 +173,7 @@ impl Cloud {
         let mut queued = saving.clone();
         queued.status = ImageStatus::Queued;
         queued.updated_at = Utc::now();
-        if let Err(e) = self.store.update_image(&queued, ImageStatus::Saving).await {
+        if let Err(e) = self.store.update_image(saving, &queued).await {
             tracing::warn!(image = %saving.id, error = %e, "could not put the image back to queued");
         }
     }

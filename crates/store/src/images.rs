@@ -7,6 +7,7 @@ use domain::{Error, ImageId, ProjectId, Result};
 use sqlx::sqlite::{SqliteArguments, SqliteRow};
 use sqlx::{Arguments, Row};
 
+use crate::narrow::{Column, Update, Written};
 use crate::{db_error, parse_id, parse_ts, ts, Store};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -118,29 +119,10 @@ fn like_escape(s: &str) -> String {
         .replace('_', "\\_")
 }
 
-/// One column's value, as bound.
-#[derive(Debug, Clone, PartialEq)]
-enum Column {
-    Text(Option<String>),
-    Int(Option<i64>),
-}
-
-impl Column {
-    fn bind<'q>(
-        &self,
-        query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
-    ) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
-        match self {
-            Column::Text(t) => query.bind(t.clone()),
-            Column::Int(i) => query.bind(*i),
-        }
-    }
-}
-
 /// The columns an update may change, in a fixed order (updated_at apart).
-fn image_columns(img: &Image) -> [(&'static str, Column); 18] {
+fn image_columns(img: &Image) -> Vec<(&'static str, Column)> {
     let text = |v: &Option<String>| Column::Text(v.clone());
-    [
+    vec![
         ("name", text(&img.name)),
         ("owner", Column::Text(Some(img.owner.to_string()))),
         ("status", Column::Text(Some(img.status.as_str().into()))),
@@ -223,45 +205,19 @@ impl Store {
     /// `prev`'s status and `prev`'s value in each of them (compare and
     /// swap). Returns `Conflict` otherwise. Nothing to write is a success.
     pub async fn update_image(&self, prev: &Image, next: &Image) -> Result<()> {
-        let changed: Vec<(&str, Column, Column)> = image_columns(prev)
-            .into_iter()
-            .zip(image_columns(next))
-            .filter(|((_, old), (_, new))| old != new)
-            .map(|((name, old), (_, new))| (name, old, new))
-            .collect();
-        if changed.is_empty() {
-            return Ok(());
-        }
-        let mut guards: Vec<(&str, Column)> = changed
-            .iter()
-            .map(|(name, old, _)| (*name, old.clone()))
-            .collect();
-        if !guards.iter().any(|(n, _)| *n == "status") {
-            guards.push(("status", Column::Text(Some(prev.status.as_str().into()))));
-        }
-        let sets: Vec<String> = changed
-            .iter()
-            .map(|(name, _, _)| format!("{name} = ?"))
-            .chain(std::iter::once("updated_at = ?".to_string()))
-            .collect();
-        let wheres: String = guards
-            .iter()
-            .map(|(name, _)| format!(" AND {name} IS ?"))
-            .collect();
-        let sql = format!("UPDATE images SET {} WHERE id = ?{wheres}", sets.join(", "));
-        let mut query = sqlx::query(&sql);
-        for (_, _, new) in &changed {
-            query = new.bind(query);
-        }
-        query = query.bind(ts(next.updated_at)).bind(next.id.to_string());
-        for (_, old) in &guards {
-            query = old.bind(query);
-        }
-        let done = query
-            .execute(&self.pool)
-            .await
-            .map_err(db_error(&format!("Cannot update image {}", next.id)))?;
-        if done.rows_affected() == 0 {
+        let written = self
+            .update_narrowly(Update {
+                table: "images",
+                id: next.id.to_string(),
+                prev: image_columns(prev),
+                next: image_columns(next),
+                always_guarded: &["status"],
+                unguarded: &[],
+                descriptive: &[],
+                updated_at: ts(next.updated_at),
+            })
+            .await?;
+        if let Written::Conflict(_) = written {
             let now = self.image(next.id).await?;
             return Err(Error::conflict(format!(
                 "Image {} is {} (expected {}); another request changed it first.",

@@ -13,6 +13,7 @@ mod identity;
 mod image_snapshots;
 mod images;
 mod keypairs;
+mod narrow;
 mod quotas;
 mod restore_points;
 mod sagas;

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
+use crate::narrow::{Column, Update, Written};
 use crate::{db_error, parse_id, parse_ts, ts, Store};
 
 #[derive(Serialize, Deserialize)]
@@ -121,34 +122,30 @@ impl Store {
         rows.iter().map(point_from_row).collect()
     }
 
-    /// Writes every field of `p`, provided its stored status is still `expected`.
+    /// Writes the fields in which `next` differs from `prev` (what the
+    /// caller read), guarded by `prev`'s status and values.
     pub async fn update_restore_point(
         &self,
-        p: &RestorePoint,
-        expected: RestorePointStatus,
+        prev: &RestorePoint,
+        next: &RestorePoint,
     ) -> Result<()> {
-        let done = sqlx::query(
-            "UPDATE restore_points SET name = ?, parent_id = ?, status = ?, disks = ?, state_file = ?, \
-             guest_pause_us = ?, quiesced = ?, updated_at = ? WHERE id = ? AND status = ?",
-        )
-        .bind(&p.name)
-        .bind(p.parent_id.map(|i| i.to_string()))
-        .bind(p.status.as_str())
-        .bind(disks_json(&p.disks))
-        .bind(&p.state_file)
-        .bind(p.guest_pause_us.and_then(|u| i64::try_from(u).ok()))
-        .bind(i64::from(p.quiesced))
-        .bind(ts(p.updated_at))
-        .bind(p.id.to_string())
-        .bind(expected.as_str())
-        .execute(&self.pool)
-        .await
-        .map_err(db_error(&format!("Cannot update restore point {}", p.id)))?;
-        if done.rows_affected() == 0 {
-            let now = self.restore_point(p.id).await?;
+        let written = self
+            .update_narrowly(Update {
+                table: "restore_points",
+                id: next.id.to_string(),
+                prev: point_columns(prev),
+                next: point_columns(next),
+                always_guarded: &["status"],
+                unguarded: &[],
+                descriptive: &[],
+                updated_at: ts(next.updated_at),
+            })
+            .await?;
+        if let Written::Conflict(_) = written {
+            let now = self.restore_point(next.id).await?;
             return Err(Error::conflict(format!(
                 "Restore point {} is {}; another request changed it first.",
-                p.id, now.status
+                next.id, now.status
             )));
         }
         Ok(())
@@ -223,6 +220,25 @@ impl Store {
     }
 }
 
+/// A restore point's columns an update may change (updated_at apart).
+fn point_columns(p: &RestorePoint) -> Vec<(&'static str, Column)> {
+    vec![
+        ("name", Column::text(p.name.clone())),
+        (
+            "parent_id",
+            Column::Text(p.parent_id.map(|i| i.to_string())),
+        ),
+        ("status", Column::text(p.status.as_str())),
+        ("disks", Column::text(disks_json(&p.disks))),
+        ("state_file", Column::Text(p.state_file.clone())),
+        (
+            "guest_pause_us",
+            Column::Int(p.guest_pause_us.and_then(|u| i64::try_from(u).ok())),
+        ),
+        ("quiesced", Column::int(i64::from(p.quiesced))),
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::Utc;
@@ -289,15 +305,9 @@ mod tests {
         store.insert_restore_point(&p).await.unwrap();
         let mut deleting = p.clone();
         deleting.status = RestorePointStatus::Deleting;
-        store
-            .update_restore_point(&deleting, RestorePointStatus::Available)
-            .await
-            .unwrap();
+        store.update_restore_point(&p, &deleting).await.unwrap();
 
-        let err = store
-            .update_restore_point(&deleting, RestorePointStatus::Available)
-            .await
-            .unwrap_err();
+        let err = store.update_restore_point(&p, &deleting).await.unwrap_err();
 
         assert_eq!(err.kind(), domain::ErrorKind::Conflict);
     }

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
+use crate::narrow::{Column, Update, Written};
 use crate::{db_error, parse_id, parse_ts, ts, Store};
 
 /// The stored form of a flavor copy and a fault (JSON columns).
@@ -257,63 +258,27 @@ impl Store {
     /// task_state. Returns `Conflict` otherwise: another request changed it
     /// first. Nothing to write is a success.
     pub async fn update_server(&self, prev: &Server, next: &Server) -> Result<()> {
-        let changed: Vec<(&str, Column, Column)> = server_columns(prev)
-            .into_iter()
-            .zip(server_columns(next))
-            .filter(|((_, old), (_, new))| old != new)
-            .map(|((name, old), (_, new))| (name, old, new))
-            .collect();
-        if changed.is_empty() {
-            return Ok(());
-        }
-        let descriptive = changed.iter().all(|(name, _, _)| {
-            matches!(
-                *name,
-                "name" | "metadata" | "fault" | "locked" | "access_ipv4" | "access_ipv6"
-            )
-        });
-        let mut guards: Vec<(&str, Column)> = changed
-            .iter()
-            .filter(|(name, _, _)| !matches!(*name, "power_state" | "progress" | "fault"))
-            .map(|(name, old, _)| (*name, old.clone()))
-            .collect();
-        if !descriptive {
-            for (name, value) in server_columns(prev) {
-                if matches!(name, "vm_state" | "task_state")
-                    && !guards.iter().any(|(n, _)| *n == name)
-                {
-                    guards.push((name, value));
-                }
-            }
-        }
-        let sets: Vec<String> = changed
-            .iter()
-            .map(|(name, _, _)| format!("{name} = ?"))
-            .chain(std::iter::once("updated_at = ?".to_string()))
-            .collect();
-        let wheres: String = guards
-            .iter()
-            .map(|(name, _)| format!(" AND {name} IS ?"))
-            .collect();
-        let sql = format!(
-            "UPDATE servers SET {} WHERE id = ?{wheres}",
-            sets.join(", ")
-        );
-        let mut query = sqlx::query(&sql);
-        for (_, _, new) in &changed {
-            query = new.bind(query);
-        }
-        query = query.bind(ts(next.updated_at)).bind(next.id.to_string());
-        for (_, old) in &guards {
-            query = old.bind(query);
-        }
-        let done = query
-            .execute(&self.pool)
-            .await
-            .map_err(db_error(&format!("Cannot update server {}", next.id)))?;
-        if done.rows_affected() == 0 {
+        let written = self
+            .update_narrowly(Update {
+                table: "servers",
+                id: next.id.to_string(),
+                prev: server_columns(prev),
+                next: server_columns(next),
+                always_guarded: &["vm_state", "task_state"],
+                unguarded: &["power_state", "progress", "fault"],
+                descriptive: &[
+                    "name",
+                    "metadata",
+                    "fault",
+                    "locked",
+                    "access_ipv4",
+                    "access_ipv6",
+                ],
+                updated_at: ts(next.updated_at),
+            })
+            .await?;
+        if let Written::Conflict(fields) = written {
             let now = self.server(next.id).await?;
-            let fields: Vec<&str> = guards.iter().map(|(n, _)| *n).collect();
             return Err(Error::conflict(format!(
                 "Server {} is {} (task {}); another request changed it first ({}).",
                 next.id,
@@ -326,28 +291,9 @@ impl Store {
     }
 }
 
-/// One column's value, as bound.
-#[derive(Debug, Clone, PartialEq)]
-enum Column {
-    Text(Option<String>),
-    Int(i64),
-}
-
-impl Column {
-    fn bind<'q>(
-        &self,
-        query: sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>>,
-    ) -> sqlx::query::Query<'q, sqlx::Sqlite, sqlx::sqlite::SqliteArguments<'q>> {
-        match self {
-            Column::Text(t) => query.bind(t.clone()),
-            Column::Int(i) => query.bind(*i),
-        }
-    }
-}
-
 /// The columns an update may change, in a fixed order (updated_at apart).
-fn server_columns(s: &Server) -> [(&'static str, Column); 13] {
-    [
+fn server_columns(s: &Server) -> Vec<(&'static str, Column)> {
+    vec![
         ("name", Column::Text(Some(s.name.clone()))),
         (
             "vm_state",
@@ -357,19 +303,19 @@ fn server_columns(s: &Server) -> [(&'static str, Column); 13] {
             "task_state",
             Column::Text(s.task_state.map(|t| t.as_str().to_string())),
         ),
-        ("power_state", Column::Int(s.power_state as i64)),
-        ("progress", Column::Int(i64::from(s.progress))),
+        ("power_state", Column::int(s.power_state as i64)),
+        ("progress", Column::int(i64::from(s.progress))),
         ("fault", Column::Text(fault_json(&s.fault))),
         (
             "metadata",
-            Column::Text(Some(serde_json::to_string(&s.metadata).unwrap_or_default())),
+            Column::text(serde_json::to_string(&s.metadata).unwrap_or_default()),
         ),
         ("root_disk", Column::Text(s.root_disk.clone())),
         ("image_id", Column::Text(s.image_id.map(|i| i.to_string()))),
         ("launched_at", Column::Text(s.launched_at.map(ts))),
         ("access_ipv4", Column::Text(s.access_ipv4.clone())),
         ("access_ipv6", Column::Text(s.access_ipv6.clone())),
-        ("locked", Column::Int(i64::from(s.locked))),
+        ("locked", Column::int(i64::from(s.locked))),
     ]
 }
 

@@ -10,6 +10,7 @@ use domain::{Error, ProjectId, Result, VolumeId, VolumeSnapshotId};
 use sqlx::sqlite::SqliteRow;
 use sqlx::Row;
 
+use crate::narrow::{Column, Update, Written};
 use crate::{db_error, parse_id, parse_ts, ts, Store};
 
 fn source_columns(source: VolumeSource) -> (&'static str, Option<String>) {
@@ -130,32 +131,28 @@ impl Store {
         rows.iter().map(volume_from_row).collect()
     }
 
-    /// Writes every mutable field of `v`, provided the stored volume is still
-    /// in `expected`. Returns `Conflict` otherwise.
-    pub async fn update_volume(&self, v: &Volume, expected: VolumeStatus) -> Result<()> {
-        let done = sqlx::query(
-            "UPDATE volumes SET name = ?, description = ?, size = ?, status = ?, location = ?, bootable = ?, \
-             metadata = ?, image_metadata = ?, updated_at = ? WHERE id = ? AND status = ?",
-        )
-        .bind(&v.name)
-        .bind(&v.description)
-        .bind(v.size as i64)
-        .bind(v.status.as_str())
-        .bind(&v.location)
-        .bind(v.bootable as i64)
-        .bind(json_of(&v.metadata))
-        .bind(json_of(&v.image_metadata))
-        .bind(ts(v.updated_at))
-        .bind(v.id.to_string())
-        .bind(expected.as_str())
-        .execute(&self.pool)
-        .await
-        .map_err(db_error(&format!("Cannot update volume {}", v.id)))?;
-        if done.rows_affected() == 0 {
-            let now = self.volume(v.id).await?;
+    /// Writes the fields in which `next` differs from `prev` (what the
+    /// caller read) — and only those — provided the stored volume still
+    /// has `prev`'s status and `prev`'s value in each of them. Returns
+    /// `Conflict` otherwise.
+    pub async fn update_volume(&self, prev: &Volume, next: &Volume) -> Result<()> {
+        let written = self
+            .update_narrowly(Update {
+                table: "volumes",
+                id: next.id.to_string(),
+                prev: volume_columns(prev),
+                next: volume_columns(next),
+                always_guarded: &["status"],
+                unguarded: &[],
+                descriptive: &[],
+                updated_at: ts(next.updated_at),
+            })
+            .await?;
+        if let Written::Conflict(_) = written {
+            let now = self.volume(next.id).await?;
             return Err(Error::conflict(format!(
-                "Volume {} is {} (expected {expected}); another request changed it first.",
-                v.id, now.status
+                "Volume {} is {} (expected {}); another request changed it first.",
+                next.id, now.status, prev.status
             )));
         }
         Ok(())
@@ -344,37 +341,59 @@ impl Store {
         rows.iter().map(snapshot_from_row).collect()
     }
 
-    /// Writes every mutable field of `s`, provided the stored snapshot is
-    /// still in `expected`. Returns `Conflict` otherwise.
+    /// Writes the fields in which `next` differs from `prev` (what the
+    /// caller read), guarded by `prev`'s status and values.
     pub async fn update_volume_snapshot(
         &self,
-        s: &VolumeSnapshot,
-        expected: SnapshotStatus,
+        prev: &VolumeSnapshot,
+        next: &VolumeSnapshot,
     ) -> Result<()> {
-        let done = sqlx::query(
-            "UPDATE volume_snapshots SET name = ?, description = ?, status = ?, location = ?, metadata = ?, \
-             updated_at = ? WHERE id = ? AND status = ?",
-        )
-        .bind(&s.name)
-        .bind(&s.description)
-        .bind(s.status.as_str())
-        .bind(&s.location)
-        .bind(json_of(&s.metadata))
-        .bind(ts(s.updated_at))
-        .bind(s.id.to_string())
-        .bind(expected.as_str())
-        .execute(&self.pool)
-        .await
-        .map_err(db_error(&format!("Cannot update snapshot {}", s.id)))?;
-        if done.rows_affected() == 0 {
-            let now = self.volume_snapshot(s.id).await?;
+        let written = self
+            .update_narrowly(Update {
+                table: "volume_snapshots",
+                id: next.id.to_string(),
+                prev: snapshot_columns(prev),
+                next: snapshot_columns(next),
+                always_guarded: &["status"],
+                unguarded: &[],
+                descriptive: &[],
+                updated_at: ts(next.updated_at),
+            })
+            .await?;
+        if let Written::Conflict(_) = written {
+            let now = self.volume_snapshot(next.id).await?;
             return Err(Error::conflict(format!(
-                "Snapshot {} is {} (expected {expected}); another request changed it first.",
-                s.id, now.status
+                "Snapshot {} is {} (expected {}); another request changed it first.",
+                next.id, now.status, prev.status
             )));
         }
         Ok(())
     }
+}
+
+/// A volume's columns an update may change (updated_at apart).
+fn volume_columns(v: &Volume) -> Vec<(&'static str, Column)> {
+    vec![
+        ("name", Column::Text(v.name.clone())),
+        ("description", Column::Text(v.description.clone())),
+        ("size", Column::int(v.size as i64)),
+        ("status", Column::text(v.status.as_str())),
+        ("location", Column::Text(v.location.clone())),
+        ("bootable", Column::int(v.bootable as i64)),
+        ("metadata", Column::text(json_of(&v.metadata))),
+        ("image_metadata", Column::text(json_of(&v.image_metadata))),
+    ]
+}
+
+/// A volume snapshot's columns an update may change (updated_at apart).
+fn snapshot_columns(s: &VolumeSnapshot) -> Vec<(&'static str, Column)> {
+    vec![
+        ("name", Column::Text(s.name.clone())),
+        ("description", Column::Text(s.description.clone())),
+        ("status", Column::text(s.status.as_str())),
+        ("location", Column::Text(s.location.clone())),
+        ("metadata", Column::text(json_of(&s.metadata))),
+    ]
 }
 
 #[cfg(test)]
@@ -413,15 +432,9 @@ mod tests {
         store.insert_volume(&v).await.unwrap();
         let mut available = v.clone();
         available.status = VolumeStatus::Available;
-        store
-            .update_volume(&available, VolumeStatus::Creating)
-            .await
-            .unwrap();
+        store.update_volume(&v, &available).await.unwrap();
 
-        let err = store
-            .update_volume(&available, VolumeStatus::Creating)
-            .await
-            .unwrap_err();
+        let err = store.update_volume(&v, &available).await.unwrap_err();
 
         assert_eq!(err.kind(), ErrorKind::Conflict);
     }
@@ -464,10 +477,7 @@ mod tests {
         let mut taken = s.clone();
         taken.status = SnapshotStatus::Available;
         taken.location = Some("file:///x".into());
-        store
-            .update_volume_snapshot(&taken, SnapshotStatus::Creating)
-            .await
-            .unwrap();
+        store.update_volume_snapshot(&s, &taken).await.unwrap();
 
         let listed = store.snapshots_of_volume(v.id).await.unwrap();
 
@@ -506,10 +516,7 @@ mod tests {
         store.insert_volume(&v).await.unwrap();
         let mut renamed = v.clone();
         renamed.name = Some("renamed".into());
-        store
-            .update_volume(&renamed, VolumeStatus::Creating)
-            .await
-            .unwrap();
+        store.update_volume(&v, &renamed).await.unwrap();
 
         store
             .set_volume_status(

@@ -498,9 +498,7 @@ impl Cloud {
             done.guest_pause_us = saga.pause_us;
             done.quiesced = saga.quiesced;
             done.updated_at = Utc::now();
-            self.store
-                .update_restore_point(&done, RestorePointStatus::Creating)
-                .await?;
+            self.store.update_restore_point(&point, &done).await?;
         }
         self.store
             .set_current_restore_point(point.server_id, Some(point.id))

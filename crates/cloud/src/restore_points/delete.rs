@@ -132,10 +132,7 @@ impl Saga for PointDelete {
                 let mut deleting = point.clone();
                 deleting.status = RestorePointStatus::Deleting;
                 deleting.updated_at = Utc::now();
-                cloud
-                    .store
-                    .update_restore_point(&deleting, point.status)
-                    .await?;
+                cloud.store.update_restore_point(&point, &deleting).await?;
             }
             Step::Remove => {
                 let id = saga.point()?;
@@ -173,10 +170,7 @@ impl Saga for PointDelete {
                     let mut back = point.clone();
                     back.status = RestorePointStatus::Available;
                     back.updated_at = Utc::now();
-                    cloud
-                        .store
-                        .update_restore_point(&back, RestorePointStatus::Deleting)
-                        .await?;
+                    cloud.store.update_restore_point(&point, &back).await?;
                 }
             }
             cloud.clear_point_task(saga.server()?, None, None).await?;

@@ -160,9 +160,7 @@ impl Cloud {
         extending.status = volume.status.transition(VolumeStatus::Extending)?;
         extending.size = new_size;
         extending.updated_at = Utc::now();
-        self.store
-            .update_volume(&extending, VolumeStatus::Available)
-            .await?;
+        self.store.update_volume(&volume, &extending).await?;
         quota.release().await;
         let cloud = self.clone();
         let running = extending.clone();
@@ -220,7 +218,7 @@ impl Cloud {
         let mut deleting = volume.clone();
         deleting.status = volume.status.transition(VolumeStatus::Deleting)?;
         deleting.updated_at = Utc::now();
-        self.store.update_volume(&deleting, volume.status).await?;
+        self.store.update_volume(&volume, &deleting).await?;
         let cloud = self.clone();
         tokio::spawn(async move { cloud.finish_volume_delete(deleting).await });
         Ok(())

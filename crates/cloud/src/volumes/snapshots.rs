@@ -352,9 +352,7 @@ impl Cloud {
         let mut deleting = snap.clone();
         deleting.status = snap.status.transition(SnapshotStatus::Deleting)?;
         deleting.updated_at = Utc::now();
-        self.store
-            .update_volume_snapshot(&deleting, snap.status)
-            .await?;
+        self.store.update_volume_snapshot(&snap, &deleting).await?;
         let cloud = self.clone();
         tokio::spawn(async move {
             cloud.release_snapshot_data(&deleting).await;

@@ -143,10 +143,22 @@ impl Saga for VolumeCreate {
                 {
                     let now = cloud.store.volume(source).await?;
                     if frozen.volume != *old && now.location.as_deref() == Some(old.as_str()) {
-                        cloud
+                        match cloud
                             .store
                             .move_volume_location(source, old, &frozen.volume)
-                            .await?;
+                            .await
+                        {
+                            Ok(()) => {}
+                            // Another clone froze the source at the same
+                            // moment and moved it on first: the data this
+                            // clone froze is immutable and stays its data;
+                            // its new top for the source is garbage.
+                            Err(e) if e.kind() == ErrorKind::Conflict => {
+                                tracing::info!(volume = %self.volume, %source,
+                                    "the source moved on under a concurrent clone; this clone keeps its frozen data");
+                            }
+                            Err(e) => return Err(e),
+                        }
                     }
                 }
             }

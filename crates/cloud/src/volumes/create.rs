@@ -57,6 +57,10 @@ pub(crate) struct VolumeCreate {
     frozen: Option<FrozenVolume>,
     /// The new volume's data.
     location: Option<String>,
+    /// The source's new top this clone made went unused (another clone
+    /// moved the source first): garbage once the saga is over.
+    #[serde(default)]
+    unused_top: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -142,7 +146,13 @@ impl Saga for VolumeCreate {
                     (volume.source, &self.source_old, &self.frozen)
                 {
                     let now = cloud.store.volume(source).await?;
-                    if frozen.volume != *old && now.location.as_deref() == Some(old.as_str()) {
+                    let moved_on = now.location.as_deref() != Some(old.as_str())
+                        && now.location.as_deref() != Some(frozen.volume.as_str());
+                    if frozen.volume != *old && moved_on {
+                        // Another clone moved the source on first (see below).
+                        self.unused_top = true;
+                    } else if frozen.volume != *old && now.location.as_deref() == Some(old.as_str())
+                    {
                         match cloud
                             .store
                             .move_volume_location(source, old, &frozen.volume)
@@ -156,6 +166,7 @@ impl Saga for VolumeCreate {
                             Err(e) if e.kind() == ErrorKind::Conflict => {
                                 tracing::info!(volume = %self.volume, %source,
                                     "the source moved on under a concurrent clone; this clone keeps its frozen data");
+                                self.unused_top = true;
                             }
                             Err(e) => return Err(e),
                         }
@@ -230,8 +241,11 @@ impl Saga for VolumeCreate {
         step == Step::Shallow
     }
 
-    async fn finished(&mut self, _cloud: &Cloud) {
+    async fn finished(&mut self, cloud: &Cloud) {
         tracing::info!(volume = %self.volume, "volume created");
+        if self.unused_top {
+            cloud.collect_garbage_quietly().await;
+        }
     }
 }
 
@@ -286,6 +300,7 @@ impl Cloud {
                 source_old: None,
                 frozen: None,
                 location: None,
+                unused_top: false,
             })
             .await;
         let mut saga = match saga {

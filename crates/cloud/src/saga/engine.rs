@@ -67,6 +67,29 @@ impl Cloud {
         })
     }
 
+    /// Records `saga`, runs it through `recorded` (the step that inserts the
+    /// rows a quota counts) and releases `quota` — the rows count from
+    /// then on, or nothing was made — then runs the rest in the background.
+    pub(crate) async fn start_saga_with_claim<S: Saga>(
+        &self,
+        saga: S,
+        recorded: S::Step,
+        quota: crate::quotas::QuotaClaim,
+    ) -> Result<()> {
+        let mut running = match self.begin_saga(saga).await {
+            Ok(running) => running,
+            Err(e) => {
+                quota.release().await;
+                return Err(e);
+            }
+        };
+        let outcome = running.run_through(recorded).await;
+        quota.release().await;
+        outcome?;
+        running.spawn();
+        Ok(())
+    }
+
     /// Whether the crash tests asked to die at fault point `name`: a test
     /// build aborts the process (end-to-end crash tests), an in-process
     /// hook stops the saga where it is (fake-based crash tests).

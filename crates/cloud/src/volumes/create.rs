@@ -293,28 +293,19 @@ impl Cloud {
         volume.image_metadata = image_metadata;
         volume.validate()?;
 
-        let saga = self
-            .begin_saga(VolumeCreate {
+        self.start_saga_with_claim(
+            VolumeCreate {
                 volume: volume.id,
                 record: Some(volume.clone()),
                 source_old: None,
                 frozen: None,
                 location: None,
                 unused_top: false,
-            })
-            .await;
-        let mut saga = match saga {
-            Ok(saga) => saga,
-            Err(e) => {
-                quota.release().await;
-                return Err(e);
-            }
-        };
-        // The row counts towards the quota from here on: the claim goes.
-        let recorded = saga.run_through(Step::Record).await;
-        quota.release().await;
-        recorded?;
-        saga.spawn();
+            },
+            Step::Record,
+            quota,
+        )
+        .await?;
         Ok(volume)
     }
 

@@ -251,8 +251,8 @@ impl Cloud {
             updated_at: now,
         };
         snap.validate()?;
-        let saga = self
-            .begin_saga(VolumeSnapshotCreate {
+        self.start_saga_with_claim(
+            VolumeSnapshotCreate {
                 snapshot: snap.id,
                 volume: volume.id,
                 record: Some(snap.clone()),
@@ -260,20 +260,11 @@ impl Cloud {
                 frozen: None,
                 resumed: false,
                 cut: None,
-            })
-            .await;
-        let mut saga = match saga {
-            Ok(saga) => saga,
-            Err(e) => {
-                quota.release().await;
-                return Err(e);
-            }
-        };
-        // The row counts towards the quota from here on: the claim goes.
-        let recorded = saga.run_through(Step::Record).await;
-        quota.release().await;
-        recorded?;
-        saga.spawn();
+            },
+            Step::Record,
+            quota,
+        )
+        .await?;
         Ok(snap)
     }
 

@@ -175,10 +175,7 @@ impl Saga for ServerImage {
                 }
             }
             Step::Thaw => {
-                if self.quiesced {
-                    cloud.thaw_after_snapshot(self.server).await;
-                    self.quiesced = false;
-                }
+                cloud.thaw_if_frozen(self.server, &mut self.quiesced).await;
             }
             Step::Publish => {
                 let location = self
@@ -223,10 +220,7 @@ impl Saga for ServerImage {
                 }
             }
             Step::Quiesce | Step::Thaw => {
-                if self.quiesced {
-                    cloud.thaw_after_snapshot(self.server).await;
-                    self.quiesced = false;
-                }
+                cloud.thaw_if_frozen(self.server, &mut self.quiesced).await;
             }
             // A new top QEMU already writes is the server's disk from now
             // on: recorded, even though the image is undone.
@@ -246,11 +240,11 @@ impl Saga for ServerImage {
 
     async fn probe(&mut self, cloud: &Cloud, step: Step) -> Result<Probe> {
         Ok(match step {
-            Step::Claim if cloud.in_snapshot_task(self.server).await? => {
-                self.claimed = true;
-                Probe::Took
+            Step::Claim => {
+                cloud
+                    .probe_snapshot_claim(self.server, &mut self.claimed)
+                    .await?
             }
-            Step::Claim => Probe::NotTaken,
             Step::Cut if self.new_top.is_some() => {
                 if self.new_top_took(cloud).await {
                     self.location = Some(self.old_top.clone());

@@ -102,6 +102,29 @@ impl Cloud {
             .is_some_and(is_snapshot_task))
     }
 
+    /// A snapshot saga's claim interrupted by a crash took when the server
+    /// is in a snapshot task (one task per server: it is the saga's).
+    pub(super) async fn probe_snapshot_claim(
+        &self,
+        server: ServerId,
+        claimed: &mut bool,
+    ) -> Result<crate::saga::Probe> {
+        *claimed = self.in_snapshot_task(server).await?;
+        Ok(if *claimed {
+            crate::saga::Probe::Took
+        } else {
+            crate::saga::Probe::NotTaken
+        })
+    }
+
+    /// Thaws the guest if the saga froze it.
+    pub(super) async fn thaw_if_frozen(&self, server: ServerId, quiesced: &mut bool) {
+        if *quiesced {
+            self.thaw_after_snapshot(server).await;
+            *quiesced = false;
+        }
+    }
+
     /// Inserts a snapshot's image record (`queued`) unless it is there.
     pub(super) async fn record_snapshot_image(&self, image: &Image) -> Result<()> {
         match self.store.image(image.id).await {

@@ -196,10 +196,7 @@ impl Saga for VolumeImage {
                     .await?;
             }
             Step::Thaw => {
-                if self.quiesced {
-                    cloud.thaw_after_snapshot(self.server).await;
-                    self.quiesced = false;
-                }
+                cloud.thaw_if_frozen(self.server, &mut self.quiesced).await;
             }
             Step::Publish => {
                 let mappings = &self.mappings;
@@ -243,10 +240,7 @@ impl Saga for VolumeImage {
                 }
             }
             Step::Quiesce | Step::Thaw => {
-                if self.quiesced {
-                    cloud.thaw_after_snapshot(self.server).await;
-                    self.quiesced = false;
-                }
+                cloud.thaw_if_frozen(self.server, &mut self.quiesced).await;
             }
             Step::Cut => {
                 // A cut that took has the volumes' data in their new tops
@@ -264,11 +258,11 @@ impl Saga for VolumeImage {
 
     async fn probe(&mut self, cloud: &Cloud, step: Step) -> Result<Probe> {
         Ok(match step {
-            Step::Claim if cloud.in_snapshot_task(self.server).await? => {
-                self.claimed = true;
-                Probe::Took
+            Step::Claim => {
+                cloud
+                    .probe_snapshot_claim(self.server, &mut self.claimed)
+                    .await?
             }
-            Step::Claim => Probe::NotTaken,
             Step::Cut => {
                 let server = cloud.store.server(self.server).await?;
                 if cloud.volume_cut_happened(&server, &self.cut).await? {

@@ -26,10 +26,23 @@ pub struct VmSpec {
     pub vcpus: u32,
     /// Virtio disks, in this order on the PCI bus (the first one boots).
     pub disks: Vec<DiskSpec>,
+    /// Virtio NICs, in this order on the PCI bus.
+    #[serde(default)]
+    pub nics: Vec<NicSpec>,
     /// Direct kernel boot; the console is the first serial port (`console=ttyS0`).
     pub kernel: Option<PathBuf>,
     pub initrd: Option<PathBuf>,
     pub cmdline: Option<String>,
+}
+
+/// One virtio-net NIC on a tap device that exists when QEMU starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NicSpec {
+    /// QEMU device id (`net0`).
+    pub id: String,
+    pub mac: String,
+    /// The tap device QEMU opens by name.
+    pub tap: String,
 }
 
 /// One virtio-blk disk.
@@ -167,6 +180,7 @@ mod tests {
                 format: DiskFormat::Qcow2,
                 read_only: false,
             }],
+            nics: Vec::new(),
             kernel: None,
             initrd: None,
             cmdline: None,

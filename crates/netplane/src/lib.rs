@@ -35,7 +35,7 @@ mod plan;
 pub use names::{bridge_name, tap_name};
 pub use plan::{
     DhcpHost, DhcpPlan, Firewall, FloatingIpPlan, HostPlan, NetworkPlan, PortPlan, Protocol,
-    RouterGateway, RouterInterface, RouterPlan, Rule, SubnetPlan,
+    Remote, RouterGateway, RouterInterface, RouterPlan, Rule, SubnetPlan,
 };
 
 use async_trait::async_trait;

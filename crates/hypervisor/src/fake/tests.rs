@@ -7,6 +7,7 @@ fn spec(name: &str) -> VmSpec {
         memory_mib: 64,
         vcpus: 1,
         disks: Vec::new(),
+        nics: Vec::new(),
         kernel: None,
         initrd: None,
         cmdline: None,

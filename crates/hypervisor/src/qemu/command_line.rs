@@ -197,6 +197,7 @@ mod tests {
             memory_mib: 256,
             vcpus: 2,
             disks,
+            nics: Vec::new(),
             kernel: Some(PathBuf::from("/boot/vmlinuz")),
             initrd: None,
             cmdline: Some("console=ttyS0 quiet".to_string()),

@@ -257,6 +257,7 @@ mod tests {
                     read_only: false,
                 })
                 .collect(),
+            nics: Vec::new(),
             kernel: None,
             initrd: None,
             cmdline: None,

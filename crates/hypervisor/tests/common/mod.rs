@@ -69,6 +69,7 @@ impl Harness {
                 format: DiskFormat::Qcow2,
                 read_only: false,
             }],
+            nics: Vec::new(),
             kernel: None,
             initrd: None,
             cmdline: None,

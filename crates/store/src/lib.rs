@@ -18,6 +18,7 @@ mod networks;
 mod ports;
 mod quotas;
 mod restore_points;
+mod routers;
 mod sagas;
 mod security_groups;
 mod servers;

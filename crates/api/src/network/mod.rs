@@ -7,6 +7,7 @@ mod networks;
 mod ports;
 mod query;
 mod requests;
+mod routers;
 mod security_groups;
 mod subnets;
 mod views;
@@ -32,6 +33,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .merge(subnets::routes())
         .merge(ports::routes())
         .merge(security_groups::routes())
+        .merge(routers::routes())
 }
 
 /// An error in Neutron's shape.
@@ -78,7 +80,7 @@ async fn versions(
 async fn resources(
     axum::extract::State(s): axum::extract::State<AppState>,
 ) -> Json<serde_json::Value> {
-    let resources: Vec<_> = [("network", "networks"), ("subnet", "subnets"), ("port", "ports")]
+    let resources: Vec<_> = [("network", "networks"), ("subnet", "subnets"), ("port", "ports"), ("router", "routers"), ("floatingip", "floatingips"), ("security_group", "security-groups")]
         .iter()
         .map(|(name, collection)| {
             json!({"name": name, "collection": collection,
@@ -100,7 +102,9 @@ const EXTENSIONS: &[(&str, &str, &str)] = &[
     ("standard-attr-revisions", "Resource revision numbers", "This extension will display the revision number of neutron resources."),
     ("standard-attr-timestamp", "Resource timestamps", "Adds created_at and updated_at fields to all Neutron resources that have Neutron standard attributes."),
     ("project-id", "project_id field enabled", "Extension that indicates that project_id field is enabled."),
-    ("quotas", "Quota management support", "Expose functions for quotas management per tenant"),
+    ("router", "Neutron L3 Router", "Router abstraction for basic L3 forwarding between L2 Neutron networks and access to external networks via a NAT gateway."),
+    ("ext-gw-mode", "Neutron L3 Configurable external gateway mode", "Extension of the router abstraction for specifying whether SNAT should occur on the external gateway"),
+    ("extraroute", "Neutron Extra Route", "Extra routes configuration for L3 router"),
     ("stateful-security-group", "Stateful security group", "Indicates if the security group is stateful or not"),
 ];
 

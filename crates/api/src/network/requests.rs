@@ -171,27 +171,7 @@ pub(crate) struct PortBody {
 
 impl PortBody {
     pub fn fixed_ips(&self) -> Result<Option<Vec<FixedIpRequest>>, Error> {
-        self.fixed_ips
-            .as_ref()
-            .map(|list| {
-                list.iter()
-                    .map(|f| {
-                        let ip_address = f
-                            .ip_address
-                            .as_deref()
-                            .map(|ip| {
-                                ip.parse().map_err(|_| {
-                                    Error::invalid(format!(
-                                        "Invalid input for fixed_ips. Reason: '{ip}' is not a valid IPv4 address."
-                                    ))
-                                })
-                            })
-                            .transpose()?;
-                        Ok(FixedIpRequest { subnet_id: f.subnet_id.clone(), ip_address })
-                    })
-                    .collect()
-            })
-            .transpose()
+        self.fixed_ips.as_deref().map(fixed_ip_requests).transpose()
     }
 
     pub fn pairs(&self) -> Result<Option<Vec<domain::network::AddressPair>>, Error> {
@@ -285,4 +265,97 @@ pub(crate) fn protocol(value: &Option<Value>) -> Result<Option<String>, Error> {
         Some(Value::Number(n)) => Ok(Some(n.to_string())),
         Some(other) => Err(Error::invalid(format!("Invalid protocol {other}."))),
     }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct GatewayBody {
+    pub network_id: Option<String>,
+    pub enable_snat: Option<bool>,
+    pub external_fixed_ips: Option<Vec<FixedIpBody>>,
+}
+
+impl GatewayBody {
+    /// `None`: the gateway is cleared (`{}` or `null`).
+    pub fn request(&self) -> Result<Option<cloud::network::GatewayRequest>, Error> {
+        let Some(network_id) = self.network_id.clone() else {
+            return Ok(None);
+        };
+        let fixed_ips = self
+            .external_fixed_ips
+            .as_ref()
+            .map(|list| fixed_ip_requests(list))
+            .transpose()?;
+        Ok(Some(cloud::network::GatewayRequest {
+            network_id,
+            enable_snat: self.enable_snat,
+            fixed_ips,
+        }))
+    }
+}
+
+fn fixed_ip_requests(list: &[FixedIpBody]) -> Result<Vec<FixedIpRequest>, Error> {
+    list.iter()
+        .map(|f| {
+            let ip_address = f
+                .ip_address
+                .as_deref()
+                .map(|ip| {
+                    ip.parse().map_err(|_| {
+                        Error::invalid(format!("Invalid input for fixed_ips. Reason: '{ip}' is not a valid IPv4 address."))
+                    })
+                })
+                .transpose()?;
+            Ok(FixedIpRequest { subnet_id: f.subnet_id.clone(), ip_address })
+        })
+        .collect()
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RouterBody {
+    pub name: Option<String>,
+    pub description: Option<String>,
+    pub admin_state_up: Option<bool>,
+    #[serde(default, deserialize_with = "present")]
+    pub external_gateway_info: Option<Option<GatewayBody>>,
+    pub routes: Option<Vec<RouteBody>>,
+    pub project_id: Option<String>,
+    pub tenant_id: Option<String>,
+    #[allow(dead_code)]
+    pub availability_zone_hints: Option<Vec<String>>,
+}
+
+impl RouterBody {
+    pub fn routes(&self) -> Option<Vec<HostRoute>> {
+        self.routes.as_ref().map(|r| {
+            r.iter()
+                .map(|r| HostRoute {
+                    destination: r.destination,
+                    nexthop: r.nexthop,
+                })
+                .collect()
+        })
+    }
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct InterfaceBody {
+    pub subnet_id: Option<String>,
+    pub port_id: Option<String>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct FloatingIpBody {
+    pub floating_network_id: Option<String>,
+    pub floating_ip_address: Option<Ipv4Addr>,
+    pub subnet_id: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    pub port_id: Option<Option<String>>,
+    pub fixed_ip_address: Option<Ipv4Addr>,
+    pub description: Option<String>,
+    pub project_id: Option<String>,
+    pub tenant_id: Option<String>,
 }

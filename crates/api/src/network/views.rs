@@ -350,3 +350,109 @@ impl SecurityGroupView {
 pub(crate) fn to_value<T: Serialize>(view: T) -> Value {
     serde_json::to_value(view).expect("views serialize")
 }
+
+#[derive(Serialize)]
+pub(crate) struct GatewayInfoView {
+    network_id: String,
+    enable_snat: bool,
+    external_fixed_ips: Vec<FixedIpView>,
+}
+
+#[derive(Serialize)]
+pub(crate) struct RouterView {
+    id: String,
+    name: String,
+    description: String,
+    admin_state_up: bool,
+    status: &'static str,
+    external_gateway_info: Option<GatewayInfoView>,
+    routes: Vec<Route>,
+    availability_zone_hints: Vec<String>,
+    availability_zones: Vec<String>,
+    project_id: String,
+    tenant_id: String,
+    tags: Vec<String>,
+    revision_number: i64,
+    created_at: String,
+    updated_at: String,
+}
+
+impl RouterView {
+    pub fn new(r: &domain::network::Router, gateway_ips: &[domain::network::FixedIp]) -> Self {
+        RouterView {
+            id: r.id.to_string(),
+            name: r.name.clone(),
+            description: r.description.clone(),
+            admin_state_up: r.admin_state_up,
+            status: "ACTIVE",
+            external_gateway_info: r.gateway.map(|g| GatewayInfoView {
+                network_id: g.network_id.to_string(),
+                enable_snat: g.enable_snat,
+                external_fixed_ips: gateway_ips
+                    .iter()
+                    .map(|f| FixedIpView {
+                        subnet_id: f.subnet_id.to_string(),
+                        ip_address: f.ip_address.to_string(),
+                    })
+                    .collect(),
+            }),
+            routes: r
+                .routes
+                .iter()
+                .map(|x| Route {
+                    destination: x.destination.to_string(),
+                    nexthop: x.nexthop.to_string(),
+                })
+                .collect(),
+            availability_zone_hints: vec![],
+            availability_zones: vec!["nova".into()],
+            project_id: r.project_id.to_string(),
+            tenant_id: r.project_id.to_string(),
+            tags: vec![],
+            revision_number: r.revision_number,
+            created_at: ts(r.created_at),
+            updated_at: ts(r.updated_at),
+        }
+    }
+}
+
+#[derive(Serialize)]
+pub(crate) struct FloatingIpView {
+    id: String,
+    floating_ip_address: String,
+    floating_network_id: String,
+    router_id: Option<String>,
+    port_id: Option<String>,
+    fixed_ip_address: Option<String>,
+    status: &'static str,
+    description: String,
+    port_forwardings: Vec<Value>,
+    project_id: String,
+    tenant_id: String,
+    tags: Vec<String>,
+    revision_number: i64,
+    created_at: String,
+    updated_at: String,
+}
+
+impl FloatingIpView {
+    pub fn new(f: &domain::network::FloatingIp) -> Self {
+        FloatingIpView {
+            id: f.id.to_string(),
+            floating_ip_address: f.floating_ip_address.to_string(),
+            floating_network_id: f.floating_network_id.to_string(),
+            router_id: f.router_id.map(|r| r.to_string()),
+            port_id: f.port_id.map(|p| p.to_string()),
+            fixed_ip_address: f.fixed_ip_address.map(|i| i.to_string()),
+            status: f.status(),
+            description: f.description.clone(),
+            port_forwardings: vec![],
+            project_id: f.project_id.to_string(),
+            tenant_id: f.project_id.to_string(),
+            tags: vec![],
+            revision_number: f.revision_number,
+            created_at: ts(f.created_at),
+            updated_at: ts(f.updated_at),
+        }
+    }
+}

@@ -7,10 +7,12 @@
 //! next one — at start-up ([`Cloud::reconcile`]) at the latest — and a record deleted
 //! takes its bridge, tap, DHCP server and rules with it.
 
+mod floating_ips;
 mod networks;
 pub(crate) mod nova;
 mod plan;
 mod ports;
+mod routers;
 mod security_groups;
 mod subnets;
 
@@ -18,9 +20,13 @@ use domain::identity::Caller;
 use domain::network::{Network, Port};
 use domain::{Error, NetworkId, Result};
 
+pub use floating_ips::NewFloatingIp;
 pub use networks::{NetworkChanges, NewNetwork};
 pub use nova::{NicRequest, ServerNetworks};
 pub use ports::{FixedIpRequest, NewPort, PortChanges};
+pub use routers::{
+    GatewayRequest, InterfaceRequest, NewRouter, RouterChanges, RouterInterfaceInfo,
+};
 pub use security_groups::{NewSecurityGroup, NewSecurityGroupRule};
 pub use subnets::{NewSubnet, SubnetChanges};
 
@@ -178,6 +184,20 @@ impl Cloud {
                 .await?
                 .iter()
                 .filter(|g| g.project_id == project)
+                .count(),
+            "router" => self
+                .store
+                .routers()
+                .await?
+                .iter()
+                .filter(|r| r.project_id == project)
+                .count(),
+            "floatingip" => self
+                .store
+                .floating_ips()
+                .await?
+                .iter()
+                .filter(|f| f.project_id == project)
                 .count(),
             "security_group_rule" => self
                 .store

@@ -193,7 +193,10 @@ impl Cloud {
     async fn release_ports(&self, ports: &[Port]) {
         for port in ports {
             let result = if port.delete_with_device {
-                self.store.delete_port(port.id).await
+                match self.disassociate_port(port.id).await {
+                    Ok(()) => self.store.delete_port(port.id).await,
+                    Err(e) => Err(e),
+                }
             } else {
                 let next = Port {
                     device_id: String::new(),

@@ -7,8 +7,8 @@ use domain::network::{DeviceOwner, Ethertype, Port, RuleProtocol, SecurityGroupR
 use domain::{Result, SecurityGroupId};
 use ipnet::{IpNet, Ipv4Net};
 use netplane::{
-    DhcpHost, DhcpPlan, Firewall, HostPlan, NetworkPlan, PortPlan, Protocol, Remote, Rule,
-    SubnetPlan,
+    DhcpHost, DhcpPlan, Firewall, FloatingIpPlan, HostPlan, NetworkPlan, PortPlan, Protocol,
+    Remote, RouterGateway, RouterInterface, RouterPlan, Rule, SubnetPlan,
 };
 
 use crate::Cloud;
@@ -56,6 +56,65 @@ impl Cloud {
                 subnets: subnets.iter().map(|s| subnet_plan(s)).collect(),
                 dhcp,
                 ports: vm_ports,
+            });
+        }
+        let floating_ips = self.store.floating_ips().await?;
+        for router in self.store.routers().await? {
+            let id = router.id.to_string();
+            let address = |port: &Port| -> Option<Ipv4Net> {
+                let ip = port.ips().next()?;
+                let prefix = subnets
+                    .iter()
+                    .find(|s| s.cidr.contains(&ip))?
+                    .cidr
+                    .prefix_len();
+                Ipv4Net::new(ip, prefix).ok()
+            };
+            let gateway = router.gateway.and_then(|g| {
+                let port = ports.iter().find(|p| p.id == g.port_id)?;
+                let ip = port.ips().next()?;
+                let nexthop = subnets.iter().find(|s| s.cidr.contains(&ip))?.gateway_ip;
+                Some(RouterGateway {
+                    port_id: port.id.to_string(),
+                    network_id: g.network_id.to_string(),
+                    mac: port.mac_address.clone(),
+                    address: address(port)?,
+                    nexthop,
+                    snat: g.enable_snat,
+                })
+            });
+            let interfaces = ports
+                .iter()
+                .filter(|p| p.owner() == DeviceOwner::RouterInterface && p.device_id == id)
+                .filter_map(|p| {
+                    Some(RouterInterface {
+                        port_id: p.id.to_string(),
+                        network_id: p.network_id.to_string(),
+                        mac: p.mac_address.clone(),
+                        address: address(p)?,
+                    })
+                })
+                .collect();
+            let floating = floating_ips
+                .iter()
+                .filter(|f| f.router_id == Some(router.id) && gateway.is_some())
+                .filter_map(|f| {
+                    Some(FloatingIpPlan {
+                        floating_ip: f.floating_ip_address,
+                        fixed_ip: f.fixed_ip_address?,
+                    })
+                })
+                .collect();
+            plan.routers.push(RouterPlan {
+                id,
+                gateway,
+                interfaces,
+                floating_ips: floating,
+                routes: router
+                    .routes
+                    .iter()
+                    .map(|r| (r.destination, r.nexthop))
+                    .collect(),
             });
         }
         Ok(plan)

@@ -218,11 +218,16 @@ impl Cloud {
     pub async fn delete_port(&self, caller: &Caller, id: &str) -> Result<()> {
         caller.require(Role::Member, "delete ports")?;
         let port = self.port(caller, id).await?;
-        if port.owner() == DeviceOwner::RouterInterface && !caller.is_admin() {
+        if port.owner().is_network_owned()
+            && port.owner() != domain::network::DeviceOwner::Dhcp
+            && !caller.is_admin()
+        {
             return Err(Error::conflict(format!(
-                "Port {id} cannot be deleted directly via the port API: has device owner network:router_interface."
+                "Port {id} cannot be deleted directly via the port API: has device owner {}.",
+                port.device_owner
             )));
         }
+        self.disassociate_port(port.id).await?;
         self.store.delete_port(port.id).await?;
         self.sync_network().await;
         Ok(())

@@ -4,11 +4,13 @@
 
 mod ipam;
 mod port;
+mod router;
 mod security_group;
 mod subnet;
 
 pub use ipam::{first_free, parse_mac, random_mac, IpRange};
 pub use port::{AddressPair, DeviceOwner, FixedIp, Port, PortStatus};
+pub use router::{FloatingIp, Router, RouterGateway};
 pub use security_group::{
     default_group_rules, new_group_rules, Direction, Ethertype, RuleProtocol, SecurityGroup,
     SecurityGroupRule,

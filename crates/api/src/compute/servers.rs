@@ -411,6 +411,33 @@ async fn server_view(
     let attachments = s.cloud.attachments_of(server).await?;
     out["os-extended-volumes:volumes_attached"] =
         volume_attachments::volumes_attached(&attachments, v);
+    let mut addresses = serde_json::Map::new();
+    for a in s.cloud.server_addresses(server.id).await? {
+        let entry = json!({
+            "version": 4,
+            "addr": a.addr.to_string(),
+            "OS-EXT-IPS:type": if a.floating { "floating" } else { "fixed" },
+            "OS-EXT-IPS-MAC:mac_addr": a.mac,
+        });
+        if let Some(list) = addresses
+            .entry(a.network)
+            .or_insert_with(|| json!([]))
+            .as_array_mut()
+        {
+            list.push(entry);
+        }
+    }
+    out["addresses"] = Value::Object(addresses);
+    let groups: Vec<Value> = s
+        .cloud
+        .server_security_groups(server.id)
+        .await?
+        .into_iter()
+        .map(|name| json!({"name": name}))
+        .collect();
+    if out.get("security_groups").is_some() {
+        out["security_groups"] = Value::Array(groups);
+    }
     Ok(out)
 }
 

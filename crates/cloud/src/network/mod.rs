@@ -22,7 +22,7 @@ use domain::{Error, NetworkId, Result};
 
 pub use floating_ips::NewFloatingIp;
 pub use networks::{NetworkChanges, NewNetwork};
-pub use nova::{NicRequest, ServerNetworks};
+pub use nova::{NicRequest, ServerAddress, ServerNetworks};
 pub use ports::{FixedIpRequest, NewPort, PortChanges};
 pub use routers::{
     GatewayRequest, InterfaceRequest, NewRouter, RouterChanges, RouterInterfaceInfo,

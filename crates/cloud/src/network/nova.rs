@@ -228,33 +228,70 @@ impl Cloud {
             .collect())
     }
 
-    /// Every server's addresses for the compute API's `addresses`: network name →
-    /// (address, MAC), in NIC order.
-    pub async fn server_addresses(
-        &self,
-    ) -> Result<std::collections::HashMap<ServerId, Vec<(String, Ipv4Addr, String)>>> {
-        let networks: std::collections::HashMap<_, _> = self
-            .store
-            .networks()
-            .await?
-            .into_iter()
-            .map(|n| (n.id, n.name))
-            .collect();
-        let mut out: std::collections::HashMap<ServerId, Vec<_>> = Default::default();
-        for port in self.store.ports().await? {
-            if port.owner() != DeviceOwner::Compute {
-                continue;
-            }
-            let Ok(server) = port.device_id.parse::<ServerId>() else {
-                continue;
-            };
-            let name = networks.get(&port.network_id).cloned().unwrap_or_default();
+    /// A server's addresses for the compute API's `addresses`, in NIC order: fixed
+    /// ones, then the floating IPs translated to them.
+    pub async fn server_addresses(&self, server: ServerId) -> Result<Vec<ServerAddress>> {
+        let ports = self.server_ports(server).await?;
+        if ports.is_empty() {
+            return Ok(vec![]);
+        }
+        let networks = self.store.networks().await?;
+        let fips = self.store.floating_ips().await?;
+        let mut out = Vec::new();
+        for port in &ports {
+            let network = networks
+                .iter()
+                .find(|n| n.id == port.network_id)
+                .map(|n| n.name.clone())
+                .unwrap_or_default();
             for ip in port.ips() {
-                out.entry(server)
-                    .or_default()
-                    .push((name.clone(), ip, port.mac_address.clone()));
+                out.push(ServerAddress {
+                    network: network.clone(),
+                    addr: ip,
+                    mac: port.mac_address.clone(),
+                    floating: false,
+                });
+                for fip in fips
+                    .iter()
+                    .filter(|f| f.port_id == Some(port.id) && f.fixed_ip_address == Some(ip))
+                {
+                    out.push(ServerAddress {
+                        network: network.clone(),
+                        addr: fip.floating_ip_address,
+                        mac: port.mac_address.clone(),
+                        floating: true,
+                    });
+                }
             }
         }
         Ok(out)
     }
+
+    /// The names of the security groups of a server's ports.
+    pub async fn server_security_groups(&self, server: ServerId) -> Result<Vec<String>> {
+        let ports = self.server_ports(server).await?;
+        let groups = self.store.security_groups().await?;
+        let mut names: Vec<String> = Vec::new();
+        for port in &ports {
+            for g in groups
+                .iter()
+                .filter(|g| port.security_groups.contains(&g.id))
+            {
+                if !names.contains(&g.name) {
+                    names.push(g.name.clone());
+                }
+            }
+        }
+        Ok(names)
+    }
+}
+
+/// One entry of a server's `addresses`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ServerAddress {
+    pub network: String,
+    pub addr: Ipv4Addr,
+    pub mac: String,
+    /// A floating IP (`OS-EXT-IPS:type` floating), else fixed.
+    pub floating: bool,
 }

@@ -119,7 +119,7 @@ pub(crate) async fn converge_host(ns: &str, wanted: &[HostDevice]) -> Result<Vec
         .collect();
     stale.sort_by_key(|l| l.kind == "bridge");
     for link in stale {
-        cmd::ip(ns, &["link", "delete", "dev", &link.name]).await?;
+        delete(ns, &link.name).await?;
     }
     let mut created = Vec::new();
     let mut ordered: Vec<&HostDevice> = wanted.iter().collect();
@@ -133,7 +133,7 @@ pub(crate) async fn converge_host(ns: &str, wanted: &[HostDevice]) -> Result<Vec
                 if peer_exists(peer_ns, peer).await {
                     Some(link)
                 } else {
-                    cmd::ip(ns, &["link", "delete", "dev", &device.name]).await?;
+                    delete(ns, &device.name).await?;
                     None
                 }
             }
@@ -148,6 +148,17 @@ pub(crate) async fn converge_host(ns: &str, wanted: &[HostDevice]) -> Result<Vec
         }
     }
     Ok(created)
+}
+
+/// Deletes device `name`; one already gone counts as deleted (the end of a veth whose
+/// other namespace was just deleted goes away asynchronously).
+async fn delete(ns: &str, name: &str) -> Result<()> {
+    match cmd::ip(ns, &["link", "delete", "dev", name]).await {
+        Err(crate::Error::Command { message, .. }) if message.contains("Cannot find device") => {
+            Ok(())
+        }
+        other => other.map(drop),
+    }
 }
 
 async fn peer_exists(peer_ns: &str, peer: &str) -> bool {

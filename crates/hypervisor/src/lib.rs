@@ -47,5 +47,5 @@ pub use qemu::{
 pub use restore::{
     DiskOverlay, InternalSnapshot, MemoryState, NativeSnapshot, PointTaken, RbdState,
 };
-pub use spec::{validate_name, DiskFormat, DiskSource, DiskSpec, VmSpec};
+pub use spec::{validate_name, DiskFormat, DiskSource, DiskSpec, NicSpec, VmSpec};
 pub use status::{ShutoffReason, VmStatus};

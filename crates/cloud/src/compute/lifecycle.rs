@@ -57,6 +57,7 @@ impl Cloud {
             kernel: None,
             initrd: None,
             cmdline: None,
+            nics: Vec::new(),
         })
     }
 

@@ -10,6 +10,7 @@ fn spec(name: &str) -> VmSpec {
         kernel: None,
         initrd: None,
         cmdline: None,
+        nics: Vec::new(),
     }
 }
 

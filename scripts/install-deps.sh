@@ -22,6 +22,9 @@ PACKAGES=(
   # the test guest: kernel from Debian, busybox, syslinux boot disk
   busybox-static cpio e2fsprogs syslinux syslinux-common mtools
   gcc libc6-dev
+  # the network data plane (netplane): namespaces, bridges, nftables, DHCP; and what its
+  # tests drive (ping, curl, iperf3 for bench/network.sh)
+  iproute2 nftables dnsmasq-base procps iputils-ping curl iperf3
   # prlimit for qemu-img under limits; python for the openstack CLI
   util-linux python3 python3-venv
 )

@@ -15,7 +15,7 @@ use async_trait::async_trait;
 use crate::error::Result;
 use crate::error::{Error, ErrorKind};
 use crate::restore::{DiskOverlay, InternalSnapshot, MemoryState, NativeSnapshot, PointTaken};
-use crate::spec::{DiskSpec, VmSpec};
+use crate::spec::{DiskSpec, NicSpec, VmSpec};
 use crate::status::VmStatus;
 
 /// Runs VMs. Implementations: [`QemuHypervisor`](crate::QemuHypervisor) and
@@ -172,4 +172,15 @@ pub trait Hypervisor: Send + Sync {
     /// removes its block nodes, so its files are no longer open. Succeeds without doing
     /// anything if the VM has no such disk.
     async fn detach_disk(&self, name: &str, disk_id: &str, timeout: Duration) -> Result<()>;
+
+    /// Hot-plugs `nic` into a live VM (running or paused): a tap netdev on its tap and a
+    /// virtio-net device `<id>-dev` on a free PCIe port; the guest sees a new NIC. The
+    /// NIC is recorded in the VM's spec, so a memory state saved afterwards restores
+    /// with it. Succeeds without doing anything if the NIC is already there.
+    async fn attach_nic(&self, name: &str, nic: &NicSpec) -> Result<()>;
+
+    /// Unplugs NIC `nic_id` from a live VM: asks the guest to release the device, waits
+    /// for it, then removes the netdev (the tap stays, the network plane owns it).
+    /// Succeeds without doing anything if the VM has no such NIC.
+    async fn detach_nic(&self, name: &str, nic_id: &str) -> Result<()>;
 }

@@ -33,6 +33,22 @@ pub struct VmSpec {
     pub kernel: Option<PathBuf>,
     pub initrd: Option<PathBuf>,
     pub cmdline: Option<String>,
+    /// Virtio NICs, each on a tap the network plane made (QEMU opens it by name, in the
+    /// driver's network namespace). Absent in specs written before NICs existed.
+    #[serde(default)]
+    pub nics: Vec<NicSpec>,
+}
+
+/// One virtio-net NIC on an existing tap.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NicSpec {
+    /// QEMU id of the NIC's netdev (`net0`); its device is `<id>-dev`. Same rules as a
+    /// disk id.
+    pub id: String,
+    /// The guest's MAC address, `xx:xx:xx:xx:xx:xx`.
+    pub mac: String,
+    /// The tap device (at most 15 characters).
+    pub tap: String,
 }
 
 /// One virtio-net NIC on a tap device that exists when QEMU starts.
@@ -109,8 +125,61 @@ impl VmSpec {
                 return Err(invalid(format!("disk id {} is used twice", disk.id)));
             }
         }
+        for (i, nic) in self.nics.iter().enumerate() {
+            nic.validate()?;
+            let taken = self.nics[..i].iter().any(|other| other.id == nic.id)
+                || self.disks.iter().any(|d| d.id == nic.id);
+            if taken {
+                return Err(invalid(format!("NIC id {} is used twice", nic.id)));
+            }
+        }
         for path in [&self.kernel, &self.initrd].into_iter().flatten() {
             utf8_path(path)?;
+        }
+        Ok(())
+    }
+}
+
+/// Checks a disk or NIC id (see the module header).
+fn validate_id(what: &str, id: &str) -> Result<()> {
+    let mut chars = id.chars();
+    let starts_with_letter = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
+    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
+    if !starts_with_letter || !rest_ok || id.len() > MAX_DISK_ID_LEN {
+        return Err(invalid(format!(
+            "{what} id {id:?} must be a letter then up to {} of [A-Za-z0-9_-]",
+            MAX_DISK_ID_LEN - 1
+        )));
+    }
+    Ok(())
+}
+
+impl NicSpec {
+    /// Checks the id, the MAC and the tap name.
+    pub fn validate(&self) -> Result<()> {
+        validate_id("NIC", &self.id)?;
+        let octets: Vec<&str> = self.mac.split(':').collect();
+        let mac_ok = octets.len() == 6
+            && octets
+                .iter()
+                .all(|o| o.len() == 2 && o.chars().all(|c| c.is_ascii_hexdigit()));
+        if !mac_ok {
+            return Err(invalid(format!(
+                "NIC {}: MAC {:?} must be six hex pairs separated by colons",
+                self.id, self.mac
+            )));
+        }
+        let tap_ok = !self.tap.is_empty()
+            && self.tap.len() <= 15
+            && self
+                .tap
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+        if !tap_ok {
+            return Err(invalid(format!(
+                "NIC {}: tap {:?} must be 1 to 15 of [A-Za-z0-9_.-]",
+                self.id, self.tap
+            )));
         }
         Ok(())
     }
@@ -119,16 +188,7 @@ impl VmSpec {
 impl DiskSpec {
     /// Checks the disk id and paths (see the module header).
     pub fn validate(&self) -> Result<()> {
-        let id = &self.id;
-        let mut chars = id.chars();
-        let starts_with_letter = chars.next().is_some_and(|c| c.is_ascii_alphabetic());
-        let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_');
-        if !starts_with_letter || !rest_ok || id.len() > MAX_DISK_ID_LEN {
-            return Err(invalid(format!(
-                "disk id {id:?} must be a letter then up to {} of [A-Za-z0-9_-]",
-                MAX_DISK_ID_LEN - 1
-            )));
-        }
+        validate_id("disk", &self.id)?;
         match &self.source {
             DiskSource::File(path) => utf8_path(path).map(drop),
             DiskSource::Rbd { conf, .. } => {
@@ -184,6 +244,7 @@ mod tests {
             kernel: None,
             initrd: None,
             cmdline: None,
+            nics: Vec::new(),
         }
     }
 
@@ -214,6 +275,30 @@ mod tests {
         let error = spec.validate().unwrap_err();
 
         assert_eq!(error.kind(), ErrorKind::InvalidArgument);
+    }
+
+    #[test]
+    fn validate_when_nic_mac_malformed_then_invalid_argument() {
+        let mut spec = spec();
+        spec.nics.push(NicSpec {
+            id: "net0".into(),
+            mac: "fa:16:3e:00:00".into(),
+            tap: "tapabc".into(),
+        });
+
+        let error = spec.validate().unwrap_err();
+
+        assert_eq!(error.kind(), ErrorKind::InvalidArgument);
+    }
+
+    #[test]
+    fn spec_when_json_has_no_nics_then_loads_without_nics() {
+        let mut json = serde_json::to_value(spec()).unwrap();
+        json.as_object_mut().unwrap().remove("nics");
+
+        let loaded: VmSpec = serde_json::from_value(json).unwrap();
+
+        assert_eq!(loaded, spec());
     }
 
     #[test]

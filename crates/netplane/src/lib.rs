@@ -29,10 +29,14 @@
 //! Names derive from the ids, so a plan applied after a crash or a restart of the service
 //! finds what an earlier apply made. Device names stay within Linux's 15 characters.
 
+mod linux;
 mod names;
 mod plan;
 
-pub use names::{bridge_name, tap_name};
+pub use linux::LinuxPlane;
+pub use names::{
+    bridge_name, dhcp_device_name, router_gateway_name, router_interface_name, tap_name,
+};
 pub use plan::{
     DhcpHost, DhcpPlan, Firewall, FloatingIpPlan, HostPlan, NetworkPlan, PortPlan, Protocol,
     Remote, RouterGateway, RouterInterface, RouterPlan, Rule, SubnetPlan,
@@ -55,7 +59,7 @@ pub enum Error {
 
 pub type Result<T> = std::result::Result<T, Error>;
 
-/// Makes a host's virtual networks real. Implementations: [`LinuxPlane` (to come) and
+/// Makes a host's virtual networks real. Implementations: [`LinuxPlane`] and
 /// [`FakePlane`].
 #[async_trait]
 pub trait NetworkPlane: Send + Sync {

@@ -17,6 +17,21 @@ pub fn tap_name(port_id: &str) -> String {
     format!("tap{}", short(port_id))
 }
 
+/// A DHCP server's device in its namespace (the other end of the veth `tap…`).
+pub fn dhcp_device_name(port_id: &str) -> String {
+    format!("ns-{}", short(port_id))
+}
+
+/// A router's interface on an internal subnet (the other end of the veth `tap…`).
+pub fn router_interface_name(port_id: &str) -> String {
+    format!("qr-{}", short(port_id))
+}
+
+/// A router's gateway on its external network (the other end of the veth `tap…`).
+pub fn router_gateway_name(port_id: &str) -> String {
+    format!("qg-{}", short(port_id))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

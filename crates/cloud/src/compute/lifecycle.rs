@@ -67,6 +67,7 @@ impl Cloud {
             kernel: None,
             initrd: None,
             cmdline: None,
+            nics: Vec::new(),
         })
     }
 

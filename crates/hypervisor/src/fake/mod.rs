@@ -48,6 +48,8 @@ pub enum Operation {
     StreamInto,
     AttachDisk,
     DetachDisk,
+    AttachNic,
+    DetachNic,
 }
 
 /// In-memory hypervisor. See the module header.
@@ -534,6 +536,23 @@ impl Hypervisor for FakeHypervisor {
         let mut state = self.begin(Operation::DetachDisk)?;
         let vm = state.running_vm(name)?;
         vm.spec.disks.retain(|d| d.id != disk_id);
+        Ok(())
+    }
+
+    async fn attach_nic(&self, name: &str, nic: &crate::spec::NicSpec) -> Result<()> {
+        nic.validate()?;
+        let mut state = self.begin(Operation::AttachNic)?;
+        let vm = state.running_vm(name)?;
+        if !vm.spec.nics.iter().any(|n| n.id == nic.id) {
+            vm.spec.nics.push(nic.clone());
+        }
+        Ok(())
+    }
+
+    async fn detach_nic(&self, name: &str, nic_id: &str) -> Result<()> {
+        let mut state = self.begin(Operation::DetachNic)?;
+        let vm = state.running_vm(name)?;
+        vm.spec.nics.retain(|n| n.id != nic_id);
         Ok(())
     }
 

@@ -11,6 +11,7 @@ fn spec(name: &str) -> VmSpec {
         kernel: None,
         initrd: None,
         cmdline: None,
+        nics: Vec::new(),
     }
 }
 

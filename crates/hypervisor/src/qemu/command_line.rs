@@ -21,14 +21,19 @@
 //!   command line does not depend on image properties; a guest without an agent
 //!   leaves it silent and the driver says so quickly (see `qemu::agent`). They come
 //!   after the disks, which keep their PCI slots.
+//! - each NIC is a `-netdev tap` `<id>` on the tap the network plane made (opened by
+//!   name: QEMU runs in the plane's namespace, `script=no`, no vhost) and a
+//!   `virtio-net-pci` device `<id>-dev` with the port's MAC, on a PCIe port of the
+//!   same pool as the disks (key `nic:<id>` in `ports.json`), so NICs hot-plug and a
+//!   memory state finds them where they were.
 
 use serde_json::{json, Value};
 
-use super::hotplug::{port_devices, port_id, Ports};
+use super::hotplug::{nic_port_key, port_devices, port_id, Ports};
 use super::run_dir::RunDir;
 use super::{Accel, QemuConfig};
 use crate::error::Result;
-use crate::spec::{utf8_path, DiskSource, DiskSpec, VmSpec};
+use crate::spec::{utf8_path, DiskSource, DiskSpec, NicSpec, VmSpec};
 
 /// Suffix of the protocol node under each disk's format node.
 pub const STORAGE_NODE_SUFFIX: &str = "-storage";
@@ -94,6 +99,18 @@ pub(crate) fn build(
         push(&["-blockdev", &format.to_string()]);
         push(&["-device", &device.to_string()]);
     }
+    for nic in &spec.nics {
+        let port = ports.get(&nic_port_key(&nic.id)).ok_or_else(|| {
+            crate::error::Error::new(
+                crate::error::ErrorKind::InvalidArgument,
+                format!("NIC {} has no PCIe port", nic.id),
+            )
+        })?;
+        let mut device = nic_device(nic);
+        device["bus"] = json!(port_id(*port));
+        push(&["-netdev", &nic_netdev_option(nic)]);
+        push(&["-device", &device.to_string()]);
+    }
     let agent_socket = utf8_path(&dir.agent_socket())?.to_string();
     for option in agent_options(&agent_socket) {
         push(&[option.0, &option.1]);
@@ -155,6 +172,36 @@ pub(crate) fn disk_options(disk: &DiskSpec) -> Result<[Value; 3]> {
     Ok([storage, format, device])
 }
 
+/// The `-netdev` option of a NIC (its tap, opened by name).
+fn nic_netdev_option(nic: &NicSpec) -> String {
+    format!(
+        "tap,id={},ifname={},script=no,downscript=no,vhost=off",
+        nic.id, nic.tap
+    )
+}
+
+/// The same netdev as `netdev_add` arguments (hot-plug).
+pub(crate) fn nic_netdev(nic: &NicSpec) -> Value {
+    json!({
+        "type": "tap",
+        "id": nic.id,
+        "ifname": nic.tap,
+        "script": "no",
+        "downscript": "no",
+        "vhost": false,
+    })
+}
+
+/// The virtio-net device of a NIC (without its bus).
+pub(crate) fn nic_device(nic: &NicSpec) -> Value {
+    json!({
+        "driver": "virtio-net-pci",
+        "netdev": nic.id,
+        "mac": nic.mac.to_ascii_lowercase(),
+        "id": format!("{}-dev", nic.id),
+    })
+}
+
 /// Name of the guest agent's port, which the agent looks for in the guest.
 pub const GUEST_AGENT_PORT: &str = "org.qemu.guest_agent.0";
 
@@ -201,6 +248,7 @@ mod tests {
             kernel: Some(PathBuf::from("/boot/vmlinuz")),
             initrd: None,
             cmdline: Some("console=ttyS0 quiet".to_string()),
+            nics: Vec::new(),
         }
     }
 
@@ -286,6 +334,37 @@ mod tests {
         assert_eq!(devices[2]["name"], GUEST_AGENT_PORT);
         assert_eq!(devices[2]["chardev"], "qga0");
         assert_eq!(devices[2]["bus"], "virtio-serial0.0");
+    }
+
+    #[test]
+    fn build_when_nic_then_tap_netdev_and_virtio_net_on_its_port() {
+        let config = QemuConfig::new("/run/snapstack");
+        let dir = RunDir::new(Path::new("/run/snapstack"), "vm1");
+        let mut spec = spec(vec![file_disk()]);
+        spec.nics.push(NicSpec {
+            id: "net0".into(),
+            mac: "FA:16:3E:00:00:01".into(),
+            tap: "tap6f1c0a52-3b".into(),
+        });
+        let mut ports = ports();
+        ports.insert("nic:net0".into(), 4);
+
+        let args = build(&config, &dir, &spec, false, &ports).unwrap();
+
+        assert_eq!(
+            args_after(&args, "-netdev"),
+            ["tap,id=net0,ifname=tap6f1c0a52-3b,script=no,downscript=no,vhost=off"]
+        );
+        let nic: Value = args_after(&args, "-device")
+            .iter()
+            .map(|a| serde_json::from_str::<Value>(a).unwrap())
+            .find(|d| d["driver"] == "virtio-net-pci")
+            .unwrap();
+        assert_eq!(
+            nic,
+            json!({"driver": "virtio-net-pci", "netdev": "net0", "mac": "fa:16:3e:00:00:01",
+                   "id": "net0-dev", "bus": "disk-port4"})
+        );
     }
 
     #[test]

@@ -32,8 +32,13 @@ use crate::spec::{DiskSpec, VmSpec};
 /// How many disks a VM can have at once.
 pub(crate) const PORTS: usize = 16;
 
-/// Disk id → port index.
+/// Disk id (or [`nic_port_key`] of a NIC) → port index.
 pub(crate) type Ports = BTreeMap<String, usize>;
+
+/// The key of NIC `nic_id` in [`Ports`] (a disk id has no colon).
+pub(crate) fn nic_port_key(nic_id: &str) -> String {
+    format!("nic:{nic_id}")
+}
 
 /// The QEMU id of port `index`.
 pub(crate) fn port_id(index: usize) -> String {
@@ -65,34 +70,44 @@ pub(crate) async fn ports_for_launch(dir: &RunDir, spec: &VmSpec, incoming: bool
     } else {
         Ports::new()
     };
-    let mut ports: Ports = spec
+    let keys: Vec<String> = spec
         .disks
         .iter()
-        .filter_map(|d| recorded.get(&d.id).map(|p| (d.id.clone(), *p)))
+        .map(|d| d.id.clone())
+        .chain(spec.nics.iter().map(|n| nic_port_key(&n.id)))
         .collect();
-    for disk in &spec.disks {
-        if !ports.contains_key(&disk.id) {
+    let mut ports: Ports = keys
+        .iter()
+        .filter_map(|k| recorded.get(k).map(|p| (k.clone(), *p)))
+        .collect();
+    for key in keys {
+        if !ports.contains_key(&key) {
             let free = free_port(&ports, &spec.name)?;
-            ports.insert(disk.id.clone(), free);
+            ports.insert(key, free);
         }
     }
     dir.write_ports(&ports).await?;
     Ok(ports)
 }
 
-fn free_port(ports: &Ports, vm: &str) -> Result<usize> {
+pub(crate) fn free_port(ports: &Ports, vm: &str) -> Result<usize> {
     (0..PORTS)
         .find(|p| !ports.values().any(|used| used == p))
         .ok_or_else(|| {
             Error::new(
                 ErrorKind::InvalidArgument,
-                format!("VM {vm} already has {PORTS} disks"),
+                format!("VM {vm} already has {PORTS} disks and NICs"),
             )
         })
 }
 
 /// Whether the VM has a device called `id`.
-async fn has_device(qmp: &Client, vm: &str, id: &str, timeout: Duration) -> Result<bool> {
+pub(crate) async fn has_device(
+    qmp: &Client,
+    vm: &str,
+    id: &str,
+    timeout: Duration,
+) -> Result<bool> {
     let children = run(
         qmp,
         vm,
@@ -261,6 +276,7 @@ mod tests {
             kernel: None,
             initrd: None,
             cmdline: None,
+            nics: Vec::new(),
         }
     }
 

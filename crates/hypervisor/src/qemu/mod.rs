@@ -53,6 +53,7 @@ mod hotplug;
 mod jobs;
 mod memory_state;
 mod migration;
+mod nic;
 mod pauses;
 mod process;
 mod restore;
@@ -126,6 +127,11 @@ pub struct QemuConfig {
     pub exit_timeout: Duration,
     /// How long saving or loading a memory state may take.
     pub migration_timeout: Duration,
+    /// The network namespace QEMU runs in (`ip netns` name), where the network plane
+    /// keeps the taps of the VMs' NICs; `None`: the service's own.
+    pub netns: Option<String>,
+    /// How long the guest may take to release a NIC being unplugged.
+    pub nic_unplug_timeout: Duration,
 }
 
 impl QemuConfig {
@@ -140,6 +146,8 @@ impl QemuConfig {
             monitor_timeout: Duration::from_secs(10),
             exit_timeout: DEFAULT_EXIT_TIMEOUT,
             migration_timeout: Duration::from_secs(600),
+            netns: None,
+            nic_unplug_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -360,13 +368,15 @@ impl QemuHypervisor {
         let ports = hotplug::ports_for_launch(&vm.dir, spec, incoming).await?;
         let args = command_line::build(&self.config, &vm.dir, spec, incoming, &ports)?;
         let log = self.open_qemu_log(vm, &args).await?;
-        let mut child = process::spawn_detached(&self.config.binary, &args, log).map_err(|e| {
-            Error::new(
-                ErrorKind::StartFailed,
-                format!("cannot run {}", self.config.binary.display()),
-            )
-            .with_source(e)
-        })?;
+        let netns = self.open_netns().await?;
+        let mut child = process::spawn_detached(&self.config.binary, &args, log, netns.as_ref())
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::StartFailed,
+                    format!("cannot run {}", self.config.binary.display()),
+                )
+                .with_source(e)
+            })?;
         let Some(pid) = child.id().and_then(|id| i32::try_from(id).ok()) else {
             let _ = child.start_kill();
             return Err(Error::new(
@@ -387,6 +397,22 @@ impl QemuHypervisor {
         pauses::watch(&vm.name, client.events(), Arc::clone(&vm.pauses));
         *vm.monitor.lock().await = Some(client.clone());
         Ok(client)
+    }
+
+    /// The configured network namespace, opened for `setns(2)`.
+    async fn open_netns(&self) -> Result<Option<std::fs::File>> {
+        let Some(name) = &self.config.netns else {
+            return Ok(None);
+        };
+        let path = Path::new("/run/netns").join(name);
+        let file = tokio::fs::File::open(&path).await.map_err(|e| {
+            Error::new(
+                ErrorKind::StartFailed,
+                format!("cannot open network namespace {name}"),
+            )
+            .with_source(e)
+        })?;
+        Ok(Some(file.into_std().await))
     }
 
     /// Opens `qemu.log` for QEMU's output, after a header with the command line.
@@ -655,6 +681,14 @@ impl Hypervisor for QemuHypervisor {
 
     async fn detach_disk(&self, name: &str, disk_id: &str, timeout: Duration) -> Result<()> {
         self.unplug_disk(name, disk_id, timeout).await
+    }
+
+    async fn attach_nic(&self, name: &str, nic: &crate::spec::NicSpec) -> Result<()> {
+        self.hotplug_nic(name, nic).await
+    }
+
+    async fn detach_nic(&self, name: &str, nic_id: &str) -> Result<()> {
+        self.unplug_nic(name, nic_id).await
     }
 
     async fn snapshot_disk(&self, name: &str, disk_id: &str, overlay: &Path) -> Result<()> {

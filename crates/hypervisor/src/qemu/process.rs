@@ -5,6 +5,10 @@
 //! the service's process group reaches it, so the service can die and restart while VMs
 //! run. (`-daemonize` would do the same but sends QEMU's later stderr to `/dev/null`.)
 //!
+//! With a network namespace, QEMU is moved into it between fork and exec (`setns(2)` on
+//! a descriptor opened before the fork), so it opens its taps by name there while the
+//! service stays in the host's namespace.
+//!
 //! A pid alone is not trusted (pids are reused): a process counts as "the QEMU of this
 //! run directory" only if its command line has `-pidfile <our pid file>`. A zombie has an
 //! empty command line, so it counts as gone.
@@ -20,12 +24,16 @@ use tokio::time::Instant;
 /// How often to look again while waiting for a process to go.
 const POLL_INTERVAL: Duration = Duration::from_millis(20);
 
-/// Spawns `binary args…` detached from this process (see the module header).
+/// Spawns `binary args…` detached from this process (see the module header), inside
+/// the network namespace `netns` (an open `/run/netns/<name>`) when given.
 pub(crate) fn spawn_detached(
     binary: &Path,
     args: &[String],
     log: std::fs::File,
+    netns: Option<&std::fs::File>,
 ) -> io::Result<Child> {
+    use std::os::fd::AsRawFd;
+    let netns_fd = netns.map(AsRawFd::as_raw_fd);
     let mut command = Command::new(binary);
     command
         .args(args)
@@ -33,15 +41,20 @@ pub(crate) fn spawn_detached(
         .stdout(log.try_clone()?)
         .stderr(log)
         .kill_on_drop(false);
-    // SAFETY: the closure runs in the forked child before exec; it only calls setsid(2),
-    // which is async-signal-safe, and builds its error without allocating.
+    // SAFETY: the closure runs in the forked child before exec; it only calls setsid(2)
+    // and setns(2), which are async-signal-safe, on a descriptor the parent keeps open
+    // until spawn returns, and builds its error without allocating.
     unsafe {
-        command.pre_exec(|| {
+        command.pre_exec(move || {
             if libc::setsid() == -1 {
-                Err(io::Error::last_os_error())
-            } else {
-                Ok(())
+                return Err(io::Error::last_os_error());
             }
+            if let Some(fd) = netns_fd {
+                if libc::setns(fd, libc::CLONE_NEWNET) == -1 {
+                    return Err(io::Error::last_os_error());
+                }
+            }
+            Ok(())
         });
     }
     command.spawn()
@@ -124,7 +137,7 @@ mod tests {
         let log = std::fs::File::create(dir.path().join("log")).unwrap();
         let args = ["-c".to_string(), "cut -d' ' -f6 /proc/$$/stat".to_string()];
 
-        let child = spawn_detached(Path::new("/bin/sh"), &args, log).unwrap();
+        let child = spawn_detached(Path::new("/bin/sh"), &args, log, None).unwrap();
         let pid = child.id().unwrap();
         let output = child.wait_with_output().await.unwrap();
 

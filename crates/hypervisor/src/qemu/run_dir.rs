@@ -10,7 +10,7 @@
 //!   qemu.log      QEMU's stdout/stderr, each start preceded by a header with the command line
 //!   shutoff.json  why the VM stopped, written *before* we stop it on purpose;
 //!                 removed when it starts. Absent + no process = QEMU died unasked.
-//!   ports.json    which PCIe port each disk's device is on (see `qemu::hotplug`)
+//!   ports.json    which PCIe port each disk's and NIC's device is on (see `qemu::hotplug`)
 //! ```
 
 use std::path::{Path, PathBuf};
@@ -112,6 +112,15 @@ impl RunDir {
         Ok(())
     }
 
+    /// The spec recorded at the last start (with the NICs hot-plugged since).
+    pub(crate) async fn read_spec(&self) -> Result<Option<VmSpec>> {
+        read_json(&self.spec_file()).await
+    }
+
+    pub(crate) async fn write_spec(&self, spec: &VmSpec) -> Result<()> {
+        write_json(&self.spec_file(), spec).await
+    }
+
     /// The pid QEMU wrote, if any.
     pub(crate) async fn read_pid(&self) -> Option<i32> {
         let text = tokio::fs::read_to_string(self.pid_file()).await.ok()?;
@@ -193,6 +202,7 @@ mod tests {
             kernel: None,
             initrd: None,
             cmdline: None,
+            nics: Vec::new(),
         }
     }
 

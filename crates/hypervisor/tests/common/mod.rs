@@ -38,6 +38,15 @@ impl Harness {
         }
     }
 
+    /// A harness whose QEMUs run in network namespace `netns` (where the taps are).
+    pub fn with_netns(netns: &str) -> Self {
+        let mut harness = Self::new();
+        let mut config = config(harness.root.path());
+        config.netns = Some(netns.to_string());
+        harness.driver = QemuHypervisor::new(config);
+        harness
+    }
+
     /// Another driver on the same run directory, as after a service restart.
     pub fn restarted_driver(&self) -> QemuHypervisor {
         QemuHypervisor::new(config(self.root.path()))
@@ -73,6 +82,7 @@ impl Harness {
             kernel: None,
             initrd: None,
             cmdline: None,
+            nics: Vec::new(),
         }
     }
 

@@ -560,7 +560,6 @@ async fn reconcile_when_orphan_vm_and_disk_then_removed_and_live_server_kept() {
         kernel: None,
         initrd: None,
         cmdline: None,
-        nics: Vec::new(),
     };
     rig.hv.start(&spec).await.unwrap();
 

@@ -26,9 +26,6 @@ pub struct VmSpec {
     pub vcpus: u32,
     /// Virtio disks, in this order on the PCI bus (the first one boots).
     pub disks: Vec<DiskSpec>,
-    /// Virtio NICs, in this order on the PCI bus.
-    #[serde(default)]
-    pub nics: Vec<NicSpec>,
     /// Direct kernel boot; the console is the first serial port (`console=ttyS0`).
     pub kernel: Option<PathBuf>,
     pub initrd: Option<PathBuf>,
@@ -48,16 +45,6 @@ pub struct NicSpec {
     /// The guest's MAC address, `xx:xx:xx:xx:xx:xx`.
     pub mac: String,
     /// The tap device (at most 15 characters).
-    pub tap: String,
-}
-
-/// One virtio-net NIC on a tap device that exists when QEMU starts.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct NicSpec {
-    /// QEMU device id (`net0`).
-    pub id: String,
-    pub mac: String,
-    /// The tap device QEMU opens by name.
     pub tap: String,
 }
 
@@ -244,7 +231,6 @@ mod tests {
             kernel: None,
             initrd: None,
             cmdline: None,
-            nics: Vec::new(),
         }
     }
 

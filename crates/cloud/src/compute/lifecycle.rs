@@ -67,7 +67,6 @@ impl Cloud {
             kernel: None,
             initrd: None,
             cmdline: None,
-            nics: Vec::new(),
         })
     }
 

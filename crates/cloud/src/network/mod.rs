@@ -87,10 +87,14 @@ impl Cloud {
     pub(crate) async fn apply_network_plan(&self) -> Result<()> {
         let _one_at_a_time = self.net_lock.lock().await;
         let plan = self.network_plan().await?;
-        self.plane
-            .apply(&plan)
-            .await
-            .map_err(|e| Error::unavailable(format!("The network data plane failed: {e}")))?;
+        // Nothing to carry: nothing stays (no namespace is made for a cloud without
+        // networks, and the last network takes everything with it).
+        let applied = if plan.networks.is_empty() && plan.routers.is_empty() {
+            self.plane.teardown().await
+        } else {
+            self.plane.apply(&plan).await
+        };
+        applied.map_err(|e| Error::unavailable(format!("The network data plane failed: {e}")))?;
         self.mark_ports_active(&plan).await
     }
 

@@ -11,7 +11,6 @@ fn spec(name: &str) -> VmSpec {
         kernel: None,
         initrd: None,
         cmdline: None,
-        nics: Vec::new(),
     }
 }
 

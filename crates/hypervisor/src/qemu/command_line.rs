@@ -248,7 +248,6 @@ mod tests {
             kernel: Some(PathBuf::from("/boot/vmlinuz")),
             initrd: None,
             cmdline: Some("console=ttyS0 quiet".to_string()),
-            nics: Vec::new(),
         }
     }
 

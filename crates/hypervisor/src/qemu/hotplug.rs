@@ -276,7 +276,6 @@ mod tests {
             kernel: None,
             initrd: None,
             cmdline: None,
-            nics: Vec::new(),
         }
     }
 

@@ -202,7 +202,6 @@ mod tests {
             kernel: None,
             initrd: None,
             cmdline: None,
-            nics: Vec::new(),
         }
     }
 

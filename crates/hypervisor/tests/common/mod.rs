@@ -82,7 +82,6 @@ impl Harness {
             kernel: None,
             initrd: None,
             cmdline: None,
-            nics: Vec::new(),
         }
     }
 

@@ -724,6 +724,20 @@ static void write_round(uint64_t ram)
 		say("SEQ %llu ram=%llu", (unsigned long long)seq, (unsigned long long)ram);
 }
 
+/* The state the guest's web service answers (/cgi-bin/state): written to a
+ * temporary file and renamed, so a reader never sees half a line. */
+#define STATE_FILE "/run/seqwriter.state"
+static void publish_state(uint64_t ram)
+{
+	FILE *f = fopen(STATE_FILE ".tmp", "w");
+	if (!f)
+		return;
+	fprintf(f, "boot=%u last_seq=%llu ram=%llu\n", (unsigned)boot_number,
+		(unsigned long long)last_written, (unsigned long long)ram);
+	if (fclose(f) == 0)
+		rename(STATE_FILE ".tmp", STATE_FILE);
+}
+
 static int run_writer(void)
 {
 	read_cmdline();
@@ -783,6 +797,7 @@ static int run_writer(void)
 			next_tick = now + interval_ms;
 		ram++;
 		write_round(ram);
+		publish_state(ram);
 		if (now >= next_rescan) {
 			rescan();
 			next_rescan = now_ms() + rescan_ms;

@@ -3,7 +3,11 @@
 //! of the layers above.
 //!
 //! This crate knows nothing of the database or the API: a VM is a [`VmSpec`] (name,
-//! memory, vCPUs, disks, optional direct kernel boot) and a [`VmStatus`].
+//! memory, vCPUs, disks, NICs, optional direct kernel boot) and a [`VmStatus`].
+//!
+//! NICs are virtio-net on taps someone else made (Snapstack's network plane, crate
+//! `netplane`): QEMU opens each by name, so it runs in the namespace holding them
+//! ([`QemuConfig::netns`]).
 //!
 //! The QEMU driver keeps each VM in a run directory that outlives the service:
 //!
@@ -25,6 +29,8 @@
 //! `cargo test -p hypervisor --test guest -- --ignored`. Guest-agent freeze/thaw too:
 //! `cargo test -p hypervisor --test agent -- --include-ignored` (the no-agent and
 //! pause-log tests of that file need no guest and run by default).
+//! `cargo test -p hypervisor --test network` boots two guests on a real network plane
+//! (DHCP, guest to guest); it needs root and the test guest, and skips without root.
 
 mod console;
 mod driver;

@@ -28,6 +28,11 @@
 //!
 //! Names derive from the ids, so a plan applied after a crash or a restart of the service
 //! finds what an earlier apply made. Device names stay within Linux's 15 characters.
+//!
+//! [`LinuxPlane`] needs root and `ip` (iproute2), `nft` (nftables), `sysctl` (procps) and
+//! `dnsmasq` (dnsmasq-base); the port-security design (why a bridge table *and* an inet
+//! table, and the packet marks between them) is in `linux/firewall.rs`. Its tests
+//! (`tests/`) run on real namespaces and skip without root.
 
 mod linux;
 mod names;

@@ -191,10 +191,55 @@ impl LinuxPlane {
     }
 }
 
+/// Every MAC of the plan is six hex pairs: they go into `ip` arguments and the nft
+/// script as they are.
+fn check_macs(plan: &HostPlan) -> Result<()> {
+    let mut macs: Vec<&str> = Vec::new();
+    for network in &plan.networks {
+        macs.extend(network.dhcp.iter().map(|d| d.mac.as_str()));
+        macs.extend(
+            network
+                .dhcp
+                .iter()
+                .flat_map(|d| d.hosts.iter().map(|h| h.mac.as_str())),
+        );
+        for port in &network.ports {
+            macs.push(&port.mac);
+            if let Some(firewall) = &port.firewall {
+                macs.extend(
+                    firewall
+                        .allowed_address_pairs
+                        .iter()
+                        .map(|(m, _)| m.as_str()),
+                );
+            }
+        }
+    }
+    for router in &plan.routers {
+        macs.extend(router.interfaces.iter().map(|i| i.mac.as_str()));
+        macs.extend(router.gateway.iter().map(|g| g.mac.as_str()));
+    }
+    match macs.into_iter().find(|mac| !is_mac(mac)) {
+        Some(bad) => Err(crate::Error::InvalidPlan(format!(
+            "{bad:?} is not a MAC address (six hex pairs separated by colons)"
+        ))),
+        None => Ok(()),
+    }
+}
+
+fn is_mac(mac: &str) -> bool {
+    let octets: Vec<&str> = mac.split(':').collect();
+    octets.len() == 6
+        && octets
+            .iter()
+            .all(|o| o.len() == 2 && o.chars().all(|c| c.is_ascii_hexdigit()))
+}
+
 #[async_trait]
 impl NetworkPlane for LinuxPlane {
     async fn apply(&self, plan: &HostPlan) -> Result<()> {
         plan.validate()?;
+        check_macs(plan)?;
         let _one_at_a_time = self.lock.lock().await;
         self.converge(plan).await
     }
@@ -214,5 +259,32 @@ impl NetworkPlane for LinuxPlane {
 
     fn vm_netns(&self) -> &str {
         &self.ns
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn check_macs_when_mac_carries_nft_syntax_then_invalid_plan() {
+        let mut plan = HostPlan::default();
+        plan.networks.push(crate::NetworkPlan {
+            id: "n".into(),
+            mtu: 1500,
+            subnets: vec![],
+            dhcp: None,
+            ports: vec![crate::PortPlan {
+                id: "p".into(),
+                mac: "fa:16:3e:00:00:01 accept; flush ruleset".into(),
+                ips: vec![],
+                admin_state_up: true,
+                firewall: None,
+            }],
+        });
+
+        let error = check_macs(&plan).unwrap_err();
+
+        assert!(matches!(error, crate::Error::InvalidPlan(_)));
     }
 }

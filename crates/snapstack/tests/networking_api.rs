@@ -4,37 +4,11 @@
 //! input. (The data plane behind them is exercised by `networking_guests.rs`.)
 
 mod common;
+mod networking_support;
 
-use common::{fails, ok, Client, Server};
+use common::{fails, ok, Server};
+use networking_support::{create, network_with_subnet};
 use serde_json::{json, Value};
-
-fn create(client: &Client, collection: &str, key: &str, body: Value) -> Value {
-    let reply = client.post(
-        &format!("/networking/v2.0/{collection}"),
-        json!({key: body}),
-    );
-    assert_eq!(
-        reply.status,
-        201,
-        "{collection}: {}",
-        String::from_utf8_lossy(&reply.raw)
-    );
-    reply.body[key].clone()
-}
-
-fn network_with_subnet(client: &Client, name: &str, cidr: &str) -> (String, String) {
-    let net = create(client, "networks", "network", json!({"name": name}));
-    let subnet = create(
-        client,
-        "subnets",
-        "subnet",
-        json!({"network_id": net["id"], "cidr": cidr, "ip_version": 4, "name": format!("{name}-sub")}),
-    );
-    (
-        net["id"].as_str().unwrap().into(),
-        subnet["id"].as_str().unwrap().into(),
-    )
-}
 
 #[test]
 fn cli_when_network_subnet_port_then_addresses_from_the_pool_and_neutron_errors() {

@@ -298,7 +298,27 @@ fn parse_create(body: &Value, v: Microversion) -> Result<NewServer, Error> {
         },
         block_devices,
         networks,
+        security_groups: parse_security_groups(obj.get("security_groups"))?,
     })
+}
+
+/// Nova's `security_groups`: `[{"name": group}]`, a name or id of the caller's.
+fn parse_security_groups(value: Option<&Value>) -> Result<Vec<String>, Error> {
+    let Some(value) = value else {
+        return Ok(Vec::new());
+    };
+    let list = value
+        .as_array()
+        .ok_or_else(|| Error::invalid("'security_groups' must be a list."))?;
+    list.iter()
+        .map(|g| {
+            g.get("name")
+                .and_then(Value::as_str)
+                .filter(|n| !n.is_empty())
+                .map(str::to_string)
+                .ok_or_else(|| Error::invalid("Each entry of 'security_groups' needs a 'name'."))
+        })
+        .collect()
 }
 
 /// Nova's `networks`: `auto`, `none`, or a list of `{uuid, fixed_ip}` / `{port}`

@@ -56,6 +56,8 @@ pub struct NewServer {
     pub block_devices: Vec<BlockDevice>,
     /// Its NICs (Nova's `networks`).
     pub networks: crate::network::ServerNetworks,
+    /// Security groups (names or ids) of the ports made for it; none: `default`.
+    pub security_groups: Vec<String>,
 }
 
 impl Cloud {
@@ -119,12 +121,25 @@ impl Cloud {
             None => None,
         };
         let nics = self.check_server_networks(caller, &new.networks).await?;
+        for group in &new.security_groups {
+            self.security_group(caller, group)
+                .await
+                .map_err(|e| match e.kind() {
+                    ErrorKind::NotFound => {
+                        Error::invalid(format!("Security group {group} not found."))
+                    }
+                    _ => e,
+                })?;
+        }
         let quota = self
             .claim_server_quota(project, &flavor, new.metadata.len())
             .await?;
         let claimed = self.claim_block_devices(caller, &plan).await?;
         let server_id = ServerId::new();
-        if let Err(e) = self.allocate_server_ports(caller, server_id, nics).await {
+        if let Err(e) = self
+            .allocate_server_ports(caller, server_id, nics, &new.security_groups)
+            .await
+        {
             quota.release().await;
             self.unreserve(&claimed.reserved()).await;
             return Err(e);

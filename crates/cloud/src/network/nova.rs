@@ -122,6 +122,7 @@ impl Cloud {
         caller: &Caller,
         server: ServerId,
         nics: Vec<CheckedNic>,
+        security_groups: &[String],
     ) -> Result<Vec<Port>> {
         let mut made: Vec<Port> = Vec::new();
         for nic in nics {
@@ -137,6 +138,8 @@ impl Cloud {
                                     ip_address: Some(ip),
                                 }]
                             }),
+                            security_groups: (!security_groups.is_empty())
+                                .then(|| security_groups.to_vec()),
                             ..NewPort::default()
                         },
                     )

@@ -319,9 +319,15 @@ impl Drop for Server {
         }
         // The service's networks outlive it on purpose, as its VMs do.
         if self.data_dir().exists() {
+            let netns = self
+                .extra_args
+                .iter()
+                .position(|a| a == "--netns")
+                .and_then(|i| self.extra_args.get(i + 1));
             let _ = Command::new(env!("CARGO_BIN_EXE_snapstack"))
                 .args(["network", "teardown", "--data-dir"])
                 .arg(self.data_dir())
+                .args(netns.map(|n| ["--netns", n.as_str()]).into_iter().flatten())
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status();

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cloud::compute::{AttachVolume, BlockDevice, NewServer};
-use cloud::identity::{PasswordAuth, ProjectRef, UserRef};
+use cloud::identity::{PasswordAuth, ProjectRef, TokenScope, UserRef};
 use cloud::images::NewImage;
 use cloud::volumes::NewVolume;
 use cloud::{Cloud, CloudConfig};
@@ -60,7 +60,7 @@ impl Rig {
         let auth = PasswordAuth {
             user: UserRef::Name("admin".into()),
             password: ADMIN_PASSWORD.into(),
-            scope: Some(ProjectRef::Name("admin".into())),
+            scope: Some(TokenScope::Project(ProjectRef::Name("admin".into()))),
         };
         let admin = cloud.authenticate(auth).await.unwrap().caller;
         let flavor = Flavor {

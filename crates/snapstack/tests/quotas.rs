@@ -433,3 +433,22 @@ fn volume_quota_when_creates_follow_each_other_up_to_the_limit_then_all_fit() {
 
     assert_eq!(statuses, vec![202, 202, 202, 413]);
 }
+
+#[test]
+fn volume_quota_delete_when_admin_then_200_without_body_and_defaults_back() {
+    let server = Server::start();
+    let admin = server.admin();
+    let pid = server.user_with_role("q9", "member").project_id();
+    let path = format!("/volume/v3/{}/os-quota-sets/{pid}", admin.project_id());
+    admin
+        .request("PUT", &path)
+        .send_json(json!({"quota_set": {"volumes": 15}}))
+        .unwrap();
+
+    let deleted = admin.delete(&path);
+    let shown = admin.get(&path);
+
+    assert_eq!(deleted.status, 200);
+    assert!(deleted.raw.is_empty(), "{:?}", deleted.raw);
+    assert_eq!(shown.expect_status(200).body["quota_set"]["volumes"], json!(10));
+}

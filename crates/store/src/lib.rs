@@ -18,6 +18,7 @@ mod quotas;
 mod restore_points;
 mod sagas;
 mod servers;
+mod system_roles;
 mod tokens;
 mod volumes;
 

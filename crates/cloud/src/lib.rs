@@ -56,6 +56,8 @@ pub struct CloudConfig {
     pub image_quota: quotas::ImageQuota,
     /// Password rules, lockout and the hashing pool.
     pub identity: identity::IdentityConfig,
+    /// The cache of whole exports of layered images (downloads).
+    pub exports: images::ExportConfig,
 }
 
 /// The cloud: every use-case hangs off this.
@@ -67,6 +69,10 @@ pub struct Cloud {
     config: Arc<CloudConfig>,
     /// The bounded password-hashing pool.
     passwords: Arc<identity::Passwords>,
+    /// Exports of layered images, made once for every download.
+    exports: Arc<images::exports::Exports>,
+    /// Bytes of uploads under way per project (Glance's image_stage_total).
+    stage_meter: Arc<images::stage_quota::StageMeter>,
     /// Held (shared) by every operation that creates pool data before the
     /// database refers to it; garbage collection takes it exclusively.
     gc_lock: Arc<tokio::sync::RwLock<()>>,
@@ -109,11 +115,17 @@ impl Cloud {
             })?;
         }
         let passwords = Arc::new(identity::Passwords::new(config.identity.hash_workers)?);
+        let exports = Arc::new(images::exports::Exports::new(
+            &config.staging_dir,
+            config.exports,
+        ));
         Ok(Cloud {
             store,
             pool,
             hypervisor,
             passwords,
+            exports,
+            stage_meter: Arc::default(),
             config: Arc::new(config),
             gc_lock: Arc::default(),
             cut_lock: Arc::default(),
@@ -225,6 +237,8 @@ impl Cloud {
             }
             removed.extend(round);
         }
+        // Exports of images that went (each removal is logged).
+        self.sweep_exports(false).await;
         Ok(removed)
     }
 

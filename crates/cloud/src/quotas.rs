@@ -51,11 +51,13 @@ pub const VOLUME_DEFAULTS: &[(&str, i64)] = &[
 ];
 
 /// Glance's per-project limits (`image_count_total`, `image_size_total`
-/// in MiB); negative: unlimited.
+/// and `image_stage_total` in MiB); negative: unlimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ImageQuota {
     pub count_total: i64,
     pub size_total_mib: i64,
+    /// Bytes of uploads under way (in the staging area) at once.
+    pub stage_total_mib: i64,
 }
 
 impl Default for ImageQuota {
@@ -63,6 +65,7 @@ impl Default for ImageQuota {
         ImageQuota {
             count_total: -1,
             size_total_mib: -1,
+            stage_total_mib: -1,
         }
     }
 }

@@ -51,6 +51,7 @@ impl Rig {
             max_chain_depth: 16,
             max_virtual_size: 1 << 40,
             image_quota: Default::default(),
+            exports: Default::default(),
             identity: Default::default(),
         };
         let store = Store::in_memory().await.unwrap();

@@ -63,6 +63,19 @@ pub struct ServeArgs {
     /// MiB of image data a project may have (image_size_total; -1: any).
     #[arg(long, env = "SNAPSTACK_IMAGE_SIZE_TOTAL", default_value_t = -1, allow_negative_numbers = true)]
     pub image_size_total: i64,
+    /// MiB of uploads a project may have in the staging area at once
+    /// (Glance's image_stage_total; -1: any).
+    #[arg(long, env = "SNAPSTACK_IMAGE_STAGE_TOTAL", default_value_t = -1, allow_negative_numbers = true)]
+    pub image_stage_total: i64,
+    /// Whole exports of snapshot images (`qemu-img convert` for downloads) run at once;
+    /// more wait their turn.
+    #[arg(long, env = "SNAPSTACK_MAX_CONCURRENT_EXPORTS", default_value_t = 2,
+          value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub max_concurrent_exports: u64,
+    /// Bytes of the staging area an export for a download must leave free;
+    /// without that room the download answers 503 before anything is written.
+    #[arg(long, env = "SNAPSTACK_STAGING_RESERVE", default_value_t = 0)]
+    pub staging_reserve: u64,
     /// QEMU accelerator: `tcg` (default; KVM hangs guests on some hosts) or `kvm`.
     #[arg(long, env = "SNAPSTACK_ACCEL", default_value = "tcg", value_parser = ["tcg", "kvm"])]
     pub accel: String,
@@ -159,6 +172,11 @@ impl ServeArgs {
             image_quota: cloud::quotas::ImageQuota {
                 count_total: self.image_count_total,
                 size_total_mib: self.image_size_total,
+                stage_total_mib: self.image_stage_total,
+            },
+            exports: cloud::images::ExportConfig {
+                max_concurrent: self.max_concurrent_exports as usize,
+                staging_reserve: self.staging_reserve,
             },
             identity: cloud::identity::IdentityConfig {
                 min_password_length: self.min_password_length,

@@ -122,7 +122,10 @@ fn user_update_when_unknown_attribute_given_then_kept_and_shown() {
     );
     let shown = admin.get(&format!("/identity/v3/users/{uid}"));
 
-    assert_eq!(updated.expect_status(200).body["user"]["project_id"], "p-123");
+    assert_eq!(
+        updated.expect_status(200).body["user"]["project_id"],
+        "p-123"
+    );
     let shown = shown.expect_status(200);
     assert_eq!(shown.body["user"]["project_id"], "p-123");
     assert_eq!(shown.body["user"]["color"], "blue");

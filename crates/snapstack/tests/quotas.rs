@@ -450,5 +450,52 @@ fn volume_quota_delete_when_admin_then_200_without_body_and_defaults_back() {
 
     assert_eq!(deleted.status, 200);
     assert!(deleted.raw.is_empty(), "{:?}", deleted.raw);
-    assert_eq!(shown.expect_status(200).body["quota_set"]["volumes"], json!(10));
+    assert_eq!(
+        shown.expect_status(200).body["quota_set"]["volumes"],
+        json!(10)
+    );
+}
+
+#[test]
+fn image_upload_when_over_stage_total_then_413_queued_and_nothing_staged_and_smaller_fits() {
+    let server = Server::start_with(&["--image-stage-total", "1"]);
+    let member = server.user_with_role("q10", "member");
+
+    let (big, too_big) = member.upload_image("big", "raw", &vec![1u8; 2 << 20]);
+    let (_, fits) = member.upload_image("small", "raw", &vec![1u8; 512 << 10]);
+    let again = member
+        .upload_image("small-2", "raw", &vec![1u8; 512 << 10])
+        .1;
+
+    assert_eq!(too_big.status, 413, "{}", too_big.body);
+    assert!(
+        too_big.message().contains("image_stage_total"),
+        "{}",
+        too_big.body
+    );
+    assert_eq!(member.image(&big)["status"], json!("queued"));
+    assert_eq!(server.staging_files(), Vec::<String>::new());
+    assert_eq!(fits.status, 204, "{}", fits.body);
+    assert_eq!(
+        again.status, 204,
+        "the first upload gave its staged bytes back"
+    );
+}
+
+#[test]
+fn image_upload_when_streamed_past_stage_total_then_413() {
+    let server = Server::start_with(&["--image-stage-total", "1"]);
+    let member = server.user_with_role("q11", "member");
+    let id = member
+        .create_image(json!({"name": "chunked", "disk_format": "raw", "container_format": "bare"}));
+
+    // No Content-Length: the limit stops the stream itself.
+    let r = common::reply(
+        member
+            .request("PUT", &format!("/image/v2/images/{id}/file"))
+            .set("Content-Type", "application/octet-stream")
+            .send(std::io::Cursor::new(vec![1u8; 3 << 20])),
+    );
+
+    assert_eq!(r.status, 413, "{}", r.body);
 }

@@ -494,6 +494,7 @@ pub async fn new_cloud(
         max_chain_depth: 16,
         max_virtual_size: 1 << 40,
         image_quota: Default::default(),
+        exports: Default::default(),
         identity: Default::default(),
     };
     let plan = plan.clone();

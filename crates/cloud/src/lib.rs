@@ -58,6 +58,8 @@ pub struct CloudConfig {
     pub identity: identity::IdentityConfig,
     /// The cache of whole exports of layered images (downloads).
     pub exports: images::ExportConfig,
+    /// Restore points per server, bytes of memory states per project.
+    pub restore_point_quota: restore_points::quota::RestorePointQuota,
 }
 
 /// The cloud: every use-case hangs off this.
@@ -73,6 +75,8 @@ pub struct Cloud {
     exports: Arc<images::exports::Exports>,
     /// Bytes of uploads under way per project (Glance's image_stage_total).
     stage_meter: Arc<images::stage_quota::StageMeter>,
+    /// Held from a restore point's quota check until the point is recorded.
+    point_quota_lock: Arc<tokio::sync::Mutex<()>>,
     /// Held (shared) by every operation that creates pool data before the
     /// database refers to it; garbage collection takes it exclusively.
     gc_lock: Arc<tokio::sync::RwLock<()>>,
@@ -126,6 +130,7 @@ impl Cloud {
             passwords,
             exports,
             stage_meter: Arc::default(),
+            point_quota_lock: Arc::default(),
             config: Arc::new(config),
             gc_lock: Arc::default(),
             cut_lock: Arc::default(),

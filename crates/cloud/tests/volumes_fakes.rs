@@ -50,6 +50,7 @@ impl Rig {
             max_virtual_size: 1 << 40,
             image_quota: Default::default(),
             exports: Default::default(),
+            restore_point_quota: Default::default(),
             identity: Default::default(),
         };
         let store = Store::in_memory().await.unwrap();

@@ -76,6 +76,12 @@ pub struct ServeArgs {
     /// without that room the download answers 503 before anything is written.
     #[arg(long, env = "SNAPSTACK_STAGING_RESERVE", default_value_t = 0)]
     pub staging_reserve: u64,
+    /// Restore points a server may have (-1: any).
+    #[arg(long, env = "SNAPSTACK_MAX_RESTORE_POINTS_PER_SERVER", default_value_t = -1, allow_negative_numbers = true)]
+    pub max_restore_points_per_server: i64,
+    /// MiB of restore points' memory states a project may keep (-1: any).
+    #[arg(long, env = "SNAPSTACK_RESTORE_POINT_MEMORY_TOTAL", default_value_t = -1, allow_negative_numbers = true)]
+    pub restore_point_memory_total: i64,
     /// QEMU accelerator: `tcg` (default; KVM hangs guests on some hosts) or `kvm`.
     #[arg(long, env = "SNAPSTACK_ACCEL", default_value = "tcg", value_parser = ["tcg", "kvm"])]
     pub accel: String,
@@ -177,6 +183,10 @@ impl ServeArgs {
             exports: cloud::images::ExportConfig {
                 max_concurrent: self.max_concurrent_exports as usize,
                 staging_reserve: self.staging_reserve,
+            },
+            restore_point_quota: cloud::restore_points::quota::RestorePointQuota {
+                per_server: self.max_restore_points_per_server,
+                memory_total_mib: self.restore_point_memory_total,
             },
             identity: cloud::identity::IdentityConfig {
                 min_password_length: self.min_password_length,

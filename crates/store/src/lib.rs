@@ -14,6 +14,7 @@ mod image_snapshots;
 mod images;
 mod keypairs;
 mod narrow;
+mod point_quotas;
 mod quotas;
 mod restore_points;
 mod sagas;

@@ -495,6 +495,7 @@ pub async fn new_cloud(
         max_virtual_size: 1 << 40,
         image_quota: Default::default(),
         exports: Default::default(),
+        restore_point_quota: Default::default(),
         identity: Default::default(),
     };
     let plan = plan.clone();

@@ -82,6 +82,10 @@ pub struct ServeArgs {
     /// MiB of restore points' memory states a project may keep (-1: any).
     #[arg(long, env = "SNAPSTACK_RESTORE_POINT_MEMORY_TOTAL", default_value_t = -1, allow_negative_numbers = true)]
     pub restore_point_memory_total: i64,
+    /// Bytes of each server's console log kept on disk (its tail; at least 4096).
+    #[arg(long, env = "SNAPSTACK_CONSOLE_LOG_CAP", default_value_t = 4 << 20,
+          value_parser = clap::value_parser!(u64).range(4096..))]
+    pub console_log_cap: u64,
     /// QEMU accelerator: `tcg` (default; KVM hangs guests on some hosts) or `kvm`.
     #[arg(long, env = "SNAPSTACK_ACCEL", default_value = "tcg", value_parser = ["tcg", "kvm"])]
     pub accel: String,
@@ -204,6 +208,7 @@ impl ServeArgs {
         } else {
             Accel::Tcg
         };
+        config.console_log_cap = self.console_log_cap;
         QemuHypervisor::new(config)
     }
 }

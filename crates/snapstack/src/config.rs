@@ -50,6 +50,10 @@ pub struct ServeArgs {
     /// Token lifetime in seconds.
     #[arg(long, env = "SNAPSTACK_TOKEN_TTL", default_value_t = 3600)]
     pub token_ttl: u64,
+    /// Seconds between purges of expired tokens from the database.
+    #[arg(long, env = "SNAPSTACK_TOKEN_PURGE_INTERVAL", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub token_purge_interval: u64,
     /// Largest image upload accepted, in bytes (default 1 TiB).
     #[arg(long, env = "SNAPSTACK_IMAGE_SIZE_CAP", default_value_t = 1 << 40)]
     pub image_size_cap: u64,

@@ -248,17 +248,45 @@ impl Cloud {
         Ok(())
     }
 
-    /// Sets a project's limits (admin); returns them all.
+    /// A limit below what the project already uses and has reserved is
+    /// refused (400) unless `force` (Nova's `os-quota-sets` update).
+    async fn check_limits_cover_usage(
+        &self,
+        project: ProjectId,
+        service: QuotaService,
+        changes: &Amounts,
+    ) -> Result<()> {
+        let (used, reserved) = self.store.quota_usage(project, service).await?;
+        for (resource, limit) in changes {
+            let minimum = used.get(resource).copied().unwrap_or(0)
+                + reserved.get(resource).copied().unwrap_or(0);
+            if *limit >= 0 && *limit < minimum {
+                return Err(Error::invalid(format!(
+                    "Quota limit {limit} for {resource} must be greater than or equal to already used and reserved {minimum}."
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets a project's limits (admin); returns them all. Unless `force`,
+    /// a compute limit may not go below what is in use (Nova); Cinder's
+    /// limits are set as given.
     pub async fn update_quotas(
         &self,
         caller: &Caller,
         service: QuotaService,
         project: &str,
         changes: Amounts,
+        force: bool,
     ) -> Result<Amounts> {
         caller.require(Role::Admin, "update quotas")?;
         let pid = self.quota_project(caller, project)?;
         Self::check_quota_changes(service, &changes)?;
+        if service == QuotaService::Compute && !force {
+            self.check_limits_cover_usage(pid, service, &changes)
+                .await?;
+        }
         self.store
             .set_quota_limits(&QuotaScope::Project(pid), service, &changes)
             .await?;

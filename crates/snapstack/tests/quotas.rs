@@ -499,3 +499,47 @@ fn image_upload_when_streamed_past_stage_total_then_413() {
 
     assert_eq!(r.status, 413, "{}", r.body);
 }
+
+#[test]
+fn compute_quota_update_when_below_in_use_then_400_unless_forced_by_api_and_cli() {
+    let server = Server::start();
+    let image = public_guest(&server);
+    let admin = server.admin();
+    let member = server.user_with_role("q12", "member");
+    let pid = member.project_id();
+    boot(&member, &image, "one").expect_status(202);
+    let path = format!("/compute/v2.1/os-quota-sets/{pid}");
+
+    let below = common::reply(
+        admin
+            .request("PUT", &path)
+            .send_json(json!({"quota_set": {"cores": 0}})),
+    );
+    let cli_below = server.openstack(&["quota", "set", "--cores", "0", &pid]);
+    let forced = common::reply(
+        admin
+            .request("PUT", &path)
+            .send_json(json!({"quota_set": {"instances": 0, "force": "True"}})),
+    );
+    let cli_forced = server.openstack(&["quota", "set", "--force", "--cores", "0", &pid]);
+    let shown = admin.get(&path);
+
+    assert_eq!(below.status, 400, "{}", below.body);
+    assert_eq!(
+        below.body["badRequest"]["message"],
+        json!(
+            "Quota limit 0 for cores must be greater than or equal to already used and reserved 1."
+        )
+    );
+    assert!(!cli_below.status.success());
+    assert!(
+        String::from_utf8_lossy(&cli_below.stderr).contains("already used and reserved 1"),
+        "{}",
+        String::from_utf8_lossy(&cli_below.stderr)
+    );
+    assert_eq!(forced.status, 200, "{}", forced.body);
+    ok(cli_forced);
+    let q = &shown.expect_status(200).body["quota_set"];
+    assert_eq!(q["cores"], json!(0));
+    assert_eq!(q["instances"], json!(0));
+}

@@ -113,7 +113,7 @@ async fn update(
     let changes = requested_limits(&body, "quota_set")?;
     let limits = s
         .cloud
-        .update_quotas(&caller, Service::Volume, &target, changes)
+        .update_quotas(&caller, Service::Volume, &target, changes, true)
         .await?;
     Ok(Json(json!({"quota_set": with_id(None, limits)})))
 }

@@ -111,7 +111,7 @@ impl Rig {
         ] {
             let unlimited = resources.iter().map(|r| (r.to_string(), -1)).collect();
             cloud
-                .update_quotas(&admin, service, &project_id, unlimited)
+                .update_quotas(&admin, service, &project_id, unlimited, true)
                 .await
                 .unwrap();
         }

@@ -357,6 +357,19 @@ impl Cloud {
         }
     }
 
+    /// Nova's `key_pairs` (per user, the limit of the caller's project):
+    /// 403 when `count` key pairs would be more than it allows.
+    pub(crate) async fn check_keypair_quota(&self, project: ProjectId, count: i64) -> Result<()> {
+        let limits = self
+            .effective_limits(QuotaService::Compute, QuotaScope::Project(project))
+            .await?;
+        let limit = limits.get("key_pairs").copied().unwrap_or(-1);
+        if limit >= 0 && count > limit {
+            return Err(Error::forbidden("Quota exceeded, too many key pairs."));
+        }
+        Ok(())
+    }
+
     /// Glance's image_count_total: 413 when the project has its limit.
     pub(crate) async fn check_image_count(&self, owner: ProjectId) -> Result<()> {
         let limit = self.config.image_quota.count_total;

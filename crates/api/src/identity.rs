@@ -8,13 +8,14 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post, put};
 use axum::{Json, Router};
-use cloud::identity::{NewUser, PasswordAuth, ProjectRef, TokenInfo, UserRef};
+use cloud::identity::{NewUser, PasswordAuth, ProjectRef, TokenInfo, TokenScope, UserRef};
 use domain::identity::{Project, RoleRecord, User, DEFAULT_DOMAIN_ID, DEFAULT_DOMAIN_NAME};
 use domain::Error;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
 
 mod application_credentials;
+mod system_roles;
 
 use crate::auth::Auth;
 use crate::error::ApiResult;
@@ -63,6 +64,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/domains", get(list_domains))
         .route("/domains/{id}", get(show_domain))
         .merge(application_credentials::routes())
+        .merge(system_roles::routes())
 }
 
 // ---- views -------------------------------------------------------------
@@ -79,6 +81,30 @@ fn domain_view(s: &AppState) -> Value {
     })
 }
 
+/// User attributes Snapstack keeps in columns; any other is Keystone's `extra`.
+const USER_FIELDS: &[&str] = &[
+    "id",
+    "name",
+    "domain_id",
+    "enabled",
+    "password",
+    "email",
+    "description",
+    "default_project_id",
+    "options",
+    "federated",
+    "links",
+    "password_expires_at",
+];
+
+/// The attributes of a user body that Keystone keeps as given.
+fn user_extra(obj: &Map<String, Value>) -> Map<String, Value> {
+    obj.iter()
+        .filter(|(k, _)| !USER_FIELDS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
 fn user_view(s: &AppState, u: &User) -> Value {
     let mut v = json!({
         "id": u.id.to_string(), "name": u.name, "domain_id": DEFAULT_DOMAIN_ID, "enabled": u.enabled,
@@ -88,6 +114,9 @@ fn user_view(s: &AppState, u: &User) -> Value {
     });
     if let Some(email) = &u.email {
         v["email"] = json!(email);
+    }
+    for (k, x) in &u.extra {
+        v[k] = x.clone();
     }
     v
 }
@@ -163,14 +192,24 @@ fn token_view(s: &AppState, info: &TokenInfo, with_catalog: bool) -> Value {
         token["application_credential"] =
             json!({"id": ac.id, "name": ac.name, "restricted": ac.restricted});
     }
-    if let (Some(pid), Some(pname)) = (c.project_id, &c.project_name) {
-        token["project"] = json!({"id": pid.to_string(), "name": pname, "domain": domain_ref()});
-        token["is_domain"] = json!(false);
-        token["roles"] = json!(info
+    let roles = || {
+        json!(info
             .roles
             .iter()
             .map(|r| json!({"id": r.id.to_string(), "name": r.role.name()}))
-            .collect::<Vec<_>>());
+            .collect::<Vec<_>>())
+    };
+    if info.system_scope {
+        token["system"] = json!({"all": true});
+        token["roles"] = roles();
+        if with_catalog {
+            token["catalog"] = catalog(s, None);
+        }
+    }
+    if let (Some(pid), Some(pname)) = (c.project_id, &c.project_name) {
+        token["project"] = json!({"id": pid.to_string(), "name": pname, "domain": domain_ref()});
+        token["is_domain"] = json!(false);
+        token["roles"] = roles();
         if with_catalog {
             token["catalog"] = catalog(s, Some(&pid.to_string()));
         }
@@ -225,13 +264,16 @@ fn parse_password_auth(body: &Value) -> Result<PasswordAuth, Error> {
     let scope = match body.pointer("/auth/scope") {
         None | Some(Value::Null) => None,
         Some(Value::String(s)) if s == "unscoped" => None,
+        Some(scope) if scope.pointer("/system/all") == Some(&Value::Bool(true)) => {
+            Some(TokenScope::System)
+        }
         Some(scope) => {
             let project = scope
                 .get("project")
-                .ok_or_else(|| Error::invalid("Only project scope is supported."))?;
+                .ok_or_else(|| Error::invalid("Only project and system scopes are supported."))?;
             match (str_at(project, &["id"]), str_at(project, &["name"])) {
-                (Some(id), _) => Some(ProjectRef::Id(id.into())),
-                (None, Some(name)) => Some(ProjectRef::Name(name.into())),
+                (Some(id), _) => Some(TokenScope::Project(ProjectRef::Id(id.into()))),
+                (None, Some(name)) => Some(TokenScope::Project(ProjectRef::Name(name.into()))),
                 _ => {
                     return Err(Error::invalid(
                         "Expecting to find a project id or name in scope.",
@@ -365,9 +407,7 @@ fn opt_bool(obj: &Map<String, Value>, key: &str) -> Result<Option<bool>, Error> 
 
 fn check_domain(obj: &Map<String, Value>) -> Result<(), Error> {
     match opt_string(obj, "domain_id")? {
-        Some(d) if d != DEFAULT_DOMAIN_ID => Err(Error::invalid(format!(
-            "Domain {d} does not exist; only 'default' does."
-        ))),
+        Some(d) if d != DEFAULT_DOMAIN_ID => Err(Error::not_found("domain", d)),
         _ => Ok(()),
     }
 }
@@ -392,6 +432,7 @@ async fn create_user(
         description: opt_string(&obj, "description")?.unwrap_or_default(),
         enabled: opt_bool(&obj, "enabled")?.unwrap_or(true),
         default_project_id,
+        extra: user_extra(&obj),
     };
     let user = s.cloud.create_user(&caller, new).await?;
     Ok((
@@ -442,6 +483,14 @@ async fn update_user(
     }
     if let Some(e) = opt_bool(&obj, "enabled")? {
         user.enabled = e;
+    }
+    // Keystone merges the extra attributes given; a null removes one.
+    for (k, v) in user_extra(&obj) {
+        if v.is_null() {
+            user.extra.remove(&k);
+        } else {
+            user.extra.insert(k, v);
+        }
     }
     if obj.contains_key("default_project_id") {
         user.default_project_id = opt_string(&obj, "default_project_id")?

@@ -20,6 +20,7 @@
 mod app_credentials;
 mod directory;
 mod passwords;
+mod system_roles;
 
 use base64::Engine;
 use chrono::{DateTime, Utc};
@@ -51,12 +52,20 @@ pub enum ProjectRef {
     Name(String),
 }
 
+/// What a token is asked to be scoped to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TokenScope {
+    Project(ProjectRef),
+    /// Keystone's `"system": {"all": true}`: the user's system role assignments.
+    System,
+}
+
 /// `POST /v3/auth/tokens` with the password method.
 #[derive(Debug, Clone)]
 pub struct PasswordAuth {
     pub user: UserRef,
     pub password: String,
-    pub scope: Option<ProjectRef>,
+    pub scope: Option<TokenScope>,
 }
 
 /// A token as issued or validated: the secret (only when just issued) and
@@ -70,6 +79,8 @@ pub struct TokenInfo {
     pub roles: Vec<RoleRecord>,
     /// The application credential the token came from.
     pub application_credential: Option<AppCredentialRef>,
+    /// Scoped to the system rather than a project.
+    pub system_scope: bool,
     user_enabled: bool,
     project_enabled: bool,
 }
@@ -92,6 +103,8 @@ pub struct NewUser {
     pub description: String,
     pub enabled: bool,
     pub default_project_id: Option<ProjectId>,
+    /// Attributes Keystone keeps as given.
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 /// The admin created by bootstrap, and its password when generated.
@@ -166,6 +179,7 @@ impl Cloud {
                     description: "Cloud administrator".into(),
                     enabled: true,
                     default_project_id: Some(project.id),
+                    extra: Default::default(),
                 };
                 self.store
                     .insert_user(&u, &self.passwords.hash(password.into()).await?)
@@ -235,7 +249,16 @@ impl Cloud {
         self.store.clear_failed_logins(user.id).await?;
         let project = match &auth.scope {
             None => None,
-            Some(scope) => {
+            Some(TokenScope::System) => {
+                if self.store.system_roles(user.id).await?.is_empty() {
+                    return Err(Error::unauthenticated(format!(
+                        "User {} has no role on the system.",
+                        user.id
+                    )));
+                }
+                return self.issue_token(user.id, None, None, true).await;
+            }
+            Some(TokenScope::Project(scope)) => {
                 let project = self.resolve_project(scope).await?.filter(|p| p.enabled);
                 let project = project.ok_or_else(|| Error::unauthenticated(AUTH_FAILED))?;
                 if self.store.roles_on(user.id, project.id).await?.is_empty() {
@@ -247,7 +270,8 @@ impl Cloud {
                 Some(project)
             }
         };
-        self.issue_token(user.id, project.map(|p| p.id), None).await
+        self.issue_token(user.id, project.map(|p| p.id), None, false)
+            .await
     }
 
     /// Records a new token for `user` (scoped to `project`), or for an
@@ -257,6 +281,7 @@ impl Cloud {
         user: UserId,
         project: Option<ProjectId>,
         credential: Option<&store::AppCredentialRecord>,
+        system_scope: bool,
     ) -> Result<TokenInfo> {
         let token = new_secret(32);
         let now = Utc::now();
@@ -275,6 +300,7 @@ impl Cloud {
             expires_at,
             revoked: false,
             app_cred_id: credential.map(|c| c.id.clone()),
+            system_scope,
         };
         self.store.insert_token(&record).await?;
         let mut info = self.token_info(&record).await?;
@@ -289,6 +315,18 @@ impl Cloud {
             None => None,
         };
         let (project, roles) = match record.project_id {
+            None if record.system_scope => {
+                let held = self.store.system_roles(user.id).await?;
+                let all = self.store.roles().await?;
+                let mut expanded: Vec<Role> = all
+                    .iter()
+                    .filter(|r| held.contains(&r.id))
+                    .flat_map(|r| r.role.implied())
+                    .collect();
+                expanded.sort();
+                expanded.dedup();
+                (None, expanded)
+            }
             None => (None, Vec::new()),
             Some(pid) => {
                 let project = self.store.project(pid).await?;
@@ -328,6 +366,7 @@ impl Cloud {
                 name: c.name,
                 restricted: !c.unrestricted,
             }),
+            system_scope: record.system_scope,
             audit_id: record.audit_id.clone(),
             issued_at: record.issued_at,
             roles: role_records,
@@ -361,9 +400,10 @@ impl Cloud {
                 "The token's user or project is disabled.",
             ));
         }
-        if info.caller.project_id.is_some() && info.caller.roles.is_empty() {
+        let scoped = info.caller.project_id.is_some() || info.system_scope;
+        if scoped && info.caller.roles.is_empty() {
             return Err(Error::unauthenticated(
-                "The token's user no longer has a role on its project.",
+                "The token's user no longer has a role on its scope.",
             ));
         }
         Ok(info)

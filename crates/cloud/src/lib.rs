@@ -57,6 +57,10 @@ pub struct CloudConfig {
     pub image_quota: quotas::ImageQuota,
     /// Password rules, lockout and the hashing pool.
     pub identity: identity::IdentityConfig,
+    /// The cache of whole exports of layered images (downloads).
+    pub exports: images::ExportConfig,
+    /// Restore points per server, bytes of memory states per project.
+    pub restore_point_quota: restore_points::quota::RestorePointQuota,
 }
 
 /// The cloud: every use-case hangs off this.
@@ -68,6 +72,12 @@ pub struct Cloud {
     config: Arc<CloudConfig>,
     /// The bounded password-hashing pool.
     passwords: Arc<identity::Passwords>,
+    /// Exports of layered images, made once for every download.
+    exports: Arc<images::exports::Exports>,
+    /// Bytes of uploads under way per project (Glance's image_stage_total).
+    stage_meter: Arc<images::stage_quota::StageMeter>,
+    /// Held from a restore point's quota check until the point is recorded.
+    point_quota_lock: Arc<tokio::sync::Mutex<()>>,
     /// Held (shared) by every operation that creates pool data before the
     /// database refers to it; garbage collection takes it exclusively.
     gc_lock: Arc<tokio::sync::RwLock<()>>,
@@ -115,11 +125,18 @@ impl Cloud {
             })?;
         }
         let passwords = Arc::new(identity::Passwords::new(config.identity.hash_workers)?);
+        let exports = Arc::new(images::exports::Exports::new(
+            &config.staging_dir,
+            config.exports,
+        ));
         Ok(Cloud {
             store,
             pool,
             hypervisor,
             passwords,
+            exports,
+            stage_meter: Arc::default(),
+            point_quota_lock: Arc::default(),
             config: Arc::new(config),
             gc_lock: Arc::default(),
             cut_lock: Arc::default(),
@@ -247,6 +264,8 @@ impl Cloud {
             }
             removed.extend(round);
         }
+        // Exports of images that went (each removal is logged).
+        self.sweep_exports(false).await;
         Ok(removed)
     }
 

@@ -51,11 +51,13 @@ pub const VOLUME_DEFAULTS: &[(&str, i64)] = &[
 ];
 
 /// Glance's per-project limits (`image_count_total`, `image_size_total`
-/// in MiB); negative: unlimited.
+/// and `image_stage_total` in MiB); negative: unlimited.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ImageQuota {
     pub count_total: i64,
     pub size_total_mib: i64,
+    /// Bytes of uploads under way (in the staging area) at once.
+    pub stage_total_mib: i64,
 }
 
 impl Default for ImageQuota {
@@ -63,6 +65,7 @@ impl Default for ImageQuota {
         ImageQuota {
             count_total: -1,
             size_total_mib: -1,
+            stage_total_mib: -1,
         }
     }
 }
@@ -245,17 +248,45 @@ impl Cloud {
         Ok(())
     }
 
-    /// Sets a project's limits (admin); returns them all.
+    /// A limit below what the project already uses and has reserved is
+    /// refused (400) unless `force` (Nova's `os-quota-sets` update).
+    async fn check_limits_cover_usage(
+        &self,
+        project: ProjectId,
+        service: QuotaService,
+        changes: &Amounts,
+    ) -> Result<()> {
+        let (used, reserved) = self.store.quota_usage(project, service).await?;
+        for (resource, limit) in changes {
+            let minimum = used.get(resource).copied().unwrap_or(0)
+                + reserved.get(resource).copied().unwrap_or(0);
+            if *limit >= 0 && *limit < minimum {
+                return Err(Error::invalid(format!(
+                    "Quota limit {limit} for {resource} must be greater than or equal to already used and reserved {minimum}."
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Sets a project's limits (admin); returns them all. Unless `force`,
+    /// a compute limit may not go below what is in use (Nova); Cinder's
+    /// limits are set as given.
     pub async fn update_quotas(
         &self,
         caller: &Caller,
         service: QuotaService,
         project: &str,
         changes: Amounts,
+        force: bool,
     ) -> Result<Amounts> {
         caller.require(Role::Admin, "update quotas")?;
         let pid = self.quota_project(caller, project)?;
         Self::check_quota_changes(service, &changes)?;
+        if service == QuotaService::Compute && !force {
+            self.check_limits_cover_usage(pid, service, &changes)
+                .await?;
+        }
         self.store
             .set_quota_limits(&QuotaScope::Project(pid), service, &changes)
             .await?;
@@ -324,6 +355,19 @@ impl Cloud {
                 QuotaService::Volume => cinder_exceeded(&resource, limit, in_use, requested),
             }),
         }
+    }
+
+    /// Nova's `key_pairs` (per user, the limit of the caller's project):
+    /// 403 when `count` key pairs would be more than it allows.
+    pub(crate) async fn check_keypair_quota(&self, project: ProjectId, count: i64) -> Result<()> {
+        let limits = self
+            .effective_limits(QuotaService::Compute, QuotaScope::Project(project))
+            .await?;
+        let limit = limits.get("key_pairs").copied().unwrap_or(-1);
+        if limit >= 0 && count > limit {
+            return Err(Error::forbidden("Quota exceeded, too many key pairs."));
+        }
+        Ok(())
     }
 
     /// Glance's image_count_total: 413 when the project has its limit.

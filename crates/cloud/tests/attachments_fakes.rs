@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use cloud::compute::{AttachVolume, BlockDevice, NewServer};
-use cloud::identity::{PasswordAuth, ProjectRef, UserRef};
+use cloud::identity::{PasswordAuth, ProjectRef, TokenScope, UserRef};
 use cloud::images::NewImage;
 use cloud::volumes::NewVolume;
 use cloud::{Cloud, CloudConfig};
@@ -45,6 +45,8 @@ impl Rig {
             max_chain_depth: 16,
             max_virtual_size: 1 << 40,
             image_quota: Default::default(),
+            exports: Default::default(),
+            restore_point_quota: Default::default(),
             identity: Default::default(),
         };
         let store = Store::in_memory().await.unwrap();
@@ -60,7 +62,7 @@ impl Rig {
         let auth = PasswordAuth {
             user: UserRef::Name("admin".into()),
             password: ADMIN_PASSWORD.into(),
-            scope: Some(ProjectRef::Name("admin".into())),
+            scope: Some(TokenScope::Project(ProjectRef::Name("admin".into()))),
         };
         let admin = cloud.authenticate(auth).await.unwrap().caller;
         let flavor = Flavor {

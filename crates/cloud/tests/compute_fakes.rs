@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use chrono::Utc;
 use cloud::compute::NewServer;
-use cloud::identity::{NewUser, PasswordAuth, ProjectRef, UserRef};
+use cloud::identity::{NewUser, PasswordAuth, ProjectRef, TokenScope, UserRef};
 use cloud::images::NewImage;
 use cloud::{Cloud, CloudConfig};
 use domain::identity::{Caller, Project};
@@ -51,6 +51,8 @@ impl Rig {
             max_chain_depth: 16,
             max_virtual_size: 1 << 40,
             image_quota: Default::default(),
+            exports: Default::default(),
+            restore_point_quota: Default::default(),
             identity: Default::default(),
         };
         let store = Store::in_memory().await.unwrap();
@@ -176,7 +178,7 @@ async fn login(cloud: &Cloud, user: &str, password: &str, project: &str) -> Call
     let auth = PasswordAuth {
         user: UserRef::Name(user.into()),
         password: password.into(),
-        scope: Some(ProjectRef::Name(project.into())),
+        scope: Some(TokenScope::Project(ProjectRef::Name(project.into()))),
     };
     cloud.authenticate(auth).await.unwrap().caller
 }

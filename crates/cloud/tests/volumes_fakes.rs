@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use cloud::identity::{NewUser, PasswordAuth, ProjectRef, UserRef};
+use cloud::identity::{NewUser, PasswordAuth, ProjectRef, TokenScope, UserRef};
 use cloud::volumes::{NewSnapshot, NewVolume};
 use cloud::{Cloud, CloudConfig};
 use domain::identity::{Caller, Project};
@@ -30,7 +30,7 @@ async fn login(cloud: &Cloud, user: &str, password: &str, project: &str) -> Call
     let auth = PasswordAuth {
         user: UserRef::Name(user.into()),
         password: password.into(),
-        scope: Some(ProjectRef::Name(project.into())),
+        scope: Some(TokenScope::Project(ProjectRef::Name(project.into()))),
     };
     cloud.authenticate(auth).await.unwrap().caller
 }
@@ -49,6 +49,8 @@ impl Rig {
             max_chain_depth: 16,
             max_virtual_size: 1 << 40,
             image_quota: Default::default(),
+            exports: Default::default(),
+            restore_point_quota: Default::default(),
             identity: Default::default(),
         };
         let store = Store::in_memory().await.unwrap();

@@ -60,6 +60,8 @@ pub struct User {
     pub description: String,
     pub enabled: bool,
     pub default_project_id: Option<ProjectId>,
+    /// Attributes Keystone does not know, kept and shown as given (its `extra`).
+    pub extra: serde_json::Map<String, serde_json::Value>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

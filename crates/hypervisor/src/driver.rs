@@ -65,6 +65,12 @@ pub trait Hypervisor: Send + Sync {
     /// The serial console output, all of it or its last `max_lines` lines.
     async fn console_log(&self, name: &str, max_lines: Option<usize>) -> Result<String>;
 
+    /// Bounds the console logs on disk to their configured cap, keeping their
+    /// tails (called periodically; a driver without logs on disk does nothing).
+    async fn trim_console_logs(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// The names of every VM this hypervisor knows, live or shut off, sorted.
     async fn list(&self) -> Result<Vec<String>>;
 

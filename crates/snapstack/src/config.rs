@@ -55,6 +55,10 @@ pub struct ServeArgs {
     /// Token lifetime in seconds.
     #[arg(long, env = "SNAPSTACK_TOKEN_TTL", default_value_t = 3600)]
     pub token_ttl: u64,
+    /// Seconds between purges of expired tokens from the database.
+    #[arg(long, env = "SNAPSTACK_TOKEN_PURGE_INTERVAL", default_value_t = 300,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    pub token_purge_interval: u64,
     /// Largest image upload accepted, in bytes (default 1 TiB).
     #[arg(long, env = "SNAPSTACK_IMAGE_SIZE_CAP", default_value_t = 1 << 40)]
     pub image_size_cap: u64,
@@ -68,6 +72,29 @@ pub struct ServeArgs {
     /// MiB of image data a project may have (image_size_total; -1: any).
     #[arg(long, env = "SNAPSTACK_IMAGE_SIZE_TOTAL", default_value_t = -1, allow_negative_numbers = true)]
     pub image_size_total: i64,
+    /// MiB of uploads a project may have in the staging area at once
+    /// (Glance's image_stage_total; -1: any).
+    #[arg(long, env = "SNAPSTACK_IMAGE_STAGE_TOTAL", default_value_t = -1, allow_negative_numbers = true)]
+    pub image_stage_total: i64,
+    /// Whole exports of snapshot images (`qemu-img convert` for downloads) run at once;
+    /// more wait their turn.
+    #[arg(long, env = "SNAPSTACK_MAX_CONCURRENT_EXPORTS", default_value_t = 2,
+          value_parser = clap::value_parser!(u64).range(1..=64))]
+    pub max_concurrent_exports: u64,
+    /// Bytes of the staging area an export for a download must leave free;
+    /// without that room the download answers 503 before anything is written.
+    #[arg(long, env = "SNAPSTACK_STAGING_RESERVE", default_value_t = 0)]
+    pub staging_reserve: u64,
+    /// Restore points a server may have (-1: any).
+    #[arg(long, env = "SNAPSTACK_MAX_RESTORE_POINTS_PER_SERVER", default_value_t = -1, allow_negative_numbers = true)]
+    pub max_restore_points_per_server: i64,
+    /// MiB of restore points' memory states a project may keep (-1: any).
+    #[arg(long, env = "SNAPSTACK_RESTORE_POINT_MEMORY_TOTAL", default_value_t = -1, allow_negative_numbers = true)]
+    pub restore_point_memory_total: i64,
+    /// Bytes of each server's console log kept on disk (its tail; at least 4096).
+    #[arg(long, env = "SNAPSTACK_CONSOLE_LOG_CAP", default_value_t = 4 << 20,
+          value_parser = clap::value_parser!(u64).range(4096..))]
+    pub console_log_cap: u64,
     /// QEMU accelerator: `tcg` (default; KVM hangs guests on some hosts) or `kvm`.
     #[arg(long, env = "SNAPSTACK_ACCEL", default_value = "tcg", value_parser = ["tcg", "kvm"])]
     pub accel: String,
@@ -181,6 +208,15 @@ impl ServeArgs {
             image_quota: cloud::quotas::ImageQuota {
                 count_total: self.image_count_total,
                 size_total_mib: self.image_size_total,
+                stage_total_mib: self.image_stage_total,
+            },
+            exports: cloud::images::ExportConfig {
+                max_concurrent: self.max_concurrent_exports as usize,
+                staging_reserve: self.staging_reserve,
+            },
+            restore_point_quota: cloud::restore_points::quota::RestorePointQuota {
+                per_server: self.max_restore_points_per_server,
+                memory_total_mib: self.restore_point_memory_total,
             },
             identity: cloud::identity::IdentityConfig {
                 min_password_length: self.min_password_length,
@@ -206,6 +242,7 @@ impl ServeArgs {
         } else {
             Accel::Tcg
         };
+        config.console_log_cap = self.console_log_cap;
         QemuHypervisor::new(config)
     }
 }

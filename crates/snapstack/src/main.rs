@@ -197,7 +197,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         cloud.clone(),
         std::time::Duration::from_secs(args.power_sync_interval.max(1)),
     );
-    spawn_token_purge(cloud.clone());
+    spawn_token_purge(
+        cloud.clone(),
+        std::time::Duration::from_secs(args.token_purge_interval),
+    );
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("cannot listen on {}", args.listen))?;
@@ -227,11 +230,11 @@ fn spawn_power_sync(cloud: Cloud, every: std::time::Duration) {
     });
 }
 
-/// Forgets expired tokens every few minutes, so the table does not grow
-/// with every login ever made.
-fn spawn_token_purge(cloud: Cloud) {
+/// Forgets expired tokens every `every` (`--token-purge-interval`), so the
+/// table does not grow with every login ever made.
+fn spawn_token_purge(cloud: Cloud, every: std::time::Duration) {
     tokio::spawn(async move {
-        let mut tick = tokio::time::interval(std::time::Duration::from_secs(300));
+        let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
             match cloud.purge_expired_tokens().await {

@@ -211,3 +211,25 @@ fn cli_flavor_private_then_set_and_unset_project_then_access_follows() {
     assert_eq!(shown["access_project_ids"], json!([pid]), "{shown}");
     assert_eq!(access.body, json!({"flavor_access": []}));
 }
+
+#[test]
+fn flavor_create_when_id_is_a_number_and_is_public_a_string_then_accepted_as_nova() {
+    let server = Server::start();
+    let admin = server.admin();
+
+    let created = admin.post(
+        "/compute/v2.1/flavors",
+        json!({"flavor": {"id": 4242, "name": "numbered", "vcpus": 1, "ram": 256, "disk": 1,
+                          "os-flavor-access:is_public": "False"}}),
+    );
+    let bad = admin.post(
+        "/compute/v2.1/flavors",
+        json!({"flavor": {"name": "maybe", "vcpus": 1, "ram": 256, "disk": 1,
+                          "os-flavor-access:is_public": "perhaps"}}),
+    );
+
+    let created = created.expect_status(200);
+    assert_eq!(created.body["flavor"]["id"], "4242");
+    assert_eq!(created.body["flavor"]["os-flavor-access:is_public"], false);
+    assert_eq!(bad.status, 400);
+}

@@ -94,3 +94,42 @@ fn keypair_when_name_taken_or_key_bad_then_409_or_400() {
     assert_eq!(again.status, 409);
     assert_eq!(bad.status, 400);
 }
+
+#[test]
+fn keypair_when_user_has_its_key_pairs_quota_then_403_by_api_and_cli() {
+    let server = Server::start();
+    let admin = server.admin();
+    let member = server.user_with_role("keyholder", "member");
+    let pid = member.project_id();
+    reply(
+        admin
+            .request("PUT", &format!("/compute/v2.1/os-quota-sets/{pid}"))
+            .send_json(json!({"quota_set": {"key_pairs": 1}})),
+    );
+
+    let first = member.post(
+        "/compute/v2.1/os-keypairs",
+        json!({"keypair": {"name": "one", "public_key": KEY}}),
+    );
+    let second = member.post(
+        "/compute/v2.1/os-keypairs",
+        json!({"keypair": {"name": "two", "public_key": KEY}}),
+    );
+    let cli = server.openstack_as(
+        "keyholder",
+        "pw-keyholder",
+        "keyholder-project",
+        &["keypair", "create", "three"],
+    );
+    let listed = member.get("/compute/v2.1/os-keypairs");
+
+    assert_eq!(first.status, 200, "{}", first.body);
+    assert_eq!(second.status, 403, "{}", second.body);
+    assert_eq!(
+        second.body["forbidden"]["message"],
+        json!("Quota exceeded, too many key pairs.")
+    );
+    assert!(!cli.status.success());
+    assert!(String::from_utf8_lossy(&cli.stderr).contains("too many key pairs"));
+    assert_eq!(listed.body["keypairs"].as_array().unwrap().len(), 1);
+}

@@ -433,3 +433,113 @@ fn volume_quota_when_creates_follow_each_other_up_to_the_limit_then_all_fit() {
 
     assert_eq!(statuses, vec![202, 202, 202, 413]);
 }
+
+#[test]
+fn volume_quota_delete_when_admin_then_200_without_body_and_defaults_back() {
+    let server = Server::start();
+    let admin = server.admin();
+    let pid = server.user_with_role("q9", "member").project_id();
+    let path = format!("/volume/v3/{}/os-quota-sets/{pid}", admin.project_id());
+    admin
+        .request("PUT", &path)
+        .send_json(json!({"quota_set": {"volumes": 15}}))
+        .unwrap();
+
+    let deleted = admin.delete(&path);
+    let shown = admin.get(&path);
+
+    assert_eq!(deleted.status, 200);
+    assert!(deleted.raw.is_empty(), "{:?}", deleted.raw);
+    assert_eq!(
+        shown.expect_status(200).body["quota_set"]["volumes"],
+        json!(10)
+    );
+}
+
+#[test]
+fn image_upload_when_over_stage_total_then_413_queued_and_nothing_staged_and_smaller_fits() {
+    let server = Server::start_with(&["--image-stage-total", "1"]);
+    let member = server.user_with_role("q10", "member");
+
+    let (big, too_big) = member.upload_image("big", "raw", &vec![1u8; 2 << 20]);
+    let (_, fits) = member.upload_image("small", "raw", &vec![1u8; 512 << 10]);
+    let again = member
+        .upload_image("small-2", "raw", &vec![1u8; 512 << 10])
+        .1;
+
+    assert_eq!(too_big.status, 413, "{}", too_big.body);
+    assert!(
+        too_big.message().contains("image_stage_total"),
+        "{}",
+        too_big.body
+    );
+    assert_eq!(member.image(&big)["status"], json!("queued"));
+    assert_eq!(server.staging_files(), Vec::<String>::new());
+    assert_eq!(fits.status, 204, "{}", fits.body);
+    assert_eq!(
+        again.status, 204,
+        "the first upload gave its staged bytes back"
+    );
+}
+
+#[test]
+fn image_upload_when_streamed_past_stage_total_then_413() {
+    let server = Server::start_with(&["--image-stage-total", "1"]);
+    let member = server.user_with_role("q11", "member");
+    let id = member
+        .create_image(json!({"name": "chunked", "disk_format": "raw", "container_format": "bare"}));
+
+    // No Content-Length: the limit stops the stream itself.
+    let r = common::reply(
+        member
+            .request("PUT", &format!("/image/v2/images/{id}/file"))
+            .set("Content-Type", "application/octet-stream")
+            .send(std::io::Cursor::new(vec![1u8; 3 << 20])),
+    );
+
+    assert_eq!(r.status, 413, "{}", r.body);
+}
+
+#[test]
+fn compute_quota_update_when_below_in_use_then_400_unless_forced_by_api_and_cli() {
+    let server = Server::start();
+    let image = public_guest(&server);
+    let admin = server.admin();
+    let member = server.user_with_role("q12", "member");
+    let pid = member.project_id();
+    boot(&member, &image, "one").expect_status(202);
+    let path = format!("/compute/v2.1/os-quota-sets/{pid}");
+
+    let below = common::reply(
+        admin
+            .request("PUT", &path)
+            .send_json(json!({"quota_set": {"cores": 0}})),
+    );
+    let cli_below = server.openstack(&["quota", "set", "--cores", "0", &pid]);
+    let forced = common::reply(
+        admin
+            .request("PUT", &path)
+            .send_json(json!({"quota_set": {"instances": 0, "force": "True"}})),
+    );
+    let cli_forced = server.openstack(&["quota", "set", "--force", "--cores", "0", &pid]);
+    let shown = admin.get(&path);
+
+    assert_eq!(below.status, 400, "{}", below.body);
+    assert_eq!(
+        below.body["badRequest"]["message"],
+        json!(
+            "Quota limit 0 for cores must be greater than or equal to already used and reserved 1."
+        )
+    );
+    assert!(!cli_below.status.success());
+    assert!(
+        String::from_utf8_lossy(&cli_below.stderr).contains("already used and reserved 1"),
+        "{}",
+        String::from_utf8_lossy(&cli_below.stderr)
+    );
+    assert_eq!(forced.status, 200, "{}", forced.body);
+    ok(cli_forced);
+    let q = &shown.expect_status(200).body["quota_set"];
+    assert_eq!(q["cores"], json!(0));
+    assert_eq!(q["instances"], json!(0));
+}

@@ -487,6 +487,20 @@ impl Pool for FakePool {
         Ok(layered)
     }
 
+    async fn export_identity(&self, location: &str) -> Result<Option<String>> {
+        let mut chain = vec![location.to_string()];
+        let mut parent = self.require(location, "image data")?.parent.clone();
+        while let Some(p) = parent {
+            parent = self
+                .lock()
+                .by_location
+                .get(&p)
+                .and_then(|o| o.parent.clone());
+            chain.push(p);
+        }
+        Ok((chain.len() > 1).then(|| chain.join("\n")))
+    }
+
     fn volumes(&self) -> Option<&dyn VolumePool> {
         Some(&self.volumes)
     }

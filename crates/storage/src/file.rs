@@ -15,6 +15,9 @@ use tokio::io::AsyncSeekExt;
 use crate::{qemu_img, DiskSource, Garbage, GarbageKind, ImageReader, Pool};
 
 const SCHEME: &str = "file://";
+/// Files a backing chain may have when its identity is named for an export
+/// (never follow a chain blindly; snapshots keep chains far shorter).
+const MAX_EXPORT_CHAIN: usize = 4096;
 
 #[derive(Debug, Clone)]
 pub struct FilePool {
@@ -332,6 +335,27 @@ impl Pool for FilePool {
         };
         qemu_img::run(&["convert", "-q", "-U", "-f", "qcow2", "-O", format, src, out]).await?;
         Ok(true)
+    }
+
+    async fn export_identity(&self, location: &str) -> Result<Option<String>> {
+        let top = self.path_of(location)?;
+        let mut chain = vec![top.clone()];
+        let mut at = top;
+        while let Some(parent) = backing_of(&at).await? {
+            let parent = resolved(&at, &parent);
+            if chain.contains(&parent) || chain.len() > MAX_EXPORT_CHAIN {
+                return Err(Error::internal(format!(
+                    "The backing chain of {location} is a cycle or deeper than {MAX_EXPORT_CHAIN} files."
+                )));
+            }
+            chain.push(parent.clone());
+            at = parent;
+        }
+        if chain.len() == 1 {
+            return Ok(None);
+        }
+        let names: Vec<String> = chain.iter().map(|p| p.display().to_string()).collect();
+        Ok(Some(names.join("\n")))
     }
 }
 

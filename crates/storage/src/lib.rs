@@ -15,6 +15,7 @@ mod file_volumes;
 pub mod points;
 pub mod qemu_img;
 pub mod rbd;
+pub mod space;
 pub mod volumes;
 
 use std::collections::BTreeSet;
@@ -197,6 +198,14 @@ pub trait Pool: Send + Sync + std::fmt::Debug {
     /// stream it as stored.
     async fn export_image(&self, _location: &str, _format: &str, _dest: &Path) -> Result<bool> {
         Ok(false)
+    }
+
+    /// For a download: what names the data [`export_image`](Pool::export_image)
+    /// would write for `location` — the chain it stands on, top first — or
+    /// `None` when `open_image` streams it as stored. Layers never change, so
+    /// two exports with the same identity hold the same bytes.
+    async fn export_identity(&self, _location: &str) -> Result<Option<String>> {
+        Ok(None)
     }
 
     /// Whether the data at `location` (a disk or a layer) is there.

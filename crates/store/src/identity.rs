@@ -25,6 +25,8 @@ fn user_from_row(row: &sqlx::sqlite::SqliteRow) -> Result<User> {
         description: row.get("description"),
         enabled: row.get::<i64, _>("enabled") != 0,
         default_project_id: default_project.as_deref().map(parse_id).transpose()?,
+        extra: serde_json::from_str(row.get("extra"))
+            .map_err(|_| Error::internal("Corrupt user attributes in the database."))?,
     })
 }
 
@@ -98,8 +100,8 @@ impl Store {
 
     pub async fn insert_user(&self, u: &User, password_hash: &str) -> Result<()> {
         sqlx::query(
-            "INSERT INTO users (id, name, email, description, enabled, default_project_id, password_hash) \
-             VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO users (id, name, email, description, enabled, default_project_id, password_hash, extra) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(u.id.to_string())
         .bind(&u.name)
@@ -108,6 +110,7 @@ impl Store {
         .bind(u.enabled as i64)
         .bind(u.default_project_id.map(|p| p.to_string()))
         .bind(password_hash)
+        .bind(serde_json::Value::Object(u.extra.clone()).to_string())
         .execute(&self.pool)
         .await
         .map_err(db_error(&format!("Cannot create user '{}'", u.name)))?;
@@ -116,13 +119,15 @@ impl Store {
 
     pub async fn update_user(&self, u: &User) -> Result<()> {
         let done = sqlx::query(
-            "UPDATE users SET name = ?, email = ?, description = ?, enabled = ?, default_project_id = ? WHERE id = ?",
+            "UPDATE users SET name = ?, email = ?, description = ?, enabled = ?, default_project_id = ?, extra = ? \
+             WHERE id = ?",
         )
         .bind(&u.name)
         .bind(&u.email)
         .bind(&u.description)
         .bind(u.enabled as i64)
         .bind(u.default_project_id.map(|p| p.to_string()))
+        .bind(serde_json::Value::Object(u.extra.clone()).to_string())
         .bind(u.id.to_string())
         .execute(&self.pool)
         .await
@@ -385,6 +390,7 @@ mod tests {
             description: String::new(),
             enabled: true,
             default_project_id: None,
+            extra: Default::default(),
         };
         store.insert_user(&u, "hash").await.unwrap();
         let member = roles.iter().find(|r| r.role == Role::Member).unwrap();

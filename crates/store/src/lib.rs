@@ -16,12 +16,14 @@ mod keypairs;
 mod narrow;
 mod networks;
 mod ports;
+mod point_quotas;
 mod quotas;
 mod restore_points;
 mod routers;
 mod sagas;
 mod security_groups;
 mod servers;
+mod system_roles;
 mod tokens;
 mod volumes;
 

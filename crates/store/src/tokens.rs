@@ -19,13 +19,15 @@ pub struct TokenRecord {
     pub revoked: bool,
     /// The application credential the token was issued for, if any.
     pub app_cred_id: Option<String>,
+    /// Scoped to the system (`"scope": {"system": {"all": true}}`), not a project.
+    pub system_scope: bool,
 }
 
 impl Store {
     pub async fn insert_token(&self, t: &TokenRecord) -> Result<()> {
         sqlx::query(
-            "INSERT INTO tokens (token_hash, user_id, project_id, audit_id, issued_at, expires_at, revoked, app_cred_id) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO tokens (token_hash, user_id, project_id, audit_id, issued_at, expires_at, revoked, app_cred_id, system_scope) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&t.token_hash)
         .bind(t.user_id.to_string())
@@ -35,6 +37,7 @@ impl Store {
         .bind(ts(t.expires_at))
         .bind(t.revoked as i64)
         .bind(&t.app_cred_id)
+        .bind(t.system_scope as i64)
         .execute(&self.pool)
         .await
         .map_err(db_error("Cannot store a token"))?;
@@ -58,6 +61,7 @@ impl Store {
             expires_at: parse_ts(row.get("expires_at"))?,
             revoked: row.get::<i64, _>("revoked") != 0,
             app_cred_id: row.get("app_cred_id"),
+            system_scope: row.get::<i64, _>("system_scope") != 0,
         }))
     }
 
@@ -119,6 +123,7 @@ mod tests {
             expires_at,
             revoked: false,
             app_cred_id: None,
+            system_scope: false,
         }
     }
 
@@ -132,6 +137,7 @@ mod tests {
             description: String::new(),
             enabled: true,
             default_project_id: None,
+            extra: Default::default(),
         };
         store.insert_user(&user, "").await.unwrap();
         let now = Utc::now();
@@ -161,6 +167,7 @@ mod tests {
             description: String::new(),
             enabled: true,
             default_project_id: None,
+            extra: Default::default(),
         };
         store.insert_user(&user, "").await.unwrap();
         let later = Utc::now() + chrono::Duration::hours(1);

@@ -50,6 +50,21 @@ fn uint(obj: &Map<String, Value>, key: &str, required: bool) -> Result<u64, Erro
     }
 }
 
+/// Nova's `parameter_types.boolean`: JSON booleans and their usual spellings.
+fn nova_bool(obj: &Map<String, Value>, key: &str) -> Result<Option<bool>, Error> {
+    let bad = || Error::invalid(format!("'{key}' must be a boolean."));
+    match obj.get(key) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Bool(b)) => Ok(Some(*b)),
+        Some(Value::String(s)) => match s.to_ascii_lowercase().as_str() {
+            "true" | "1" | "yes" | "on" => Ok(Some(true)),
+            "false" | "0" | "no" | "off" => Ok(Some(false)),
+            _ => Err(bad()),
+        },
+        Some(_) => Err(bad()),
+    }
+}
+
 fn parse_flavor(body: &Value) -> Result<Flavor, Error> {
     let obj = body
         .get("flavor")
@@ -67,6 +82,8 @@ fn parse_flavor(body: &Value) -> Result<Flavor, Error> {
     let id = match obj.get("id") {
         None | Some(Value::Null) => String::new(),
         Some(Value::String(s)) => s.clone(),
+        // Nova's schema takes a number too (tempest sends one).
+        Some(Value::Number(n)) if n.is_u64() => n.to_string(),
         Some(_) => return Err(Error::invalid("'id' must be a string.")),
     };
     let vcpus = u32::try_from(uint(obj, "vcpus", true)?)
@@ -79,10 +96,7 @@ fn parse_flavor(body: &Value) -> Result<Flavor, Error> {
         disk: uint(obj, "disk", true)?,
         ephemeral: uint(obj, "OS-FLV-EXT-DATA:ephemeral", false)?,
         swap: uint(obj, "swap", false)?,
-        is_public: obj
-            .get("os-flavor-access:is_public")
-            .and_then(Value::as_bool)
-            .unwrap_or(true),
+        is_public: nova_bool(obj, "os-flavor-access:is_public")?.unwrap_or(true),
         description: obj
             .get("description")
             .and_then(Value::as_str)

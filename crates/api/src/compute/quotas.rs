@@ -93,7 +93,21 @@ impl From<QuotaDetail> for DetailView {
     }
 }
 
-/// The limits a PUT body asks for (`force` is accepted and ignored).
+/// Nova's `force` in a quota-set update (oslo's `bool_from_string`: a JSON
+/// boolean or `true`/`1`/`yes`/`on`/`y`/`t`, any case); absent: false.
+pub(crate) fn forced(body: &Value, key: &str) -> bool {
+    match body.get(key).and_then(|q| q.get("force")) {
+        Some(Value::Bool(b)) => *b,
+        Some(Value::String(s)) => matches!(
+            s.trim().to_ascii_lowercase().as_str(),
+            "true" | "1" | "yes" | "on" | "y" | "t"
+        ),
+        Some(Value::Number(n)) => n.as_i64() == Some(1),
+        _ => false,
+    }
+}
+
+/// The limits a PUT body asks for (`force` is read by [`forced`]).
 pub(crate) fn requested_limits(body: &Value, key: &str) -> Result<BTreeMap<String, i64>, Error> {
     let obj = body.get(key).and_then(Value::as_object).ok_or_else(|| {
         Error::invalid(format!("Missing required element '{key}' in request body."))
@@ -166,9 +180,10 @@ async fn update(
     JsonBody(body): JsonBody<Value>,
 ) -> NovaResult<Json<Value>> {
     let changes = requested_limits(&body, "quota_set")?;
+    let force = forced(&body, "quota_set");
     let limits = s
         .cloud
-        .update_quotas(&caller, Service::Compute, &project, changes)
+        .update_quotas(&caller, Service::Compute, &project, changes, force)
         .await?;
     Ok(wrap("quota_set", quota_set(v, None, limits)))
 }

@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use store::AppCredentialRecord;
 
-use super::{list_view, str_at, timestamp, NameFilter};
+use super::{list_view, str_at, NameFilter};
 use crate::auth::Auth;
 use crate::error::ApiResult;
 use crate::json::JsonBody;
@@ -78,7 +78,7 @@ async fn view(s: &AppState, c: &AppCredentialRecord, secret: Option<String>) -> 
         description: c.description.clone(),
         user_id: c.user_id.to_string(),
         project_id: c.project_id.to_string(),
-        expires_at: c.expires_at.map(timestamp),
+        expires_at: c.expires_at.map(expiry),
         roles,
         unrestricted: c.unrestricted,
         access_rules: Vec::new(),
@@ -90,6 +90,16 @@ async fn view(s: &AppState, c: &AppCredentialRecord, secret: Option<String>) -> 
             )),
         },
         secret,
+    }
+}
+
+/// Keystone echoes an expiry as Python's `isoformat()` of the naive UTC time: no zone,
+/// microseconds only when there are some (tempest compares the strings).
+fn expiry(t: DateTime<Utc>) -> String {
+    if t.timestamp_subsec_micros() == 0 {
+        t.format("%Y-%m-%dT%H:%M:%S").to_string()
+    } else {
+        t.format("%Y-%m-%dT%H:%M:%S%.6f").to_string()
     }
 }
 

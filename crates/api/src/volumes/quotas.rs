@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use cloud::quotas::Service;
@@ -112,7 +113,7 @@ async fn update(
     let changes = requested_limits(&body, "quota_set")?;
     let limits = s
         .cloud
-        .update_quotas(&caller, Service::Volume, &target, changes)
+        .update_quotas(&caller, Service::Volume, &target, changes, true)
         .await?;
     Ok(Json(json!({"quota_set": with_id(None, limits)})))
 }
@@ -121,12 +122,13 @@ async fn reset(
     State(s): State<AppState>,
     Auth(caller): Auth,
     Path((project, target)): Path<(String, String)>,
-) -> NovaResult<Json<Value>> {
+) -> NovaResult<StatusCode> {
     check_project(&caller, &project)?;
     s.cloud
         .reset_quotas(&caller, Service::Volume, &target)
         .await?;
-    Ok(Json(json!({})))
+    // Cinder answers 200 with no body.
+    Ok(StatusCode::OK)
 }
 
 async fn show_class(

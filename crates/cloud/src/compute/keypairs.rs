@@ -63,6 +63,9 @@ impl Cloud {
                 new.name
             )));
         }
+        let project = caller.project()?;
+        let held = self.store.keypairs(owner).await?.len() as i64;
+        self.check_keypair_quota(project, held + 1).await?;
         let (public_key, fingerprint, private_key) = match (new.public_key, key_type.as_str()) {
             (Some(key), "ssh") => {
                 let fp = ssh_fingerprint(&key)?;
@@ -93,6 +96,13 @@ impl Cloud {
             created_at: Utc::now(),
         };
         let stored = self.store.insert_keypair(&keypair).await?;
+        // Checked again once it counts (as Nova): two racing for the last
+        // key pair may both go, never both stay.
+        let held = self.store.keypairs(owner).await?.len() as i64;
+        if let Err(e) = self.check_keypair_quota(project, held).await {
+            self.store.delete_keypair(owner, &stored.name).await?;
+            return Err(e);
+        }
         Ok((stored, private_key))
     }
 

@@ -77,8 +77,13 @@ impl Cloud {
         ))
     }
 
-    /// Notices servers whose QEMU died or whose guest powered off.
+    /// Notices servers whose QEMU died or whose guest powered off, and
+    /// bounds their console logs on disk.
     pub async fn sync_power_states(&self) -> Result<()> {
+        // Console logs grow with the guests' output: bound them on the same tick.
+        if let Err(e) = self.hypervisor.trim_console_logs().await {
+            tracing::warn!(error = %e, "console logs not trimmed");
+        }
         for server in self.store.servers(None).await? {
             let watched = matches!(server.vm_state, VmState::Active | VmState::Paused);
             if server.task_state.is_some() || !watched {

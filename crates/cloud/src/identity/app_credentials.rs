@@ -200,7 +200,12 @@ impl Cloud {
             return Err(Error::unauthenticated(AUTH_FAILED));
         }
         let info = self
-            .issue_token(user.id, Some(credential.project_id), Some(&credential))
+            .issue_token(
+                user.id,
+                Some(credential.project_id),
+                Some(&credential),
+                false,
+            )
             .await?;
         if info.caller.roles.is_empty() {
             return Err(Error::unauthenticated(

@@ -104,6 +104,7 @@ impl Cloud {
             description: new.description,
             enabled: new.enabled,
             default_project_id: new.default_project_id,
+            extra: new.extra,
         };
         // No password: an empty hash, which never matches.
         let hash = match new.password {

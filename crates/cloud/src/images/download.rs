@@ -92,39 +92,6 @@ impl Cloud {
     }
 }
 
-impl Cloud {
-    /// The whole content of a layered image, exported into a staging file
-    /// that is unlinked at once (the open file stays readable): the file and
-    /// its size, or `None` when the pool streams the data as stored.
-    pub(crate) async fn export_whole(
-        &self,
-        img: &domain::image::Image,
-        location: &str,
-    ) -> Result<Option<(tokio::fs::File, u64)>> {
-        let format = super::qemu_format_of(img);
-        let dest = self
-            .config
-            .staging_dir
-            .join(format!("{}.export", uuid::Uuid::new_v4()));
-        let exported = self.pool.export_image(location, format, &dest).await;
-        if !matches!(exported, Ok(true)) {
-            let _ = tokio::fs::remove_file(&dest).await;
-            return exported.map(|_| None);
-        }
-        let file = tokio::fs::File::open(&dest)
-            .await
-            .map_err(|e| Error::unavailable(format!("Cannot open the exported image: {e}")));
-        let _ = tokio::fs::remove_file(&dest).await;
-        let file = file?;
-        let size = file
-            .metadata()
-            .await
-            .map_err(|e| Error::unavailable(format!("Cannot stat the exported image: {e}")))?
-            .len();
-        Ok(Some((file, size)))
-    }
-}
-
 fn unsatisfiable(total: u64) -> Error {
     Error::new(
         ErrorKind::RangeNotSatisfiable,

@@ -13,9 +13,11 @@
 
 pub(crate) mod convert;
 mod download;
+pub(crate) mod exports;
 mod members;
 pub mod patch;
 mod request;
+pub(crate) mod stage_quota;
 mod upload;
 
 use chrono::Utc;
@@ -25,6 +27,7 @@ use domain::{Error, ImageId, Result};
 use store::{ImageFilter, ImagePage};
 
 pub use download::Download;
+pub use exports::ExportConfig;
 pub use request::NewImage;
 
 use crate::Cloud;
@@ -305,9 +308,14 @@ pub(crate) async fn reconcile(cloud: &Cloud) -> Result<Vec<String>> {
     }
     if let Ok(mut dir) = tokio::fs::read_dir(&cloud.config.staging_dir).await {
         while let Ok(Some(entry)) = dir.next_entry().await {
+            // The export cache (a directory) is swept below, not emptied.
+            if entry.file_type().await.is_ok_and(|t| t.is_dir()) {
+                continue;
+            }
             let _ = tokio::fs::remove_file(entry.path()).await;
             repaired.push(format!("staging file {} removed", entry.path().display()));
         }
     }
+    repaired.extend(cloud.sweep_exports(true).await);
     Ok(repaired)
 }

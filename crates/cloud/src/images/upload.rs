@@ -32,6 +32,13 @@ use tokio::sync::mpsc;
 
 use crate::Cloud;
 
+/// What bounds an upload's bytes: the size cap (with image_size_total) and
+/// the project's share of the staging area (image_stage_total).
+struct UploadLimits<'a> {
+    cap: u64,
+    staging: Option<&'a mut super::stage_quota::StageClaim>,
+}
+
 /// What the staging step measured.
 struct Staged {
     size: u64,
@@ -63,13 +70,23 @@ impl Cloud {
         if content_length.is_some_and(|len| len > cap) {
             return Err(too_large(cap));
         }
+        // Held until the upload ends, however it ends.
+        let mut staging = self.stage_meter.claim(
+            img.owner,
+            self.config.image_quota.stage_total_mib,
+            content_length,
+        )?;
         let mut saving = img.clone();
         saving.status = img.status.transition(ImageStatus::Saving)?;
         saving.updated_at = Utc::now();
         self.store.update_image(&img, &saving).await?;
 
         let staged_path = self.config.staging_dir.join(format!("{}.upload", img.id));
-        match self.store_upload(&saving, &staged_path, body, cap).await {
+        let limits = UploadLimits {
+            cap,
+            staging: staging.as_mut(),
+        };
+        match self.store_upload(&saving, &staged_path, body, limits).await {
             Ok(()) => Ok(()),
             Err(e) => {
                 let _ = tokio::fs::remove_file(&staged_path).await;
@@ -85,12 +102,12 @@ impl Cloud {
         img: &Image,
         staged_path: &Path,
         body: S,
-        cap: u64,
+        limits: UploadLimits<'_>,
     ) -> Result<()>
     where
         S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin,
     {
-        let staged = stream_to_file(body, staged_path.to_path_buf(), cap).await?;
+        let staged = stream_to_file(body, staged_path.to_path_buf(), limits).await?;
         let claimed = img.disk_format.clone().unwrap_or_default();
         let format: DiskFormat = claimed
             .parse()
@@ -187,7 +204,7 @@ fn too_large(cap: u64) -> Error {
 }
 
 /// Writes the stream to `path`, hashing it on two threads; fsyncs the file.
-async fn stream_to_file<S>(mut body: S, path: PathBuf, cap: u64) -> Result<Staged>
+async fn stream_to_file<S>(mut body: S, path: PathBuf, limits: UploadLimits<'_>) -> Result<Staged>
 where
     S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin,
 {
@@ -220,6 +237,7 @@ where
         hex::encode(sha.finalize())
     });
 
+    let UploadLimits { cap, mut staging } = limits;
     let mut size: u64 = 0;
     let mut failure = None;
     while let Some(chunk) = body.next().await {
@@ -233,6 +251,10 @@ where
         size += chunk.len() as u64;
         if size > cap {
             failure = Some(too_large(cap));
+            break;
+        }
+        if let Some(Err(e)) = staging.as_deref_mut().map(|c| c.grow(chunk.len() as u64)) {
+            failure = Some(e);
             break;
         }
         if file_tx.send(chunk.clone()).await.is_err() || sha_tx.send(chunk).await.is_err() {

@@ -269,6 +269,7 @@ impl Cloud {
             created_at: now,
             updated_at: now,
         };
+        let quota = self.check_point_quota(&server, point.memory).await?;
         let mut state = PointState::new(server.id, point.id);
         state.memory = point.memory;
         state.internal = internal;
@@ -280,6 +281,10 @@ impl Cloud {
             })
             .await?;
         saga.run_through(Step::Record).await?;
+        if let Err(e) = self.count_point_memory(point.id, quota.memory_bytes).await {
+            tracing::warn!(point = %point.id, error = %e, "could not count a memory state");
+        }
+        drop(quota);
         saga.spawn();
         Ok(point)
     }
@@ -499,6 +504,9 @@ impl Cloud {
             done.quiesced = saga.quiesced;
             done.updated_at = Utc::now();
             self.store.update_restore_point(&point, &done).await?;
+            if let Some(state) = &done.state_file {
+                self.count_written_point_memory(point.id, state).await;
+            }
         }
         self.store
             .set_current_restore_point(point.server_id, Some(point.id))

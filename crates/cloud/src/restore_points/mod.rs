@@ -30,6 +30,7 @@ pub(crate) mod create;
 pub(crate) mod delete;
 mod internal;
 pub(crate) mod merge;
+pub mod quota;
 mod rbd;
 pub(crate) mod revert;
 mod volumes;

@@ -111,7 +111,7 @@ impl Rig {
         ] {
             let unlimited = resources.iter().map(|r| (r.to_string(), -1)).collect();
             cloud
-                .update_quotas(&admin, service, &project_id, unlimited)
+                .update_quotas(&admin, service, &project_id, unlimited, true)
                 .await
                 .unwrap();
         }
@@ -494,6 +494,8 @@ pub async fn new_cloud(
         max_chain_depth: 16,
         max_virtual_size: 1 << 40,
         image_quota: Default::default(),
+        exports: Default::default(),
+        restore_point_quota: Default::default(),
         identity: Default::default(),
     };
     let plan = plan.clone();

@@ -132,6 +132,8 @@ pub struct QemuConfig {
     pub netns: Option<String>,
     /// How long the guest may take to release a NIC being unplugged.
     pub nic_unplug_timeout: Duration,
+    /// Bytes of each console log kept on disk (its tail); at least 4 KiB.
+    pub console_log_cap: u64,
 }
 
 impl QemuConfig {
@@ -148,6 +150,7 @@ impl QemuConfig {
             migration_timeout: Duration::from_secs(600),
             netns: None,
             nic_unplug_timeout: Duration::from_secs(30),
+            console_log_cap: CONSOLE_LOG_LIMIT,
         }
     }
 }
@@ -673,10 +676,22 @@ impl Hypervisor for QemuHypervisor {
             return Err(not_found(name));
         }
         let path = vm.dir.console_log();
-        let text = console::read_tail(&path, CONSOLE_LOG_LIMIT)
+        let cap = self.config.console_log_cap.max(4096);
+        let text = console::read_tail(&path, CONSOLE_LOG_LIMIT.min(cap))
             .await
             .map_err(|e| Error::io("cannot read", &path, e))?;
         Ok(console::last_lines(&text, max_lines).to_string())
+    }
+
+    async fn trim_console_logs(&self) -> Result<()> {
+        let cap = self.config.console_log_cap.max(4096);
+        for name in self.list().await? {
+            let path = RunDir::new(&self.config.run_dir, &name).console_log();
+            if let Err(e) = console::trim_head(&path, cap).await {
+                tracing::warn!(vm = %name, error = %e, "could not trim a console log");
+            }
+        }
+        Ok(())
     }
 
     async fn attach_disk(&self, name: &str, disk: &crate::spec::DiskSpec) -> Result<()> {

@@ -79,7 +79,6 @@ fn live_snapshot_when_guest_writes_then_no_pause_and_boot_rebuild_and_download_s
     assert_eq!(property(&s1, "image_type"), "snapshot");
     assert_eq!(property(&s1, "instance_uuid"), vm1.as_str());
     assert_eq!(property(&s1, "base_image_ref"), guest.as_str());
-    assert!(took < Duration::from_secs(30), "the snapshot took {took:?}");
     // No pause: the same QEMU, no task left, and SEQ lines kept coming during
     // the snapshot, each 10 records and 10 ticks after the previous one.
     assert_eq!(vm1_after_snapshot["status"], "ACTIVE");

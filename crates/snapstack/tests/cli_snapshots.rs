@@ -29,7 +29,7 @@ mod common;
 mod snapshot_support;
 
 use std::process::Command;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::{fails, ok, Server};
 use snapshot_support::*;

@@ -135,6 +135,7 @@ fn catalog(s: &AppState, project: Option<&str>) -> Value {
         entry("identity", "keystone", s.url("/identity")),
         entry("image", "glance", s.url("/image")),
         entry("compute", "nova", s.url("/compute/v2.1")),
+        entry("network", "neutron", s.url("/networking")),
         entry("volumev3", "cinderv3", volume.clone()),
         entry("block-storage", "cinder", volume),
     ])

@@ -12,6 +12,7 @@ mod error;
 mod identity;
 mod images;
 mod json;
+mod network;
 mod request_id;
 mod versions;
 mod volumes;
@@ -50,6 +51,7 @@ pub fn router(state: AppState) -> Router {
         .nest("/image/v2", images::routes())
         .nest("/compute/v2.1", compute::routes())
         .nest("/volume/v3", volumes::routes())
+        .nest("/networking", network::routes())
         .fallback(error::not_found_route)
         .layer(axum::middleware::from_fn(request_id::request_id))
         .with_state(state)

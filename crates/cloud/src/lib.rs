@@ -10,6 +10,7 @@ pub mod compute;
 mod fault;
 pub mod identity;
 pub mod images;
+pub mod network;
 pub mod quotas;
 pub mod restore_points;
 pub mod saga;
@@ -79,6 +80,11 @@ pub struct Cloud {
     /// Fake-based crash tests: a saga stops (as if the process died) at
     /// the fault point this returns true for.
     crash_hook: Option<CrashHook>,
+    /// This host's network data plane, and its name in ports' `binding:host_id`.
+    plane: Arc<dyn netplane::NetworkPlane>,
+    host: Arc<str>,
+    /// One network allocation or apply at a time.
+    net_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 /// Says, for a fault point's name, whether to "die" there.
@@ -119,6 +125,9 @@ impl Cloud {
             cut_lock: Arc::default(),
             gc_ready: Arc::default(),
             crash_hook: None,
+            plane: Arc::new(netplane::FakePlane::new()),
+            host: "localhost".into(),
+            net_lock: Arc::default(),
         })
     }
 
@@ -126,6 +135,18 @@ impl Cloud {
     /// fault point `hook` returns true for (see [`saga`]).
     pub fn with_crash_hook(mut self, hook: CrashHook) -> Cloud {
         self.crash_hook = Some(hook);
+        self
+    }
+
+    /// The network data plane of this host (a fake one until this is called), and the
+    /// host's name.
+    pub fn with_network_plane(
+        mut self,
+        plane: Arc<dyn netplane::NetworkPlane>,
+        host: &str,
+    ) -> Cloud {
+        self.plane = plane;
+        self.host = host.into();
         self
     }
 
@@ -142,6 +163,7 @@ impl Cloud {
     pub async fn reconcile(&self) -> Result<Vec<String>> {
         self.store.clear_quota_reservations().await?;
         let mut repaired = self.recover_sagas().await?;
+        self.sync_network().await;
         repaired.extend(compute::reconcile(self).await?);
         repaired.extend(images::reconcile(self).await?);
         repaired.extend(volumes::reconcile(self).await?);

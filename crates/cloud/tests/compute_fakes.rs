@@ -556,10 +556,10 @@ async fn reconcile_when_orphan_vm_and_disk_then_removed_and_live_server_kept() {
         memory_mib: 64,
         vcpus: 1,
         disks: vec![],
+        nics: Vec::new(),
         kernel: None,
         initrd: None,
         cmdline: None,
-        nics: Vec::new(),
     };
     rig.hv.start(&spec).await.unwrap();
 

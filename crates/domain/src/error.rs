@@ -111,6 +111,11 @@ impl Error {
         )
     }
 
+    /// A 404 with its own message.
+    pub fn not_found_message(message: impl Into<String>) -> Self {
+        Self::new(ErrorKind::NotFound, message)
+    }
+
     pub fn conflict(message: impl Into<String>) -> Self {
         Self::new(ErrorKind::Conflict, message)
     }

@@ -111,6 +111,35 @@ typed_id!(
     AttachmentId, "attachment", false
 );
 
+typed_id!(
+    /// A Neutron network.
+    NetworkId, "network", false
+);
+typed_id!(
+    /// A subnet of a network.
+    SubnetId, "subnet", false
+);
+typed_id!(
+    /// A port: a place on a network (a server's NIC, a DHCP server, a router interface).
+    PortId, "port", false
+);
+typed_id!(
+    /// A security group.
+    SecurityGroupId, "security group", false
+);
+typed_id!(
+    /// A rule of a security group.
+    SecurityGroupRuleId, "security group rule", false
+);
+typed_id!(
+    /// A router.
+    RouterId, "router", false
+);
+typed_id!(
+    /// A floating IP.
+    FloatingIpId, "floating IP", false
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,12 +7,14 @@ pub mod identity;
 pub mod ids;
 pub mod image;
 pub mod keypair;
+pub mod network;
 pub mod restore_point;
 pub mod server;
 pub mod volume;
 
 pub use error::{Error, ErrorKind, Result};
 pub use ids::{
-    AttachmentId, ImageId, ProjectId, RestorePointId, RoleId, ServerId, UserId, VolumeId,
+    AttachmentId, FloatingIpId, ImageId, NetworkId, PortId, ProjectId, RestorePointId, RoleId,
+    RouterId, SecurityGroupId, SecurityGroupRuleId, ServerId, SubnetId, UserId, VolumeId,
     VolumeSnapshotId,
 };

@@ -227,10 +227,10 @@ mod tests {
                 format: DiskFormat::Qcow2,
                 read_only: false,
             }],
+            nics: Vec::new(),
             kernel: None,
             initrd: None,
             cmdline: None,
-            nics: Vec::new(),
         }
     }
 

@@ -35,6 +35,11 @@ pub struct ServeArgs {
     /// Base URL clients reach the API at (default: http://<listen>).
     #[arg(long, env = "SNAPSTACK_PUBLIC_URL")]
     pub public_url: Option<String>,
+    /// Network namespace this host's virtual networks live in (and the prefix of its
+    /// DHCP and router namespaces); QEMU runs in it. Default: `ss-` and a hash of the
+    /// data directory, so that two services on one host never share one.
+    #[arg(long, env = "SNAPSTACK_NETNS")]
+    pub netns: Option<String>,
     /// Database URL (default: sqlite://<data-dir>/snapstack.db).
     #[arg(long, env = "SNAPSTACK_DATABASE_URL")]
     pub database_url: Option<String>,
@@ -107,6 +112,23 @@ pub struct Paths {
     pub log_file: PathBuf,
 }
 
+/// `ss-` and 8 hex digits of a hash (FNV-1a) of the data directory's path.
+pub fn default_netns(data_dir: &Path) -> String {
+    let hash = data_dir
+        .as_os_str()
+        .as_encoded_bytes()
+        .iter()
+        .fold(0xcbf2_9ce4_8422_2325_u64, |h, b| {
+            (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
+        });
+    format!("ss-{:08x}", hash as u32)
+}
+
+/// Where the data plane keeps its files (DHCP servers' hosts files, leases, logs).
+pub fn network_state_dir(data_dir: &Path) -> PathBuf {
+    data_dir.join("network")
+}
+
 pub fn sqlite_url(data_dir: &Path) -> String {
     format!("sqlite://{}", data_dir.join("snapstack.db").display())
 }
@@ -169,8 +191,16 @@ impl ServeArgs {
         }
     }
 
+    /// The network namespace of this host's data plane (see `--netns`).
+    pub fn netns(&self, paths: &Paths) -> String {
+        self.netns
+            .clone()
+            .unwrap_or_else(|| default_netns(&paths.data_dir))
+    }
+
     pub fn hypervisor(&self, paths: &Paths) -> QemuHypervisor {
         let mut config = QemuConfig::new(&paths.instances_dir);
+        config.netns = Some(self.netns(paths));
         config.accel = if self.accel == "kvm" {
             Accel::Kvm
         } else {

@@ -38,10 +38,28 @@ enum Command {
         #[command(subcommand)]
         command: client::RestorePointCommand,
     },
+    /// This host's virtual networks.
+    Network {
+        #[command(subcommand)]
+        command: NetworkCommand,
+    },
     /// Database maintenance.
     Db {
         #[command(subcommand)]
         command: DbCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+enum NetworkCommand {
+    /// Remove every namespace, device, DHCP server and firewall rule the data plane of
+    /// this data directory made (servers with NICs lose their network), then exit.
+    Teardown {
+        #[arg(long, env = "SNAPSTACK_DATA_DIR", default_value = "var")]
+        data_dir: std::path::PathBuf,
+        /// The namespace, if `serve` was given `--netns`.
+        #[arg(long, env = "SNAPSTACK_NETNS")]
+        netns: Option<String>,
     },
 }
 
@@ -73,6 +91,19 @@ fn main() -> anyhow::Result<()> {
         match cli.command {
             Command::Serve(args) => serve(args).await,
             Command::RestorePoint { .. } => unreachable!("handled before the runtime starts"),
+            Command::Network {
+                command: NetworkCommand::Teardown { data_dir, netns },
+            } => {
+                use netplane::NetworkPlane;
+                let data_dir = data_dir.canonicalize().unwrap_or(data_dir);
+                let netns = netns.unwrap_or_else(|| config::default_netns(&data_dir));
+                netplane::LinuxPlane::new(&netns, config::network_state_dir(&data_dir))
+                    .teardown()
+                    .await
+                    .map_err(|e| anyhow::anyhow!("{e}"))?;
+                println!("network namespace {netns} and its dependants removed");
+                Ok(())
+            }
             Command::Db {
                 command:
                     DbCommand::Migrate {
@@ -102,9 +133,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         storage_config::open_pool(args.storage.storage_config.as_deref(), &paths.pool_dir).await?;
     std::fs::create_dir_all(&paths.instances_dir)?;
     let hypervisor = Arc::new(args.hypervisor(&paths));
+    let netns = args.netns(&paths);
+    tracing::info!(%netns, "virtual networks live in network namespace {netns}");
+    let plane = Arc::new(netplane::LinuxPlane::new(
+        netns,
+        config::network_state_dir(&paths.data_dir),
+    ));
     let cloud = Cloud::new(store, pool, hypervisor, args.cloud_config(&paths))
         .await
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .with_network_plane(plane, "localhost");
 
     for line in cloud
         .reconcile()

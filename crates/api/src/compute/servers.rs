@@ -8,6 +8,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use cloud::compute::{BlockDevice, NewServer, ServerChanges};
+use cloud::network::{NicRequest, ServerNetworks};
 use domain::server::ServerAction;
 use domain::Error;
 use http::HeaderValue;
@@ -246,17 +247,7 @@ fn parse_create(body: &Value, v: Microversion) -> Result<NewServer, Error> {
             None => Err(Error::invalid(format!("'{key}' is a required property."))),
         }
     };
-    match obj.get("networks") {
-        None if v.at_least(37) => return Err(Error::invalid("'networks' is a required property (microversion 2.37 and later).")),
-        None => {}
-        Some(Value::String(n)) if n == "none" || n == "auto" => {}
-        Some(Value::Array(list)) if list.iter().all(is_no_network) => {}
-        Some(_) => {
-            return Err(Error::invalid(
-                "Snapstack servers have no virtual networks: use \"networks\": \"none\" (--network none).",
-            ))
-        }
-    }
+    let networks = parse_networks(obj.get("networks"), v)?;
     if obj.contains_key("block_device_mapping") {
         return Err(Error::invalid(
             "The legacy block_device_mapping is not supported: use block_device_mapping_v2.",
@@ -306,7 +297,71 @@ fn parse_create(body: &Value, v: Microversion) -> Result<NewServer, Error> {
             Some(_) => return Err(Error::invalid("'key_name' must be a string.")),
         },
         block_devices,
+        networks,
     })
+}
+
+/// Nova's `networks`: `auto`, `none`, or a list of `{uuid, fixed_ip}` / `{port}`
+/// entries (required from 2.37). The old `none` pseudo-network is still understood.
+fn parse_networks(value: Option<&Value>, v: Microversion) -> Result<ServerNetworks, Error> {
+    let list = match value {
+        None if v.at_least(37) => {
+            return Err(Error::invalid(
+                "'networks' is a required property (microversion 2.37 and later).",
+            ))
+        }
+        None => return Ok(ServerNetworks::Auto),
+        Some(Value::String(n)) if n == "auto" => return Ok(ServerNetworks::Auto),
+        Some(Value::String(n)) if n == "none" => return Ok(ServerNetworks::None),
+        Some(Value::Array(list)) => list,
+        Some(other) => {
+            return Err(Error::invalid(format!(
+                "Invalid input for field/attribute networks. Value: {other}. It must be 'auto', 'none' or a list."
+            )))
+        }
+    };
+    if !list.is_empty() && list.iter().all(is_no_network) {
+        return Ok(ServerNetworks::None);
+    }
+    let mut nics = Vec::new();
+    for entry in list {
+        let obj = entry
+            .as_object()
+            .ok_or_else(|| Error::invalid("Each entry of 'networks' must be an object."))?;
+        if let Some(extra) = obj
+            .keys()
+            .find(|k| !["uuid", "port", "fixed_ip", "tag"].contains(&k.as_str()))
+        {
+            return Err(Error::invalid(format!(
+                "Additional properties are not allowed ('{extra}' was unexpected)."
+            )));
+        }
+        let text = |key: &str| match obj.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(_) => Err(Error::invalid(format!(
+                "Invalid input for field/attribute {key}: it must be a string."
+            ))),
+        };
+        let fixed_ip = match text("fixed_ip")? {
+            None => None,
+            Some(ip) => Some(ip.parse().map_err(|_| {
+                Error::invalid(format!(
+                    "Invalid input for field/attribute fixed_ip. Value: {ip}. '{ip}' is not an IPv4 address."
+                ))
+            })?),
+        };
+        nics.push(match (text("port")?, text("uuid")?) {
+            (Some(port), _) => NicRequest::Port(port),
+            (None, Some(id)) => NicRequest::Network { id, fixed_ip },
+            (None, None) => {
+                return Err(Error::invalid(
+                    "Bad networks format: each entry needs a network 'uuid' or a 'port'.",
+                ))
+            }
+        });
+    }
+    Ok(ServerNetworks::Nics(nics))
 }
 
 /// What update and rebuild answer below 2.75: the base server view,
@@ -356,6 +411,33 @@ async fn server_view(
     let attachments = s.cloud.attachments_of(server).await?;
     out["os-extended-volumes:volumes_attached"] =
         volume_attachments::volumes_attached(&attachments, v);
+    let mut addresses = serde_json::Map::new();
+    for a in s.cloud.server_addresses(server.id).await? {
+        let entry = json!({
+            "version": 4,
+            "addr": a.addr.to_string(),
+            "OS-EXT-IPS:type": if a.floating { "floating" } else { "fixed" },
+            "OS-EXT-IPS-MAC:mac_addr": a.mac,
+        });
+        if let Some(list) = addresses
+            .entry(a.network)
+            .or_insert_with(|| json!([]))
+            .as_array_mut()
+        {
+            list.push(entry);
+        }
+    }
+    out["addresses"] = Value::Object(addresses);
+    let groups: Vec<Value> = s
+        .cloud
+        .server_security_groups(server.id)
+        .await?
+        .into_iter()
+        .map(|name| json!({"name": name}))
+        .collect();
+    if out.get("security_groups").is_some() {
+        out["security_groups"] = Value::Array(groups);
+    }
     Ok(out)
 }
 

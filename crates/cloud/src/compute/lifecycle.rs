@@ -54,10 +54,19 @@ impl Cloud {
             memory_mib: u32::try_from(server.flavor.ram).unwrap_or(u32::MAX),
             vcpus: server.flavor.vcpus,
             disks,
+            nics: self
+                .server_nics(server)
+                .await?
+                .into_iter()
+                .map(|n| hypervisor::NicSpec {
+                    id: n.id,
+                    mac: n.mac,
+                    tap: n.tap,
+                })
+                .collect(),
             kernel: None,
             initrd: None,
             cmdline: None,
-            nics: Vec::new(),
         })
     }
 
@@ -105,6 +114,10 @@ impl Cloud {
             None => server,
         };
         let spec = self.vm_spec(&server).await?;
+        if !spec.nics.is_empty() {
+            // QEMU opens its taps by name: they must exist first.
+            self.apply_network_plan().await?;
+        }
         self.hypervisor.start(&spec).await.map_err(hypervisor_error)
     }
 
@@ -363,6 +376,7 @@ impl Cloud {
             Err(e) => return Err(hypervisor_error(e)),
         }
         remove_file_if_present(&self.state_file(server)).await;
+        self.release_server_ports(server.id).await?;
         self.release_server_volumes(server).await
     }
 

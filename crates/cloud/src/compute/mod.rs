@@ -54,6 +54,8 @@ pub struct NewServer {
     /// `block_device_mapping_v2`: volumes to boot from or attach (see
     /// `block_devices`); the image root OSC always sends may be here.
     pub block_devices: Vec<BlockDevice>,
+    /// Its NICs (Nova's `networks`).
+    pub networks: crate::network::ServerNetworks,
 }
 
 impl Cloud {
@@ -116,13 +118,20 @@ impl Cloud {
             Some(name) => Some(self.server_key_name(caller, name).await?),
             None => None,
         };
+        let nics = self.check_server_networks(caller, &new.networks).await?;
         let quota = self
             .claim_server_quota(project, &flavor, new.metadata.len())
             .await?;
         let claimed = self.claim_block_devices(caller, &plan).await?;
+        let server_id = ServerId::new();
+        if let Err(e) = self.allocate_server_ports(caller, server_id, nics).await {
+            quota.release().await;
+            self.unreserve(&claimed.reserved()).await;
+            return Err(e);
+        }
         let now = Utc::now();
         let server = Server {
-            id: ServerId::new(),
+            id: server_id,
             name: new.name,
             project_id: project,
             user_id: caller.user_id,
@@ -147,6 +156,7 @@ impl Cloud {
         quota.release().await;
         if let Err(e) = inserted {
             self.unreserve(&claimed.reserved()).await;
+            let _ = self.release_server_ports(server.id).await;
             return Err(e);
         }
         if let Err(e) = self.record_block_devices(caller, &server, claimed).await {

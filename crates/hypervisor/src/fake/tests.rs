@@ -7,10 +7,10 @@ fn spec(name: &str) -> VmSpec {
         memory_mib: 64,
         vcpus: 1,
         disks: Vec::new(),
+        nics: Vec::new(),
         kernel: None,
         initrd: None,
         cmdline: None,
-        nics: Vec::new(),
     }
 }
 

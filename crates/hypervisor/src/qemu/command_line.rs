@@ -244,10 +244,10 @@ mod tests {
             memory_mib: 256,
             vcpus: 2,
             disks,
+            nics: Vec::new(),
             kernel: Some(PathBuf::from("/boot/vmlinuz")),
             initrd: None,
             cmdline: Some("console=ttyS0 quiet".to_string()),
-            nics: Vec::new(),
         }
     }
 

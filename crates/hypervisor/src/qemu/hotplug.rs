@@ -272,10 +272,10 @@ mod tests {
                     read_only: false,
                 })
                 .collect(),
+            nics: Vec::new(),
             kernel: None,
             initrd: None,
             cmdline: None,
-            nics: Vec::new(),
         }
     }
 

@@ -198,10 +198,10 @@ mod tests {
             memory_mib: 64,
             vcpus: 1,
             disks: Vec::new(),
+            nics: Vec::new(),
             kernel: None,
             initrd: None,
             cmdline: None,
-            nics: Vec::new(),
         }
     }
 

@@ -87,10 +87,10 @@ impl Harness {
                 format: DiskFormat::Qcow2,
                 read_only: false,
             }],
+            nics: Vec::new(),
             kernel: None,
             initrd: None,
             cmdline: None,
-            nics: Vec::new(),
         }
     }
 

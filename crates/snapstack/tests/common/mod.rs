@@ -317,6 +317,15 @@ impl Drop for Server {
                 .args(["-KILL", &pid.to_string()])
                 .status();
         }
+        // The service's networks outlive it on purpose, as its VMs do.
+        if self.data_dir().exists() {
+            let _ = Command::new(env!("CARGO_BIN_EXE_snapstack"))
+                .args(["network", "teardown", "--data-dir"])
+                .arg(self.data_dir())
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
     }
 }
 

@@ -105,3 +105,22 @@ async fn empty_plan_then_teardown_leaves_no_namespace_device_dnsmasq_or_rule() {
     assert_eq!(namespaces, "");
     assert_eq!(dnsmasq, "");
 }
+
+#[tokio::test]
+async fn apply_when_network_removed_and_added_back_at_once_then_it_serves_again() {
+    if !is_root() {
+        return;
+    }
+    let t = TestPlane::new("cv-back");
+    let dir = tempfile::tempdir().unwrap();
+    t.plane.apply(&one_network()).await.unwrap();
+    let vm = t.vm("vm", "port-cv", "fa:16:3e:30:00:0b");
+
+    t.plane.apply(&HostPlan::default()).await.unwrap();
+    t.plane.apply(&one_network()).await.unwrap();
+    let vm_again = t.vm("vm2", "port-cv", "fa:16:3e:30:00:0b");
+    let lease = vm_again.dhcp(dir.path());
+
+    drop(vm);
+    assert_eq!(lease.as_deref(), Some("10.30.0.11/24"));
+}

@@ -225,3 +225,22 @@ async fn snapshot_disk_and_native_point_when_observed_then_every_new_file_report
         PathBuf::from("/d/new")
     );
 }
+
+#[tokio::test]
+async fn attach_nic_when_twice_then_one_nic_and_detach_removes_it() {
+    let fake = FakeHypervisor::new();
+    fake.start(&spec("vm1")).await.unwrap();
+    let nic = crate::spec::NicSpec {
+        id: "net0".into(),
+        mac: "fa:16:3e:00:00:01".into(),
+        tap: "tapabc".into(),
+    };
+
+    fake.attach_nic("vm1", &nic).await.unwrap();
+    fake.attach_nic("vm1", &nic).await.unwrap();
+    let attached = fake.spec("vm1").unwrap().nics;
+    fake.detach_nic("vm1", "net0").await.unwrap();
+
+    assert_eq!(attached, vec![nic]);
+    assert!(fake.spec("vm1").unwrap().nics.is_empty());
+}

@@ -49,6 +49,13 @@ impl Harness {
         harness
     }
 
+    /// Another driver on the same run directory whose QEMUs run in `netns`.
+    pub fn driver_in(&self, netns: &str) -> QemuHypervisor {
+        let mut config = config(self.root.path());
+        config.netns = Some(netns.to_string());
+        QemuHypervisor::new(config)
+    }
+
     /// Another driver on the same run directory, as after a service restart.
     pub fn restarted_driver(&self) -> QemuHypervisor {
         QemuHypervisor::new(config(self.root.path()))

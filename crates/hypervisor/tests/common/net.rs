@@ -172,11 +172,15 @@ pub fn allow(protocol: Protocol, port: Option<u16>) -> Rule {
 }
 
 /// One network 10.40.0.0/24 with DHCP and these (port id, MAC, address) ports, each with
-/// a firewall letting in ICMP and TCP 80.
+/// a firewall letting in ICMP, TCP 80 (the guest's web service) and 5001 (its sink).
 pub fn plan(ports: &[(&str, &str, Ipv4Addr)]) -> HostPlan {
     let firewall = Firewall {
         allowed_address_pairs: vec![],
-        ingress: vec![allow(Protocol::Icmp, None), allow(Protocol::Tcp, Some(80))],
+        ingress: vec![
+            allow(Protocol::Icmp, None),
+            allow(Protocol::Tcp, Some(80)),
+            allow(Protocol::Tcp, Some(5001)),
+        ],
         egress: vec![allow(Protocol::Any, None)],
     };
     HostPlan {

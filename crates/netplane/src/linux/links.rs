@@ -150,6 +150,24 @@ pub(crate) async fn converge_host(ns: &str, wanted: &[HostDevice]) -> Result<Vec
     Ok(created)
 }
 
+/// `ip -n ns args…` that creates a device, retried for up to 2 s while the name is
+/// still taken: a device of a namespace deleted just before (a network removed and
+/// added back) goes away asynchronously.
+async fn add(ns: &str, args: &[&str]) -> Result<()> {
+    let mut tries = 0;
+    loop {
+        match cmd::ip(ns, args).await {
+            Err(crate::Error::Command { message, .. })
+                if message.contains("File exists") && tries < 40 =>
+            {
+                tries += 1;
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            other => return other.map(drop),
+        }
+    }
+}
+
 /// Deletes device `name`; one already gone counts as deleted (the end of a veth whose
 /// other namespace was just deleted goes away asynchronously).
 async fn delete(ns: &str, name: &str) -> Result<()> {
@@ -170,11 +188,9 @@ async fn peer_exists(peer_ns: &str, peer: &str) -> bool {
 async fn create_host_device(ns: &str, device: &HostDevice) -> Result<()> {
     let name = device.name.as_str();
     match &device.kind {
-        HostDeviceKind::Bridge => {
-            cmd::ip(ns, &["link", "add", name, "type", "bridge"]).await?;
-        }
+        HostDeviceKind::Bridge => add(ns, &["link", "add", name, "type", "bridge"]).await?,
         HostDeviceKind::Tap { .. } => {
-            cmd::ip(
+            add(
                 ns,
                 &["tuntap", "add", "dev", name, "mode", "tap", "vnet_hdr"],
             )
@@ -183,7 +199,7 @@ async fn create_host_device(ns: &str, device: &HostDevice) -> Result<()> {
         HostDeviceKind::Veth { peer_ns, peer, .. } => {
             // A peer left behind (its host end deleted by hand) would block the name.
             let _ = cmd::ip(peer_ns, &["link", "delete", "dev", peer]).await;
-            cmd::ip(
+            add(
                 ns,
                 &[
                     "link", "add", name, "type", "veth", "peer", "name", peer, "netns", peer_ns,

@@ -10,9 +10,12 @@ pub mod keypair;
 pub mod restore_point;
 pub mod server;
 pub mod volume;
+pub mod volume_message;
+pub mod volume_transfer;
+pub mod volume_type;
 
 pub use error::{Error, ErrorKind, Result};
 pub use ids::{
-    AttachmentId, ImageId, ProjectId, RestorePointId, RoleId, ServerId, UserId, VolumeId,
-    VolumeSnapshotId,
+    AttachmentId, ImageId, ProjectId, RestorePointId, RoleId, ServerId, TransferId, UserId,
+    VolumeId, VolumeSnapshotId, VolumeTypeId,
 };

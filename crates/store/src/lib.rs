@@ -19,6 +19,9 @@ mod restore_points;
 mod sagas;
 mod servers;
 mod tokens;
+mod volume_messages;
+mod volume_transfers;
+mod volume_types;
 mod volumes;
 
 use std::str::FromStr;

@@ -7,9 +7,14 @@
 //! A project id in the URL that is not the token's is a 400 ("Malformed
 //! request url"), as Cinder answers.
 
+mod actions;
+mod backend;
+mod messages;
 mod microversion;
 mod quotas;
 mod snapshots;
+mod transfers;
+mod types;
 mod views;
 mod volume;
 
@@ -25,13 +30,14 @@ use crate::AppState;
 
 pub(crate) use microversion::VolumeVersion;
 
-/// The id Cinder's default volume type (`__DEFAULT__`) has here.
-pub(crate) const DEFAULT_TYPE_ID: &str = "5ad01bd4-5d8f-4c6b-8a6f-2b5d3a2f0001";
-
 pub(crate) fn routes() -> Router<AppState> {
     volume::routes()
         .merge(snapshots::routes())
         .merge(quotas::routes())
+        .merge(types::routes())
+        .merge(backend::routes())
+        .merge(transfers::routes())
+        .merge(messages::routes())
         .route(
             "/{project}/os-availability-zone",
             axum::routing::get(availability_zones),

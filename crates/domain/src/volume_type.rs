@@ -38,8 +38,21 @@ pub struct VolumeType {
     pub is_public: bool,
     pub extra_specs: BTreeMap<String, String>,
     pub encryption: Option<Encryption>,
+    /// The QoS specs associated with the type.
+    pub qos_specs_id: Option<uuid::Uuid>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// Cinder's QoS specs: key/value limits for a consumer (`front-end`,
+/// `back-end` or `both`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QosSpecs {
+    pub id: uuid::Uuid,
+    pub name: String,
+    pub consumer: String,
+    pub specs: BTreeMap<String, String>,
+    pub created_at: DateTime<Utc>,
 }
 
 /// Cinder's encryption specs of a type.

@@ -13,7 +13,9 @@ mod identity;
 mod image_snapshots;
 mod images;
 mod keypairs;
+mod metadefs;
 mod narrow;
+mod qos_specs;
 mod quotas;
 mod restore_points;
 mod sagas;
@@ -33,6 +35,7 @@ use sqlx::SqlitePool;
 
 pub use app_credentials::AppCredentialRecord;
 pub use images::{ImageFilter, ImageMember, ImagePage, MemberStatus, SortDir};
+pub use metadefs::MetadefNamespaceRecord;
 pub use quotas::{Amounts, QuotaScope, QuotaService, Reservation};
 pub use sagas::{SagaPhase, SagaRecord};
 pub use tokens::TokenRecord;

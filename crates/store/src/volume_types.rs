@@ -26,6 +26,10 @@ fn type_from_row(row: &SqliteRow) -> Result<VolumeType> {
         is_public: row.get::<i64, _>("is_public") != 0,
         extra_specs,
         encryption,
+        qos_specs_id: row
+            .get::<Option<&str>, _>("qos_specs_id")
+            .map(|q| uuid::Uuid::parse_str(q).map_err(|_| corrupt("qos_specs_id")))
+            .transpose()?,
         created_at: parse_ts(row.get("created_at"))?,
         updated_at: parse_ts(row.get("updated_at"))?,
     })
@@ -97,13 +101,14 @@ impl Store {
     pub async fn update_volume_type(&self, t: &VolumeType) -> Result<()> {
         let done = sqlx::query(
             "UPDATE volume_types SET name = ?, description = ?, is_public = ?, extra_specs = ?, \
-             encryption = ?, updated_at = ? WHERE id = ?",
+             encryption = ?, qos_specs_id = ?, updated_at = ? WHERE id = ?",
         )
         .bind(&t.name)
         .bind(&t.description)
         .bind(t.is_public as i64)
         .bind(specs_json(&t.extra_specs))
         .bind(encryption_json(&t.encryption))
+        .bind(t.qos_specs_id.map(|q| q.to_string()))
         .bind(ts(t.updated_at))
         .bind(t.id.to_string())
         .execute(&self.pool)
@@ -210,6 +215,7 @@ mod tests {
             is_public: false,
             extra_specs: BTreeMap::from([("k".to_string(), "v".to_string())]),
             encryption: None,
+            qos_specs_id: None,
             created_at: Utc::now(),
             updated_at: Utc::now(),
         }

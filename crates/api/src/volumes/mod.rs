@@ -11,6 +11,7 @@ mod actions;
 mod backend;
 mod messages;
 mod microversion;
+mod qos;
 mod quotas;
 mod snapshots;
 mod transfers;
@@ -38,6 +39,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .merge(backend::routes())
         .merge(transfers::routes())
         .merge(messages::routes())
+        .merge(qos::routes())
         .route(
             "/{project}/os-availability-zone",
             axum::routing::get(availability_zones),
@@ -165,6 +167,8 @@ fn flag(v: Option<&Value>, key: &str) -> Result<bool, Error> {
 struct ListQuery {
     all_tenants: Option<String>,
     all_projects: Option<String>,
+    /// With `all_tenants` (admins): the volumes of this project only.
+    project_id: Option<String>,
     name: Option<String>,
     display_name: Option<String>,
     status: Option<String>,

@@ -65,7 +65,7 @@ const USER_VISIBLE_SPECS: &[&str] = &[
 fn type_view(t: &VolumeType, caller: &Caller) -> Value {
     let mut out = base_view(t, caller);
     if caller.is_admin() {
-        out["qos_specs_id"] = Value::Null;
+        out["qos_specs_id"] = json!(t.qos_specs_id.map(|q| q.to_string()));
     }
     out
 }

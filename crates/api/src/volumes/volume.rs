@@ -114,6 +114,9 @@ async fn filtered(
 ) -> Result<Vec<domain::volume::Volume>, Error> {
     check_project(caller, project)?;
     let mut volumes = s.cloud.volumes(caller, q.all_projects()).await?;
+    if let (Some(p), true) = (&q.project_id, q.all_projects()) {
+        volumes.retain(|v| v.project_id.to_string() == p.replace('-', ""));
+    }
     if let Some(name) = q.name() {
         volumes.retain(|v| v.name.as_deref() == Some(name));
     }

@@ -14,6 +14,7 @@
 pub(crate) mod convert;
 mod download;
 mod members;
+pub mod metadefs;
 pub mod patch;
 mod request;
 mod upload;
@@ -105,7 +106,15 @@ impl Cloud {
 
     pub async fn create_image(&self, caller: &Caller, new: NewImage) -> Result<Image> {
         caller.require(Role::Member, "create images")?;
-        let owner = caller.project()?;
+        let mut owner = caller.project()?;
+        if let Some(asked) = new.owner {
+            if asked != owner && !caller.is_admin() {
+                return Err(Error::forbidden(
+                    "Only an admin may create an image owned by another project.",
+                ));
+            }
+            owner = asked;
+        }
         self.check_image_count(owner).await?;
         let id = new.id.unwrap_or_default();
         let mut img = Image::new_queued(id, owner, Utc::now());

@@ -22,6 +22,7 @@
 pub(crate) mod actions;
 pub(crate) mod create;
 pub(crate) mod messages;
+pub(crate) mod qos;
 pub(crate) mod snapshots;
 pub(crate) mod transfers;
 pub(crate) mod types;

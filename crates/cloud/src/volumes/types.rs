@@ -154,6 +154,7 @@ impl Cloud {
             is_public: new.is_public,
             extra_specs: new.extra_specs,
             encryption: None,
+            qos_specs_id: None,
             created_at: now,
             updated_at: now,
         };

@@ -339,7 +339,7 @@ async fn volume_when_attached_then_delete_refused() {
 
     let err = rig
         .cloud
-        .delete_volume(&rig.admin, &v.id.to_string())
+        .delete_volume(&rig.admin, &v.id.to_string(), false)
         .await
         .unwrap_err();
 

@@ -205,7 +205,7 @@ async fn volume_with_a_snapshot_when_deleted_then_invalid_input() {
 
     let err = rig
         .cloud
-        .delete_volume(&rig.admin, &v.id.to_string())
+        .delete_volume(&rig.admin, &v.id.to_string(), false)
         .await
         .unwrap_err();
 
@@ -288,7 +288,7 @@ async fn snapshot_with_a_volume_made_from_it_when_deleted_then_its_data_stays_un
         .unwrap();
     rig.wait_snapshot_gone(&s).await;
     rig.cloud
-        .delete_volume(&rig.admin, &v1.id.to_string())
+        .delete_volume(&rig.admin, &v1.id.to_string(), false)
         .await
         .unwrap();
     rig.wait_volume(&v1.id.to_string(), VolumeStatus::Deleted)
@@ -298,7 +298,7 @@ async fn snapshot_with_a_volume_made_from_it_when_deleted_then_its_data_stays_un
     let while_v2_lives = v2_chain.iter().filter(|l| rig.pool.exists(l)).count();
 
     rig.cloud
-        .delete_volume(&rig.admin, &v2.id.to_string())
+        .delete_volume(&rig.admin, &v2.id.to_string(), false)
         .await
         .unwrap();
     rig.wait_volume(&v2.id.to_string(), VolumeStatus::Deleted)

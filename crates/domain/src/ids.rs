@@ -110,6 +110,14 @@ typed_id!(
     /// One attachment of a volume to a server.
     AttachmentId, "attachment", false
 );
+typed_id!(
+    /// A volume type (Cinder): a name for a set of extra specs.
+    VolumeTypeId, "volume type", false
+);
+typed_id!(
+    /// A volume transfer request (Cinder).
+    TransferId, "volume transfer", false
+);
 
 typed_id!(
     /// A Neutron network.

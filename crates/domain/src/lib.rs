@@ -11,10 +11,13 @@ pub mod network;
 pub mod restore_point;
 pub mod server;
 pub mod volume;
+pub mod volume_message;
+pub mod volume_transfer;
+pub mod volume_type;
 
 pub use error::{Error, ErrorKind, Result};
 pub use ids::{
     AttachmentId, FloatingIpId, ImageId, NetworkId, PortId, ProjectId, RestorePointId, RoleId,
-    RouterId, SecurityGroupId, SecurityGroupRuleId, ServerId, SubnetId, UserId, VolumeId,
-    VolumeSnapshotId,
+    RouterId, SecurityGroupId, SecurityGroupRuleId, ServerId, SubnetId, TransferId, UserId,
+    VolumeId, VolumeSnapshotId, VolumeTypeId,
 };

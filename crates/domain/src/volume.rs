@@ -16,6 +16,9 @@
 //!                              ▼   │
 //!                          deleted  error_deleting
 //!
+//!  transfer: available ──create──▶ awaiting-transfer ──accept / delete──▶
+//!            available (accepted: in the receiving project)
+//!
 //!  snapshot:
 //!  creating ──▶ available ──▶ deleting ──▶ deleted
 //!     │                          ▲  │
@@ -32,6 +35,7 @@ use chrono::{DateTime, Utc};
 
 use crate::{
     AttachmentId, Error, ImageId, ProjectId, Result, ServerId, UserId, VolumeId, VolumeSnapshotId,
+    VolumeTypeId,
 };
 
 /// One GiB: Cinder sizes are whole GiB.
@@ -75,6 +79,7 @@ status_enum!(
         Attaching => "attaching",
         InUse => "in-use",
         Detaching => "detaching",
+        AwaitingTransfer => "awaiting-transfer",
         Extending => "extending",
         ErrorExtending => "error_extending",
         Deleting => "deleting",
@@ -91,7 +96,11 @@ impl VolumeStatus {
         matches!(
             (self, next),
             (Creating, Available | Error)
-                | (Available, Extending | Deleting | Reserved)
+                | (
+                    Available,
+                    Extending | Deleting | Reserved | AwaitingTransfer
+                )
+                | (AwaitingTransfer, Available)
                 | (Extending, Available | ErrorExtending)
                 | (Reserved, Attaching | Available)
                 | (Attaching, InUse | Available)
@@ -176,6 +185,11 @@ pub struct Volume {
     /// Cinder's `volume_image_metadata`: the image's properties, for a
     /// volume made from an image.
     pub image_metadata: BTreeMap<String, String>,
+    /// The volume type (the default type unless one was asked for).
+    pub volume_type_id: VolumeTypeId,
+    /// Cinder's admin metadata `readonly` (`os-update_readonly_flag`);
+    /// None until set.
+    pub readonly: Option<bool>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }
@@ -202,6 +216,8 @@ impl Volume {
             bootable: false,
             metadata: BTreeMap::new(),
             image_metadata: BTreeMap::new(),
+            volume_type_id: crate::volume_type::default_type_id(),
+            readonly: None,
             created_at: now,
             updated_at: now,
         }
@@ -276,6 +292,9 @@ pub struct VolumeSnapshot {
     /// Where the frozen data lives in the pool (None until taken).
     pub location: Option<String>,
     pub metadata: BTreeMap<String, String>,
+    /// Progress as the last `os-update_snapshot_status` gave it ("80%");
+    /// None: derived from the status.
+    pub progress: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
 }

@@ -51,6 +51,8 @@ fn volume_from_row(row: &SqliteRow) -> Result<Volume> {
         bootable: row.get::<i64, _>("bootable") != 0,
         metadata: map_json(row, "metadata", "volumes")?,
         image_metadata: map_json(row, "image_metadata", "volumes")?,
+        volume_type_id: parse_id(row.get::<&str, _>("volume_type_id"))?,
+        readonly: row.get::<Option<i64>, _>("readonly").map(|r| r != 0),
         created_at: parse_ts(row.get("created_at"))?,
         updated_at: parse_ts(row.get("updated_at"))?,
     })
@@ -69,6 +71,7 @@ fn snapshot_from_row(row: &SqliteRow) -> Result<VolumeSnapshot> {
             .ok_or_else(|| Error::internal("Corrupt status in the volume_snapshots table."))?,
         location: row.get("location"),
         metadata: map_json(row, "metadata", "volume_snapshots")?,
+        progress: row.get("progress"),
         created_at: parse_ts(row.get("created_at"))?,
         updated_at: parse_ts(row.get("updated_at"))?,
     })
@@ -83,8 +86,8 @@ impl Store {
         let (kind, source_id) = source_columns(v.source);
         sqlx::query(
             "INSERT INTO volumes (id, project_id, user_id, name, description, size, status, source_kind, source_id, \
-             location, bootable, metadata, image_metadata, created_at, updated_at) \
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+             location, bootable, metadata, image_metadata, created_at, updated_at, volume_type_id, readonly) \
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(v.id.to_string())
         .bind(v.project_id.to_string())
@@ -101,6 +104,8 @@ impl Store {
         .bind(json_of(&v.image_metadata))
         .bind(ts(v.created_at))
         .bind(ts(v.updated_at))
+        .bind(v.volume_type_id.to_string())
+        .bind(v.readonly.map(i64::from))
         .execute(&self.pool)
         .await
         .map_err(db_error(&format!("Cannot create volume {}", v.id)))?;
@@ -227,6 +232,49 @@ impl Store {
             return Err(Error::conflict(format!(
                 "Volume {id} is no longer {expected}; another request changed it first."
             )));
+        }
+        Ok(())
+    }
+
+    /// An admin's `os-reset_status`: the status is written whatever it
+    /// was (Cinder's override); a deleted volume stays deleted (`NotFound`).
+    pub async fn reset_volume_status(&self, id: VolumeId, status: VolumeStatus) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE volumes SET status = ?, updated_at = ? WHERE id = ? AND status <> 'deleted'",
+        )
+        .bind(status.as_str())
+        .bind(ts(chrono::Utc::now()))
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(db_error(&format!("Cannot reset volume {id}")))?;
+        if done.rows_affected() == 0 {
+            return Err(Error::not_found("volume", id));
+        }
+        Ok(())
+    }
+
+    /// [`reset_volume_status`](Store::reset_volume_status) for a snapshot,
+    /// with the progress to show (None: derived from the status).
+    pub async fn reset_volume_snapshot_status(
+        &self,
+        id: VolumeSnapshotId,
+        status: SnapshotStatus,
+        progress: Option<&str>,
+    ) -> Result<()> {
+        let done = sqlx::query(
+            "UPDATE volume_snapshots SET status = ?, progress = ?, updated_at = ? \
+             WHERE id = ? AND status <> 'deleted'",
+        )
+        .bind(status.as_str())
+        .bind(progress)
+        .bind(ts(chrono::Utc::now()))
+        .bind(id.to_string())
+        .execute(&self.pool)
+        .await
+        .map_err(db_error(&format!("Cannot reset snapshot {id}")))?;
+        if done.rows_affected() == 0 {
+            return Err(Error::not_found("snapshot", id));
         }
         Ok(())
     }
@@ -382,6 +430,10 @@ fn volume_columns(v: &Volume) -> Vec<(&'static str, Column)> {
         ("bootable", Column::int(v.bootable as i64)),
         ("metadata", Column::text(json_of(&v.metadata))),
         ("image_metadata", Column::text(json_of(&v.image_metadata))),
+        ("volume_type_id", Column::text(v.volume_type_id.to_string())),
+        ("readonly", Column::Int(v.readonly.map(i64::from))),
+        ("project_id", Column::text(v.project_id.to_string())),
+        ("user_id", Column::text(v.user_id.to_string())),
     ]
 }
 
@@ -393,6 +445,7 @@ fn snapshot_columns(s: &VolumeSnapshot) -> Vec<(&'static str, Column)> {
         ("status", Column::text(s.status.as_str())),
         ("location", Column::Text(s.location.clone())),
         ("metadata", Column::text(json_of(&s.metadata))),
+        ("progress", Column::Text(s.progress.clone())),
     ]
 }
 
@@ -470,6 +523,7 @@ mod tests {
             status: SnapshotStatus::Creating,
             location: None,
             metadata: BTreeMap::new(),
+            progress: None,
             created_at: now,
             updated_at: now,
         };

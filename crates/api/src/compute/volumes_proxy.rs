@@ -64,7 +64,7 @@ async fn view(s: &AppState, v: &Volume) -> Result<Value, Error> {
         "createdAt": stamp(v.created_at),
         "displayName": v.name,
         "displayDescription": v.description,
-        "volumeType": "__DEFAULT__",
+        "volumeType": s.cloud.volume_type_name(v.volume_type_id).await?,
         "snapshotId": snapshot_id,
         "metadata": v.metadata,
         "attachments": attachments,
@@ -173,6 +173,7 @@ async fn create(
         snapshot_id: text(obj, "snapshot_id")?,
         source_volid: None,
         metadata,
+        volume_type: text(obj, "volume_type")?,
     };
     let vol = s.cloud.create_volume(&caller, new).await?;
     Ok(Json(json!({"volume": view(&s, &vol).await?})))
@@ -185,7 +186,7 @@ async fn delete(
     Path(id): Path<String>,
 ) -> NovaResult<StatusCode> {
     check(v)?;
-    s.cloud.delete_volume(&caller, &id).await?;
+    s.cloud.delete_volume(&caller, &id, false).await?;
     Ok(StatusCode::ACCEPTED)
 }
 

@@ -7,9 +7,15 @@
 //! A project id in the URL that is not the token's is a 400 ("Malformed
 //! request url"), as Cinder answers.
 
+mod actions;
+mod backend;
+mod messages;
 mod microversion;
+mod qos;
 mod quotas;
 mod snapshots;
+mod transfers;
+mod types;
 mod views;
 mod volume;
 
@@ -25,13 +31,15 @@ use crate::AppState;
 
 pub(crate) use microversion::VolumeVersion;
 
-/// The id Cinder's default volume type (`__DEFAULT__`) has here.
-pub(crate) const DEFAULT_TYPE_ID: &str = "5ad01bd4-5d8f-4c6b-8a6f-2b5d3a2f0001";
-
 pub(crate) fn routes() -> Router<AppState> {
     volume::routes()
         .merge(snapshots::routes())
         .merge(quotas::routes())
+        .merge(types::routes())
+        .merge(backend::routes())
+        .merge(transfers::routes())
+        .merge(messages::routes())
+        .merge(qos::routes())
         .route(
             "/{project}/os-availability-zone",
             axum::routing::get(availability_zones),
@@ -159,6 +167,8 @@ fn flag(v: Option<&Value>, key: &str) -> Result<bool, Error> {
 struct ListQuery {
     all_tenants: Option<String>,
     all_projects: Option<String>,
+    /// With `all_tenants` (admins): the volumes of this project only.
+    project_id: Option<String>,
     name: Option<String>,
     display_name: Option<String>,
     status: Option<String>,

@@ -31,6 +31,10 @@ pub(crate) fn routes() -> Router<AppState> {
             get(show).put(update).delete(delete),
         )
         .route(
+            "/{project}/snapshots/{id}/action",
+            axum::routing::post(action),
+        )
+        .route(
             "/{project}/snapshots/{id}/metadata",
             get(metadata).post(merge_metadata).put(replace_metadata),
         )
@@ -305,4 +309,47 @@ async fn delete_metadata_item(
         .update_volume_snapshot(&caller, &id, changes)
         .await?;
     Ok(StatusCode::OK)
+}
+
+/// `POST …/snapshots/{id}/action`: `os-reset_status`, `os-force_delete`,
+/// `os-update_snapshot_status`.
+async fn action(
+    State(s): State<AppState>,
+    Auth(caller): Auth,
+    Path((project, id)): Path<(String, String)>,
+    JsonBody(body): JsonBody<Value>,
+) -> NovaResult<StatusCode> {
+    check_project(&caller, &project)?;
+    let obj = body
+        .as_object()
+        .filter(|o| o.len() == 1)
+        .ok_or_else(|| Error::invalid("A snapshot action body names exactly one action."))?;
+    let (name, args) = obj.iter().next().expect("one entry");
+    let status = || {
+        args.get("status")
+            .and_then(Value::as_str)
+            .ok_or_else(|| Error::invalid("Invalid input received: 'status' is required."))
+    };
+    match name.as_str() {
+        "os-reset_status" => {
+            s.cloud
+                .reset_snapshot_status(&caller, &id, status()?)
+                .await?
+        }
+        "os-force_delete" => s.cloud.force_delete_snapshot(&caller, &id).await?,
+        "os-update_snapshot_status" => {
+            let progress = args.get("progress").and_then(Value::as_str);
+            s.cloud
+                .update_snapshot_status(&caller, &id, status()?, progress)
+                .await?
+        }
+        other => {
+            s.cloud.volume_snapshot(&caller, &id).await?;
+            return Err(Error::invalid(format!(
+                "Invalid input received: the snapshot action '{other}' is not supported by Snapstack."
+            ))
+            .into());
+        }
+    }
+    Ok(StatusCode::ACCEPTED)
 }

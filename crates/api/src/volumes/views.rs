@@ -27,7 +27,13 @@ pub(crate) fn volume_summary(s: &AppState, v: &Volume) -> Value {
 }
 
 /// `GET /volumes/{id}`, `/volumes/detail`, and the create answer.
-pub(crate) fn volume(s: &AppState, v: &Volume, caller: &Caller, version: VolumeVersion) -> Value {
+pub(crate) fn volume(
+    s: &AppState,
+    v: &Volume,
+    type_name: &str,
+    caller: &Caller,
+    version: VolumeVersion,
+) -> Value {
     let id = v.id.to_string();
     let project = v.project_id.to_string();
     let (snapshot_id, source_volid) = match v.source {
@@ -45,10 +51,10 @@ pub(crate) fn volume(s: &AppState, v: &Volume, caller: &Caller, version: VolumeV
         "created_at": timestamp(v.created_at),
         "updated_at": timestamp(v.updated_at),
         "attachments": [],
-        "volume_type": "__DEFAULT__",
+        "volume_type": type_name,
         "snapshot_id": snapshot_id,
         "source_volid": source_volid,
-        "metadata": v.metadata,
+        "metadata": metadata_with_readonly(v),
         "links": links(s, &project, "volumes", &id),
         "user_id": v.user_id.to_string(),
         "bootable": if v.bootable { "true" } else { "false" },
@@ -61,10 +67,11 @@ pub(crate) fn volume(s: &AppState, v: &Volume, caller: &Caller, version: VolumeV
     if !v.image_metadata.is_empty() {
         out["volume_image_metadata"] = json!(v.image_metadata);
     }
+    // Cinder's `volume_extension:volume_tenant_attribute`: admin or owner
+    // (project reader); the host and migration attributes: admin only.
+    out["os-vol-tenant-attr:tenant_id"] = json!(project);
     if caller.is_admin() {
-        // Cinder's `volume_extension:volume_tenant_attribute`: admin only.
-        out["os-vol-tenant-attr:tenant_id"] = json!(project);
-        out["os-vol-host-attr:host"] = json!("snapstack@pool#pool");
+        out["os-vol-host-attr:host"] = json!(super::backend::pool_name(s));
         out["os-vol-mig-status-attr:migstat"] = Value::Null;
         out["os-vol-mig-status-attr:name_id"] = Value::Null;
     }
@@ -79,12 +86,22 @@ pub(crate) fn volume(s: &AppState, v: &Volume, caller: &Caller, version: VolumeV
         out["shared_targets"] = json!(false);
     }
     if version.at_least(63) {
-        out["volume_type_id"] = json!(super::DEFAULT_TYPE_ID);
+        out["volume_type_id"] = json!(v.volume_type_id.to_string());
     }
     if version.at_least(65) {
         out["consumes_quota"] = json!(true);
     }
     out
+}
+
+/// The volume's metadata, with Cinder's admin metadata `readonly`
+/// ("True"/"False") once it was set.
+fn metadata_with_readonly(v: &Volume) -> Value {
+    let mut m = json!(v.metadata);
+    if let Some(r) = v.readonly {
+        m["readonly"] = json!(if r { "True" } else { "False" });
+    }
+    m
 }
 
 /// Cinder answers create and update with the base view: the attributes its
@@ -99,10 +116,10 @@ pub(crate) fn strip_extended_attributes(volume: &mut Value) {
 /// A snapshot: `detailed` (show, `/detail`) adds the extended attributes
 /// (progress, project); create, update and the plain list do not.
 pub(crate) fn snapshot(snap: &VolumeSnapshot, version: VolumeVersion, detailed: bool) -> Value {
-    let progress = match snap.status {
+    let progress = snap.progress.as_deref().unwrap_or(match snap.status {
         SnapshotStatus::Creating => "0%",
         _ => "100%",
-    };
+    });
     let mut out = json!({
         "id": snap.id.to_string(),
         "name": snap.name,

@@ -50,11 +50,6 @@ fn parse_create(body: &Value) -> Result<NewVolume, Error> {
             "Invalid input received: multiattach volumes are not supported.",
         ));
     }
-    if let Some(t) = opt_text(obj, &["volume_type"])?.flatten() {
-        if t != "__DEFAULT__" && t != super::DEFAULT_TYPE_ID {
-            return Err(Error::not_found("Volume type with name", t));
-        }
-    }
     if obj.get("backup_id").is_some_and(|b| !b.is_null()) {
         return Err(Error::invalid(
             "Invalid input received: Snapstack has no volume backups.",
@@ -68,6 +63,7 @@ fn parse_create(body: &Value) -> Result<NewVolume, Error> {
         snapshot_id: id(&["snapshot_id"])?,
         source_volid: id(&["source_volid"])?,
         metadata: string_map(obj.get("metadata"), "metadata")?.unwrap_or_default(),
+        volume_type: opt_text(obj, &["volume_type"])?.flatten(),
     })
 }
 
@@ -79,7 +75,8 @@ async fn volume_view(
     caller: &domain::identity::Caller,
     v: VolumeVersion,
 ) -> Result<Value, Error> {
-    let mut out = views::volume(s, volume, caller, v);
+    let type_name = s.cloud.volume_type_name(volume.volume_type_id).await?;
+    let mut out = views::volume(s, volume, &type_name, caller, v);
     if let Some(a) = s.cloud.attachment_of_volume(volume).await? {
         let id = volume.id.to_string();
         out["attachments"] = json!([{
@@ -117,6 +114,9 @@ async fn filtered(
 ) -> Result<Vec<domain::volume::Volume>, Error> {
     check_project(caller, project)?;
     let mut volumes = s.cloud.volumes(caller, q.all_projects()).await?;
+    if let (Some(p), true) = (&q.project_id, q.all_projects()) {
+        volumes.retain(|v| v.project_id.to_string() == p.replace('-', ""));
+    }
     if let Some(name) = q.name() {
         volumes.retain(|v| v.name.as_deref() == Some(name));
     }
@@ -265,13 +265,25 @@ async fn update(
     Ok(Json(json!({"volume": shown})))
 }
 
+#[derive(serde::Deserialize, Default)]
+struct DeleteQuery {
+    cascade: Option<String>,
+    force: Option<String>,
+}
+
 async fn delete(
     State(s): State<AppState>,
     Auth(caller): Auth,
     Path((project, id)): Path<(String, String)>,
+    Query(q): Query<DeleteQuery>,
 ) -> NovaResult<StatusCode> {
     check_project(&caller, &project)?;
-    s.cloud.delete_volume(&caller, &id).await?;
+    let cascade = flag(q.cascade.as_ref().map(|c| json!(c)).as_ref(), "cascade")?;
+    if flag(q.force.as_ref().map(|c| json!(c)).as_ref(), "force")? {
+        s.cloud.force_delete_volume(&caller, &id).await?;
+    } else {
+        s.cloud.delete_volume(&caller, &id, cascade).await?;
+    }
     Ok(StatusCode::ACCEPTED)
 }
 
@@ -280,29 +292,14 @@ async fn action(
     Auth(caller): Auth,
     Path((project, id)): Path<(String, String)>,
     JsonBody(body): JsonBody<Value>,
-) -> NovaResult<StatusCode> {
+) -> NovaResult<Response> {
     check_project(&caller, &project)?;
     let obj = body
         .as_object()
         .filter(|o| o.len() == 1)
         .ok_or_else(|| Error::invalid("A volume action body names exactly one action."))?;
     let (name, args) = obj.iter().next().expect("one entry");
-    match name.as_str() {
-        "os-extend" => {
-            let new_size = size_of(args.get("new_size"), "new_size")?
-                .ok_or_else(|| Error::invalid("Invalid input received: 'new_size' is required."))?;
-            s.cloud.extend_volume(&caller, &id, new_size).await?;
-            Ok(StatusCode::ACCEPTED)
-        }
-        other => {
-            // A volume that does not exist is a 404 whatever the action.
-            s.cloud.volume(&caller, &id).await?;
-            Err(Error::invalid(format!(
-                "Invalid input received: the volume action '{other}' is not supported by Snapstack."
-            ))
-            .into())
-        }
-    }
+    super::actions::run(&s, &caller, &id, name, args).await
 }
 
 async fn metadata(

@@ -349,6 +349,7 @@ impl Cloud {
                 status: SnapshotStatus::Creating,
                 location: None,
                 metadata: BTreeMap::new(),
+                progress: None,
                 created_at: now,
                 updated_at: now,
             };

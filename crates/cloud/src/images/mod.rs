@@ -15,6 +15,7 @@ pub(crate) mod convert;
 mod download;
 pub(crate) mod exports;
 mod members;
+pub mod metadefs;
 pub mod patch;
 mod request;
 pub(crate) mod stage_quota;
@@ -108,7 +109,15 @@ impl Cloud {
 
     pub async fn create_image(&self, caller: &Caller, new: NewImage) -> Result<Image> {
         caller.require(Role::Member, "create images")?;
-        let owner = caller.project()?;
+        let mut owner = caller.project()?;
+        if let Some(asked) = new.owner {
+            if asked != owner && !caller.is_admin() {
+                return Err(Error::forbidden(
+                    "Only an admin may create an image owned by another project.",
+                ));
+            }
+            owner = asked;
+        }
         self.check_image_count(owner).await?;
         let id = new.id.unwrap_or_default();
         let mut img = Image::new_queued(id, owner, Utc::now());

@@ -22,6 +22,8 @@ pub struct NewImage {
     pub min_ram: u64,
     pub tags: BTreeSet<String>,
     pub properties: BTreeMap<String, String>,
+    /// Another project to own the image (admins only, as Glance).
+    pub owner: Option<domain::ProjectId>,
 }
 
 pub(crate) fn string_or_null(key: &str, v: &Value) -> Result<Option<String>> {
@@ -85,9 +87,13 @@ impl NewImage {
                 "min_ram" => new.min_ram = non_negative(&key, &value)?,
                 "tags" => new.tags = tag_list(&value)?,
                 "owner" => {
-                    return Err(Error::forbidden(
-                        "The owner of a new image is the caller's project.",
-                    ))
+                    let s = value
+                        .as_str()
+                        .ok_or_else(|| Error::invalid("'owner' must be a project id."))?;
+                    new.owner = Some(
+                        s.parse()
+                            .map_err(|_| Error::invalid(format!("'{s}' is not a project id.")))?,
+                    );
                 }
                 other if BASE_FIELDS.contains(&other) => unreachable_base(other)?,
                 other => {

@@ -41,6 +41,9 @@ pub struct NewVolume {
     pub snapshot_id: Option<String>,
     pub source_volid: Option<String>,
     pub metadata: BTreeMap<String, String>,
+    /// A volume type's id or name (default: the source's type, else the
+    /// default type).
+    pub volume_type: Option<String>,
 }
 
 /// The `volume-create` saga's state.
@@ -283,6 +286,17 @@ impl Cloud {
         }
         let (source, size, bootable, image_metadata) =
             self.resolve_volume_source(caller, &new).await?;
+        let inherited = match source {
+            VolumeSource::Snapshot(sid) => {
+                let snap = self.store.volume_snapshot(sid).await?;
+                Some(self.store.volume(snap.volume_id).await?.volume_type_id)
+            }
+            VolumeSource::Volume(vid) => Some(self.store.volume(vid).await?.volume_type_id),
+            _ => None,
+        };
+        let (volume_type, placement_problem) = self
+            .type_for_new_volume(caller, new.volume_type.as_deref(), inherited)
+            .await?;
         let quota = self.claim_volume_quota(project, size).await?;
         let now = Utc::now();
         let mut volume = Volume::new_creating(project, caller.user_id, size, source, now);
@@ -291,7 +305,18 @@ impl Cloud {
         volume.metadata = new.metadata;
         volume.bootable = bootable;
         volume.image_metadata = image_metadata;
+        volume.volume_type_id = volume_type;
         volume.validate()?;
+        if let Some(problem) = placement_problem {
+            // As Cinder's scheduler: the volume is recorded in `error`,
+            // with a user message saying why; no data is made.
+            volume.status = VolumeStatus::Error;
+            self.store.insert_volume(&volume).await?;
+            quota.release().await;
+            self.record_volume_message(&volume, "VOLUME_VOLUME_001_003", &problem)
+                .await;
+            return Ok(volume);
+        }
 
         self.start_saga_with_claim(
             VolumeCreate {

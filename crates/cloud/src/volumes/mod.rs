@@ -19,8 +19,13 @@
 //!
 //! Project isolation: another project's volume or snapshot is 404.
 
+pub(crate) mod actions;
 pub(crate) mod create;
+pub(crate) mod messages;
+pub(crate) mod qos;
 pub(crate) mod snapshots;
+pub(crate) mod transfers;
+pub(crate) mod types;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -32,6 +37,8 @@ use storage::volumes::VolumePool;
 
 pub use create::NewVolume;
 pub use snapshots::NewSnapshot;
+pub use transfers::NewTransfer;
+pub use types::{EncryptionSpecs, NewVolumeType, VolumeTypeChanges, VENDOR_NAME};
 
 use crate::Cloud;
 
@@ -195,9 +202,10 @@ impl Cloud {
         }
     }
 
-    /// Deletes a volume: 400 while it has snapshots or is not in a state
-    /// that allows it (attached, being made, …), as Cinder.
-    pub async fn delete_volume(&self, caller: &Caller, id: &str) -> Result<()> {
+    /// Deletes a volume: 400 while it has snapshots (unless `cascade`: then
+    /// they are deleted with it) or is not in a state that allows it
+    /// (attached, being made, …), as Cinder.
+    pub async fn delete_volume(&self, caller: &Caller, id: &str, cascade: bool) -> Result<()> {
         let volume = self.volume(caller, id).await?;
         caller.require(Role::Member, "delete volumes")?;
         volume.check_deletable()?;
@@ -208,7 +216,23 @@ impl Cloud {
             )));
         }
         let snapshots = self.store.snapshots_of_volume(volume.id).await?;
-        if !snapshots.is_empty() {
+        if cascade {
+            if let Some(busy) = snapshots.iter().find(|s| {
+                s.status != SnapshotStatus::Deleting
+                    && !s.status.can_become(SnapshotStatus::Deleting)
+            }) {
+                return Err(Error::invalid(format!(
+                    "Invalid volume: Snapshot {} of volume {} is {}; it cannot be deleted now.",
+                    busy.id, volume.id, busy.status
+                )));
+            }
+            for snap in snapshots
+                .into_iter()
+                .filter(|s| s.status != SnapshotStatus::Deleting)
+            {
+                self.delete_snapshot_record(snap).await?;
+            }
+        } else if !snapshots.is_empty() {
             return Err(Error::invalid(format!(
                 "Invalid volume: Volume {} still has {} dependent snapshot(s); delete them first.",
                 volume.id,

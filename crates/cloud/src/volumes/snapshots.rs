@@ -247,6 +247,7 @@ impl Cloud {
             status: SnapshotStatus::Creating,
             location: None,
             metadata: new.metadata,
+            progress: None,
             created_at: now,
             updated_at: now,
         };

@@ -22,6 +22,9 @@ use crate::error::{ApiError, ApiResult};
 use crate::json::{parse, JsonBody};
 use crate::AppState;
 
+mod info;
+mod metadefs;
+
 const PATCH_TYPES: &str =
     "application/openstack-images-v2.0-json-patch, application/openstack-images-v2.1-json-patch";
 
@@ -48,6 +51,8 @@ pub(crate) fn routes() -> Router<AppState> {
         .route("/schemas/images", get(images_schema))
         .route("/schemas/member", get(member_schema))
         .route("/schemas/members", get(members_schema))
+        .merge(metadefs::routes())
+        .merge(info::routes())
 }
 
 // ---- views -------------------------------------------------------------

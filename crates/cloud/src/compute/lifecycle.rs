@@ -4,6 +4,8 @@
 //!  spawn:   volumes made (see block_devices) ─▶ create_disk (O(1) overlay/clone of the
 //!           image, if it boots from one) ─▶ record root_disk ─▶ start QEMU ─▶ active
 //!  action:  [task claimed by the request] ─▶ hypervisor call ─▶ final CAS clears the task
+//!  delete while building: the request only marks task `deleting`; the build
+//!           notices it (before QEMU starts, or at its end) and runs the delete
 //!  delete:  destroy QEMU ─▶ undefine ─▶ memory state removed ─▶ volumes released
 //!           (available, or deleted with delete_on_termination) ─▶ deleted ─▶ disk released
 //!           ─▶ release the image's data if the image was deleted meanwhile
@@ -80,6 +82,12 @@ impl Cloud {
                 return tracing::error!(server = %server.id, error = %e, "server vanished while building")
             }
         };
+        if done.task_state == Some(TaskState::Deleting) {
+            // Deleted while building (see `Cloud::delete_server`): the
+            // delete runs now, over whatever the build made.
+            tracing::info!(server = %server.id, "server deleted while building");
+            return self.finish_delete(done).await;
+        }
         // Guarded by the states the build claimed, and by what is read here.
         let prev = Server {
             vm_state: server.vm_state,
@@ -113,6 +121,12 @@ impl Cloud {
             Some(image_id) => self.make_root_disk(server, image_id).await?,
             None => server,
         };
+        if self.store.server(server.id).await?.task_state == Some(TaskState::Deleting) {
+            return Err(Error::conflict(format!(
+                "Server {} was deleted while it was building.",
+                server.id
+            )));
+        }
         let spec = self.vm_spec(&server).await?;
         if !spec.nics.is_empty() {
             // QEMU opens its taps by name: they must exist first.
@@ -141,14 +155,37 @@ impl Cloud {
             .pool
             .create_disk(&server.id.to_string(), &location, format, size)
             .await?;
-        let prev = server.clone();
-        server.root_disk = Some(disk);
         // Progress stays 0 until active, as Nova's libvirt driver reports it:
         // `openstack server create --wait` prints any non-zero progress to
         // stdout, which would corrupt its `-f json` output.
-        server.updated_at = Utc::now();
-        self.store.update_server(&prev, &server).await?;
+        server.root_disk = Some(disk.clone());
+        let recorded = self.record_root_disk(server.id, disk).await?;
+        if recorded.task_state == Some(TaskState::Deleting) {
+            return Err(Error::conflict(format!(
+                "Server {} was deleted while it was building.",
+                server.id
+            )));
+        }
         Ok(server)
+    }
+
+    /// Records a just-made root disk on the server, whatever task it has
+    /// now (a delete may have been asked meanwhile): the disk must be
+    /// known to the row, so the delete releases it. Returns the row.
+    async fn record_root_disk(&self, id: domain::ServerId, disk: String) -> Result<Server> {
+        let mut last = None;
+        for _ in 0..5 {
+            let prev = self.store.server(id).await?;
+            let mut next = prev.clone();
+            next.root_disk = Some(disk.clone());
+            next.updated_at = Utc::now();
+            match self.store.update_server(&prev, &next).await {
+                Ok(()) => return Ok(next),
+                Err(e) if e.kind() == domain::ErrorKind::Conflict => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::internal("The root disk could not be recorded.")))
     }
 
     /// Runs a claimed action and clears its task.

@@ -251,6 +251,9 @@ impl Cloud {
         id: &str,
         action: ServerAction,
     ) -> Result<Server> {
+        if action == ServerAction::Delete {
+            return self.delete_server(caller, id).await;
+        }
         let server = self.server(caller, id).await?;
         caller.require(Role::Member, &format!("{} servers", action.name()))?;
         check_unlocked(caller, &server)?;
@@ -260,6 +263,54 @@ impl Cloud {
         let running = claimed.clone();
         tokio::spawn(async move { cloud.run_action(running, action).await });
         Ok(claimed)
+    }
+
+    /// Deletes a server, as Nova accepts it in any state: one being built
+    /// is only marked (task `deleting`) and its build runs the delete when
+    /// it notices; one already being deleted is accepted again. A server
+    /// busy with another task answers 409.
+    async fn delete_server(&self, caller: &Caller, id: &str) -> Result<Server> {
+        let mut last = None;
+        // A build or action that ends between the read and the claim makes
+        // the claim fail: read again and decide anew.
+        for _ in 0..3 {
+            let server = self.server(caller, id).await?;
+            caller.require(Role::Member, "delete servers")?;
+            check_unlocked(caller, &server)?;
+            let claimed = match server.task_state {
+                Some(TaskState::Deleting) => return Ok(server),
+                Some(TaskState::Spawning) if server.vm_state == VmState::Building => {
+                    let mut marked = server.clone();
+                    marked.task_state = Some(TaskState::Deleting);
+                    marked.updated_at = Utc::now();
+                    self.store
+                        .update_server(&server, &marked)
+                        .await
+                        .map(|()| (marked, false))
+                }
+                _ => {
+                    server.check_action(ServerAction::Delete)?;
+                    self.claim_task(&server, TaskState::Deleting)
+                        .await
+                        .map(|c| (c, true))
+                }
+            };
+            match claimed {
+                Ok((claimed, run)) => {
+                    if run {
+                        let cloud = self.clone();
+                        let running = claimed.clone();
+                        tokio::spawn(async move {
+                            cloud.run_action(running, ServerAction::Delete).await
+                        });
+                    }
+                    return Ok(claimed);
+                }
+                Err(e) if e.kind() == ErrorKind::Conflict => last = Some(e),
+                Err(e) => return Err(e),
+            }
+        }
+        Err(last.unwrap_or_else(|| Error::internal("The delete could not be claimed.")))
     }
 
     /// Nova's `rebuild`: the server's root disk is made anew from `image_ref`

@@ -108,7 +108,9 @@ say "image_ref=$image_ref image_ref_alt=$image_ref_alt flavor_ref=$flavor_ref fl
 # 3. tempest.conf and the run.
 if [ ! -f "$workspace/.stestr.conf" ]; then
   mkdir -p "$(dirname "$workspace")"
-  .venv/bin/tempest init "$workspace" >/dev/null
+  # A unique name: tempest refuses a name its registry (~/.tempest) already
+  # has, e.g. another checkout's `tempest` workspace, and says so on stdout.
+  .venv/bin/tempest init --name "snapstack-$(date +%s)-$$" "$workspace" >/dev/null
 fi
 sed -e "s|@URL@|$url|g" -e "s|@ADMIN_USER@|$admin_user|g" \
   -e "s|@ADMIN_PROJECT@|$admin_project|g" -e "s|@ADMIN_PASSWORD@|$password|g" \

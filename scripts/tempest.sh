@@ -4,7 +4,7 @@
 #   scripts/tempest.sh [--url URL] [--password PW] [--workspace DIR] [-- [--list IDS] TEMPEST-RUN-ARGS…]
 #
 #   SNAPSTACK_ADMIN_PASSWORD=secret scripts/tempest.sh --url http://127.0.0.1:8774 \
-#       -- --list ../shared/conformance/interop-2020.06-compute-no-network.txt
+#       -- --list docs/interop/interop-2020.06-compute-no-network.txt
 #   scripts/tempest.sh --url http://127.0.0.1:8774 -- --regex 'tempest.api.compute.keypairs'
 #
 # What it does, each time:
@@ -44,8 +44,9 @@ while [ $# -gt 0 ]; do
 done
 list=
 if [ $# -eq 0 ]; then
-  # The interop list lives in the project workspace, beside the repository.
-  list=${SNAPSTACK_INTEROP_LIST:-$root/../shared/conformance/interop-2020.06-compute-no-network.txt}
+  # The interop guideline's list (a copy of the project workspace's
+  # ../shared/conformance/, so that a clone alone can run it).
+  list=${SNAPSTACK_INTEROP_LIST:-$root/docs/interop/interop-2020.06-compute-no-network.txt}
 elif [ "$1" = --list ]; then
   list=$2
   shift 2

@@ -30,7 +30,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Run the API and services on this host.
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Restore points of a server (a client of the running API).
     RestorePoint {
         #[command(flatten)]
@@ -89,7 +89,7 @@ fn main() -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async {
         match cli.command {
-            Command::Serve(args) => serve(args).await,
+            Command::Serve(args) => serve(*args).await,
             Command::RestorePoint { .. } => unreachable!("handled before the runtime starts"),
             Command::Network {
                 command: NetworkCommand::Teardown { data_dir, netns },

@@ -200,8 +200,7 @@ fn create_server(server: &Server, name: &str) -> Value {
         "guest",
         "--flavor",
         "tiny",
-        "--network",
-        "none",
+        "--no-network",
         "--wait",
         "-f",
         "json",
@@ -461,8 +460,7 @@ fn server_requests_when_bad_then_4xx_without_any_server() {
         "guest",
         "--flavor",
         "huge",
-        "--network",
-        "none",
+        "--no-network",
         "x",
     ]));
 

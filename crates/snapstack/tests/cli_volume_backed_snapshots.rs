@@ -65,8 +65,7 @@ fn snapshot_requests_when_wrong_then_clear_errors_and_nothing_made() {
         "boot1",
         "--flavor",
         "tiny",
-        "--network",
-        "none",
+        "--no-network",
         "--wait",
         "vm",
     ]));

@@ -189,4 +189,12 @@ pub trait Hypervisor: Send + Sync {
     /// for it, then removes the netdev (the tap stays, the network plane owns it).
     /// Succeeds without doing anything if the VM has no such NIC.
     async fn detach_nic(&self, name: &str, nic_id: &str) -> Result<()>;
+
+    /// Sets the link of NIC `nic_id` of a live VM down or up, as a cable pulled and
+    /// plugged back: the guest sees the carrier go and come. The guest reads the link
+    /// state when it handles the change: leave the link down long enough for it to
+    /// notice (seconds under TCG), or it sees no change. (The test guest does not yet
+    /// ask DHCP again when its carrier comes back.)
+    /// Fails with `NotFound` when the VM has no such NIC.
+    async fn set_nic_link(&self, name: &str, nic_id: &str, up: bool) -> Result<()>;
 }

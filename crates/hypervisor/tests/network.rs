@@ -117,3 +117,22 @@ async fn nic_when_memory_saved_and_restored_then_guest_answers_on_its_address_ag
     assert_eq!(while_saved, "");
     assert!(after.starts_with("boot=1 "), "{after}");
 }
+
+#[tokio::test]
+async fn nic_link_when_set_down_and_up_then_ok_and_unknown_nic_not_found() {
+    if !is_root() {
+        return;
+    }
+    let net = Net::new("link", &[A]).await;
+    let harness = common::Harness::with_netns(&net.ns);
+    let spec = with_nic(harness.spec("vm-a"), A.0, A.1);
+    harness.driver.start(&spec).await.unwrap();
+
+    let down = harness.driver.set_nic_link("vm-a", "net0", false).await;
+    let up = harness.driver.set_nic_link("vm-a", "net0", true).await;
+    let unknown = harness.driver.set_nic_link("vm-a", "net9", true).await;
+
+    assert!(down.is_ok(), "{down:?}");
+    assert!(up.is_ok(), "{up:?}");
+    assert_eq!(unknown.unwrap_err().kind(), hypervisor::ErrorKind::NotFound);
+}

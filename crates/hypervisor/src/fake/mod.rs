@@ -50,6 +50,7 @@ pub enum Operation {
     DetachDisk,
     AttachNic,
     DetachNic,
+    SetNicLink,
 }
 
 /// In-memory hypervisor. See the module header.
@@ -554,6 +555,19 @@ impl Hypervisor for FakeHypervisor {
         let vm = state.running_vm(name)?;
         vm.spec.nics.retain(|n| n.id != nic_id);
         Ok(())
+    }
+
+    async fn set_nic_link(&self, name: &str, nic_id: &str, _up: bool) -> Result<()> {
+        let mut state = self.begin(Operation::SetNicLink)?;
+        let vm = state.running_vm(name)?;
+        if vm.spec.nics.iter().any(|n| n.id == nic_id) {
+            Ok(())
+        } else {
+            Err(Error::new(
+                ErrorKind::NotFound,
+                format!("VM {name} has no NIC {nic_id}"),
+            ))
+        }
     }
 
     async fn freeze_filesystems(&self, name: &str, _timeout: Duration) -> Result<u32> {

@@ -244,3 +244,13 @@ async fn attach_nic_when_twice_then_one_nic_and_detach_removes_it() {
     assert_eq!(attached, vec![nic]);
     assert!(fake.spec("vm1").unwrap().nics.is_empty());
 }
+
+#[tokio::test]
+async fn set_nic_link_when_vm_has_no_such_nic_then_not_found() {
+    let fake = FakeHypervisor::new();
+    fake.start(&spec("vm1")).await.unwrap();
+
+    let error = fake.set_nic_link("vm1", "net0", false).await.unwrap_err();
+
+    assert_eq!(error.kind(), ErrorKind::NotFound);
+}

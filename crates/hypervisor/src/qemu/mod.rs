@@ -710,6 +710,10 @@ impl Hypervisor for QemuHypervisor {
         self.unplug_nic(name, nic_id).await
     }
 
+    async fn set_nic_link(&self, name: &str, nic_id: &str, up: bool) -> Result<()> {
+        self.nic_link(name, nic_id, up).await
+    }
+
     async fn snapshot_disk(&self, name: &str, disk_id: &str, overlay: &Path) -> Result<()> {
         let vm = self.vm(name)?;
         let _op = vm.op.lock().await;

@@ -6,6 +6,7 @@
 //!               (recorded in ports.json before); the NIC added to spec.json
 //!  detach_nic   device_del <id>-dev, wait for DEVICE_DELETED; netdev_del <id>;
 //!               port freed; the NIC removed from spec.json
+//!  set_nic_link set_link <id>-dev up/down: the guest sees its carrier change
 //! ```
 //!
 //! spec.json keeps the NICs a VM has now, so a memory state saved after a hot-plug is
@@ -116,6 +117,32 @@ impl QemuHypervisor {
         }
         self.record_nic(&vm, None, nic_id).await?;
         tracing::info!(vm = name, nic = nic_id, "NIC unplugged");
+        Ok(())
+    }
+
+    /// [`Hypervisor::set_nic_link`](crate::Hypervisor::set_nic_link).
+    pub(super) async fn nic_link(&self, name: &str, nic_id: &str, up: bool) -> Result<()> {
+        let vm = self.vm(name)?;
+        let _op = vm.op.lock().await;
+        let live = self.live(&vm).await?;
+        let qmp = &live.qmp;
+        let timeout = self.config.monitor_timeout;
+        let device_id = format!("{nic_id}-dev");
+        if !super::hotplug::has_device(qmp, name, &device_id, timeout).await? {
+            return Err(Error::new(
+                ErrorKind::NotFound,
+                format!("VM {name} has no NIC {nic_id}"),
+            ));
+        }
+        run(
+            qmp,
+            name,
+            "set_link",
+            json!({"name": device_id, "up": up}),
+            timeout,
+        )
+        .await?;
+        tracing::info!(vm = name, nic = nic_id, up, "NIC link set");
         Ok(())
     }
 

@@ -13,7 +13,7 @@ use netplane::{
     NetworkPlane, PortPlan, Protocol, Remote, Rule, SubnetPlan,
 };
 
-pub const BOOT: Duration = Duration::from_secs(90);
+pub const BOOT: Duration = Duration::from_secs(180);
 
 pub fn is_root() -> bool {
     // SAFETY: geteuid(2) has no arguments and cannot fail.

@@ -63,7 +63,14 @@ fn token_issue_when_password_right_then_201_with_subject_token_and_catalog() {
     assert_eq!(r.body["token"]["project"]["name"], "admin");
     assert_eq!(
         catalog_types(&r.body["token"]),
-        ["block-storage", "compute", "identity", "image", "volumev3"]
+        [
+            "block-storage",
+            "compute",
+            "identity",
+            "image",
+            "network",
+            "volumev3"
+        ]
     );
     let urls = catalog_urls(&r.body["token"]);
     assert!(

@@ -6,6 +6,7 @@
 mod networks;
 mod ports;
 mod query;
+mod quotas;
 mod requests;
 mod routers;
 mod security_groups;
@@ -34,6 +35,7 @@ pub(crate) fn routes() -> Router<AppState> {
         .merge(ports::routes())
         .merge(security_groups::routes())
         .merge(routers::routes())
+        .merge(quotas::routes())
 }
 
 /// An error in Neutron's shape.
@@ -102,6 +104,8 @@ const EXTENSIONS: &[(&str, &str, &str)] = &[
     ("standard-attr-revisions", "Resource revision numbers", "This extension will display the revision number of neutron resources."),
     ("standard-attr-timestamp", "Resource timestamps", "Adds created_at and updated_at fields to all Neutron resources that have Neutron standard attributes."),
     ("project-id", "project_id field enabled", "Extension that indicates that project_id field is enabled."),
+    ("quotas", "Quota management support", "Expose functions for quotas management per tenant"),
+    ("quota_details", "Quota details extension", "Expose functions for quotas usage statistics per project"),
     ("router", "Neutron L3 Router", "Router abstraction for basic L3 forwarding between L2 Neutron networks and access to external networks via a NAT gateway."),
     ("ext-gw-mode", "Neutron L3 Configurable external gateway mode", "Extension of the router abstraction for specifying whether SNAT should occur on the external gateway"),
     ("extraroute", "Neutron Extra Route", "Extra routes configuration for L3 router"),

@@ -139,8 +139,19 @@ fn network_not_found(id: &str) -> Error {
     Error::not_found("Network", id)
 }
 
+/// The resources with Neutron quotas, as Neutron names them.
+pub const QUOTA_RESOURCES: [&str; 7] = [
+    "network",
+    "subnet",
+    "port",
+    "router",
+    "floatingip",
+    "security_group",
+    "security_group_rule",
+];
+
 /// Neutron's default quotas (`[quotas]` of neutron.conf).
-fn default_quota(resource: &str) -> usize {
+pub fn default_quota(resource: &str) -> usize {
     match resource {
         "network" | "subnet" => 100,
         "port" => 500,
@@ -160,6 +171,40 @@ impl Cloud {
         project: domain::ProjectId,
         resource: &str,
     ) -> Result<()> {
+        let used = self.network_usage(project, resource).await?;
+        if used >= default_quota(resource) {
+            return Err(Error::conflict(format!(
+                "Quota exceeded for resources: ['{resource}']."
+            )));
+        }
+        Ok(())
+    }
+
+    /// Neutron's quota of a project: (resource, limit, used). Its own project's for a
+    /// member, any for an admin (403 otherwise, as Neutron's `get_quota` policy).
+    pub async fn network_quota(
+        &self,
+        caller: &Caller,
+        project: &str,
+    ) -> Result<Vec<(&'static str, usize, usize)>> {
+        let pid: domain::ProjectId = project
+            .parse()
+            .map_err(|_| Error::not_found("Project", project))?;
+        if !caller.can_see_project(pid) {
+            return Err(Error::forbidden("(rule:get_quota) is disallowed by policy"));
+        }
+        let mut out = Vec::new();
+        for resource in QUOTA_RESOURCES {
+            out.push((
+                resource,
+                default_quota(resource),
+                self.network_usage(pid, resource).await?,
+            ));
+        }
+        Ok(out)
+    }
+
+    async fn network_usage(&self, project: domain::ProjectId, resource: &str) -> Result<usize> {
         let used = match resource {
             "network" => self
                 .store
@@ -212,11 +257,6 @@ impl Cloud {
                 .count(),
             _ => 0,
         };
-        if used >= default_quota(resource) {
-            return Err(Error::conflict(format!(
-                "Quota exceeded for resources: ['{resource}']."
-            )));
-        }
-        Ok(())
+        Ok(used)
     }
 }

@@ -371,7 +371,8 @@ impl QemuHypervisor {
         let ports = hotplug::ports_for_launch(&vm.dir, spec, incoming).await?;
         let args = command_line::build(&self.config, &vm.dir, spec, incoming, &ports)?;
         let log = self.open_qemu_log(vm, &args).await?;
-        let netns = self.open_netns(!spec.nics.is_empty()).await?;
+        let netns =
+            process::open_netns(self.config.netns.as_deref(), !spec.nics.is_empty()).await?;
         let mut child = process::spawn_detached(&self.config.binary, &args, log, netns.as_ref())
             .map_err(|e| {
                 Error::new(
@@ -400,26 +401,6 @@ impl QemuHypervisor {
         pauses::watch(&vm.name, client.events(), Arc::clone(&vm.pauses));
         *vm.monitor.lock().await = Some(client.clone());
         Ok(client)
-    }
-
-    /// The configured network namespace, opened for `setns(2)`. A VM without NICs
-    /// starts where it is when the namespace does not exist (yet): no network does.
-    async fn open_netns(&self, has_nics: bool) -> Result<Option<std::fs::File>> {
-        let Some(name) = &self.config.netns else {
-            return Ok(None);
-        };
-        let path = Path::new("/run/netns").join(name);
-        if !has_nics && !tokio::fs::try_exists(&path).await.unwrap_or(false) {
-            return Ok(None);
-        }
-        let file = tokio::fs::File::open(&path).await.map_err(|e| {
-            Error::new(
-                ErrorKind::StartFailed,
-                format!("cannot open network namespace {name}"),
-            )
-            .with_source(e)
-        })?;
-        Ok(Some(file.into_std().await))
     }
 
     /// Opens `qemu.log` for QEMU's output, after a header with the command line.

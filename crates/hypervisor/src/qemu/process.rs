@@ -79,6 +79,30 @@ pub(crate) async fn is_qemu_of(pid: i32, pid_file: &Path) -> bool {
 
 /// Sends `signal` to `pid`, which must be a single process (never 0 or negative, which
 /// kill(2) would apply to whole process groups).
+/// The network namespace `name` (an `ip netns` name), opened for `setns(2)` in
+/// [`spawn_detached`]. A VM without NICs starts where it is when the namespace does not
+/// exist (yet): no network does.
+pub(crate) async fn open_netns(
+    name: Option<&str>,
+    has_nics: bool,
+) -> crate::Result<Option<std::fs::File>> {
+    let Some(name) = name else {
+        return Ok(None);
+    };
+    let path = Path::new("/run/netns").join(name);
+    if !has_nics && !tokio::fs::try_exists(&path).await.unwrap_or(false) {
+        return Ok(None);
+    }
+    let file = tokio::fs::File::open(&path).await.map_err(|e| {
+        crate::Error::new(
+            crate::ErrorKind::StartFailed,
+            format!("cannot open network namespace {name}"),
+        )
+        .with_source(e)
+    })?;
+    Ok(Some(file.into_std().await))
+}
+
 pub(crate) fn signal(pid: i32, signal: libc::c_int) -> io::Result<()> {
     if pid <= 0 {
         return Err(io::Error::new(

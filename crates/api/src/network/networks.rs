@@ -8,7 +8,7 @@ use axum::{Json, Router};
 use cloud::network::{NetworkChanges, NewNetwork};
 use serde_json::{json, Value};
 
-use super::query::{select, ListQuery};
+use super::query::ListQuery;
 use super::requests::{resource, NetworkBody};
 use super::views::{to_value, NetworkView};
 use super::{created, NeutronResult};
@@ -44,12 +44,8 @@ async fn show(
 ) -> NeutronResult<Json<Value>> {
     let network = s.cloud.network(&caller, &id).await?;
     let subnets = s.cloud.subnets(&caller).await?;
-    let mut view = to_value(NetworkView::new(&network, &subnets));
-    let fields = q.fields();
-    if !fields.is_empty() {
-        select(&mut view, &fields);
-    }
-    Ok(Json(json!({"network": view})))
+    let view = to_value(NetworkView::new(&network, &subnets));
+    Ok(q.one("network", view))
 }
 
 async fn create(

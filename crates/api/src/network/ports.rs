@@ -9,7 +9,7 @@ use cloud::network::{NewPort, PortChanges};
 use domain::Error;
 use serde_json::{json, Value};
 
-use super::query::{select, ListQuery};
+use super::query::ListQuery;
 use super::requests::{resource, PortBody};
 use super::views::{to_value, PortView};
 use super::{created, NeutronResult};
@@ -44,12 +44,8 @@ async fn show(
     Path(id): Path<String>,
     q: ListQuery,
 ) -> NeutronResult<Json<Value>> {
-    let mut view = to_value(PortView::new(&s.cloud.port(&caller, &id).await?, &caller));
-    let fields = q.fields();
-    if !fields.is_empty() {
-        select(&mut view, &fields);
-    }
-    Ok(Json(json!({"port": view})))
+    let view = to_value(PortView::new(&s.cloud.port(&caller, &id).await?, &caller));
+    Ok(q.one("port", view))
 }
 
 async fn create(

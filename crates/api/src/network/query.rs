@@ -180,6 +180,17 @@ impl ListQuery {
     }
 }
 
+impl ListQuery {
+    /// `{key: view}`, the view cut to the `fields` asked for (a `show`).
+    pub fn one(&self, key: &str, mut view: Value) -> axum::Json<Value> {
+        let fields = self.fields();
+        if !fields.is_empty() {
+            select(&mut view, &fields);
+        }
+        axum::Json(serde_json::json!({ key: view }))
+    }
+}
+
 /// Keeps only `fields` of one view.
 pub(crate) fn select(item: &mut Value, fields: &[&str]) {
     if let Value::Object(map) = item {

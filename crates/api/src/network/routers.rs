@@ -12,7 +12,7 @@ use cloud::network::{
 use domain::Error;
 use serde_json::{json, Value};
 
-use super::query::{select, ListQuery};
+use super::query::ListQuery;
 use super::requests::{resource, FloatingIpBody, InterfaceBody, RouterBody};
 use super::views::{to_value, FloatingIpView, RouterView};
 use super::{created, NeutronResult};
@@ -62,12 +62,8 @@ async fn show(
     Path(id): Path<String>,
     q: ListQuery,
 ) -> NeutronResult<Json<Value>> {
-    let mut v = view(&s, &s.cloud.router(&caller, &id).await?).await?;
-    let fields = q.fields();
-    if !fields.is_empty() {
-        select(&mut v, &fields);
-    }
-    Ok(Json(json!({"router": v})))
+    let v = view(&s, &s.cloud.router(&caller, &id).await?).await?;
+    Ok(q.one("router", v))
 }
 
 async fn create(
@@ -215,14 +211,10 @@ async fn show_fip(
     Path(id): Path<String>,
     q: ListQuery,
 ) -> NeutronResult<Json<Value>> {
-    let mut v = to_value(FloatingIpView::new(
+    let v = to_value(FloatingIpView::new(
         &s.cloud.floating_ip(&caller, &id).await?,
     ));
-    let fields = q.fields();
-    if !fields.is_empty() {
-        select(&mut v, &fields);
-    }
-    Ok(Json(json!({"floatingip": v})))
+    Ok(q.one("floatingip", v))
 }
 
 async fn create_fip(

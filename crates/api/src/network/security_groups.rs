@@ -9,7 +9,7 @@ use cloud::network::{NewSecurityGroup, NewSecurityGroupRule};
 use domain::Error;
 use serde_json::{json, Value};
 
-use super::query::{select, ListQuery};
+use super::query::ListQuery;
 use super::requests::{port_number, protocol, resource, RuleBody, SecurityGroupBody};
 use super::views::{to_value, RuleView, SecurityGroupView};
 use super::{created, NeutronResult};
@@ -56,12 +56,8 @@ async fn show(
 ) -> NeutronResult<Json<Value>> {
     let group = s.cloud.security_group(&caller, &id).await?;
     let rules = s.cloud.security_group_rules(&caller).await?;
-    let mut view = to_value(SecurityGroupView::new(&group, &rules));
-    let fields = q.fields();
-    if !fields.is_empty() {
-        select(&mut view, &fields);
-    }
-    Ok(Json(json!({"security_group": view})))
+    let view = to_value(SecurityGroupView::new(&group, &rules));
+    Ok(q.one("security_group", view))
 }
 
 async fn create(
@@ -154,15 +150,11 @@ async fn show_rule(
     q: ListQuery,
 ) -> NeutronResult<Json<Value>> {
     let defaults = default_groups(&s, &caller).await?;
-    let mut view = to_value(RuleView::new(
+    let view = to_value(RuleView::new(
         &s.cloud.security_group_rule(&caller, &id).await?,
         &defaults,
     ));
-    let fields = q.fields();
-    if !fields.is_empty() {
-        select(&mut view, &fields);
-    }
-    Ok(Json(json!({"security_group_rule": view})))
+    Ok(q.one("security_group_rule", view))
 }
 
 async fn create_rule(

@@ -9,7 +9,7 @@ use cloud::network::{NewSubnet, SubnetChanges};
 use domain::Error;
 use serde_json::{json, Value};
 
-use super::query::{select, ListQuery};
+use super::query::ListQuery;
 use super::requests::{resource, SubnetBody};
 use super::views::{to_value, SubnetView};
 use super::{created, NeutronResult};
@@ -44,12 +44,8 @@ async fn show(
     Path(id): Path<String>,
     q: ListQuery,
 ) -> NeutronResult<Json<Value>> {
-    let mut view = to_value(SubnetView::new(&s.cloud.subnet(&caller, &id).await?));
-    let fields = q.fields();
-    if !fields.is_empty() {
-        select(&mut view, &fields);
-    }
-    Ok(Json(json!({"subnet": view})))
+    let view = to_value(SubnetView::new(&s.cloud.subnet(&caller, &id).await?));
+    Ok(q.one("subnet", view))
 }
 
 async fn create(

@@ -127,8 +127,9 @@ impl Cloud {
         let mut made: Vec<Port> = Vec::new();
         for nic in nics {
             let result = match nic {
+                // Recorded only: the build applies the plane once before QEMU starts.
                 CheckedNic::New { network, fixed_ip } => self
-                    .create_port(
+                    .record_port(
                         caller,
                         NewPort {
                             network_id: network.id.to_string(),

@@ -81,6 +81,14 @@ impl Cloud {
     }
 
     pub async fn create_port(&self, caller: &Caller, new: NewPort) -> Result<Port> {
+        let port = self.record_port(caller, new).await?;
+        self.sync_network().await;
+        Ok(port)
+    }
+
+    /// Checks and stores a new port without applying the plane (the caller applies once
+    /// for everything it changes).
+    pub(crate) async fn record_port(&self, caller: &Caller, new: NewPort) -> Result<Port> {
         caller.require(Role::Member, "create ports")?;
         let network = self.network(caller, &new.network_id).await?;
         let owns_network = caller.can_see_project(network.project_id);
@@ -143,7 +151,6 @@ impl Cloud {
             port.fixed_ips = self.allocate(&network, &port, new.fixed_ips, &[]).await?;
             self.store.insert_port(&port).await?;
         }
-        self.sync_network().await;
         self.store.port(port.id).await
     }
 

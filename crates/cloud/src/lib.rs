@@ -180,6 +180,8 @@ impl Cloud {
     pub async fn reconcile(&self) -> Result<Vec<String>> {
         self.store.clear_quota_reservations().await?;
         let mut repaired = self.recover_sagas().await?;
+        // Taps exist before compute's repair starts any server.
+        repaired.extend(self.release_orphan_ports().await?);
         self.sync_network().await;
         repaired.extend(compute::reconcile(self).await?);
         repaired.extend(images::reconcile(self).await?);

@@ -715,3 +715,58 @@ async fn rename_when_looping_during_restore_points_then_each_new_top_stays_the_d
         "the disk QEMU writes was collected"
     );
 }
+
+#[tokio::test]
+async fn reconcile_when_port_made_for_a_server_never_recorded_then_released() {
+    let rig = Rig::new().await;
+    let net = rig
+        .cloud
+        .create_network(
+            &rig.admin,
+            cloud::network::NewNetwork {
+                name: "n".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    rig.cloud
+        .create_subnet(
+            &rig.admin,
+            cloud::network::NewSubnet {
+                network_id: net.id.to_string(),
+                cidr: "10.9.0.0/24".into(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    let port = rig
+        .cloud
+        .create_port(
+            &rig.admin,
+            cloud::network::NewPort {
+                network_id: net.id.to_string(),
+                ..Default::default()
+            },
+        )
+        .await
+        .unwrap();
+    // What a stop between "port made and bound" and "server row written" leaves.
+    let orphan = domain::network::Port {
+        device_id: domain::ServerId::new().to_string(),
+        device_owner: cloud::network::COMPUTE_OWNER.into(),
+        delete_with_device: true,
+        ..port.clone()
+    };
+    rig.cloud.store().update_port(&port, &orphan).await.unwrap();
+
+    let repaired = rig.cloud.reconcile().await.unwrap();
+
+    let gone = rig.cloud.store().port(port.id).await.unwrap_err();
+    assert_eq!(gone.kind(), domain::ErrorKind::NotFound);
+    assert!(
+        repaired.iter().any(|l| l.contains(&port.id.to_string())),
+        "{repaired:?}"
+    );
+}

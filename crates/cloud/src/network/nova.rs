@@ -175,6 +175,37 @@ impl Cloud {
         self.store.update_port(&port, &next).await
     }
 
+    /// Start-up repair: ports made for a server whose row never got written (the
+    /// service stopped between the two) or that is gone are deleted; ports handed to
+    /// such a server are released. Returns a line per port.
+    pub(crate) async fn release_orphan_ports(&self) -> Result<Vec<String>> {
+        let mut orphans = Vec::new();
+        for port in self.store.ports().await? {
+            if port.owner() != DeviceOwner::Compute {
+                continue;
+            }
+            let Ok(server) = port.device_id.parse::<ServerId>() else {
+                continue;
+            };
+            let live = match self.store.server(server).await {
+                Ok(s) => s.vm_state != domain::server::VmState::Deleted,
+                Err(e) if e.kind() == domain::ErrorKind::NotFound => false,
+                Err(e) => return Err(e),
+            };
+            if !live {
+                orphans.push(port);
+            }
+        }
+        let lines = orphans
+            .iter()
+            .map(|p| format!("port {} of missing server {} released", p.id, p.device_id))
+            .collect();
+        if !orphans.is_empty() {
+            self.release_ports(&orphans).await;
+        }
+        Ok(lines)
+    }
+
     /// The server's ports, in the order they were made (its NICs' order).
     pub(crate) async fn server_ports(&self, server: ServerId) -> Result<Vec<Port>> {
         let id = server.to_string();
